@@ -1,0 +1,220 @@
+//! AES-256-GCM behind one interface, with the fastest implementation chosen per CPU.
+//!
+//! Two providers implement the same operations (one file each): AWS-LC, always
+//! present and the only one in a `fips` build, and *ring*, whose AES-GCM has a
+//! VAES/AVX2 code path that AWS-LC lacks (AWS-LC's vectorised path needs AVX-512).
+//! [`Provider::fastest`] picks per CPU; `docs/performance.md` holds the measurements
+//! behind the rule.
+//!
+//! Callers pass explicit nonces. This module does not count them: the record and
+//! stream formats do, under keys derived for one object each.
+
+mod aws_lc;
+#[cfg(all(feature = "ring-aead", not(feature = "fips")))]
+mod ring;
+
+use crate::secret::SecretKey;
+use crate::{CryptoError, Result};
+pub use atrest_format::{NONCE_LEN, TAG_LEN};
+use std::sync::OnceLock;
+
+/// An AES-256-GCM implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// AWS-LC (the FIPS 140-3 validated module in `fips` builds).
+    AwsLc,
+    /// *ring* (not in `fips` builds).
+    #[cfg(all(feature = "ring-aead", not(feature = "fips")))]
+    Ring,
+}
+
+impl Provider {
+    /// Every provider in this build.
+    #[must_use]
+    pub fn all() -> &'static [Provider] {
+        &[
+            Provider::AwsLc,
+            #[cfg(all(feature = "ring-aead", not(feature = "fips")))]
+            Provider::Ring,
+        ]
+    }
+
+    /// Short name, for tables and logs.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::AwsLc => "aws-lc",
+            #[cfg(all(feature = "ring-aead", not(feature = "fips")))]
+            Provider::Ring => "ring",
+        }
+    }
+
+    /// The provider used by default: AWS-LC in `fips` builds and on CPUs with
+    /// AVX-512 VAES (where its 512-bit path wins); *ring* elsewhere.
+    #[must_use]
+    pub fn fastest() -> Provider {
+        static CHOICE: OnceLock<Provider> = OnceLock::new();
+        *CHOICE.get_or_init(|| {
+            #[cfg(all(feature = "ring-aead", not(feature = "fips")))]
+            {
+                if !has_avx512_vaes() {
+                    return Provider::Ring;
+                }
+            }
+            Provider::AwsLc
+        })
+    }
+}
+
+#[cfg(all(feature = "ring-aead", not(feature = "fips")))]
+fn has_avx512_vaes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("vaes")
+            && std::arch::is_x86_feature_detected!("vpclmulqdq")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+enum Inner {
+    AwsLc(aws_lc::Key),
+    #[cfg(all(feature = "ring-aead", not(feature = "fips")))]
+    Ring(ring::Key),
+}
+
+/// An AES-256-GCM key with its expanded schedule.
+pub struct AeadKey(Inner);
+
+impl AeadKey {
+    /// A key on the [`Provider::fastest`] implementation.
+    ///
+    /// # Errors
+    /// When the library refuses the key.
+    pub fn new(key: &SecretKey) -> Result<Self> {
+        Self::with_provider(Provider::fastest(), key)
+    }
+
+    /// A key on a chosen implementation (benchmarks and cross-checks).
+    ///
+    /// # Errors
+    /// When the library refuses the key.
+    pub fn with_provider(provider: Provider, key: &SecretKey) -> Result<Self> {
+        Self::from_bytes(provider, key.expose_secret())
+    }
+
+    pub(crate) fn from_bytes(provider: Provider, key: &[u8]) -> Result<Self> {
+        if key.len() != 32 {
+            return Err(CryptoError::InvalidKey("AES-256-GCM needs a 32-byte key"));
+        }
+        Ok(Self(match provider {
+            Provider::AwsLc => Inner::AwsLc(aws_lc::Key::new(key)?),
+            #[cfg(all(feature = "ring-aead", not(feature = "fips")))]
+            Provider::Ring => Inner::Ring(ring::Key::new(key)?),
+        }))
+    }
+
+    /// Which implementation holds this key.
+    #[must_use]
+    pub fn provider(&self) -> Provider {
+        match self.0 {
+            Inner::AwsLc(_) => Provider::AwsLc,
+            #[cfg(all(feature = "ring-aead", not(feature = "fips")))]
+            Inner::Ring(_) => Provider::Ring,
+        }
+    }
+
+    /// Encrypts `in_out` in place and returns the tag.
+    ///
+    /// # Errors
+    /// [`CryptoError::LimitExceeded`] past the GCM length limit.
+    pub fn seal_in_place(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        in_out: &mut [u8],
+    ) -> Result<[u8; TAG_LEN]> {
+        match &self.0 {
+            Inner::AwsLc(k) => k.seal(nonce, aad, in_out),
+            #[cfg(all(feature = "ring-aead", not(feature = "fips")))]
+            Inner::Ring(k) => k.seal(nonce, aad, in_out),
+        }
+    }
+
+    /// Decrypts `in_out` in place after checking `tag`. On failure the buffer is
+    /// zeroed, so no unauthenticated plaintext is ever visible.
+    ///
+    /// # Errors
+    /// [`CryptoError::Integrity`] when authentication fails.
+    pub fn open_in_place(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        in_out: &mut [u8],
+        tag: &[u8],
+    ) -> Result<()> {
+        let ok = match &self.0 {
+            Inner::AwsLc(k) => k.open(nonce, aad, in_out, tag),
+            #[cfg(all(feature = "ring-aead", not(feature = "fips")))]
+            Inner::Ring(k) => k.open(nonce, aad, in_out, tag),
+        };
+        if ok {
+            Ok(())
+        } else {
+            in_out.fill(0);
+            Err(CryptoError::Integrity)
+        }
+    }
+}
+
+impl core::fmt::Debug for AeadKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "AeadKey({}, [REDACTED])", self.provider().name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// NIST GCM test case 16 (AES-256, 96-bit IV, with AAD), from the GCM spec.
+    #[test]
+    fn gcm_spec_case_16_all_providers() {
+        let key = hex::decode("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308")
+            .unwrap();
+        let nonce: [u8; 12] = hex::decode("cafebabefacedbaddecaf888")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let aad = hex::decode("feedfacedeadbeeffeedfacedeadbeefabaddad2").unwrap();
+        let pt = hex::decode("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39").unwrap();
+        let ct = "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662";
+        let tag = "76fc6ece0f4e1768cddf8853bb2d551b";
+        for &p in Provider::all() {
+            let k = AeadKey::from_bytes(p, &key).unwrap();
+            let mut buf = pt.clone();
+            let t = k.seal_in_place(nonce, &aad, &mut buf).unwrap();
+            assert_eq!(hex::encode(&buf), ct, "{p:?}");
+            assert_eq!(hex::encode(t), tag, "{p:?}");
+            k.open_in_place(nonce, &aad, &mut buf, &t).unwrap();
+            assert_eq!(buf, pt);
+        }
+    }
+
+    #[test]
+    fn failed_open_zeroes_buffer() {
+        let k = AeadKey::new(&SecretKey::generate().unwrap()).unwrap();
+        let mut buf = b"attack at dawn".to_vec();
+        let mut t = k.seal_in_place([0; 12], b"", &mut buf).unwrap();
+        t[0] ^= 1;
+        assert!(matches!(
+            k.open_in_place([0; 12], b"", &mut buf, &t),
+            Err(CryptoError::Integrity)
+        ));
+        assert!(buf.iter().all(|&b| b == 0));
+    }
+}

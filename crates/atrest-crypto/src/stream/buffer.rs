@@ -1,0 +1,186 @@
+//! Segment assembly shared by the blocking and the async adapters: the adapters only
+//! move bytes between these buffers and their inner reader or writer.
+
+use super::segment::{SegmentOpener, SegmentSealer};
+use crate::{CryptoError, Result};
+use atrest_format::{StreamHeader, TAG_LEN};
+
+/// Plaintext in, sealed bytes out, one reused segment buffer.
+pub(crate) struct Encryptor {
+    sealer: SegmentSealer,
+    header_sent: usize,
+    buf: Vec<u8>,
+    filled: usize,
+    out: core::ops::Range<usize>,
+    finished: bool,
+}
+
+impl Encryptor {
+    pub(crate) fn new(sealer: SegmentSealer) -> Self {
+        let buf = vec![0u8; sealer.layout().sealed_segment_size()];
+        Self {
+            sealer,
+            header_sent: 0,
+            buf,
+            filled: 0,
+            out: 0..0,
+            finished: false,
+        }
+    }
+
+    /// Sealed bytes waiting to be written (the header first).
+    pub(crate) fn pending(&self) -> &[u8] {
+        if self.header_sent < StreamHeader::LEN {
+            &self.sealer.header()[self.header_sent..]
+        } else {
+            &self.buf[self.out.clone()]
+        }
+    }
+
+    pub(crate) fn consume(&mut self, n: usize) {
+        if self.header_sent < StreamHeader::LEN {
+            self.header_sent += n;
+        } else {
+            self.out.start += n;
+        }
+    }
+
+    /// Takes plaintext. `Some(n)`: `n` bytes taken. `None`: a full segment was sealed
+    /// instead; write out [`Self::pending`] and call again. Call only with nothing pending.
+    pub(crate) fn push(&mut self, data: &[u8]) -> Result<Option<usize>> {
+        debug_assert!(self.pending().is_empty());
+        if self.finished {
+            return Err(CryptoError::InvalidInput(
+                "write after the stream was finished",
+            ));
+        }
+        if data.is_empty() {
+            return Ok(Some(0));
+        }
+        let size = self.buf.len() - TAG_LEN;
+        // A full segment is sealed only once more data arrives: until then it may be the last.
+        if self.filled == size {
+            self.seal(false)?;
+            return Ok(None);
+        }
+        let n = (size - self.filled).min(data.len());
+        self.buf[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+        self.filled += n;
+        Ok(Some(n))
+    }
+
+    /// Seals the final segment; write out [`Self::pending`] afterwards. Idempotent.
+    pub(crate) fn finish(&mut self) -> Result<()> {
+        if !self.finished {
+            self.seal(true)?;
+            self.finished = true;
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self, last: bool) -> Result<()> {
+        let len = self.filled + TAG_LEN;
+        self.sealer.seal_segment(&mut self.buf[..len], last)?;
+        self.out = 0..len;
+        self.filled = 0;
+        Ok(())
+    }
+}
+
+/// Sealed bytes in, authenticated plaintext out, one reused segment buffer with one byte
+/// of look-ahead (a full segment is final only if nothing follows it).
+pub(crate) struct Decryptor {
+    opener: SegmentOpener,
+    buf: Vec<u8>,
+    filled: usize,
+    eof: bool,
+    index: u64,
+    out: core::ops::Range<usize>,
+    carry: Option<u8>,
+    done: bool,
+}
+
+impl Decryptor {
+    pub(crate) fn new(opener: SegmentOpener) -> Self {
+        let buf = vec![0u8; opener.layout().sealed_segment_size() + 1];
+        Self {
+            opener,
+            buf,
+            filled: 0,
+            eof: false,
+            index: 0,
+            out: 0..0,
+            carry: None,
+            done: false,
+        }
+    }
+
+    /// Authenticated plaintext not yet handed out.
+    pub(crate) fn plaintext(&self) -> &[u8] {
+        &self.buf[self.out.clone()]
+    }
+
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.out.start += n;
+    }
+
+    /// Hands out all remaining plaintext of the current segment at once.
+    pub(crate) fn take_chunk(&mut self) -> &[u8] {
+        let r = self.out.clone();
+        self.out.start = r.end;
+        &self.buf[r]
+    }
+
+    /// The final segment has been opened and handed out completely.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done && self.out.is_empty()
+    }
+
+    /// Whether more sealed input is needed before the next segment can be opened.
+    pub(crate) fn needs_input(&mut self) -> bool {
+        if let Some(b) = self.carry.take() {
+            self.buf[0] = b;
+            self.filled = 1;
+        }
+        !self.eof && self.filled < self.buf.len()
+    }
+
+    /// Where the next sealed bytes go.
+    pub(crate) fn space(&mut self) -> &mut [u8] {
+        &mut self.buf[self.filled..]
+    }
+
+    /// Records `n` bytes read into [`Self::space`]; 0 means end of input.
+    pub(crate) fn advance(&mut self, n: usize) {
+        if n == 0 {
+            self.eof = true;
+        }
+        self.filled += n;
+    }
+
+    /// Opens the buffered segment. Call when [`Self::needs_input`] is false.
+    pub(crate) fn open_next(&mut self) -> Result<()> {
+        let sealed = self.buf.len() - 1;
+        let (len, last) = if self.filled > sealed {
+            (sealed, false)
+        } else {
+            (self.filled, true)
+        };
+        if len == 0 {
+            // Nothing at all after the header: the stream was cut before its first segment.
+            return Err(CryptoError::Integrity);
+        }
+        let pt_len = self
+            .opener
+            .open_segment(self.index, last, &mut self.buf[..len])?
+            .len();
+        if !last {
+            self.carry = Some(self.buf[sealed]);
+        }
+        self.out = 0..pt_len;
+        self.filled = 0;
+        self.index += 1;
+        self.done = last;
+        Ok(())
+    }
+}
