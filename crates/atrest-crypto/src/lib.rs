@@ -28,6 +28,8 @@ pub mod record;
 pub mod rsa;
 pub mod secret;
 pub mod stream;
+#[cfg(test)]
+mod vectors;
 
 pub use derive::MAX_CONTEXT_LEN;
 pub use error::{CryptoError, Result};

@@ -45,6 +45,16 @@ pub fn seal(data_key: &SecretKey, context: &[&[u8]], plaintext: &[u8]) -> Result
 /// [`CryptoError::InvalidInput`] if `buf` is shorter than [`OVERHEAD`];
 /// [`CryptoError::LimitExceeded`] above 1 GiB; RNG failure.
 pub fn seal_in_place(data_key: &SecretKey, context: &[&[u8]], buf: &mut [u8]) -> Result<()> {
+    seal_in_place_with_salt(data_key, context, buf, crate::rand::bytes()?)
+}
+
+/// As [`seal_in_place`] with a chosen salt: only for the published test vectors.
+pub(crate) fn seal_in_place_with_salt(
+    data_key: &SecretKey,
+    context: &[&[u8]],
+    buf: &mut [u8],
+    salt: [u8; SALT_LEN],
+) -> Result<()> {
     if buf.len() < OVERHEAD {
         return Err(CryptoError::InvalidInput(
             "record buffer lacks room for header and tag",
@@ -55,7 +65,6 @@ pub fn seal_in_place(data_key: &SecretKey, context: &[&[u8]], buf: &mut [u8]) ->
             "records hold at most 1 GiB; use the stream format",
         ));
     }
-    let salt: [u8; SALT_LEN] = crate::rand::bytes()?;
     let keys = derive(data_key, &salt, Kind::Record, context)?;
     let header = RecordHeader {
         salt,

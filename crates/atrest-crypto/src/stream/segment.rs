@@ -22,8 +22,17 @@ impl SegmentSealer {
     /// # Errors
     /// Bad segment size, oversized context, RNG failure.
     pub fn new(data_key: &SecretKey, context: &[&[u8]], segment_size_log2: u8) -> Result<Self> {
+        Self::with_salt(data_key, context, segment_size_log2, crate::rand::bytes()?)
+    }
+
+    /// As [`Self::new`] with a chosen salt: only for the published test vectors.
+    pub(crate) fn with_salt(
+        data_key: &SecretKey,
+        context: &[&[u8]],
+        segment_size_log2: u8,
+        salt: [u8; SALT_LEN],
+    ) -> Result<Self> {
         let layout = StreamLayout::new(segment_size_log2)?;
-        let salt: [u8; SALT_LEN] = crate::rand::bytes()?;
         let keys = derive(data_key, &salt, Kind::Stream, context)?;
         let header = StreamHeader {
             segment_size_log2,
