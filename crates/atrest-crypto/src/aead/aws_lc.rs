@@ -28,6 +28,24 @@ impl Key {
         Ok(out)
     }
 
+    pub(super) fn seal_to(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        input: &[u8],
+        out: &mut [u8],
+    ) -> Result<()> {
+        self.0
+            .seal_in_place_scatter(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut [],
+                input,
+                out,
+            )
+            .map_err(|_| CryptoError::LimitExceeded("AES-GCM message too long"))
+    }
+
     pub(super) fn open(
         &self,
         nonce: [u8; NONCE_LEN],

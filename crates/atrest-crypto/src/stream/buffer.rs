@@ -63,6 +63,14 @@ impl Encryptor {
             self.seal(false)?;
             return Ok(None);
         }
+        // More than a whole segment in hand: its first segment cannot be the last one, so
+        // seal it straight from the caller's buffer, skipping the copy into ours.
+        if self.filled == 0 && data.len() > size {
+            self.sealer
+                .seal_segment_from(&data[..size], &mut self.buf, false)?;
+            self.out = 0..self.buf.len();
+            return Ok(Some(size));
+        }
         let n = (size - self.filled).min(data.len());
         self.buf[self.filled..self.filled + n].copy_from_slice(&data[..n]);
         self.filled += n;

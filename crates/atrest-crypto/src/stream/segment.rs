@@ -69,31 +69,13 @@ impl SegmentSealer {
     /// [`CryptoError::InvalidInput`] for a wrong segment length or a segment after the
     /// final one; [`CryptoError::LimitExceeded`] past 2^32 segments.
     pub fn seal_segment(&mut self, buf: &mut [u8], last: bool) -> Result<()> {
-        if self.finished {
-            return Err(CryptoError::InvalidInput("the stream is already finished"));
-        }
-        if self.next >= MAX_SEGMENTS {
-            return Err(CryptoError::LimitExceeded(
-                "a stream holds at most 2^32 segments",
-            ));
-        }
         let pt_len = buf
             .len()
             .checked_sub(TAG_LEN)
             .ok_or(CryptoError::InvalidInput(
                 "segment buffer lacks room for the tag",
             ))?;
-        let size = self.layout.segment_size();
-        let ok = if last {
-            pt_len <= size && (pt_len > 0 || self.next == 0)
-        } else {
-            pt_len == size
-        };
-        if !ok {
-            return Err(CryptoError::InvalidInput(
-                "segment length does not match the stream layout",
-            ));
-        }
+        self.check_next(pt_len, last)?;
         let (body, tag) = buf.split_at_mut(pt_len);
         tag.copy_from_slice(&self.aead.seal_in_place(
             nonce(self.next, last),
@@ -103,6 +85,45 @@ impl SegmentSealer {
         self.next += 1;
         self.finished = last;
         Ok(())
+    }
+
+    /// Seals the next segment from `input` into `out` (`input.len() + 16` bytes), without
+    /// copying `input` first where the AEAD provider allows. Same rules as
+    /// [`Self::seal_segment`].
+    ///
+    /// # Errors
+    /// As [`Self::seal_segment`].
+    pub fn seal_segment_from(&mut self, input: &[u8], out: &mut [u8], last: bool) -> Result<()> {
+        self.check_next(input.len(), last)?;
+        self.aead
+            .seal_to(nonce(self.next, last), &self.header, input, out)?;
+        self.next += 1;
+        self.finished = last;
+        Ok(())
+    }
+
+    fn check_next(&self, pt_len: usize, last: bool) -> Result<()> {
+        if self.finished {
+            return Err(CryptoError::InvalidInput("the stream is already finished"));
+        }
+        if self.next >= MAX_SEGMENTS {
+            return Err(CryptoError::LimitExceeded(
+                "a stream holds at most 2^32 segments",
+            ));
+        }
+        let size = self.layout.segment_size();
+        let ok = if last {
+            pt_len <= size && (pt_len > 0 || self.next == 0)
+        } else {
+            pt_len == size
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(CryptoError::InvalidInput(
+                "segment length does not match the stream layout",
+            ))
+        }
     }
 
     /// Segments sealed so far.
