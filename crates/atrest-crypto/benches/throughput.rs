@@ -1,180 +1,283 @@
 //! Throughput of the record and stream formats against raw AES-256-GCM, measured in the
-//! same run (these machines are noisy: compare ratios, not absolute numbers).
+//! same run. These machines are noisy (CPU speed drifts by tens of percent within a
+//! minute), so every row runs its contenders **interleaved**: one burst of raw AWS-LC,
+//! one of raw *ring*, one of atrest, repeated; each repetition gives a ratio, and the
+//! table shows medians. Compare ratios, not absolute numbers.
 //!
-//! `cargo bench -p atrest-crypto --bench throughput` prints a Markdown table;
-//! add `--features fips` for the FIPS build. `-- --quick` shortens every measurement.
-//! The 1 GiB stream's peak RSS is measured in a child process that streams
-//! generated plaintext through a file and back, so no 1 GiB buffer is ever in memory.
+//! `cargo bench -p atrest-crypto --bench throughput` prints a Markdown table; add
+//! `--features fips` for the FIPS build, `-- --quick` for a short run. In-place opens
+//! destroy their input, so an open burst restores the sealed bytes before each call and
+//! the time of that copy, measured in the same burst sequence, is subtracted. The 1 GiB
+//! stream's peak RSS is measured in a child process that streams generated plaintext to
+//! a file and back, so no 1 GiB buffer is ever in memory there.
 
 use atrest_crypto::SecretKey;
 use atrest_crypto::aead::Provider;
 use atrest_crypto::record;
-use atrest_crypto::stream::{DecryptingReader, EncryptingWriter};
+use atrest_crypto::stream::{DecryptingReader, EncryptingWriter, HEADER_LEN, SegmentOpener};
+use aws_lc_rs::aead as lc;
+use ring::aead as rg;
 use std::hint::black_box;
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
 const GIB: usize = 1024 * MIB;
 const CTX: &[&[u8]] = &[b"bench-resource", b"bench-object", b"1"];
+const NONCE: [u8; 12] = [0; 12];
 
-struct Cfg {
-    runs: usize,
-    target: Duration,
-}
-
-/// Median GB/s of `runs` runs, each calling `f` (which processes `bytes`) for ≥ `target`.
-fn measure(cfg: &Cfg, bytes: usize, mut f: impl FnMut()) -> f64 {
-    f(); // warm up caches and lazy init
-    let mut rates: Vec<f64> = (0..cfg.runs)
-        .map(|_| {
+/// Seconds per call of each closure: `runs` rounds, each round running every closure
+/// `iters` times in turn.
+fn interleaved(runs: usize, iters: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<Vec<f64>> {
+    for f in fs.iter_mut() {
+        f(); // warm-up
+    }
+    let mut out = vec![Vec::new(); fs.len()];
+    for _ in 0..runs {
+        for (i, f) in fs.iter_mut().enumerate() {
             let start = Instant::now();
-            let mut n = 0u64;
-            while start.elapsed() < cfg.target {
+            for _ in 0..iters {
                 f();
-                n += 1;
             }
-            (n as f64 * bytes as f64) / start.elapsed().as_secs_f64() / 1e9
-        })
-        .collect();
-    rates.sort_by(f64::total_cmp);
-    rates[rates.len() / 2]
+            out[i].push(start.elapsed().as_secs_f64() / iters as f64);
+        }
+    }
+    out
 }
 
-fn raw_aws_lc(key: &[u8]) -> aws_lc_rs::aead::LessSafeKey {
-    aws_lc_rs::aead::LessSafeKey::new(
-        aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, key).unwrap(),
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// One table row: median rates (GB/s) and median per-round ratios.
+struct Row {
+    aws: f64,
+    ring: f64,
+    ours: f64,
+    vs_same: f64,
+    vs_fastest: f64,
+}
+
+/// Builds a row from per-call times (seconds) of [aws, ring, ours] over `bytes`.
+fn row_from(bytes: usize, t: &[Vec<f64>; 3], provider: Provider) -> Row {
+    let rate = |s: f64| bytes as f64 / s / 1e9;
+    let same = if provider.name() == "ring" { 1 } else { 0 };
+    let rounds = t[0].len();
+    let vs_same = median((0..rounds).map(|r| t[same][r] / t[2][r]).collect());
+    let vs_fastest = median((0..rounds).map(|r| t[0][r].min(t[1][r]) / t[2][r]).collect());
+    Row {
+        aws: rate(median(t[0].clone())),
+        ring: rate(median(t[1].clone())),
+        ours: rate(median(t[2].clone())),
+        vs_same,
+        vs_fastest,
+    }
+}
+
+fn keys() -> (lc::LessSafeKey, rg::LessSafeKey) {
+    let k = [7u8; 32];
+    (
+        lc::LessSafeKey::new(lc::UnboundKey::new(&lc::AES_256_GCM, &k).unwrap()),
+        rg::LessSafeKey::new(rg::UnboundKey::new(&rg::AES_256_GCM, &k).unwrap()),
     )
 }
 
-fn raw_ring(key: &[u8]) -> ring::aead::LessSafeKey {
-    ring::aead::LessSafeKey::new(
-        ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key).unwrap(),
-    )
+fn iters_for(size: usize, quick: bool) -> usize {
+    let per_burst = if quick { 16 * MIB } else { 64 * MIB };
+    (per_burst / size).max(1)
 }
 
-/// Rate of an in-place open: each call restores the sealed bytes first, and the time of
-/// that copy, measured on its own, is subtracted.
-fn open_rate(cfg: &Cfg, size: usize, pristine: &[u8], mut open: impl FnMut(&mut [u8])) -> f64 {
-    let mut work = pristine.to_vec();
-    let copy = measure(cfg, size, || {
-        work.copy_from_slice(pristine);
-        black_box(&mut work);
-    });
-    let both = measure(cfg, size, || {
-        work.copy_from_slice(pristine);
-        open(&mut work);
-    });
-    1.0 / (1.0 / both - 1.0 / copy)
+fn record_seal(size: usize, runs: usize, quick: bool, p: Provider) -> Row {
+    let (a, r) = keys();
+    let dk = SecretKey::generate().unwrap();
+    let (mut b1, mut b2, mut b3) = (vec![1u8; size], vec![1u8; size], vec![1u8; record::sealed_len(size)]);
+    let t = interleaved(
+        runs,
+        iters_for(size, quick),
+        &mut [
+            &mut || {
+                let _ = black_box(a.seal_in_place_separate_tag(
+                    lc::Nonce::assume_unique_for_key(NONCE),
+                    lc::Aad::empty(),
+                    &mut b1,
+                ));
+            },
+            &mut || {
+                let _ = black_box(r.seal_in_place_separate_tag(
+                    rg::Nonce::assume_unique_for_key(NONCE),
+                    rg::Aad::empty(),
+                    &mut b2,
+                ));
+            },
+            &mut || record::seal_in_place(&dk, CTX, &mut b3).unwrap(),
+        ],
+    );
+    row_from(size, &[t[0].clone(), t[1].clone(), t[2].clone()], p)
 }
 
-/// Raw seal and open of `size` bytes in place: [aws-lc seal, aws-lc open, ring seal, ring open].
-fn raw(cfg: &Cfg, size: usize) -> [f64; 4] {
-    use aws_lc_rs::aead as lc;
-    use ring::aead as rg;
-    let key = [7u8; 32];
-    let (a, r) = (raw_aws_lc(&key), raw_ring(&key));
-    let n = [0u8; 12];
-    let mut buf = vec![1u8; size];
-    let a_seal = measure(cfg, size, || {
-        let _ = black_box(
-            a.seal_in_place_separate_tag(
-                lc::Nonce::assume_unique_for_key(n),
-                lc::Aad::empty(),
-                &mut buf,
-            )
-            .unwrap(),
-        );
-    });
-    let r_seal = measure(cfg, size, || {
-        let _ = black_box(
-            r.seal_in_place_separate_tag(
-                rg::Nonce::assume_unique_for_key(n),
-                rg::Aad::empty(),
-                &mut buf,
-            )
-            .unwrap(),
-        );
-    });
-    let mut sealed = vec![1u8; size];
+fn record_open(size: usize, runs: usize, quick: bool, p: Provider) -> Row {
+    let (a, r) = keys();
+    let dk = SecretKey::generate().unwrap();
+    let mut raw_sealed = vec![1u8; size];
     let tag = a
-        .seal_in_place_separate_tag(
-            lc::Nonce::assume_unique_for_key(n),
-            lc::Aad::empty(),
-            &mut sealed,
-        )
+        .seal_in_place_separate_tag(lc::Nonce::assume_unique_for_key(NONCE), lc::Aad::empty(), &mut raw_sealed)
         .unwrap();
     let tag: [u8; 16] = tag.as_ref().try_into().unwrap();
-    let a_open = open_rate(cfg, size, &sealed, |b| {
-        a.open_in_place_separate_tag(
-            lc::Nonce::assume_unique_for_key(n),
-            lc::Aad::empty(),
-            &tag,
-            b,
-        )
-        .unwrap();
-    });
-    let r_open = open_rate(cfg, size, &sealed, |b| {
-        r.open_in_place_separate_tag(
-            rg::Nonce::assume_unique_for_key(n),
-            rg::Aad::empty(),
-            rg::Tag::from(tag),
-            b,
-            0..,
-        )
-        .unwrap();
-    });
-    [a_seal, a_open, r_seal, r_open]
+    let ours_sealed = record::seal(&dk, CTX, &vec![1u8; size]).unwrap();
+    let (mut w1, mut w2, mut w3, mut w4) =
+        (raw_sealed.clone(), raw_sealed.clone(), ours_sealed.clone(), raw_sealed.clone());
+    let t = interleaved(
+        runs,
+        iters_for(size, quick),
+        &mut [
+            &mut || {
+                w1.copy_from_slice(&raw_sealed);
+                a.open_in_place_separate_tag(lc::Nonce::assume_unique_for_key(NONCE), lc::Aad::empty(), &tag, &mut w1)
+                    .unwrap();
+            },
+            &mut || {
+                w2.copy_from_slice(&raw_sealed);
+                let t = rg::Tag::from(tag);
+                r.open_in_place_separate_tag(
+                    rg::Nonce::assume_unique_for_key(NONCE),
+                    rg::Aad::empty(),
+                    t,
+                    &mut w2,
+                    0..,
+                )
+                .unwrap();
+            },
+            &mut || {
+                w3.copy_from_slice(&ours_sealed);
+                black_box(record::open_in_place(&dk, CTX, &mut w3).unwrap());
+            },
+            &mut || {
+                w4.copy_from_slice(&raw_sealed);
+                black_box(&mut w4);
+            },
+        ],
+    );
+    let minus_copy = |v: &Vec<f64>| v.iter().zip(&t[3]).map(|(x, c)| (x - c).max(1e-12)).collect::<Vec<_>>();
+    row_from(size, &[minus_copy(&t[0]), minus_copy(&t[1]), minus_copy(&t[2])], p)
 }
 
-fn record_rates(cfg: &Cfg, size: usize) -> (f64, f64) {
+/// 1 GiB through `EncryptingWriter` into a sink in writes of `write_size`, against raw
+/// seals of the same 1 GiB in 64 KiB pieces.
+fn stream_encrypt(write_size: usize, runs: usize, p: Provider) -> Row {
+    let (a, r) = keys();
     let dk = SecretKey::generate().unwrap();
-    let mut buf = vec![3u8; record::sealed_len(size)];
-    let seal = measure(cfg, size, || {
-        record::seal_in_place(&dk, CTX, &mut buf).unwrap()
-    });
-    record::seal_in_place(&dk, CTX, &mut buf).unwrap();
-    let open = open_rate(cfg, size, &buf, |b| {
-        black_box(record::open_in_place(&dk, CTX, b).unwrap());
-    });
-    (seal, open)
+    let chunk = vec![5u8; write_size];
+    let (mut b1, mut b2) = (vec![1u8; 64 * KIB], vec![1u8; 64 * KIB]);
+    let t = interleaved(
+        runs,
+        1,
+        &mut [
+            &mut || {
+                for _ in 0..GIB / (64 * KIB) {
+                    let _ = black_box(a.seal_in_place_separate_tag(
+                        lc::Nonce::assume_unique_for_key(NONCE),
+                        lc::Aad::empty(),
+                        &mut b1,
+                    ));
+                }
+            },
+            &mut || {
+                for _ in 0..GIB / (64 * KIB) {
+                    let _ = black_box(r.seal_in_place_separate_tag(
+                        rg::Nonce::assume_unique_for_key(NONCE),
+                        rg::Aad::empty(),
+                        &mut b2,
+                    ));
+                }
+            },
+            &mut || {
+                let mut w = EncryptingWriter::new(&dk, CTX, std::io::sink()).unwrap();
+                for _ in 0..GIB / write_size {
+                    w.write_all(&chunk).unwrap();
+                }
+                w.finish().unwrap();
+            },
+        ],
+    );
+    row_from(GIB, &[t[0].clone(), t[1].clone(), t[2].clone()], p)
 }
 
-fn stream_rates(cfg: &Cfg) -> (f64, f64) {
-    let dk = SecretKey::generate().unwrap();
-    let chunk = vec![5u8; 64 * KIB];
-    let runs = cfg.runs.min(3);
-    let mut enc = Vec::new();
-    for _ in 0..runs {
-        let start = Instant::now();
-        let mut w = EncryptingWriter::new(&dk, CTX, std::io::sink()).unwrap();
-        for _ in 0..GIB / chunk.len() {
-            w.write_all(&chunk).unwrap();
-        }
-        w.finish().unwrap();
-        enc.push(GIB as f64 / start.elapsed().as_secs_f64() / 1e9);
-    }
-    let mut sealed = Vec::with_capacity(GIB + GIB / 64 * KIB / 1024 + 4096);
-    let mut w = EncryptingWriter::new(&dk, CTX, &mut sealed).unwrap();
-    for _ in 0..GIB / chunk.len() {
-        w.write_all(&chunk).unwrap();
-    }
-    w.finish().unwrap();
-    let mut dec = Vec::new();
-    for _ in 0..runs {
-        let start = Instant::now();
-        let mut r = DecryptingReader::new(&dk, CTX, &sealed[..]).unwrap();
-        let mut n = 0;
-        while let Some(c) = r.next_chunk().unwrap() {
-            n += c.len();
-        }
-        assert_eq!(n, GIB);
-        dec.push(GIB as f64 / start.elapsed().as_secs_f64() / 1e9);
-    }
-    enc.sort_by(f64::total_cmp);
-    dec.sort_by(f64::total_cmp);
-    (enc[enc.len() / 2], dec[dec.len() / 2])
+/// Decrypts a 1 GiB stream held in memory, against raw opens of 1 GiB in 64 KiB pieces
+/// (each restored by a copy whose time is subtracted). `segment_api`: open each segment
+/// out of place into one reused buffer; otherwise `DecryptingReader::next_chunk`, which
+/// copies each sealed segment into its buffer as a read from a file or socket would.
+fn stream_decrypt(sealed: &[u8], dk: &SecretKey, segment_api: bool, runs: usize, p: Provider) -> Row {
+    let (a, r) = keys();
+    let mut raw_sealed = vec![1u8; 64 * KIB];
+    let tag = a
+        .seal_in_place_separate_tag(lc::Nonce::assume_unique_for_key(NONCE), lc::Aad::empty(), &mut raw_sealed)
+        .unwrap();
+    let tag: [u8; 16] = tag.as_ref().try_into().unwrap();
+    let (mut w1, mut w2, mut w4) = (raw_sealed.clone(), raw_sealed.clone(), raw_sealed.clone());
+    let pieces = GIB / (64 * KIB);
+    let t = interleaved(
+        runs,
+        1,
+        &mut [
+            &mut || {
+                for _ in 0..pieces {
+                    w1.copy_from_slice(&raw_sealed);
+                    a.open_in_place_separate_tag(
+                        lc::Nonce::assume_unique_for_key(NONCE),
+                        lc::Aad::empty(),
+                        &tag,
+                        &mut w1,
+                    )
+                    .unwrap();
+                }
+            },
+            &mut || {
+                for _ in 0..pieces {
+                    w2.copy_from_slice(&raw_sealed);
+                    let t = rg::Tag::from(tag);
+                    r.open_in_place_separate_tag(
+                        rg::Nonce::assume_unique_for_key(NONCE),
+                        rg::Aad::empty(),
+                        t,
+                        &mut w2,
+                        0..,
+                    )
+                    .unwrap();
+                }
+            },
+            &mut || {
+                if segment_api {
+                    let opener = SegmentOpener::new(dk, CTX, &sealed[..HEADER_LEN]).unwrap();
+                    let mut out = vec![0u8; 64 * KIB];
+                    let body = &sealed[HEADER_LEN..];
+                    let count = body.len().div_ceil(64 * KIB + 16);
+                    for (i, seg) in body.chunks(64 * KIB + 16).enumerate() {
+                        let n = seg.len() - 16;
+                        opener.open_segment_to(i as u64, i + 1 == count, seg, &mut out[..n]).unwrap();
+                        black_box(&out);
+                    }
+                } else {
+                    let mut rd = DecryptingReader::new(dk, CTX, sealed).unwrap();
+                    let mut n = 0;
+                    while let Some(c) = rd.next_chunk().unwrap() {
+                        n += c.len();
+                    }
+                    assert_eq!(n, GIB);
+                }
+            },
+            &mut || {
+                for _ in 0..pieces {
+                    w4.copy_from_slice(&raw_sealed);
+                    black_box(&mut w4);
+                }
+            },
+        ],
+    );
+    // Only the raw contenders restored their input with a copy.
+    let minus_copy = |v: &Vec<f64>| v.iter().zip(&t[3]).map(|(x, c)| (x - c).max(1e-12)).collect::<Vec<_>>();
+    row_from(GIB, &[minus_copy(&t[0]), minus_copy(&t[1]), t[2].clone()], p)
 }
 
 /// Child process: 1 GiB through a file and back; prints peak RSS in KiB.
@@ -204,6 +307,13 @@ fn rss_child() {
     println!("{}", hwm.split_whitespace().nth(1).unwrap());
 }
 
+fn print(name: &str, op: &str, r: &Row) {
+    println!(
+        "| {name} | {op} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} |",
+        r.aws, r.ring, r.ours, r.vs_same, r.vs_fastest
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--rss-child") {
@@ -211,83 +321,34 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let cfg = if quick {
-        Cfg {
-            runs: 3,
-            target: Duration::from_millis(60),
-        }
-    } else {
-        Cfg {
-            runs: 7,
-            target: Duration::from_millis(250),
-        }
-    };
-    let provider = Provider::fastest();
-    let build = if atrest_crypto::is_fips_build() {
-        "fips"
-    } else {
-        "default"
-    };
-    println!(
-        "build: {build}; format AEAD provider: {}; CPU AVX-512: {}",
-        provider.name(),
-        avx512()
-    );
+    let (runs, stream_runs) = if quick { (5, 3) } else { (11, 5) };
+    let p = Provider::fastest();
+    let build = if atrest_crypto::is_fips_build() { "fips" } else { "default" };
+    println!("build: {build}; format AEAD provider: {}; rounds per row: {runs} (streams {stream_runs})", p.name());
     println!();
     println!(
         "| workload | op | raw aws-lc GB/s | raw ring GB/s | atrest GB/s | ratio vs same-provider raw | ratio vs fastest raw |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|");
-    for (name, size) in [
-        ("record 1 KiB", KIB),
-        ("record 64 KiB", 64 * KIB),
-        ("record 1 MiB", MIB),
-    ] {
-        let [a_seal, a_open, r_seal, r_open] = raw(&cfg, size);
-        let (seal, open) = record_rates(&cfg, size);
-        row(name, "seal", a_seal, r_seal, seal, provider);
-        row(name, "open", a_open, r_open, open, provider);
+    for (name, size) in [("record 1 KiB", KIB), ("record 64 KiB", 64 * KIB), ("record 1 MiB", MIB)] {
+        print(name, "seal", &record_seal(size, runs, quick, p));
+        print(name, "open", &record_open(size, runs, quick, p));
     }
-    // Raw baseline for the stream: the same 64 KiB in-place operation its segments use.
-    let [a_seal, a_open, r_seal, r_open] = raw(&cfg, 64 * KIB);
-    let (enc, dec) = stream_rates(&cfg);
-    row("stream 1 GiB", "encrypt", a_seal, r_seal, enc, provider);
-    row("stream 1 GiB", "decrypt", a_open, r_open, dec, provider);
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .arg("--rss-child")
-        .output()
-        .unwrap();
-    let kib: u64 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
+    print("stream 1 GiB, 64 KiB writes", "encrypt", &stream_encrypt(64 * KIB, stream_runs, p));
+    print("stream 1 GiB, 1 MiB writes", "encrypt", &stream_encrypt(MIB, stream_runs, p));
+    let dk = SecretKey::generate().unwrap();
+    let mut sealed = Vec::with_capacity(GIB + GIB / 1024 + 4096);
+    let mut w = EncryptingWriter::new(&dk, CTX, &mut sealed).unwrap();
+    let chunk = vec![5u8; MIB];
+    for _ in 0..GIB / MIB {
+        w.write_all(&chunk).unwrap();
+    }
+    w.finish().unwrap();
+    print("stream 1 GiB, Read adapter", "decrypt", &stream_decrypt(&sealed, &dk, false, stream_runs, p));
+    print("stream 1 GiB, segment API", "decrypt", &stream_decrypt(&sealed, &dk, true, stream_runs, p));
+    drop(sealed);
+    let out = std::process::Command::new(std::env::current_exe().unwrap()).arg("--rss-child").output().unwrap();
+    let kib: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
     println!();
-    println!(
-        "peak RSS of a process that streams 1 GiB to a file and back: {:.1} MiB",
-        kib as f64 / 1024.0
-    );
-}
-
-fn row(name: &str, op: &str, aws: f64, ring: f64, ours: f64, provider: Provider) {
-    let same = match provider.name() {
-        "ring" => ring,
-        _ => aws,
-    };
-    let fastest = aws.max(ring);
-    println!(
-        "| {name} | {op} | {aws:.2} | {ring:.2} | {ours:.2} | {:.3} | {:.3} |",
-        ours / same,
-        ours / fastest
-    );
-}
-
-fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    println!("peak RSS of a process streaming 1 GiB to a file and back: {:.1} MiB", kib as f64 / 1024.0);
 }

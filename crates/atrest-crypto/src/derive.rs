@@ -30,8 +30,7 @@ pub(crate) struct ObjectKeys {
 fn encode_context(context: &[&[u8]]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(context.iter().map(|p| p.len() + 4).sum());
     for part in context {
-        let len = u32::try_from(part.len())
-            .map_err(|_| CryptoError::InvalidInput("context part too long"))?;
+        let len = u32::try_from(part.len()).map_err(|_| CryptoError::InvalidInput("context part too long"))?;
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(part);
     }
@@ -48,37 +47,20 @@ fn label(kind: Kind) -> &'static [u8] {
     }
 }
 
-pub(crate) fn derive(
-    data_key: &SecretKey,
-    salt: &[u8; SALT_LEN],
-    kind: Kind,
-    context: &[&[u8]],
-) -> Result<ObjectKeys> {
+pub(crate) fn derive(data_key: &SecretKey, salt: &[u8; SALT_LEN], kind: Kind, context: &[&[u8]]) -> Result<ObjectKeys> {
     let ctx = encode_context(context)?;
     let mut okm = Zeroizing::new([0u8; 64]);
     // One HKDF call yields both outputs (first 32 bytes: working key; next 32: commitment)
     // under a single label; that halves the HMAC work on small records.
-    hkdf_sha256(
-        data_key.expose_secret(),
-        salt,
-        &[label(kind), b"/key+commit", &[0], &ctx],
-        &mut okm[..],
-    )?;
+    hkdf_sha256(data_key.expose_secret(), salt, &[label(kind), b"/key+commit", &[0], &ctx], &mut okm[..])?;
     let aead = AeadKey::from_bytes(Provider::fastest(), &okm[..32])?;
     let mut commitment = [0u8; COMMITMENT_LEN];
     commitment.copy_from_slice(&okm[32..]);
     Ok(ObjectKeys { aead, commitment })
 }
 
-pub(crate) fn check_commitment(
-    expected: &[u8; COMMITMENT_LEN],
-    found: &[u8; COMMITMENT_LEN],
-) -> Result<()> {
-    if constant_time_eq(expected, found) {
-        Ok(())
-    } else {
-        Err(CryptoError::CommitmentMismatch)
-    }
+pub(crate) fn check_commitment(expected: &[u8; COMMITMENT_LEN], found: &[u8; COMMITMENT_LEN]) -> Result<()> {
+    if constant_time_eq(expected, found) { Ok(()) } else { Err(CryptoError::CommitmentMismatch) }
 }
 
 #[cfg(test)]
@@ -102,9 +84,6 @@ mod tests {
         let r2 = derive(&k, &salt, Kind::Record, &[b"y"]).unwrap().commitment;
         assert_ne!(r, s);
         assert_ne!(r, r2);
-        assert_eq!(
-            r,
-            derive(&k, &salt, Kind::Record, &[b"x"]).unwrap().commitment
-        );
+        assert_eq!(r, derive(&k, &salt, Kind::Record, &[b"x"]).unwrap().commitment);
     }
 }

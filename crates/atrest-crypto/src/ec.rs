@@ -67,8 +67,8 @@ impl EcPrivateKey {
     /// # Errors
     /// [`CryptoError::Internal`] if generation fails.
     pub fn generate(curve: EcCurve) -> Result<Self> {
-        let kp = EcdsaKeyPair::generate(curve.signing())
-            .map_err(|_| CryptoError::Internal("EC key generation failed"))?;
+        let kp =
+            EcdsaKeyPair::generate(curve.signing()).map_err(|_| CryptoError::Internal("EC key generation failed"))?;
         Ok(Self::assemble(curve, kp))
     }
 
@@ -89,24 +89,17 @@ impl EcPrivateKey {
     pub fn from_components(curve: EcCurve, d: &[u8], x: &[u8], y: &[u8]) -> Result<Self> {
         let n = curve.coordinate_len();
         if d.len() != n || x.len() != n || y.len() != n {
-            return Err(CryptoError::InvalidKey(
-                "EC key components have the wrong length for the curve",
-            ));
+            return Err(CryptoError::InvalidKey("EC key components have the wrong length for the curve"));
         }
         let point = [&[4u8][..], x, y].concat();
         let kp = EcdsaKeyPair::from_private_key_and_public_key(curve.signing(), d, &point)
-            .map_err(|_| {
-                CryptoError::InvalidKey("EC private and public components do not match")
-            })?;
+            .map_err(|_| CryptoError::InvalidKey("EC private and public components do not match"))?;
         Ok(Self::assemble(curve, kp))
     }
 
     fn assemble(curve: EcCurve, kp: EcdsaKeyPair) -> Self {
         let point = kp.public_key().as_ref().to_vec();
-        Self {
-            kp,
-            public: EcPublicKey { curve, point },
-        }
+        Self { kp, public: EcPublicKey { curve, point } }
     }
 
     /// PKCS#8 DER encoding, for sealing at rest.
@@ -114,10 +107,7 @@ impl EcPrivateKey {
     /// # Errors
     /// [`CryptoError::Internal`] if encoding fails.
     pub fn to_pkcs8(&self) -> Result<SecretBytes> {
-        let doc = self
-            .kp
-            .to_pkcs8v1()
-            .map_err(|_| CryptoError::Internal("EC key encoding failed"))?;
+        let doc = self.kp.to_pkcs8v1().map_err(|_| CryptoError::Internal("EC key encoding failed"))?;
         Ok(SecretBytes::new(doc.as_ref().to_vec()))
     }
 
@@ -133,14 +123,9 @@ impl EcPrivateKey {
     /// [`CryptoError::InvalidInput`] for a digest of the wrong length.
     pub fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>> {
         let d = Digest::import_less_safe(digest, self.public.curve.digest()).map_err(|_| {
-            CryptoError::InvalidInput(
-                "digest length does not match the curve (ES256: 32 bytes, ES384: 48)",
-            )
+            CryptoError::InvalidInput("digest length does not match the curve (ES256: 32 bytes, ES384: 48)")
         })?;
-        let sig = self
-            .kp
-            .sign_digest(&d)
-            .map_err(|_| CryptoError::Internal("ECDSA signing failed"))?;
+        let sig = self.kp.sign_digest(&d).map_err(|_| CryptoError::Internal("ECDSA signing failed"))?;
         Ok(sig.as_ref().to_vec())
     }
 }
@@ -159,14 +144,9 @@ impl EcPublicKey {
     pub fn from_xy(curve: EcCurve, x: &[u8], y: &[u8]) -> Result<Self> {
         let n = curve.coordinate_len();
         if x.len() != n || y.len() != n {
-            return Err(CryptoError::InvalidKey(
-                "EC coordinates have the wrong length for the curve",
-            ));
+            return Err(CryptoError::InvalidKey("EC coordinates have the wrong length for the curve"));
         }
-        Ok(Self {
-            curve,
-            point: [&[4u8][..], x, y].concat(),
-        })
+        Ok(Self { curve, point: [&[4u8][..], x, y].concat() })
     }
 
     /// The curve.
@@ -212,10 +192,7 @@ mod tests {
 
     #[test]
     fn sign_verify_both_curves() {
-        for (curve, alg) in [
-            (EcCurve::P256, &digest::SHA256),
-            (EcCurve::P384, &digest::SHA384),
-        ] {
+        for (curve, alg) in [(EcCurve::P256, &digest::SHA256), (EcCurve::P384, &digest::SHA384)] {
             let k = EcPrivateKey::generate(curve).unwrap();
             let d = digest::digest(alg, b"hello");
             let sig = k.sign_digest(d.as_ref()).unwrap();
@@ -226,8 +203,7 @@ mod tests {
             bad[3] ^= 1;
             assert!(pk.verify_digest(d.as_ref(), &bad).is_err());
             assert!(k.sign_digest(&[0; 20]).is_err());
-            let again =
-                EcPrivateKey::from_pkcs8(curve, k.to_pkcs8().unwrap().expose_secret()).unwrap();
+            let again = EcPrivateKey::from_pkcs8(curve, k.to_pkcs8().unwrap().expose_secret()).unwrap();
             assert_eq!(again.public_key().x(), k.public_key().x());
         }
     }

@@ -54,11 +54,7 @@ impl MacKey {
     /// [`CryptoError::Integrity`] on mismatch.
     pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> Result<()> {
         let expect = self.sign(parts);
-        if crate::secret::constant_time_eq(&expect, tag) {
-            Ok(())
-        } else {
-            Err(CryptoError::Integrity)
-        }
+        if crate::secret::constant_time_eq(&expect, tag) { Ok(()) } else { Err(CryptoError::Integrity) }
     }
 }
 
@@ -98,17 +94,10 @@ mod tests {
         k[..4].copy_from_slice(b"Jefe");
         let key = MacKey::new(&SecretKey::from_slice(&k).unwrap());
         let tag = key.sign(&[b"what do ya want ", b"for nothing?"]);
-        assert_eq!(
-            hex::encode(tag),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-        key.verify(&[b"what do ya want for nothing?"], &tag)
-            .unwrap();
+        assert_eq!(hex::encode(tag), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        key.verify(&[b"what do ya want for nothing?"], &tag).unwrap();
         let mut bad = tag;
         bad[31] ^= 1;
-        assert!(
-            key.verify(&[b"what do ya want for nothing?"], &bad)
-                .is_err()
-        );
+        assert!(key.verify(&[b"what do ya want for nothing?"], &bad).is_err());
     }
 }

@@ -18,15 +18,10 @@ fn kek(key: &SecretKey) -> Result<AesKek> {
 /// [`CryptoError::InvalidInput`] for a length KW cannot wrap.
 pub fn wrap_kw(kek_key: &SecretKey, key: &[u8]) -> Result<Vec<u8>> {
     if key.len() < 16 || key.len() % 8 != 0 {
-        return Err(CryptoError::InvalidInput(
-            "AES-KW wraps keys of 16 bytes or more in multiples of 8; use AES-KWP",
-        ));
+        return Err(CryptoError::InvalidInput("AES-KW wraps keys of 16 bytes or more in multiples of 8; use AES-KWP"));
     }
     let mut out = vec![0u8; key.len() + 8];
-    let n = kek(kek_key)?
-        .wrap(key, &mut out)
-        .map_err(|_| CryptoError::InvalidInput("AES-KW refused the input"))?
-        .len();
+    let n = kek(kek_key)?.wrap(key, &mut out).map_err(|_| CryptoError::InvalidInput("AES-KW refused the input"))?.len();
     out.truncate(n);
     Ok(out)
 }
@@ -40,10 +35,7 @@ pub fn unwrap_kw(kek_key: &SecretKey, wrapped: &[u8]) -> Result<SecretBytes> {
         return Err(CryptoError::Decrypt);
     }
     let mut out = SecretBytes::new(vec![0u8; wrapped.len()]);
-    let n = kek(kek_key)?
-        .unwrap(wrapped, out.as_mut_slice())
-        .map_err(|_| CryptoError::Decrypt)?
-        .len();
+    let n = kek(kek_key)?.unwrap(wrapped, out.as_mut_slice()).map_err(|_| CryptoError::Decrypt)?.len();
     Ok(out.truncated(n))
 }
 
@@ -53,9 +45,7 @@ pub fn unwrap_kw(kek_key: &SecretKey, wrapped: &[u8]) -> Result<SecretBytes> {
 /// [`CryptoError::InvalidInput`] for empty input.
 pub fn wrap_kwp(kek_key: &SecretKey, key: &[u8]) -> Result<Vec<u8>> {
     if key.is_empty() {
-        return Err(CryptoError::InvalidInput(
-            "AES-KWP cannot wrap an empty key",
-        ));
+        return Err(CryptoError::InvalidInput("AES-KWP cannot wrap an empty key"));
     }
     let mut out = vec![0u8; key.len().div_ceil(8) * 8 + 8];
     let n = kek(kek_key)?
@@ -75,10 +65,7 @@ pub fn unwrap_kwp(kek_key: &SecretKey, wrapped: &[u8]) -> Result<SecretBytes> {
         return Err(CryptoError::Decrypt);
     }
     let mut out = SecretBytes::new(vec![0u8; wrapped.len()]);
-    let n = kek(kek_key)?
-        .unwrap_with_padding(wrapped, out.as_mut_slice())
-        .map_err(|_| CryptoError::Decrypt)?
-        .len();
+    let n = kek(kek_key)?.unwrap_with_padding(wrapped, out.as_mut_slice()).map_err(|_| CryptoError::Decrypt)?.len();
     Ok(out.truncated(n))
 }
 
@@ -90,12 +77,10 @@ mod tests {
     #[test]
     fn rfc3394_4_6() {
         let kek = SecretKey::from_slice(
-            &hex::decode("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F")
-                .unwrap(),
+            &hex::decode("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F").unwrap(),
         )
         .unwrap();
-        let key = hex::decode("00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F")
-            .unwrap();
+        let key = hex::decode("00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F").unwrap();
         let w = wrap_kw(&kek, &key).unwrap();
         assert_eq!(
             hex::encode_upper(&w),

@@ -56,21 +56,13 @@ pub(crate) fn seal_in_place_with_salt(
     salt: [u8; SALT_LEN],
 ) -> Result<()> {
     if buf.len() < OVERHEAD {
-        return Err(CryptoError::InvalidInput(
-            "record buffer lacks room for header and tag",
-        ));
+        return Err(CryptoError::InvalidInput("record buffer lacks room for header and tag"));
     }
     if buf.len() - OVERHEAD > MAX_RECORD_PLAINTEXT {
-        return Err(CryptoError::LimitExceeded(
-            "records hold at most 1 GiB; use the stream format",
-        ));
+        return Err(CryptoError::LimitExceeded("records hold at most 1 GiB; use the stream format"));
     }
     let keys = derive(data_key, &salt, Kind::Record, context)?;
-    let header = RecordHeader {
-        salt,
-        commitment: keys.commitment,
-    }
-    .encode();
+    let header = RecordHeader { salt, commitment: keys.commitment }.encode();
     let (head, rest) = buf.split_at_mut(HEADER_LEN);
     head.copy_from_slice(&header);
     let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
@@ -95,16 +87,10 @@ pub fn open(data_key: &SecretKey, context: &[&[u8]], record: &[u8]) -> Result<Ve
 ///
 /// # Errors
 /// [`CryptoError::Format`], [`CryptoError::CommitmentMismatch`] or [`CryptoError::Integrity`].
-pub fn open_in_place<'a>(
-    data_key: &SecretKey,
-    context: &[&[u8]],
-    record: &'a mut [u8],
-) -> Result<&'a mut [u8]> {
+pub fn open_in_place<'a>(data_key: &SecretKey, context: &[&[u8]], record: &'a mut [u8]) -> Result<&'a mut [u8]> {
     let (header, _) = RecordHeader::parse(record)?;
     if record.len() < OVERHEAD {
-        return Err(CryptoError::Format(atrest_format::FormatError::BadLength(
-            record.len() as u64,
-        )));
+        return Err(CryptoError::Format(atrest_format::FormatError::BadLength(record.len() as u64)));
     }
     let keys = derive(data_key, &header.salt, Kind::Record, context)?;
     check_commitment(&keys.commitment, &header.commitment)?;
@@ -140,10 +126,7 @@ mod tests {
     fn wrong_context_is_a_commitment_mismatch() {
         let k = SecretKey::generate().unwrap();
         let r = seal(&k, &[b"a"], b"x").unwrap();
-        assert!(matches!(
-            open(&k, &[b"b"], &r),
-            Err(CryptoError::CommitmentMismatch)
-        ));
+        assert!(matches!(open(&k, &[b"b"], &r), Err(CryptoError::CommitmentMismatch)));
     }
 
     #[test]
@@ -152,10 +135,7 @@ mod tests {
         let mut r = seal(&k, &[], b"secret").unwrap();
         r[HEADER_LEN] ^= 1;
         let mut copy = r.clone();
-        assert!(matches!(
-            open_in_place(&k, &[], &mut copy),
-            Err(CryptoError::Integrity)
-        ));
+        assert!(matches!(open_in_place(&k, &[], &mut copy), Err(CryptoError::Integrity)));
         assert!(!copy.windows(6).any(|w| w == b"secret"));
     }
 }

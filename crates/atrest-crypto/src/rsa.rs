@@ -92,11 +92,8 @@ impl RsaPrivateKey {
             RsaBits::B3072 => KeySize::Rsa3072,
             RsaBits::B4096 => KeySize::Rsa4096,
         };
-        let k = PrivateDecryptingKey::generate(size)
-            .map_err(|_| CryptoError::Internal("RSA key generation failed"))?;
-        let der = k
-            .as_der()
-            .map_err(|_| CryptoError::Internal("RSA key encoding failed"))?;
+        let k = PrivateDecryptingKey::generate(size).map_err(|_| CryptoError::Internal("RSA key generation failed"))?;
+        let der = k.as_der().map_err(|_| CryptoError::Internal("RSA key encoding failed"))?;
         Self::from_pkcs8(der.as_ref())
     }
 
@@ -105,8 +102,8 @@ impl RsaPrivateKey {
     /// # Errors
     /// [`CryptoError::InvalidKey`] if it is not an RSA key of 2048 to 4096 bits.
     pub fn from_pkcs8(der: &[u8]) -> Result<Self> {
-        let signer = lc_rsa::KeyPair::from_pkcs8(der)
-            .map_err(|_| CryptoError::InvalidKey("not a usable RSA PKCS#8 key"))?;
+        let signer =
+            lc_rsa::KeyPair::from_pkcs8(der).map_err(|_| CryptoError::InvalidKey("not a usable RSA PKCS#8 key"))?;
         let decrypter = PrivateDecryptingKey::from_pkcs8(der)
             .map_err(|_| CryptoError::InvalidKey("not a usable RSA PKCS#8 key"))?;
         Self::assemble(signer, decrypter)
@@ -129,11 +126,7 @@ impl RsaPrivateKey {
         let signer = lc_rsa::KeyPair::from_components(&comps)
             .map_err(|_| CryptoError::InvalidKey("inconsistent RSA key components"))?;
         let der = SecretBytes::new(
-            signer
-                .as_der()
-                .map_err(|_| CryptoError::Internal("RSA key encoding failed"))?
-                .as_ref()
-                .to_vec(),
+            signer.as_der().map_err(|_| CryptoError::Internal("RSA key encoding failed"))?.as_ref().to_vec(),
         );
         let decrypter = PrivateDecryptingKey::from_pkcs8(der.expose_secret())
             .map_err(|_| CryptoError::InvalidKey("not a usable RSA key"))?;
@@ -143,19 +136,13 @@ impl RsaPrivateKey {
     fn assemble(signer: lc_rsa::KeyPair, decrypter: PrivateDecryptingKey) -> Result<Self> {
         let bits = decrypter.key_size_bits();
         if ![2048, 3072, 4096].contains(&bits) {
-            return Err(CryptoError::InvalidKey(
-                "RSA keys must be 2048, 3072 or 4096 bits",
-            ));
+            return Err(CryptoError::InvalidKey("RSA keys must be 2048, 3072 or 4096 bits"));
         }
         let pk = signer.public_key();
         let n = strip_zeros(pk.modulus().big_endian_without_leading_zero());
         let e = strip_zeros(pk.exponent().big_endian_without_leading_zero());
         let public = RsaPublicKey::from_components(&n, &e)?;
-        Ok(Self {
-            signer,
-            decrypter,
-            public,
-        })
+        Ok(Self { signer, decrypter, public })
     }
 
     /// PKCS#8 DER encoding, for sealing at rest.
@@ -163,10 +150,8 @@ impl RsaPrivateKey {
     /// # Errors
     /// [`CryptoError::Internal`] if encoding fails.
     pub fn to_pkcs8(&self) -> Result<SecretBytes> {
-        let der: Pkcs8V1Der<'_> = self
-            .decrypter
-            .as_der()
-            .map_err(|_| CryptoError::Internal("RSA key encoding failed"))?;
+        let der: Pkcs8V1Der<'_> =
+            self.decrypter.as_der().map_err(|_| CryptoError::Internal("RSA key encoding failed"))?;
         Ok(SecretBytes::new(der.as_ref().to_vec()))
     }
 
@@ -186,19 +171,10 @@ impl RsaPrivateKey {
     ///
     /// # Errors
     /// [`CryptoError::Decrypt`] for every failure.
-    pub fn decrypt_oaep(
-        &self,
-        hash: OaepHash,
-        ciphertext: &[u8],
-        label: Option<&[u8]>,
-    ) -> Result<SecretBytes> {
-        let key = OaepPrivateDecryptingKey::new(self.decrypter.clone())
-            .map_err(|_| CryptoError::Decrypt)?;
+    pub fn decrypt_oaep(&self, hash: OaepHash, ciphertext: &[u8], label: Option<&[u8]>) -> Result<SecretBytes> {
+        let key = OaepPrivateDecryptingKey::new(self.decrypter.clone()).map_err(|_| CryptoError::Decrypt)?;
         let mut out = SecretBytes::new(vec![0u8; key.min_output_size()]);
-        let n = key
-            .decrypt(hash.alg(), ciphertext, out.as_mut_slice(), label)
-            .map_err(|_| CryptoError::Decrypt)?
-            .len();
+        let n = key.decrypt(hash.alg(), ciphertext, out.as_mut_slice(), label).map_err(|_| CryptoError::Decrypt)?.len();
         Ok(out.truncated(n))
     }
 
@@ -208,13 +184,9 @@ impl RsaPrivateKey {
     /// # Errors
     /// [`CryptoError::Decrypt`] for every failure.
     pub fn decrypt_pkcs1v15_legacy(&self, ciphertext: &[u8]) -> Result<SecretBytes> {
-        let key = Pkcs1PrivateDecryptingKey::new(self.decrypter.clone())
-            .map_err(|_| CryptoError::Decrypt)?;
+        let key = Pkcs1PrivateDecryptingKey::new(self.decrypter.clone()).map_err(|_| CryptoError::Decrypt)?;
         let mut out = SecretBytes::new(vec![0u8; key.min_output_size()]);
-        let n = key
-            .decrypt(ciphertext, out.as_mut_slice())
-            .map_err(|_| CryptoError::Decrypt)?
-            .len();
+        let n = key.decrypt(ciphertext, out.as_mut_slice()).map_err(|_| CryptoError::Decrypt)?.len();
         Ok(out.truncated(n))
     }
 
@@ -230,9 +202,7 @@ impl RsaPrivateKey {
             RsaSignature::Ps256 => &signature::RSA_PSS_SHA256,
         };
         let mut sig = vec![0u8; self.signer.public_modulus_len()];
-        self.signer
-            .sign_digest(enc, &d, &mut sig)
-            .map_err(|_| CryptoError::Internal("RSA signing failed"))?;
+        self.signer.sign_digest(enc, &d, &mut sig).map_err(|_| CryptoError::Internal("RSA signing failed"))?;
         Ok(sig)
     }
 }
@@ -263,17 +233,12 @@ impl RsaPublicKey {
     /// [`CryptoError::InvalidKey`] if AWS-LC refuses them.
     pub fn from_components(n: &[u8], e: &[u8]) -> Result<Self> {
         let (n, e) = (strip_zeros(n), strip_zeros(e));
-        let comps = PublicKeyComponents {
-            n: &n[..],
-            e: &e[..],
-        };
-        let spki: PublicKeyX509Der<'_> = comps
-            .as_der()
-            .map_err(|_| CryptoError::InvalidKey("invalid RSA public key"))?;
+        let comps = PublicKeyComponents { n: &n[..], e: &e[..] };
+        let spki: PublicKeyX509Der<'_> =
+            comps.as_der().map_err(|_| CryptoError::InvalidKey("invalid RSA public key"))?;
         let spki = spki.as_ref().to_vec();
         // Parse once so an invalid key is refused here rather than at first use.
-        PublicEncryptingKey::from_der(&spki)
-            .map_err(|_| CryptoError::InvalidKey("invalid RSA public key"))?;
+        PublicEncryptingKey::from_der(&spki).map_err(|_| CryptoError::InvalidKey("invalid RSA public key"))?;
         Ok(Self { n, e, spki })
     }
 
@@ -299,20 +264,12 @@ impl RsaPublicKey {
     ///
     /// # Errors
     /// [`CryptoError::InvalidInput`] if the plaintext is too long for the key.
-    pub fn encrypt_oaep(
-        &self,
-        hash: OaepHash,
-        plaintext: &[u8],
-        label: Option<&[u8]>,
-    ) -> Result<Vec<u8>> {
-        let pk = PublicEncryptingKey::from_der(&self.spki)
-            .map_err(|_| CryptoError::InvalidKey("invalid RSA public key"))?;
-        let key = OaepPublicEncryptingKey::new(pk)
-            .map_err(|_| CryptoError::InvalidKey("invalid RSA public key"))?;
+    pub fn encrypt_oaep(&self, hash: OaepHash, plaintext: &[u8], label: Option<&[u8]>) -> Result<Vec<u8>> {
+        let pk =
+            PublicEncryptingKey::from_der(&self.spki).map_err(|_| CryptoError::InvalidKey("invalid RSA public key"))?;
+        let key = OaepPublicEncryptingKey::new(pk).map_err(|_| CryptoError::InvalidKey("invalid RSA public key"))?;
         if plaintext.len() > key.max_plaintext_size(hash.alg()) {
-            return Err(CryptoError::InvalidInput(
-                "plaintext too long for RSA-OAEP with this key",
-            ));
+            return Err(CryptoError::InvalidInput("plaintext too long for RSA-OAEP with this key"));
         }
         let mut out = vec![0u8; key.ciphertext_size()];
         let n = key
@@ -328,16 +285,13 @@ impl RsaPublicKey {
     /// # Errors
     /// [`CryptoError::Integrity`] if the signature does not verify.
     pub fn verify_digest(&self, alg: RsaSignature, digest: &[u8], sig: &[u8]) -> Result<()> {
-        let d = Digest::import_less_safe(digest, &digest::SHA256).map_err(|_| {
-            CryptoError::InvalidInput("RS256/PS256 verify a 32-byte SHA-256 digest")
-        })?;
+        let d = Digest::import_less_safe(digest, &digest::SHA256)
+            .map_err(|_| CryptoError::InvalidInput("RS256/PS256 verify a 32-byte SHA-256 digest"))?;
         let params: &'static signature::RsaParameters = match alg {
             RsaSignature::Rs256 => &signature::RSA_PKCS1_2048_8192_SHA256,
             RsaSignature::Ps256 => &signature::RSA_PSS_2048_8192_SHA256,
         };
-        UnparsedPublicKey::new(params, &self.spki)
-            .verify_digest(&d, sig)
-            .map_err(|_| CryptoError::Integrity)
+        UnparsedPublicKey::new(params, &self.spki).verify_digest(&d, sig).map_err(|_| CryptoError::Integrity)
     }
 }
 
@@ -367,25 +321,11 @@ mod tests {
         let k = key();
         assert_eq!(k.bits(), 2048);
         for h in [OaepHash::Sha1, OaepHash::Sha256] {
-            let ct = k
-                .public_key()
-                .encrypt_oaep(h, b"a data key", Some(b"lbl"))
-                .unwrap();
-            assert_eq!(
-                k.decrypt_oaep(h, &ct, Some(b"lbl"))
-                    .unwrap()
-                    .expose_secret(),
-                b"a data key"
-            );
-            assert!(matches!(
-                k.decrypt_oaep(h, &ct, None),
-                Err(CryptoError::Decrypt)
-            ));
+            let ct = k.public_key().encrypt_oaep(h, b"a data key", Some(b"lbl")).unwrap();
+            assert_eq!(k.decrypt_oaep(h, &ct, Some(b"lbl")).unwrap().expose_secret(), b"a data key");
+            assert!(matches!(k.decrypt_oaep(h, &ct, None), Err(CryptoError::Decrypt)));
         }
-        let ct = k
-            .public_key()
-            .encrypt_oaep(OaepHash::Sha1, b"x", None)
-            .unwrap();
+        let ct = k.public_key().encrypt_oaep(OaepHash::Sha1, b"x", None).unwrap();
         assert!(k.decrypt_oaep(OaepHash::Sha256, &ct, None).is_err());
     }
 
@@ -395,15 +335,9 @@ mod tests {
         let digest = digest::digest(&digest::SHA256, b"message");
         for alg in [RsaSignature::Rs256, RsaSignature::Ps256] {
             let sig = k.sign_digest(alg, digest.as_ref()).unwrap();
-            k.public_key()
-                .verify_digest(alg, digest.as_ref(), &sig)
-                .unwrap();
+            k.public_key().verify_digest(alg, digest.as_ref(), &sig).unwrap();
             let other = digest::digest(&digest::SHA256, b"other");
-            assert!(
-                k.public_key()
-                    .verify_digest(alg, other.as_ref(), &sig)
-                    .is_err()
-            );
+            assert!(k.public_key().verify_digest(alg, other.as_ref(), &sig).is_err());
         }
         let again = RsaPrivateKey::from_pkcs8(k.to_pkcs8().unwrap().expose_secret()).unwrap();
         assert_eq!(again.public_key().n(), k.public_key().n());

@@ -31,9 +31,8 @@ impl SecretKey {
     /// # Errors
     /// [`crate::CryptoError::InvalidKey`] unless exactly 32 bytes.
     pub fn from_slice(bytes: &[u8]) -> crate::Result<Self> {
-        let arr: [u8; 32] = bytes.try_into().map_err(|_| {
-            crate::CryptoError::InvalidKey("a 256-bit key must be exactly 32 bytes")
-        })?;
+        let arr: [u8; 32] =
+            bytes.try_into().map_err(|_| crate::CryptoError::InvalidKey("a 256-bit key must be exactly 32 bytes"))?;
         Ok(Self(Box::new(arr)))
     }
 

@@ -20,10 +20,7 @@ fn vectors() -> Vec<(&'static str, String)> {
     let dk = SecretKey::from_slice(&seq(0x00)).unwrap();
     let mut out = vec![
         ("data_key", hex::encode(dk.expose_secret())),
-        (
-            "context",
-            "u32be-length-prefixed(\"resource-1\", \"object-7\", \"generation-3\")".into(),
-        ),
+        ("context", "u32be-length-prefixed(\"resource-1\", \"object-7\", \"generation-3\")".into()),
     ];
 
     // Record.
@@ -46,32 +43,20 @@ fn vectors() -> Vec<(&'static str, String)> {
     sealer.seal_segment(&mut s1, true).unwrap();
     let stream = [&sealer.header()[..], &s0, &s1].concat();
     let opener = SegmentOpener::new(&dk, CONTEXT, sealer.header()).unwrap();
-    assert_eq!(
-        opener.open_segment(1, true, &mut s1.clone()).unwrap(),
-        &pt[4096..]
-    );
+    assert_eq!(opener.open_segment(1, true, &mut s1.clone()).unwrap(), &pt[4096..]);
     out.push(("stream.salt", hex::encode(seq(0x40))));
-    out.push((
-        "stream.plaintext",
-        "bytes i mod 251 for i in 0..4097".into(),
-    ));
+    out.push(("stream.plaintext", "bytes i mod 251 for i in 0..4097".into()));
     out.push(("stream.header", hex::encode(sealer.header())));
     out.push(("stream.segment0.tag", hex::encode(&s0[4096..])));
     out.push(("stream.segment1.sealed", hex::encode(&s1)));
-    out.push((
-        "stream.sha256",
-        hex::encode(digest::digest(&digest::SHA256, &stream)),
-    ));
+    out.push(("stream.sha256", hex::encode(digest::digest(&digest::SHA256, &stream))));
 
     // Empty stream: a header and one empty final segment.
     let mut sealer = SegmentSealer::with_salt(&dk, CONTEXT, 16, seq(0x60)).unwrap();
     let mut tag = [0u8; 16];
     sealer.seal_segment(&mut tag, true).unwrap();
     out.push(("empty_stream.salt", hex::encode(seq(0x60))));
-    out.push((
-        "empty_stream.sealed",
-        hex::encode([&sealer.header()[..], &tag].concat()),
-    ));
+    out.push(("empty_stream.sealed", hex::encode([&sealer.header()[..], &tag].concat())));
     out
 }
 
@@ -79,13 +64,6 @@ fn vectors() -> Vec<(&'static str, String)> {
 fn published_vectors_match_the_code() {
     let vs = vectors();
     let expected: String = vs.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
-    let missing: Vec<_> = vs
-        .iter()
-        .filter(|(k, v)| !SPEC.contains(&format!("{k} = {v}")))
-        .map(|(k, _)| *k)
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "docs/formats.md is out of date ({missing:?}); it should contain:\n{expected}"
-    );
+    let missing: Vec<_> = vs.iter().filter(|(k, v)| !SPEC.contains(&format!("{k} = {v}"))).map(|(k, _)| *k).collect();
+    assert!(missing.is_empty(), "docs/formats.md is out of date ({missing:?}); it should contain:\n{expected}");
 }

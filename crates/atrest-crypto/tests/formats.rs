@@ -33,9 +33,7 @@ fn open_stream(k: &SecretKey, ctx: &[&[u8]], sealed: &[u8]) -> Result<Vec<u8>, S
 }
 
 fn data(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
 proptest! {
@@ -131,41 +129,18 @@ proptest! {
 
 /// Splits a sealed stream into its header and sealed segments.
 fn segments(s: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
-    (
-        s[..HEADER_LEN].to_vec(),
-        s[HEADER_LEN..].chunks(SEALED).map(<[u8]>::to_vec).collect(),
-    )
+    (s[..HEADER_LEN].to_vec(), s[HEADER_LEN..].chunks(SEALED).map(<[u8]>::to_vec).collect())
 }
 
 #[test]
 fn truncation_at_every_segment_boundary_and_between() {
     let s = seal_stream(&key(1), CTX, &data(5 * SEG + 100, 0), SEG);
-    let mut cut_points: Vec<usize> = (0..=6)
-        .map(|i| HEADER_LEN + i * SEALED)
-        .filter(|&c| c < s.len())
-        .collect();
-    cut_points.extend(
-        (0..6)
-            .map(|i| HEADER_LEN + i * SEALED + SEALED / 2)
-            .filter(|&c| c < s.len()),
-    );
-    cut_points.extend([
-        0,
-        1,
-        HEADER_LEN - 1,
-        s.len() - 1,
-        s.len() - 16,
-        s.len() - 17,
-    ]);
+    let mut cut_points: Vec<usize> = (0..=6).map(|i| HEADER_LEN + i * SEALED).filter(|&c| c < s.len()).collect();
+    cut_points.extend((0..6).map(|i| HEADER_LEN + i * SEALED + SEALED / 2).filter(|&c| c < s.len()));
+    cut_points.extend([0, 1, HEADER_LEN - 1, s.len() - 1, s.len() - 16, s.len() - 17]);
     for cut in cut_points {
-        assert!(
-            open_stream(&key(1), CTX, &s[..cut]).is_err(),
-            "cut at {cut} not detected"
-        );
-        assert!(
-            SeekableReader::new(&key(1), CTX, Cursor::new(&s[..cut])).is_err(),
-            "cut at {cut}"
-        );
+        assert!(open_stream(&key(1), CTX, &s[..cut]).is_err(), "cut at {cut} not detected");
+        assert!(SeekableReader::new(&key(1), CTX, Cursor::new(&s[..cut])).is_err(), "cut at {cut}");
     }
     assert!(open_stream(&key(1), CTX, &s).is_ok());
 }
@@ -179,24 +154,15 @@ fn reordered_duplicated_and_spliced_segments_are_detected() {
 
     let mut swapped = segs.clone();
     swapped.swap(1, 2);
-    assert!(
-        open_stream(&key(1), CTX, &join(&h, &swapped)).is_err(),
-        "reorder"
-    );
+    assert!(open_stream(&key(1), CTX, &join(&h, &swapped)).is_err(), "reorder");
 
     let mut dup = segs.clone();
     dup[2] = dup[1].clone();
-    assert!(
-        open_stream(&key(1), CTX, &join(&h, &dup)).is_err(),
-        "duplicate"
-    );
+    assert!(open_stream(&key(1), CTX, &join(&h, &dup)).is_err(), "duplicate");
 
     let mut extra = segs.clone();
     extra.insert(1, segs[1].clone());
-    assert!(
-        open_stream(&key(1), CTX, &join(&h, &extra)).is_err(),
-        "inserted copy"
-    );
+    assert!(open_stream(&key(1), CTX, &join(&h, &extra)).is_err(), "inserted copy");
 
     // Same key, same context, same plaintext: only the salt differs, yet a segment
     // from the other stream does not fit.
@@ -204,20 +170,11 @@ fn reordered_duplicated_and_spliced_segments_are_detected() {
     let (h2, segs2) = segments(&other);
     let mut spliced = segs.clone();
     spliced[1] = segs2[1].clone();
-    assert!(
-        open_stream(&key(1), CTX, &join(&h, &spliced)).is_err(),
-        "splice"
-    );
-    assert!(
-        open_stream(&key(1), CTX, &join(&h2, &segs)).is_err(),
-        "header swap"
-    );
+    assert!(open_stream(&key(1), CTX, &join(&h, &spliced)).is_err(), "splice");
+    assert!(open_stream(&key(1), CTX, &join(&h2, &segs)).is_err(), "header swap");
 
     // Dropping the final segment leaves a stream that ends in a non-final segment.
-    assert!(
-        open_stream(&key(1), CTX, &join(&h, &segs[..3])).is_err(),
-        "drop last"
-    );
+    assert!(open_stream(&key(1), CTX, &join(&h, &segs[..3])).is_err(), "drop last");
 }
 
 #[test]
@@ -236,10 +193,7 @@ fn streaming_reader_reports_failure_before_eof() {
         }
     };
     assert_eq!(got, 2 * SEG, "only the authentic segments were released");
-    let inner = err
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<CryptoError>())
-        .unwrap();
+    let inner = err.get_ref().and_then(|e| e.downcast_ref::<CryptoError>()).unwrap();
     assert_eq!(inner.code(), "IntegrityCheckFailed");
 }
 
@@ -280,20 +234,12 @@ fn empty_stream_and_header_errors() {
     let s = seal_stream(&key(1), CTX, b"", 1);
     assert_eq!(s.len(), HEADER_LEN + 16);
     assert_eq!(open_stream(&key(1), CTX, &s).unwrap(), b"");
-    assert!(
-        SeekableReader::new(&key(1), CTX, Cursor::new(&s))
-            .unwrap()
-            .is_empty()
-    );
+    assert!(SeekableReader::new(&key(1), CTX, Cursor::new(&s)).unwrap().is_empty());
     // A header alone (no final segment) is a cut stream.
     assert!(open_stream(&key(1), CTX, &s[..HEADER_LEN]).is_err());
     // A record is not a stream.
     let rec = record::seal(&key(1), CTX, b"x").unwrap();
-    assert!(
-        open_stream(&key(1), CTX, &rec)
-            .unwrap_err()
-            .contains("not an atrest Stream")
-    );
+    assert!(open_stream(&key(1), CTX, &rec).unwrap_err().contains("not an atrest Stream"));
 }
 
 #[test]
@@ -315,8 +261,7 @@ async fn async_adapters_round_trip_and_interoperate() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     for len in [0usize, 1, SEG - 1, SEG, SEG + 1, 5 * SEG + 77] {
         let pt = data(len, 4);
-        let mut w =
-            AsyncEncryptingWriter::with_segment_size(&key(1), CTX, Vec::new(), LOG2).unwrap();
+        let mut w = AsyncEncryptingWriter::with_segment_size(&key(1), CTX, Vec::new(), LOG2).unwrap();
         for c in pt.chunks(3000) {
             w.write_all(c).await.unwrap();
         }
@@ -325,19 +270,50 @@ async fn async_adapters_round_trip_and_interoperate() {
         // Async output reads back with the blocking reader and vice versa.
         assert_eq!(open_stream(&key(1), CTX, &sealed).unwrap(), pt);
         let blocking = seal_stream(&key(1), CTX, &pt, 777);
-        let mut r = AsyncDecryptingReader::new(&key(1), CTX, &blocking[..])
-            .await
-            .unwrap();
+        let mut r = AsyncDecryptingReader::new(&key(1), CTX, &blocking[..]).await.unwrap();
         let mut out = Vec::new();
         r.read_to_end(&mut out).await.unwrap();
         assert_eq!(out, pt);
         if len > 0 {
             let mut bad = blocking.clone();
             bad[HEADER_LEN + 3] ^= 1;
-            let mut r = AsyncDecryptingReader::new(&key(1), CTX, &bad[..])
-                .await
-                .unwrap();
+            let mut r = AsyncDecryptingReader::new(&key(1), CTX, &bad[..]).await.unwrap();
             assert!(r.read_to_end(&mut Vec::new()).await.is_err());
         }
     }
+}
+
+#[test]
+fn segment_api_in_place_and_out_of_place_agree_with_the_adapters() {
+    use atrest_crypto::stream::{SegmentOpener, SegmentSealer};
+    let pt = data(2 * SEG + 5, 8);
+    let mut sealer = SegmentSealer::new(&key(1), CTX, LOG2).unwrap();
+    let mut stream = sealer.header().to_vec();
+    let mut seg = vec![0u8; SEALED];
+    sealer.seal_segment_from(&pt[..SEG], &mut seg, false).unwrap();
+    stream.extend_from_slice(&seg);
+    let mut seg2 = [&pt[SEG..2 * SEG], &[0u8; 16][..]].concat();
+    sealer.seal_segment(&mut seg2, false).unwrap();
+    stream.extend_from_slice(&seg2);
+    let mut last = vec![0u8; 5 + 16];
+    sealer.seal_segment_from(&pt[2 * SEG..], &mut last, true).unwrap();
+    stream.extend_from_slice(&last);
+    // After the final segment nothing more can be sealed.
+    assert!(sealer.seal_segment(&mut [0u8; 17], true).is_err());
+    assert_eq!(open_stream(&key(1), CTX, &stream).unwrap(), pt);
+
+    let opener = SegmentOpener::new(&key(1), CTX, &stream[..HEADER_LEN]).unwrap();
+    let mut out = vec![0u8; SEG];
+    opener.open_segment_to(1, false, &stream[HEADER_LEN + SEALED..HEADER_LEN + 2 * SEALED], &mut out).unwrap();
+    assert_eq!(&out[..], &pt[SEG..2 * SEG]);
+    // Wrong index, wrong final flag, or a short output buffer all fail.
+    assert!(opener.open_segment_to(0, false, &stream[HEADER_LEN + SEALED..HEADER_LEN + 2 * SEALED], &mut out).is_err());
+    assert!(opener.open_segment_to(1, true, &stream[HEADER_LEN + SEALED..HEADER_LEN + 2 * SEALED], &mut out).is_err());
+    assert!(
+        opener
+            .open_segment_to(1, false, &stream[HEADER_LEN + SEALED..HEADER_LEN + 2 * SEALED], &mut out[..10])
+            .is_err()
+    );
+    let mut in_place = stream[HEADER_LEN + 2 * SEALED..].to_vec();
+    assert_eq!(opener.open_segment(2, true, &mut in_place).unwrap(), &pt[2 * SEG..]);
 }

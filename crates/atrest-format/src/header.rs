@@ -106,9 +106,7 @@ pub enum FormatError {
     #[error("segment size 2^{0} outside the allowed range 2^12..=2^24")]
     BadSegmentSize(u8),
     /// The body length cannot be a valid sealing (torn or truncated data).
-    #[error(
-        "ciphertext length {0} is not a valid length for this format: the data is truncated or extended"
-    )]
+    #[error("ciphertext length {0} is not a valid length for this format: the data is truncated or extended")]
     BadLength(u64),
     /// More segments than the format allows.
     #[error("object too large for the stream format")]
@@ -122,47 +120,27 @@ fn check_common(bytes: &[u8], kind: Kind, need: usize) -> Result<(), FormatError
         if let Some(&b) = bytes.first()
             && Kind::from_byte(b) != Some(kind)
         {
-            return Err(FormatError::WrongKind {
-                expected: kind,
-                found: b,
-            });
+            return Err(FormatError::WrongKind { expected: kind, found: b });
         }
-        return Err(FormatError::TruncatedHeader {
-            need,
-            got: bytes.len(),
-        });
+        return Err(FormatError::TruncatedHeader { need, got: bytes.len() });
     }
     if Kind::from_byte(bytes[0]) != Some(kind) {
-        return Err(FormatError::WrongKind {
-            expected: kind,
-            found: bytes[0],
-        });
+        return Err(FormatError::WrongKind { expected: kind, found: bytes[0] });
     }
     if bytes[1] != VERSION_1 {
         return Err(FormatError::UnsupportedVersion(bytes[1]));
     }
     if bytes[2] != AeadId::Aes256Gcm.byte() {
-        return Err(FormatError::UnsupportedAlgorithm {
-            what: "aead",
-            id: bytes[2],
-        });
+        return Err(FormatError::UnsupportedAlgorithm { what: "aead", id: bytes[2] });
     }
     if bytes[3] != KdfId::HkdfSha256.byte() {
-        return Err(FormatError::UnsupportedAlgorithm {
-            what: "kdf",
-            id: bytes[3],
-        });
+        return Err(FormatError::UnsupportedAlgorithm { what: "kdf", id: bytes[3] });
     }
     Ok(())
 }
 
 fn prefix(kind: Kind) -> [u8; 4] {
-    [
-        kind.byte(),
-        VERSION_1,
-        AeadId::Aes256Gcm.byte(),
-        KdfId::HkdfSha256.byte(),
-    ]
+    [kind.byte(), VERSION_1, AeadId::Aes256Gcm.byte(), KdfId::HkdfSha256.byte()]
 }
 
 /// Header of a version-1 record: `kind ‖ version ‖ aead ‖ kdf ‖ salt[32] ‖ commitment[32]`.
@@ -243,14 +221,7 @@ impl StreamHeader {
         salt.copy_from_slice(&bytes[5..5 + SALT_LEN]);
         let mut commitment = [0u8; COMMITMENT_LEN];
         commitment.copy_from_slice(&bytes[5 + SALT_LEN..Self::LEN]);
-        Ok((
-            Self {
-                segment_size_log2: log2,
-                salt,
-                commitment,
-            },
-            &bytes[Self::LEN..],
-        ))
+        Ok((Self { segment_size_log2: log2, salt, commitment }, &bytes[Self::LEN..]))
     }
 }
 
@@ -260,10 +231,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn sample_record() -> RecordHeader {
-        RecordHeader {
-            salt: [7; 32],
-            commitment: [9; 32],
-        }
+        RecordHeader { salt: [7; 32], commitment: [9; 32] }
     }
 
     #[test]
@@ -281,48 +249,26 @@ mod tests {
         let enc = sample_record().encode();
         let mut b = enc;
         b[0] = b'S';
-        assert!(matches!(
-            RecordHeader::parse(&b),
-            Err(FormatError::WrongKind { .. })
-        ));
+        assert!(matches!(RecordHeader::parse(&b), Err(FormatError::WrongKind { .. })));
         let mut b = enc;
         b[1] = 2;
-        assert_eq!(
-            RecordHeader::parse(&b),
-            Err(FormatError::UnsupportedVersion(2))
-        );
+        assert_eq!(RecordHeader::parse(&b), Err(FormatError::UnsupportedVersion(2)));
         let mut b = enc;
         b[2] = 0;
-        assert!(matches!(
-            RecordHeader::parse(&b),
-            Err(FormatError::UnsupportedAlgorithm { what: "aead", .. })
-        ));
+        assert!(matches!(RecordHeader::parse(&b), Err(FormatError::UnsupportedAlgorithm { what: "aead", .. })));
         let mut b = enc;
         b[3] = 9;
-        assert!(matches!(
-            RecordHeader::parse(&b),
-            Err(FormatError::UnsupportedAlgorithm { what: "kdf", .. })
-        ));
-        assert!(matches!(
-            RecordHeader::parse(&enc[..10]),
-            Err(FormatError::TruncatedHeader { need: 68, got: 10 })
-        ));
+        assert!(matches!(RecordHeader::parse(&b), Err(FormatError::UnsupportedAlgorithm { what: "kdf", .. })));
+        assert!(matches!(RecordHeader::parse(&enc[..10]), Err(FormatError::TruncatedHeader { need: 68, got: 10 })));
     }
 
     #[test]
     fn stream_segment_size_bounds() {
-        let mut h = StreamHeader {
-            segment_size_log2: 16,
-            salt: [1; 32],
-            commitment: [2; 32],
-        };
+        let mut h = StreamHeader { segment_size_log2: 16, salt: [1; 32], commitment: [2; 32] };
         assert_eq!(StreamHeader::parse(&h.encode()).unwrap().0, h);
         for bad in [0u8, 11, 25, 255] {
             h.segment_size_log2 = bad;
-            assert_eq!(
-                StreamHeader::parse(&h.encode()),
-                Err(FormatError::BadSegmentSize(bad))
-            );
+            assert_eq!(StreamHeader::parse(&h.encode()), Err(FormatError::BadSegmentSize(bad)));
         }
     }
 

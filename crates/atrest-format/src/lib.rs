@@ -26,13 +26,9 @@
 mod header;
 mod stream_layout;
 
-pub use header::{
-    AeadId, COMMITMENT_LEN, FormatError, KdfId, Kind, RecordHeader, SALT_LEN, StreamHeader,
-    VERSION_1,
-};
+pub use header::{AeadId, COMMITMENT_LEN, FormatError, KdfId, Kind, RecordHeader, SALT_LEN, StreamHeader, VERSION_1};
 pub use stream_layout::{
-    DEFAULT_SEGMENT_SIZE_LOG2, MAX_SEGMENT_SIZE_LOG2, MAX_SEGMENTS, MIN_SEGMENT_SIZE_LOG2,
-    StreamLayout,
+    DEFAULT_SEGMENT_SIZE_LOG2, MAX_SEGMENT_SIZE_LOG2, MAX_SEGMENTS, MIN_SEGMENT_SIZE_LOG2, StreamLayout,
 };
 
 /// Length of the AEAD nonce (AES-256-GCM, 96 bits).

@@ -32,9 +32,7 @@ impl StreamLayout {
         if !(MIN_SEGMENT_SIZE_LOG2..=MAX_SEGMENT_SIZE_LOG2).contains(&log2) {
             return Err(FormatError::BadSegmentSize(log2));
         }
-        Ok(Self {
-            segment_size: 1 << log2,
-        })
+        Ok(Self { segment_size: 1 << log2 })
     }
 
     /// Plaintext bytes in a full segment.
@@ -74,9 +72,7 @@ impl StreamLayout {
     /// [`FormatError::BadLength`] or [`FormatError::TooLarge`].
     pub fn plaintext_len(&self, ciphertext_len: u64) -> Result<u64, FormatError> {
         let bad = FormatError::BadLength(ciphertext_len);
-        let body = ciphertext_len
-            .checked_sub(StreamHeader::LEN as u64)
-            .ok_or(bad.clone())?;
+        let body = ciphertext_len.checked_sub(StreamHeader::LEN as u64).ok_or(bad.clone())?;
         if body < TAG_LEN as u64 {
             return Err(bad);
         }
@@ -131,10 +127,7 @@ mod tests {
     fn max_segments_is_enforced() {
         let l = StreamLayout::new(12).unwrap();
         assert!(l.ciphertext_len(MAX_SEGMENTS * 4096).is_ok());
-        assert_eq!(
-            l.ciphertext_len(MAX_SEGMENTS * 4096 + 1),
-            Err(FormatError::TooLarge)
-        );
+        assert_eq!(l.ciphertext_len(MAX_SEGMENTS * 4096 + 1), Err(FormatError::TooLarge));
     }
 
     proptest! {

@@ -8,17 +8,11 @@ pub(super) struct Key(LessSafeKey);
 
 impl Key {
     pub(super) fn new(key: &[u8]) -> Result<Self> {
-        let k = UnboundKey::new(&AES_256_GCM, key)
-            .map_err(|_| CryptoError::InvalidKey("AES-256-GCM key rejected"))?;
+        let k = UnboundKey::new(&AES_256_GCM, key).map_err(|_| CryptoError::InvalidKey("AES-256-GCM key rejected"))?;
         Ok(Self(LessSafeKey::new(k)))
     }
 
-    pub(super) fn seal(
-        &self,
-        nonce: [u8; NONCE_LEN],
-        aad: &[u8],
-        in_out: &mut [u8],
-    ) -> Result<[u8; TAG_LEN]> {
+    pub(super) fn seal(&self, nonce: [u8; NONCE_LEN], aad: &[u8], in_out: &mut [u8]) -> Result<[u8; TAG_LEN]> {
         let tag = self
             .0
             .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), in_out)
@@ -28,40 +22,22 @@ impl Key {
         Ok(out)
     }
 
-    pub(super) fn seal_to(
-        &self,
-        nonce: [u8; NONCE_LEN],
-        aad: &[u8],
-        input: &[u8],
-        out: &mut [u8],
-    ) -> Result<()> {
+    pub(super) fn seal_to(&self, nonce: [u8; NONCE_LEN], aad: &[u8], input: &[u8], out: &mut [u8]) -> Result<()> {
         self.0
-            .seal_in_place_scatter(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut [],
-                input,
-                out,
-            )
+            .seal_in_place_scatter(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut [], input, out)
             .map_err(|_| CryptoError::LimitExceeded("AES-GCM message too long"))
     }
 
-    pub(super) fn open(
-        &self,
-        nonce: [u8; NONCE_LEN],
-        aad: &[u8],
-        in_out: &mut [u8],
-        tag: &[u8],
-    ) -> bool {
+    pub(super) fn open_to(&self, nonce: [u8; NONCE_LEN], aad: &[u8], input: &[u8], tag: &[u8], out: &mut [u8]) -> bool {
+        tag.len() == TAG_LEN
+            && self.0.open_separate_gather(Nonce::assume_unique_for_key(nonce), Aad::from(aad), input, tag, out).is_ok()
+    }
+
+    pub(super) fn open(&self, nonce: [u8; NONCE_LEN], aad: &[u8], in_out: &mut [u8], tag: &[u8]) -> bool {
         tag.len() == TAG_LEN
             && self
                 .0
-                .open_in_place_separate_tag(
-                    Nonce::assume_unique_for_key(nonce),
-                    Aad::from(aad),
-                    tag,
-                    in_out,
-                )
+                .open_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), tag, in_out)
                 .is_ok()
     }
 }

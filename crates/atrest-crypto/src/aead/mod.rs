@@ -80,8 +80,7 @@ mod cpu {
 
     #[cfg(target_arch = "x86_64")]
     pub(super) fn has_avx512() -> bool {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
+        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw")
     }
 
     #[cfg(not(target_arch = "x86_64"))]
@@ -146,12 +145,7 @@ impl AeadKey {
     ///
     /// # Errors
     /// [`CryptoError::LimitExceeded`] past the GCM length limit.
-    pub fn seal_in_place(
-        &self,
-        nonce: [u8; NONCE_LEN],
-        aad: &[u8],
-        in_out: &mut [u8],
-    ) -> Result<[u8; TAG_LEN]> {
+    pub fn seal_in_place(&self, nonce: [u8; NONCE_LEN], aad: &[u8], in_out: &mut [u8]) -> Result<[u8; TAG_LEN]> {
         match &self.0 {
             Inner::AwsLc(k) => k.seal(nonce, aad, in_out),
             #[cfg(all(feature = "ring-aead", not(feature = "fips")))]
@@ -165,17 +159,9 @@ impl AeadKey {
     ///
     /// # Errors
     /// [`CryptoError::InvalidInput`] for a wrong `out` length; GCM length limit.
-    pub fn seal_to(
-        &self,
-        nonce: [u8; NONCE_LEN],
-        aad: &[u8],
-        input: &[u8],
-        out: &mut [u8],
-    ) -> Result<()> {
+    pub fn seal_to(&self, nonce: [u8; NONCE_LEN], aad: &[u8], input: &[u8], out: &mut [u8]) -> Result<()> {
         if out.len() != input.len() + TAG_LEN {
-            return Err(CryptoError::InvalidInput(
-                "output must be the input length plus 16",
-            ));
+            return Err(CryptoError::InvalidInput("output must be the input length plus 16"));
         }
         match &self.0 {
             Inner::AwsLc(k) => k.seal_to(nonce, aad, input, out),
@@ -194,13 +180,7 @@ impl AeadKey {
     ///
     /// # Errors
     /// [`CryptoError::Integrity`] when authentication fails.
-    pub fn open_in_place(
-        &self,
-        nonce: [u8; NONCE_LEN],
-        aad: &[u8],
-        in_out: &mut [u8],
-        tag: &[u8],
-    ) -> Result<()> {
+    pub fn open_in_place(&self, nonce: [u8; NONCE_LEN], aad: &[u8], in_out: &mut [u8], tag: &[u8]) -> Result<()> {
         let ok = match &self.0 {
             Inner::AwsLc(k) => k.open(nonce, aad, in_out, tag),
             #[cfg(all(feature = "ring-aead", not(feature = "fips")))]
@@ -211,6 +191,36 @@ impl AeadKey {
         } else {
             in_out.fill(0);
             Err(CryptoError::Integrity)
+        }
+    }
+}
+
+impl AeadKey {
+    /// Decrypts `input` (ciphertext, then `tag`) into `out` (same length as the
+    /// ciphertext) without a separate copy where the provider supports it (AWS-LC). On
+    /// failure `out` is zeroed.
+    ///
+    /// # Errors
+    /// [`CryptoError::Integrity`] when authentication fails; [`CryptoError::InvalidInput`]
+    /// for a wrong `out` length.
+    pub fn open_to(&self, nonce: [u8; NONCE_LEN], aad: &[u8], input: &[u8], tag: &[u8], out: &mut [u8]) -> Result<()> {
+        if out.len() != input.len() {
+            return Err(CryptoError::InvalidInput("output must be as long as the ciphertext"));
+        }
+        match &self.0 {
+            Inner::AwsLc(k) => {
+                if k.open_to(nonce, aad, input, tag, out) {
+                    Ok(())
+                } else {
+                    out.fill(0);
+                    Err(CryptoError::Integrity)
+                }
+            }
+            #[cfg(all(feature = "ring-aead", not(feature = "fips")))]
+            Inner::Ring(_) => {
+                out.copy_from_slice(input);
+                self.open_in_place(nonce, aad, out, tag)
+            }
         }
     }
 }
@@ -228,12 +238,8 @@ mod tests {
     /// NIST GCM test case 16 (AES-256, 96-bit IV, with AAD), from the GCM spec.
     #[test]
     fn gcm_spec_case_16_all_providers() {
-        let key = hex::decode("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308")
-            .unwrap();
-        let nonce: [u8; 12] = hex::decode("cafebabefacedbaddecaf888")
-            .unwrap()
-            .try_into()
-            .unwrap();
+        let key = hex::decode("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308").unwrap();
+        let nonce: [u8; 12] = hex::decode("cafebabefacedbaddecaf888").unwrap().try_into().unwrap();
         let aad = hex::decode("feedfacedeadbeeffeedfacedeadbeefabaddad2").unwrap();
         let pt = hex::decode("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39").unwrap();
         let ct = "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662";
@@ -261,10 +267,7 @@ mod tests {
             let tag = k.seal_in_place([3; 12], b"aad", &mut inplace).unwrap();
             assert_eq!(&out[..1000], &inplace[..]);
             assert_eq!(&out[1000..], &tag[..]);
-            assert!(
-                k.seal_to([3; 12], b"aad", &input, &mut out[..1015])
-                    .is_err()
-            );
+            assert!(k.seal_to([3; 12], b"aad", &input, &mut out[..1015]).is_err());
         }
     }
 
@@ -274,10 +277,7 @@ mod tests {
         let mut buf = b"attack at dawn".to_vec();
         let mut t = k.seal_in_place([0; 12], b"", &mut buf).unwrap();
         t[0] ^= 1;
-        assert!(matches!(
-            k.open_in_place([0; 12], b"", &mut buf, &t),
-            Err(CryptoError::Integrity)
-        ));
+        assert!(matches!(k.open_in_place([0; 12], b"", &mut buf, &t), Err(CryptoError::Integrity)));
         assert!(buf.iter().all(|&b| b == 0));
     }
 }

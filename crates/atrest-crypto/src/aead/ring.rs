@@ -8,17 +8,11 @@ pub(super) struct Key(LessSafeKey);
 
 impl Key {
     pub(super) fn new(key: &[u8]) -> Result<Self> {
-        let k = UnboundKey::new(&AES_256_GCM, key)
-            .map_err(|_| CryptoError::InvalidKey("AES-256-GCM key rejected"))?;
+        let k = UnboundKey::new(&AES_256_GCM, key).map_err(|_| CryptoError::InvalidKey("AES-256-GCM key rejected"))?;
         Ok(Self(LessSafeKey::new(k)))
     }
 
-    pub(super) fn seal(
-        &self,
-        nonce: [u8; NONCE_LEN],
-        aad: &[u8],
-        in_out: &mut [u8],
-    ) -> Result<[u8; TAG_LEN]> {
+    pub(super) fn seal(&self, nonce: [u8; NONCE_LEN], aad: &[u8], in_out: &mut [u8]) -> Result<[u8; TAG_LEN]> {
         let tag = self
             .0
             .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), in_out)
@@ -28,24 +22,10 @@ impl Key {
         Ok(out)
     }
 
-    pub(super) fn open(
-        &self,
-        nonce: [u8; NONCE_LEN],
-        aad: &[u8],
-        in_out: &mut [u8],
-        tag: &[u8],
-    ) -> bool {
+    pub(super) fn open(&self, nonce: [u8; NONCE_LEN], aad: &[u8], in_out: &mut [u8], tag: &[u8]) -> bool {
         let Ok(tag) = Tag::try_from(tag) else {
             return false;
         };
-        self.0
-            .open_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                tag,
-                in_out,
-                0..,
-            )
-            .is_ok()
+        self.0.open_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), tag, in_out, 0..).is_ok()
     }
 }

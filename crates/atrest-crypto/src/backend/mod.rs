@@ -60,10 +60,7 @@ pub struct BackendKey {
 
 impl core::fmt::Debug for BackendKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("BackendKey")
-            .field("spec", &self.spec)
-            .field("handle_len", &self.handle.len())
-            .finish()
+        f.debug_struct("BackendKey").field("spec", &self.spec).field("handle_len", &self.handle.len()).finish()
     }
 }
 
@@ -114,35 +111,17 @@ pub trait KeyBackend: Send + Sync {
     ///
     /// # Errors
     /// [`crate::CryptoError::Unsupported`] for an algorithm the key cannot do.
-    fn wrap_key(
-        &self,
-        key: &BackendKey,
-        binding: &[&[u8]],
-        alg: WrapAlg,
-        plaintext: &[u8],
-    ) -> Result<Vec<u8>>;
+    fn wrap_key(&self, key: &BackendKey, binding: &[&[u8]], alg: WrapAlg, plaintext: &[u8]) -> Result<Vec<u8>>;
 
     /// Unwraps `wrapped` with `key`. Failures are uniform.
     ///
     /// # Errors
     /// [`crate::CryptoError::Decrypt`] for any failure of the operation itself.
-    fn unwrap_key(
-        &self,
-        key: &BackendKey,
-        binding: &[&[u8]],
-        alg: WrapAlg,
-        wrapped: &[u8],
-    ) -> Result<SecretBytes>;
+    fn unwrap_key(&self, key: &BackendKey, binding: &[&[u8]], alg: WrapAlg, wrapped: &[u8]) -> Result<SecretBytes>;
 
     /// Signs `digest` with `key`.
     ///
     /// # Errors
     /// [`crate::CryptoError::Unsupported`] for an algorithm the key cannot do.
-    fn sign(
-        &self,
-        key: &BackendKey,
-        binding: &[&[u8]],
-        alg: SignAlg,
-        digest: &[u8],
-    ) -> Result<Vec<u8>>;
+    fn sign(&self, key: &BackendKey, binding: &[&[u8]], alg: SignAlg, digest: &[u8]) -> Result<Vec<u8>>;
 }

@@ -32,28 +32,16 @@ impl SoftwareBackend {
     /// HKDF failure (never, for this length).
     pub fn new(root: &SecretKey) -> Result<Self> {
         let mut k = zeroize::Zeroizing::new([0u8; 32]);
-        kdf::hkdf_sha256(
-            root.expose_secret(),
-            b"atrest/v1/root",
-            &[b"software-backend/key-material"],
-            &mut k[..],
-        )?;
-        Ok(Self {
-            sealing_key: SecretKey::from_slice(&k[..])?,
-        })
+        kdf::hkdf_sha256(root.expose_secret(), b"atrest/v1/root", &[b"software-backend/key-material"], &mut k[..])?;
+        Ok(Self { sealing_key: SecretKey::from_slice(&k[..])? })
     }
 
     fn seal(&self, m: &Material, binding: &[&[u8]]) -> Result<Vec<u8>> {
         let (tag, body) = match m {
             Material::Rsa(k) => (TAG_RSA, k.to_pkcs8()?),
-            Material::Ec(k) => (
-                if k.public_key().curve() == EcCurve::P256 {
-                    TAG_EC_P256
-                } else {
-                    TAG_EC_P384
-                },
-                k.to_pkcs8()?,
-            ),
+            Material::Ec(k) => {
+                (if k.public_key().curve() == EcCurve::P256 { TAG_EC_P256 } else { TAG_EC_P384 }, k.to_pkcs8()?)
+            }
             Material::Aes(k) => (TAG_AES, SecretBytes::new(k.expose_secret().to_vec())),
         };
         let mut plain = SecretBytes::new(Vec::with_capacity(body.len() + 1));
@@ -64,10 +52,7 @@ impl SoftwareBackend {
 
     fn open(&self, handle: &[u8], binding: &[&[u8]]) -> Result<Material> {
         let plain = SecretBytes::new(record::open(&self.sealing_key, binding, handle)?);
-        let (&tag, body) = plain
-            .expose_secret()
-            .split_first()
-            .ok_or(CryptoError::Integrity)?;
+        let (&tag, body) = plain.expose_secret().split_first().ok_or(CryptoError::Integrity)?;
         Ok(match tag {
             TAG_RSA => Material::Rsa(RsaPrivateKey::from_pkcs8(body)?),
             TAG_EC_P256 => Material::Ec(EcPrivateKey::from_pkcs8(EcCurve::P256, body)?),
@@ -79,21 +64,11 @@ impl SoftwareBackend {
 
     fn store(&self, m: Material, binding: &[&[u8]]) -> Result<BackendKey> {
         let (spec, public) = match &m {
-            Material::Rsa(k) => (
-                KeySpec::Rsa(bits(k.bits())?),
-                Some(PublicKey::Rsa(k.public_key().clone())),
-            ),
-            Material::Ec(k) => (
-                KeySpec::Ec(k.public_key().curve()),
-                Some(PublicKey::Ec(k.public_key().clone())),
-            ),
+            Material::Rsa(k) => (KeySpec::Rsa(bits(k.bits())?), Some(PublicKey::Rsa(k.public_key().clone()))),
+            Material::Ec(k) => (KeySpec::Ec(k.public_key().curve()), Some(PublicKey::Ec(k.public_key().clone()))),
             Material::Aes(_) => (KeySpec::Aes256, None),
         };
-        Ok(BackendKey {
-            spec,
-            handle: self.seal(&m, binding)?,
-            public,
-        })
+        Ok(BackendKey { spec, handle: self.seal(&m, binding)?, public })
     }
 }
 
@@ -102,9 +77,7 @@ fn bits(n: usize) -> Result<RsaBits> {
         2048 => Ok(RsaBits::B2048),
         3072 => Ok(RsaBits::B3072),
         4096 => Ok(RsaBits::B4096),
-        _ => Err(CryptoError::InvalidKey(
-            "RSA keys must be 2048, 3072 or 4096 bits",
-        )),
+        _ => Err(CryptoError::InvalidKey("RSA keys must be 2048, 3072 or 4096 bits")),
     }
 }
 
@@ -131,70 +104,33 @@ impl KeyBackend for SoftwareBackend {
         self.store(m, binding)
     }
 
-    fn wrap_key(
-        &self,
-        key: &BackendKey,
-        binding: &[&[u8]],
-        alg: WrapAlg,
-        plaintext: &[u8],
-    ) -> Result<Vec<u8>> {
+    fn wrap_key(&self, key: &BackendKey, binding: &[&[u8]], alg: WrapAlg, plaintext: &[u8]) -> Result<Vec<u8>> {
         match (self.open(&key.handle, binding)?, alg) {
-            (Material::Rsa(k), WrapAlg::RsaOaep) => {
-                k.public_key().encrypt_oaep(OaepHash::Sha1, plaintext, None)
-            }
-            (Material::Rsa(k), WrapAlg::RsaOaep256) => {
-                k.public_key()
-                    .encrypt_oaep(OaepHash::Sha256, plaintext, None)
-            }
+            (Material::Rsa(k), WrapAlg::RsaOaep) => k.public_key().encrypt_oaep(OaepHash::Sha1, plaintext, None),
+            (Material::Rsa(k), WrapAlg::RsaOaep256) => k.public_key().encrypt_oaep(OaepHash::Sha256, plaintext, None),
             (Material::Aes(k), WrapAlg::A256Kw) => keywrap::wrap_kw(&k, plaintext),
-            (_, WrapAlg::Rsa1_5) => Err(CryptoError::Unsupported(
-                "RSA1_5 is accepted for unwrap only",
-            )),
-            _ => Err(CryptoError::Unsupported(
-                "this key type cannot wrap with that algorithm",
-            )),
+            (_, WrapAlg::Rsa1_5) => Err(CryptoError::Unsupported("RSA1_5 is accepted for unwrap only")),
+            _ => Err(CryptoError::Unsupported("this key type cannot wrap with that algorithm")),
         }
     }
 
-    fn unwrap_key(
-        &self,
-        key: &BackendKey,
-        binding: &[&[u8]],
-        alg: WrapAlg,
-        wrapped: &[u8],
-    ) -> Result<SecretBytes> {
+    fn unwrap_key(&self, key: &BackendKey, binding: &[&[u8]], alg: WrapAlg, wrapped: &[u8]) -> Result<SecretBytes> {
         match (self.open(&key.handle, binding)?, alg) {
             (Material::Rsa(k), WrapAlg::RsaOaep) => k.decrypt_oaep(OaepHash::Sha1, wrapped, None),
-            (Material::Rsa(k), WrapAlg::RsaOaep256) => {
-                k.decrypt_oaep(OaepHash::Sha256, wrapped, None)
-            }
+            (Material::Rsa(k), WrapAlg::RsaOaep256) => k.decrypt_oaep(OaepHash::Sha256, wrapped, None),
             (Material::Rsa(k), WrapAlg::Rsa1_5) => k.decrypt_pkcs1v15_legacy(wrapped),
             (Material::Aes(k), WrapAlg::A256Kw) => keywrap::unwrap_kw(&k, wrapped),
-            _ => Err(CryptoError::Unsupported(
-                "this key type cannot unwrap with that algorithm",
-            )),
+            _ => Err(CryptoError::Unsupported("this key type cannot unwrap with that algorithm")),
         }
     }
 
-    fn sign(
-        &self,
-        key: &BackendKey,
-        binding: &[&[u8]],
-        alg: SignAlg,
-        digest: &[u8],
-    ) -> Result<Vec<u8>> {
+    fn sign(&self, key: &BackendKey, binding: &[&[u8]], alg: SignAlg, digest: &[u8]) -> Result<Vec<u8>> {
         match (self.open(&key.handle, binding)?, alg) {
             (Material::Rsa(k), SignAlg::Rs256) => k.sign_digest(RsaSignature::Rs256, digest),
             (Material::Rsa(k), SignAlg::Ps256) => k.sign_digest(RsaSignature::Ps256, digest),
-            (Material::Ec(k), SignAlg::Es256) if k.public_key().curve() == EcCurve::P256 => {
-                k.sign_digest(digest)
-            }
-            (Material::Ec(k), SignAlg::Es384) if k.public_key().curve() == EcCurve::P384 => {
-                k.sign_digest(digest)
-            }
-            _ => Err(CryptoError::Unsupported(
-                "this key type cannot sign with that algorithm",
-            )),
+            (Material::Ec(k), SignAlg::Es256) if k.public_key().curve() == EcCurve::P256 => k.sign_digest(digest),
+            (Material::Ec(k), SignAlg::Es384) if k.public_key().curve() == EcCurve::P384 => k.sign_digest(digest),
+            _ => Err(CryptoError::Unsupported("this key type cannot sign with that algorithm")),
         }
     }
 }
@@ -216,18 +152,10 @@ mod tests {
         let k = b.generate(KeySpec::Aes256, BIND).unwrap();
         assert!(k.public.is_none());
         let w = b.wrap_key(&k, BIND, WrapAlg::A256Kw, &[7; 32]).unwrap();
-        assert_eq!(
-            b.unwrap_key(&k, BIND, WrapAlg::A256Kw, &w)
-                .unwrap()
-                .expose_secret(),
-            &[7; 32]
-        );
+        assert_eq!(b.unwrap_key(&k, BIND, WrapAlg::A256Kw, &w).unwrap().expose_secret(), &[7; 32]);
         // The sealed handle opens only under its own binding.
         let other: &[&[u8]] = &[b"vault", b"key", b"v2"];
-        assert!(matches!(
-            b.unwrap_key(&k, other, WrapAlg::A256Kw, &w),
-            Err(CryptoError::CommitmentMismatch)
-        ));
+        assert!(matches!(b.unwrap_key(&k, other, WrapAlg::A256Kw, &w), Err(CryptoError::CommitmentMismatch)));
         assert!(b.sign(&k, BIND, SignAlg::Es256, &[0; 32]).is_err());
         // The handle does not contain the key bytes.
         let raw = b.open(&k.handle, BIND).unwrap();
@@ -239,26 +167,16 @@ mod tests {
     fn rsa_and_ec_through_the_seam() {
         let b = backend();
         let k = b.generate(KeySpec::Rsa(RsaBits::B2048), BIND).unwrap();
-        let Some(PublicKey::Rsa(pubk)) = &k.public else {
-            panic!()
-        };
+        let Some(PublicKey::Rsa(pubk)) = &k.public else { panic!() };
         let ct = pubk.encrypt_oaep(OaepHash::Sha256, b"dek", None).unwrap();
-        assert_eq!(
-            b.unwrap_key(&k, BIND, WrapAlg::RsaOaep256, &ct)
-                .unwrap()
-                .expose_secret(),
-            b"dek"
-        );
+        assert_eq!(b.unwrap_key(&k, BIND, WrapAlg::RsaOaep256, &ct).unwrap().expose_secret(), b"dek");
         let sig = b.sign(&k, BIND, SignAlg::Ps256, &[1; 32]).unwrap();
-        pubk.verify_digest(RsaSignature::Ps256, &[1; 32], &sig)
-            .unwrap();
+        pubk.verify_digest(RsaSignature::Ps256, &[1; 32], &sig).unwrap();
         assert!(b.wrap_key(&k, BIND, WrapAlg::Rsa1_5, b"x").is_err());
 
         let e = b.generate(KeySpec::Ec(EcCurve::P384), BIND).unwrap();
         let sig = b.sign(&e, BIND, SignAlg::Es384, &[2; 48]).unwrap();
-        let Some(PublicKey::Ec(ep)) = &e.public else {
-            panic!()
-        };
+        let Some(PublicKey::Ec(ep)) = &e.public else { panic!() };
         ep.verify_digest(&[2; 48], &sig).unwrap();
         assert!(b.sign(&e, BIND, SignAlg::Es256, &[2; 32]).is_err());
     }

@@ -18,14 +18,7 @@ pub(crate) struct Encryptor {
 impl Encryptor {
     pub(crate) fn new(sealer: SegmentSealer) -> Self {
         let buf = vec![0u8; sealer.layout().sealed_segment_size()];
-        Self {
-            sealer,
-            header_sent: 0,
-            buf,
-            filled: 0,
-            out: 0..0,
-            finished: false,
-        }
+        Self { sealer, header_sent: 0, buf, filled: 0, out: 0..0, finished: false }
     }
 
     /// Sealed bytes waiting to be written (the header first).
@@ -50,9 +43,7 @@ impl Encryptor {
     pub(crate) fn push(&mut self, data: &[u8]) -> Result<Option<usize>> {
         debug_assert!(self.pending().is_empty());
         if self.finished {
-            return Err(CryptoError::InvalidInput(
-                "write after the stream was finished",
-            ));
+            return Err(CryptoError::InvalidInput("write after the stream was finished"));
         }
         if data.is_empty() {
             return Ok(Some(0));
@@ -66,8 +57,7 @@ impl Encryptor {
         // More than a whole segment in hand: its first segment cannot be the last one, so
         // seal it straight from the caller's buffer, skipping the copy into ours.
         if self.filled == 0 && data.len() > size {
-            self.sealer
-                .seal_segment_from(&data[..size], &mut self.buf, false)?;
+            self.sealer.seal_segment_from(&data[..size], &mut self.buf, false)?;
             self.out = 0..self.buf.len();
             return Ok(Some(size));
         }
@@ -111,16 +101,7 @@ pub(crate) struct Decryptor {
 impl Decryptor {
     pub(crate) fn new(opener: SegmentOpener) -> Self {
         let buf = vec![0u8; opener.layout().sealed_segment_size() + 1];
-        Self {
-            opener,
-            buf,
-            filled: 0,
-            eof: false,
-            index: 0,
-            out: 0..0,
-            carry: None,
-            done: false,
-        }
+        Self { opener, buf, filled: 0, eof: false, index: 0, out: 0..0, carry: None, done: false }
     }
 
     /// Authenticated plaintext not yet handed out.
@@ -169,19 +150,12 @@ impl Decryptor {
     /// Opens the buffered segment. Call when [`Self::needs_input`] is false.
     pub(crate) fn open_next(&mut self) -> Result<()> {
         let sealed = self.buf.len() - 1;
-        let (len, last) = if self.filled > sealed {
-            (sealed, false)
-        } else {
-            (self.filled, true)
-        };
+        let (len, last) = if self.filled > sealed { (sealed, false) } else { (self.filled, true) };
         if len == 0 {
             // Nothing at all after the header: the stream was cut before its first segment.
             return Err(CryptoError::Integrity);
         }
-        let pt_len = self
-            .opener
-            .open_segment(self.index, last, &mut self.buf[..len])?
-            .len();
+        let pt_len = self.opener.open_segment(self.index, last, &mut self.buf[..len])?.len();
         if !last {
             self.carry = Some(self.buf[sealed]);
         }

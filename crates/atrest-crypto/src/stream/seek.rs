@@ -33,25 +33,14 @@ impl<R: Read + Seek> SeekableReader<R> {
     pub fn new(data_key: &SecretKey, context: &[&[u8]], mut inner: R) -> Result<Self> {
         let total = inner.seek(SeekFrom::End(0))?;
         inner.seek(SeekFrom::Start(0))?;
-        let mut header =
-            vec![0u8; StreamHeader::LEN.min(usize::try_from(total).unwrap_or(usize::MAX))];
+        let mut header = vec![0u8; StreamHeader::LEN.min(usize::try_from(total).unwrap_or(usize::MAX))];
         inner.read_exact(&mut header)?;
         let opener = SegmentOpener::new(data_key, context, &header)?;
         let layout = opener.layout();
         let len = layout.plaintext_len(total)?;
         let segments = layout.segment_count(len);
         let buf = vec![0u8; layout.sealed_segment_size()];
-        let mut me = Self {
-            inner,
-            opener,
-            layout,
-            len,
-            segments,
-            pos: 0,
-            buf,
-            cached: None,
-            segments_opened: 0,
-        };
+        let mut me = Self { inner, opener, layout, len, segments, pos: 0, buf, cached: None, segments_opened: 0 };
         me.load(segments - 1)?;
         Ok(me)
     }
@@ -87,22 +76,12 @@ impl<R: Read + Seek> SeekableReader<R> {
         } else {
             self.layout.sealed_segment_size()
         };
-        self.inner
-            .seek(SeekFrom::Start(self.layout.segment_offset(index)))?;
-        self.inner
-            .read_exact(&mut self.buf[..sealed_len])
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::UnexpectedEof {
-                    CryptoError::Integrity
-                } else {
-                    CryptoError::Io(e)
-                }
-            })?;
+        self.inner.seek(SeekFrom::Start(self.layout.segment_offset(index)))?;
+        self.inner.read_exact(&mut self.buf[..sealed_len]).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof { CryptoError::Integrity } else { CryptoError::Io(e) }
+        })?;
         self.segments_opened += 1;
-        let pt = self
-            .opener
-            .open_segment(index, last, &mut self.buf[..sealed_len])?
-            .len();
+        let pt = self.opener.open_segment(index, last, &mut self.buf[..sealed_len])?.len();
         self.cached = Some((index, pt));
         Ok(())
     }
@@ -112,9 +91,7 @@ impl<R: Read + Seek> SeekableReader<R> {
     /// # Errors
     /// [`CryptoError::InvalidInput`] past the end; integrity and I/O errors.
     pub fn read_at(&mut self, offset: u64, out: &mut [u8]) -> Result<()> {
-        let end = offset
-            .checked_add(out.len() as u64)
-            .filter(|&e| e <= self.len);
+        let end = offset.checked_add(out.len() as u64).filter(|&e| e <= self.len);
         if end.is_none() {
             return Err(CryptoError::InvalidInput("range past the end of the blob"));
         }
@@ -143,8 +120,7 @@ impl<R: Read + Seek> Read for SeekableReader<R> {
         // Serve at most to the end of the current segment per call.
         let seg_end = (self.layout.segment_of(self.pos) + 1) * self.layout.segment_size() as u64;
         let n = n.min((seg_end - self.pos) as usize);
-        self.read_at(self.pos, &mut out[..n])
-            .map_err(CryptoError::into_io)?;
+        self.read_at(self.pos, &mut out[..n]).map_err(CryptoError::into_io)?;
         self.pos += n as u64;
         Ok(n)
     }
@@ -157,8 +133,7 @@ impl<R: Read + Seek> Seek for SeekableReader<R> {
             SeekFrom::End(d) => self.len.checked_add_signed(d),
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
-        let target = target
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        let target = target.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
         self.pos = target;
         Ok(target)
     }

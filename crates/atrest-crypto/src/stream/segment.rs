@@ -34,19 +34,8 @@ impl SegmentSealer {
     ) -> Result<Self> {
         let layout = StreamLayout::new(segment_size_log2)?;
         let keys = derive(data_key, &salt, Kind::Stream, context)?;
-        let header = StreamHeader {
-            segment_size_log2,
-            salt,
-            commitment: keys.commitment,
-        }
-        .encode();
-        Ok(Self {
-            aead: keys.aead,
-            header,
-            layout,
-            next: 0,
-            finished: false,
-        })
+        let header = StreamHeader { segment_size_log2, salt, commitment: keys.commitment }.encode();
+        Ok(Self { aead: keys.aead, header, layout, next: 0, finished: false })
     }
 
     /// The header to write before the first segment.
@@ -69,19 +58,11 @@ impl SegmentSealer {
     /// [`CryptoError::InvalidInput`] for a wrong segment length or a segment after the
     /// final one; [`CryptoError::LimitExceeded`] past 2^32 segments.
     pub fn seal_segment(&mut self, buf: &mut [u8], last: bool) -> Result<()> {
-        let pt_len = buf
-            .len()
-            .checked_sub(TAG_LEN)
-            .ok_or(CryptoError::InvalidInput(
-                "segment buffer lacks room for the tag",
-            ))?;
+        let pt_len =
+            buf.len().checked_sub(TAG_LEN).ok_or(CryptoError::InvalidInput("segment buffer lacks room for the tag"))?;
         self.check_next(pt_len, last)?;
         let (body, tag) = buf.split_at_mut(pt_len);
-        tag.copy_from_slice(&self.aead.seal_in_place(
-            nonce(self.next, last),
-            &self.header,
-            body,
-        )?);
+        tag.copy_from_slice(&self.aead.seal_in_place(nonce(self.next, last), &self.header, body)?);
         self.next += 1;
         self.finished = last;
         Ok(())
@@ -95,8 +76,7 @@ impl SegmentSealer {
     /// As [`Self::seal_segment`].
     pub fn seal_segment_from(&mut self, input: &[u8], out: &mut [u8], last: bool) -> Result<()> {
         self.check_next(input.len(), last)?;
-        self.aead
-            .seal_to(nonce(self.next, last), &self.header, input, out)?;
+        self.aead.seal_to(nonce(self.next, last), &self.header, input, out)?;
         self.next += 1;
         self.finished = last;
         Ok(())
@@ -107,23 +87,11 @@ impl SegmentSealer {
             return Err(CryptoError::InvalidInput("the stream is already finished"));
         }
         if self.next >= MAX_SEGMENTS {
-            return Err(CryptoError::LimitExceeded(
-                "a stream holds at most 2^32 segments",
-            ));
+            return Err(CryptoError::LimitExceeded("a stream holds at most 2^32 segments"));
         }
         let size = self.layout.segment_size();
-        let ok = if last {
-            pt_len <= size && (pt_len > 0 || self.next == 0)
-        } else {
-            pt_len == size
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(CryptoError::InvalidInput(
-                "segment length does not match the stream layout",
-            ))
-        }
+        let ok = if last { pt_len <= size && (pt_len > 0 || self.next == 0) } else { pt_len == size };
+        if ok { Ok(()) } else { Err(CryptoError::InvalidInput("segment length does not match the stream layout")) }
     }
 
     /// Segments sealed so far.
@@ -151,11 +119,7 @@ impl SegmentOpener {
         let layout = StreamLayout::new(h.segment_size_log2)?;
         let keys = derive(data_key, &h.salt, Kind::Stream, context)?;
         check_commitment(&keys.commitment, &h.commitment)?;
-        Ok(Self {
-            aead: keys.aead,
-            header: h.encode(),
-            layout,
-        })
+        Ok(Self { aead: keys.aead, header: h.encode(), layout })
     }
 
     /// Segment geometry.
@@ -169,28 +133,34 @@ impl SegmentOpener {
     ///
     /// # Errors
     /// [`CryptoError::Integrity`] for a wrong length, position, flag, key or any edit.
-    pub fn open_segment<'a>(
-        &self,
-        index: u64,
-        last: bool,
-        buf: &'a mut [u8],
-    ) -> Result<&'a mut [u8]> {
-        let size = self.layout.segment_size();
-        let Some(pt_len) = buf.len().checked_sub(TAG_LEN) else {
-            return Err(CryptoError::Integrity);
-        };
-        let ok = index < MAX_SEGMENTS
-            && if last {
-                pt_len <= size && (pt_len > 0 || index == 0)
-            } else {
-                pt_len == size
-            };
-        if !ok {
-            return Err(CryptoError::Integrity);
-        }
+    pub fn open_segment<'a>(&self, index: u64, last: bool, buf: &'a mut [u8]) -> Result<&'a mut [u8]> {
+        let pt_len = self.check(index, last, buf.len())?;
         let (body, tag) = buf.split_at_mut(pt_len);
-        self.aead
-            .open_in_place(nonce(index, last), &self.header, body, tag)?;
+        self.aead.open_in_place(nonce(index, last), &self.header, body, tag)?;
         Ok(body)
+    }
+
+    /// Opens segment `index` from `input` (`ciphertext ‖ tag`) into `out`, which must be
+    /// exactly as long as the plaintext; avoids a copy where the provider allows.
+    ///
+    /// # Errors
+    /// As [`Self::open_segment`].
+    pub fn open_segment_to(&self, index: u64, last: bool, input: &[u8], out: &mut [u8]) -> Result<()> {
+        let pt_len = self.check(index, last, input.len())?;
+        if out.len() != pt_len {
+            return Err(CryptoError::InvalidInput("output must be as long as the segment plaintext"));
+        }
+        let (body, tag) = input.split_at(pt_len);
+        self.aead.open_to(nonce(index, last), &self.header, body, tag, out)
+    }
+
+    /// Plaintext length of a sealed segment of `sealed_len` bytes at `index`, if its
+    /// length is possible there.
+    fn check(&self, index: u64, last: bool, sealed_len: usize) -> Result<usize> {
+        let size = self.layout.segment_size();
+        let pt_len = sealed_len.checked_sub(TAG_LEN).ok_or(CryptoError::Integrity)?;
+        let ok =
+            index < MAX_SEGMENTS && if last { pt_len <= size && (pt_len > 0 || index == 0) } else { pt_len == size };
+        if ok { Ok(pt_len) } else { Err(CryptoError::Integrity) }
     }
 }

@@ -27,17 +27,9 @@ impl<W: Write> EncryptingWriter<W> {
     ///
     /// # Errors
     /// As [`SegmentSealer::new`].
-    pub fn with_segment_size(
-        data_key: &SecretKey,
-        context: &[&[u8]],
-        inner: W,
-        segment_size_log2: u8,
-    ) -> Result<Self> {
+    pub fn with_segment_size(data_key: &SecretKey, context: &[&[u8]], inner: W, segment_size_log2: u8) -> Result<Self> {
         let sealer = SegmentSealer::new(data_key, context, segment_size_log2)?;
-        Ok(Self {
-            inner,
-            enc: Encryptor::new(sealer),
-        })
+        Ok(Self { inner, enc: Encryptor::new(sealer) })
     }
 
     fn drain(&mut self) -> io::Result<()> {
@@ -99,10 +91,7 @@ impl<R: Read> DecryptingReader<R> {
         let mut header = [0u8; StreamHeader::LEN];
         read_header(&mut inner, &mut header)?;
         let opener = SegmentOpener::new(data_key, context, &header)?;
-        Ok(Self {
-            inner,
-            dec: Decryptor::new(opener),
-        })
+        Ok(Self { inner, dec: Decryptor::new(opener) })
     }
 
     /// The next authenticated chunk of plaintext, without copying it out; `None` at the

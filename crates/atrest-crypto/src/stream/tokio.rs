@@ -31,17 +31,9 @@ impl<W: AsyncWrite + Unpin> AsyncEncryptingWriter<W> {
     ///
     /// # Errors
     /// As [`SegmentSealer::new`].
-    pub fn with_segment_size(
-        data_key: &SecretKey,
-        context: &[&[u8]],
-        inner: W,
-        segment_size_log2: u8,
-    ) -> Result<Self> {
+    pub fn with_segment_size(data_key: &SecretKey, context: &[&[u8]], inner: W, segment_size_log2: u8) -> Result<Self> {
         let sealer = SegmentSealer::new(data_key, context, segment_size_log2)?;
-        Ok(Self {
-            inner,
-            enc: Encryptor::new(sealer),
-        })
+        Ok(Self { inner, enc: Encryptor::new(sealer) })
     }
 
     /// The inner writer (after `shutdown()`).
@@ -62,11 +54,7 @@ impl<W: AsyncWrite + Unpin> AsyncEncryptingWriter<W> {
 }
 
 impl<W: AsyncWrite + Unpin> AsyncWrite for AsyncEncryptingWriter<W> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let me = self.get_mut();
         loop {
             ready!(me.poll_drain(cx))?;
@@ -115,19 +103,12 @@ impl<R: AsyncRead + Unpin> AsyncDecryptingReader<R> {
             got += n;
         }
         let opener = SegmentOpener::new(data_key, context, &header)?;
-        Ok(Self {
-            inner,
-            dec: Decryptor::new(opener),
-        })
+        Ok(Self { inner, dec: Decryptor::new(opener) })
     }
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for AsyncDecryptingReader<R> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let me = self.get_mut();
         while me.dec.plaintext().is_empty() {
             if me.dec.is_done() || out.remaining() == 0 {
