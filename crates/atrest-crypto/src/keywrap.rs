@@ -17,7 +17,7 @@ fn kek(key: &SecretKey) -> Result<AesKek> {
 /// # Errors
 /// [`CryptoError::InvalidInput`] for a length KW cannot wrap.
 pub fn wrap_kw(kek_key: &SecretKey, key: &[u8]) -> Result<Vec<u8>> {
-    if key.len() < 16 || key.len() % 8 != 0 {
+    if key.len() < 16 || !key.len().is_multiple_of(8) {
         return Err(CryptoError::InvalidInput("AES-KW wraps keys of 16 bytes or more in multiples of 8; use AES-KWP"));
     }
     let mut out = vec![0u8; key.len() + 8];
@@ -31,7 +31,7 @@ pub fn wrap_kw(kek_key: &SecretKey, key: &[u8]) -> Result<Vec<u8>> {
 /// # Errors
 /// [`CryptoError::Decrypt`] for any failure.
 pub fn unwrap_kw(kek_key: &SecretKey, wrapped: &[u8]) -> Result<SecretBytes> {
-    if wrapped.len() < 24 || wrapped.len() % 8 != 0 {
+    if wrapped.len() < 24 || !wrapped.len().is_multiple_of(8) {
         return Err(CryptoError::Decrypt);
     }
     let mut out = SecretBytes::new(vec![0u8; wrapped.len()]);
@@ -61,7 +61,7 @@ pub fn wrap_kwp(kek_key: &SecretKey, key: &[u8]) -> Result<Vec<u8>> {
 /// # Errors
 /// [`CryptoError::Decrypt`] for any failure.
 pub fn unwrap_kwp(kek_key: &SecretKey, wrapped: &[u8]) -> Result<SecretBytes> {
-    if wrapped.len() < 16 || wrapped.len() % 8 != 0 {
+    if wrapped.len() < 16 || !wrapped.len().is_multiple_of(8) {
         return Err(CryptoError::Decrypt);
     }
     let mut out = SecretBytes::new(vec![0u8; wrapped.len()]);

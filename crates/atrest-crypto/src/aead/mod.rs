@@ -96,8 +96,9 @@ mod cpu {
 
 enum Inner {
     AwsLc(aws_lc::Key),
+    // Boxed: ring's key schedule is much larger than AWS-LC's handle.
     #[cfg(all(feature = "ring-aead", not(feature = "fips")))]
-    Ring(ring::Key),
+    Ring(Box<ring::Key>),
 }
 
 /// An AES-256-GCM key with its expanded schedule.
@@ -127,7 +128,7 @@ impl AeadKey {
         Ok(Self(match provider {
             Provider::AwsLc => Inner::AwsLc(aws_lc::Key::new(key)?),
             #[cfg(all(feature = "ring-aead", not(feature = "fips")))]
-            Provider::Ring => Inner::Ring(ring::Key::new(key)?),
+            Provider::Ring => Inner::Ring(Box::new(ring::Key::new(key)?)),
         }))
     }
 
