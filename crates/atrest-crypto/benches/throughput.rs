@@ -84,6 +84,31 @@ fn keys() -> (lc::LessSafeKey, rg::LessSafeKey) {
     )
 }
 
+fn lc_seal(a: &lc::LessSafeKey, buf: &mut [u8]) {
+    let _ = black_box(a.seal_in_place_separate_tag(lc::Nonce::assume_unique_for_key(NONCE), lc::Aad::empty(), buf));
+}
+
+fn rg_seal(r: &rg::LessSafeKey, buf: &mut [u8]) {
+    let _ = black_box(r.seal_in_place_separate_tag(rg::Nonce::assume_unique_for_key(NONCE), rg::Aad::empty(), buf));
+}
+
+fn lc_open(a: &lc::LessSafeKey, tag: &[u8; 16], buf: &mut [u8]) {
+    a.open_in_place_separate_tag(lc::Nonce::assume_unique_for_key(NONCE), lc::Aad::empty(), tag, buf).unwrap();
+}
+
+fn rg_open(r: &rg::LessSafeKey, tag: &[u8; 16], buf: &mut [u8]) {
+    let t = rg::Tag::from(*tag);
+    r.open_in_place_separate_tag(rg::Nonce::assume_unique_for_key(NONCE), rg::Aad::empty(), t, buf, 0..).unwrap();
+}
+
+/// Seals `size` bytes with AWS-LC and returns the ciphertext and tag.
+fn raw_sealed(a: &lc::LessSafeKey, size: usize) -> (Vec<u8>, [u8; 16]) {
+    let mut buf = vec![1u8; size];
+    let tag =
+        a.seal_in_place_separate_tag(lc::Nonce::assume_unique_for_key(NONCE), lc::Aad::empty(), &mut buf).unwrap();
+    (buf, tag.as_ref().try_into().unwrap())
+}
+
 fn iters_for(size: usize, quick: bool) -> usize {
     let per_burst = if quick { 16 * MIB } else { 64 * MIB };
     (per_burst / size).max(1)
@@ -96,71 +121,69 @@ fn record_seal(size: usize, runs: usize, quick: bool, p: Provider) -> Row {
     let t = interleaved(
         runs,
         iters_for(size, quick),
-        &mut [
-            &mut || {
-                let _ = black_box(a.seal_in_place_separate_tag(
-                    lc::Nonce::assume_unique_for_key(NONCE),
-                    lc::Aad::empty(),
-                    &mut b1,
-                ));
-            },
-            &mut || {
-                let _ = black_box(r.seal_in_place_separate_tag(
-                    rg::Nonce::assume_unique_for_key(NONCE),
-                    rg::Aad::empty(),
-                    &mut b2,
-                ));
-            },
-            &mut || record::seal_in_place(&dk, CTX, &mut b3).unwrap(),
-        ],
+        &mut [&mut || lc_seal(&a, &mut b1), &mut || rg_seal(&r, &mut b2), &mut || {
+            record::seal_in_place(&dk, CTX, &mut b3).unwrap()
+        }],
     );
     row_from(size, &[t[0].clone(), t[1].clone(), t[2].clone()], p)
 }
 
-fn record_open(size: usize, runs: usize, quick: bool, p: Provider) -> Row {
+/// A row for opening `pieces` × `size` bytes: raw opens (AWS-LC, ring) against `ours`,
+/// with the time of restoring the raw inputs (measured as a fourth contender) subtracted
+/// from the raw rows. `ours` restores its own input when it opens in place, and
+/// `ours_copies` says so, so that copy is subtracted from it too.
+fn open_rows(
+    size: usize,
+    pieces: usize,
+    runs: usize,
+    iters: usize,
+    ours_copies: bool,
+    ours: &mut dyn FnMut(),
+    p: Provider,
+) -> Row {
     let (a, r) = keys();
-    let dk = SecretKey::generate().unwrap();
-    let mut raw_sealed = vec![1u8; size];
-    let tag = a
-        .seal_in_place_separate_tag(lc::Nonce::assume_unique_for_key(NONCE), lc::Aad::empty(), &mut raw_sealed)
-        .unwrap();
-    let tag: [u8; 16] = tag.as_ref().try_into().unwrap();
-    let ours_sealed = record::seal(&dk, CTX, &vec![1u8; size]).unwrap();
-    let (mut w1, mut w2, mut w3, mut w4) =
-        (raw_sealed.clone(), raw_sealed.clone(), ours_sealed.clone(), raw_sealed.clone());
+    let (sealed, tag) = raw_sealed(&a, size);
+    let (mut w1, mut w2, mut w4) = (sealed.clone(), sealed.clone(), sealed.clone());
     let t = interleaved(
         runs,
-        iters_for(size, quick),
+        iters,
         &mut [
             &mut || {
-                w1.copy_from_slice(&raw_sealed);
-                a.open_in_place_separate_tag(lc::Nonce::assume_unique_for_key(NONCE), lc::Aad::empty(), &tag, &mut w1)
-                    .unwrap();
+                for _ in 0..pieces {
+                    w1.copy_from_slice(&sealed);
+                    lc_open(&a, &tag, &mut w1);
+                }
             },
             &mut || {
-                w2.copy_from_slice(&raw_sealed);
-                let t = rg::Tag::from(tag);
-                r.open_in_place_separate_tag(
-                    rg::Nonce::assume_unique_for_key(NONCE),
-                    rg::Aad::empty(),
-                    t,
-                    &mut w2,
-                    0..,
-                )
-                .unwrap();
+                for _ in 0..pieces {
+                    w2.copy_from_slice(&sealed);
+                    rg_open(&r, &tag, &mut w2);
+                }
             },
+            ours,
             &mut || {
-                w3.copy_from_slice(&ours_sealed);
-                black_box(record::open_in_place(&dk, CTX, &mut w3).unwrap());
-            },
-            &mut || {
-                w4.copy_from_slice(&raw_sealed);
-                black_box(&mut w4);
+                for _ in 0..pieces {
+                    w4.copy_from_slice(&sealed);
+                    black_box(&mut w4);
+                }
             },
         ],
     );
     let minus_copy = |v: &Vec<f64>| v.iter().zip(&t[3]).map(|(x, c)| (x - c).max(1e-12)).collect::<Vec<_>>();
-    row_from(size, &[minus_copy(&t[0]), minus_copy(&t[1]), minus_copy(&t[2])], p)
+    let ours = if ours_copies { minus_copy(&t[2]) } else { t[2].clone() };
+    row_from(size * pieces, &[minus_copy(&t[0]), minus_copy(&t[1]), ours], p)
+}
+
+fn record_open(size: usize, runs: usize, quick: bool, p: Provider) -> Row {
+    let dk = SecretKey::generate().unwrap();
+    let ours_sealed = record::seal(&dk, CTX, &vec![1u8; size]).unwrap();
+    let mut w3 = ours_sealed.clone();
+    let mut ours = || {
+        w3.copy_from_slice(&ours_sealed);
+        black_box(record::open_in_place(&dk, CTX, &mut w3).unwrap());
+    };
+    // The record copy is OVERHEAD bytes longer than the raw one: negligible from 1 KiB up.
+    open_rows(size, 1, runs, iters_for(size, quick), true, &mut ours, p)
 }
 
 /// 1 GiB through `EncryptingWriter` into a sink in writes of `write_size`, against raw
@@ -174,24 +197,8 @@ fn stream_encrypt(write_size: usize, runs: usize, p: Provider) -> Row {
         runs,
         1,
         &mut [
-            &mut || {
-                for _ in 0..GIB / (64 * KIB) {
-                    let _ = black_box(a.seal_in_place_separate_tag(
-                        lc::Nonce::assume_unique_for_key(NONCE),
-                        lc::Aad::empty(),
-                        &mut b1,
-                    ));
-                }
-            },
-            &mut || {
-                for _ in 0..GIB / (64 * KIB) {
-                    let _ = black_box(r.seal_in_place_separate_tag(
-                        rg::Nonce::assume_unique_for_key(NONCE),
-                        rg::Aad::empty(),
-                        &mut b2,
-                    ));
-                }
-            },
+            &mut || (0..GIB / (64 * KIB)).for_each(|_| lc_seal(&a, &mut b1)),
+            &mut || (0..GIB / (64 * KIB)).for_each(|_| rg_seal(&r, &mut b2)),
             &mut || {
                 let mut w = EncryptingWriter::new(&dk, CTX, std::io::sink()).unwrap();
                 for _ in 0..GIB / write_size {
@@ -204,80 +211,32 @@ fn stream_encrypt(write_size: usize, runs: usize, p: Provider) -> Row {
     row_from(GIB, &[t[0].clone(), t[1].clone(), t[2].clone()], p)
 }
 
-/// Decrypts a 1 GiB stream held in memory, against raw opens of 1 GiB in 64 KiB pieces
-/// (each restored by a copy whose time is subtracted). `segment_api`: open each segment
-/// out of place into one reused buffer; otherwise `DecryptingReader::next_chunk`, which
-/// copies each sealed segment into its buffer as a read from a file or socket would.
+/// Decrypts a 1 GiB stream held in memory, against raw opens of 1 GiB in 64 KiB pieces.
+/// `segment_api`: open each segment out of place into one reused buffer; otherwise
+/// `DecryptingReader::next_chunk`, which copies each sealed segment into its buffer as a
+/// read from a file or socket would.
 fn stream_decrypt(sealed: &[u8], dk: &SecretKey, segment_api: bool, runs: usize, p: Provider) -> Row {
-    let (a, r) = keys();
-    let mut raw_sealed = vec![1u8; 64 * KIB];
-    let tag = a
-        .seal_in_place_separate_tag(lc::Nonce::assume_unique_for_key(NONCE), lc::Aad::empty(), &mut raw_sealed)
-        .unwrap();
-    let tag: [u8; 16] = tag.as_ref().try_into().unwrap();
-    let (mut w1, mut w2, mut w4) = (raw_sealed.clone(), raw_sealed.clone(), raw_sealed.clone());
-    let pieces = GIB / (64 * KIB);
-    let t = interleaved(
-        runs,
-        1,
-        &mut [
-            &mut || {
-                for _ in 0..pieces {
-                    w1.copy_from_slice(&raw_sealed);
-                    a.open_in_place_separate_tag(
-                        lc::Nonce::assume_unique_for_key(NONCE),
-                        lc::Aad::empty(),
-                        &tag,
-                        &mut w1,
-                    )
-                    .unwrap();
-                }
-            },
-            &mut || {
-                for _ in 0..pieces {
-                    w2.copy_from_slice(&raw_sealed);
-                    let t = rg::Tag::from(tag);
-                    r.open_in_place_separate_tag(
-                        rg::Nonce::assume_unique_for_key(NONCE),
-                        rg::Aad::empty(),
-                        t,
-                        &mut w2,
-                        0..,
-                    )
-                    .unwrap();
-                }
-            },
-            &mut || {
-                if segment_api {
-                    let opener = SegmentOpener::new(dk, CTX, &sealed[..HEADER_LEN]).unwrap();
-                    let mut out = vec![0u8; 64 * KIB];
-                    let body = &sealed[HEADER_LEN..];
-                    let count = body.len().div_ceil(64 * KIB + 16);
-                    for (i, seg) in body.chunks(64 * KIB + 16).enumerate() {
-                        let n = seg.len() - 16;
-                        opener.open_segment_to(i as u64, i + 1 == count, seg, &mut out[..n]).unwrap();
-                        black_box(&out);
-                    }
-                } else {
-                    let mut rd = DecryptingReader::new(dk, CTX, sealed).unwrap();
-                    let mut n = 0;
-                    while let Some(c) = rd.next_chunk().unwrap() {
-                        n += c.len();
-                    }
-                    assert_eq!(n, GIB);
-                }
-            },
-            &mut || {
-                for _ in 0..pieces {
-                    w4.copy_from_slice(&raw_sealed);
-                    black_box(&mut w4);
-                }
-            },
-        ],
-    );
-    // Only the raw contenders restored their input with a copy.
-    let minus_copy = |v: &Vec<f64>| v.iter().zip(&t[3]).map(|(x, c)| (x - c).max(1e-12)).collect::<Vec<_>>();
-    row_from(GIB, &[minus_copy(&t[0]), minus_copy(&t[1]), t[2].clone()], p)
+    let mut ours = || {
+        if segment_api {
+            let opener = SegmentOpener::new(dk, CTX, &sealed[..HEADER_LEN]).unwrap();
+            let mut out = vec![0u8; 64 * KIB];
+            let body = &sealed[HEADER_LEN..];
+            let count = body.len().div_ceil(64 * KIB + 16);
+            for (i, seg) in body.chunks(64 * KIB + 16).enumerate() {
+                let n = seg.len() - 16;
+                opener.open_segment_to(i as u64, i + 1 == count, seg, &mut out[..n]).unwrap();
+                black_box(&out);
+            }
+        } else {
+            let mut rd = DecryptingReader::new(dk, CTX, sealed).unwrap();
+            let mut n = 0;
+            while let Some(c) = rd.next_chunk().unwrap() {
+                n += c.len();
+            }
+            assert_eq!(n, GIB);
+        }
+    };
+    open_rows(64 * KIB, GIB / (64 * KIB), runs, 1, false, &mut ours, p)
 }
 
 /// Child process: 1 GiB through a file and back; prints peak RSS in KiB.

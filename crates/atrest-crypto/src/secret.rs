@@ -4,6 +4,16 @@
 //! implement neither `Display` nor `Serialize`, so a secret cannot reach a log line,
 //! an error message or a JSON body by accident. Reading the bytes takes an explicit
 //! `expose_secret()` call, which is easy to find in review.
+//!
+//! ```compile_fail
+//! // A secret has no Display: this does not compile.
+//! let k = atrest_crypto::SecretKey::generate().unwrap();
+//! println!("{k}");
+//! ```
+//! ```compile_fail
+//! let b = atrest_crypto::SecretBytes::new(vec![1, 2, 3]);
+//! let s = b.to_string();
+//! ```
 
 use core::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop};

@@ -1,7 +1,8 @@
 //! Property and failure tests of the record and stream formats through the public API:
 //! round trips, single-bit flips anywhere, truncation at and between segment
 //! boundaries, reordering, duplication, splicing between streams, wrong context and
-//! wrong key.
+//! wrong key. They run on the AEAD provider `Provider::fastest()` picks; CI runs them a
+//! second time with `ATREST_AEAD=ring` so both providers' format paths are covered.
 
 use atrest_crypto::stream::{DecryptingReader, EncryptingWriter, HEADER_LEN, SeekableReader};
 use atrest_crypto::{CryptoError, SecretKey, record};
@@ -15,6 +16,17 @@ const CTX: &[&[u8]] = &[b"resource-1", b"object-7", b"generation-3"];
 
 fn key(b: u8) -> SecretKey {
     SecretKey::from_slice(&[b; 32]).unwrap()
+}
+
+#[test]
+fn reports_which_provider_it_runs_on() {
+    let p = atrest_crypto::aead::Provider::fastest();
+    if let Ok(want) = std::env::var("ATREST_AEAD")
+        && !atrest_crypto::is_fips_build()
+    {
+        assert_eq!(p.name(), want);
+    }
+    println!("format tests on AEAD provider {}", p.name());
 }
 
 fn seal_stream(k: &SecretKey, ctx: &[&[u8]], data: &[u8], chunk: usize) -> Vec<u8> {

@@ -54,12 +54,21 @@ impl Provider {
     /// (about 1.8× faster there); on CPUs with neither (plain AES-NI) both run at the
     /// same speed and AWS-LC wins because it seals out of place without a copy; with
     /// AVX-512, AWS-LC has the wider path. `docs/performance.md` has the numbers.
+    ///
+    /// `ATREST_AEAD=aws-lc` or `ATREST_AEAD=ring` overrides the choice (read once, at
+    /// first use; ignored in `fips` builds, which have only AWS-LC). CI uses it to run
+    /// the format tests on both providers.
     #[must_use]
     pub fn fastest() -> Provider {
         static CHOICE: OnceLock<Provider> = OnceLock::new();
         *CHOICE.get_or_init(|| {
             #[cfg(all(feature = "ring-aead", not(feature = "fips")))]
             {
+                match std::env::var("ATREST_AEAD").as_deref() {
+                    Ok("ring") => return Provider::Ring,
+                    Ok("aws-lc") => return Provider::AwsLc,
+                    _ => {}
+                }
                 if cpu::has_vaes_avx2() && !cpu::has_avx512() {
                     return Provider::Ring;
                 }

@@ -125,7 +125,10 @@ impl Decryptor {
         self.done && self.out.is_empty()
     }
 
-    /// Whether more sealed input is needed before the next segment can be opened.
+    /// Whether more sealed input is needed before the next segment can be opened. Call
+    /// only once the current plaintext is consumed: it first moves the look-ahead byte
+    /// held back from the previous segment to the front of the buffer (it could not sit
+    /// there while that segment's plaintext was being handed out).
     pub(crate) fn needs_input(&mut self) -> bool {
         if let Some(b) = self.carry.take() {
             self.buf[0] = b;
