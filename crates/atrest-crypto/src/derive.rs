@@ -28,14 +28,14 @@ pub(crate) struct ObjectKeys {
 }
 
 fn encode_context(context: &[&[u8]]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(context.iter().map(|p| p.len() + 4).sum());
+    let mut out = Vec::new();
     for part in context {
-        let len = u32::try_from(part.len()).map_err(|_| CryptoError::InvalidInput("context part too long"))?;
-        out.extend_from_slice(&len.to_be_bytes());
+        // Checked before copying, so an oversized context is refused without work.
+        if out.len() + 4 + part.len() > MAX_CONTEXT_LEN {
+            return Err(CryptoError::InvalidInput("context longer than 4096 bytes"));
+        }
+        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
         out.extend_from_slice(part);
-    }
-    if out.len() > MAX_CONTEXT_LEN {
-        return Err(CryptoError::InvalidInput("context longer than 4096 bytes"));
     }
     Ok(out)
 }

@@ -11,7 +11,7 @@
 //! # Key discipline
 //! Data is never sealed directly under a long-lived key. Each write brings a fresh data
 //! key; each object gets a working key and a key commitment derived from it with HKDF
-//! and a random salt ([`derive`](crate::record)); nonces are counters under that key.
+//! and a random salt (see `docs/formats.md`); nonces are counters under that key.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

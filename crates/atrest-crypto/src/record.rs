@@ -3,9 +3,11 @@
 //! ```text
 //! record = header (68 bytes) ‖ AES-256-GCM(working key, nonce(0, last), aad = header, plaintext) ‖ tag (16)
 //! ```
-//! The working key and commitment come from [`crate::derive`]. The nonce is segment 0
-//! with the last-segment flag set, so a record can never be confused with the first
-//! segment of a stream (different kind label in the derivation as well).
+//! The working key and commitment come from the per-object derivation (`derive.rs`),
+//! under the label `atrest/v1/record`. The nonce is that of a lone final segment
+//! (counter 0, last flag set), the same as a one-segment stream's; what keeps records
+//! and streams apart is the kind label in the derivation and the kind byte in the
+//! header, which is associated data.
 //!
 //! The in-place functions let a caller that reads a request body into a buffer with
 //! [`HEADER_LEN`] bytes of headroom seal it without a copy; the benchmark in
@@ -34,7 +36,11 @@ pub const fn sealed_len(len: usize) -> usize {
 pub fn seal(data_key: &SecretKey, context: &[&[u8]], plaintext: &[u8]) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; sealed_len(plaintext.len())];
     buf[HEADER_LEN..HEADER_LEN + plaintext.len()].copy_from_slice(plaintext);
-    seal_in_place(data_key, context, &mut buf)?;
+    if let Err(e) = seal_in_place(data_key, context, &mut buf) {
+        // The buffer still holds the plaintext copy: wipe it before it is freed.
+        zeroize::Zeroize::zeroize(&mut buf);
+        return Err(e);
+    }
     Ok(buf)
 }
 
@@ -95,9 +101,8 @@ pub fn open_in_place<'a>(data_key: &SecretKey, context: &[&[u8]], record: &'a mu
     let keys = derive(data_key, &header.salt, Kind::Record, context)?;
     check_commitment(&keys.commitment, &header.commitment)?;
     let (head, rest) = record.split_at_mut(HEADER_LEN);
-    let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
-    keys.aead.open_in_place(nonce(0, true), head, body, tag)?;
-    Ok(body)
+    let n = keys.aead.open_combined(nonce(0, true), head, rest)?;
+    Ok(&mut rest[..n])
 }
 
 #[cfg(test)]

@@ -4,7 +4,10 @@
 //!
 //! Everything runs in AWS-LC. RSA1_5 decryption is offered only because some clients
 //! still wrap keys that way; it is never implemented with RustCrypto's `rsa` crate
-//! (the Marvin timing attack), and every failure looks the same to the caller.
+//! (the Marvin timing attack), and it uses **implicit rejection**: an invalid ciphertext
+//! does not produce an error but a pseudo-random value of the expected length, derived
+//! from a per-key secret and the ciphertext, selected in constant time. A caller
+//! therefore cannot use the vault as a Bleichenbacher padding oracle.
 
 use crate::secret::SecretBytes;
 use crate::{CryptoError, Result};
@@ -71,6 +74,8 @@ pub struct RsaPrivateKey {
     signer: lc_rsa::KeyPair,
     decrypter: PrivateDecryptingKey,
     public: RsaPublicKey,
+    /// Secret for RSA1_5 implicit rejection, derived from the private key.
+    rejection_key: crate::SecretKey,
 }
 
 /// The public components of an RSA key (JWK `n`, `e`).
@@ -106,7 +111,7 @@ impl RsaPrivateKey {
             lc_rsa::KeyPair::from_pkcs8(der).map_err(|_| CryptoError::InvalidKey("not a usable RSA PKCS#8 key"))?;
         let decrypter = PrivateDecryptingKey::from_pkcs8(der)
             .map_err(|_| CryptoError::InvalidKey("not a usable RSA PKCS#8 key"))?;
-        Self::assemble(signer, decrypter)
+        Self::assemble(signer, decrypter, der)
     }
 
     /// Builds a key from its components (JWK import), big-endian unsigned integers.
@@ -130,10 +135,10 @@ impl RsaPrivateKey {
         );
         let decrypter = PrivateDecryptingKey::from_pkcs8(der.expose_secret())
             .map_err(|_| CryptoError::InvalidKey("not a usable RSA key"))?;
-        Self::assemble(signer, decrypter)
+        Self::assemble(signer, decrypter, der.expose_secret())
     }
 
-    fn assemble(signer: lc_rsa::KeyPair, decrypter: PrivateDecryptingKey) -> Result<Self> {
+    fn assemble(signer: lc_rsa::KeyPair, decrypter: PrivateDecryptingKey, pkcs8: &[u8]) -> Result<Self> {
         let bits = decrypter.key_size_bits();
         if ![2048, 3072, 4096].contains(&bits) {
             return Err(CryptoError::InvalidKey("RSA keys must be 2048, 3072 or 4096 bits"));
@@ -142,7 +147,10 @@ impl RsaPrivateKey {
         let n = strip_zeros(pk.modulus().big_endian_without_leading_zero());
         let e = strip_zeros(pk.exponent().big_endian_without_leading_zero());
         let public = RsaPublicKey::from_components(&n, &e)?;
-        Ok(Self { signer, decrypter, public })
+        let mut k = zeroize::Zeroizing::new([0u8; 32]);
+        crate::kdf::hkdf_sha256(pkcs8, b"atrest/v1/rsa1_5-implicit-rejection", &[], &mut k[..])?;
+        let rejection_key = crate::SecretKey::from_slice(&k[..])?;
+        Ok(Self { signer, decrypter, public, rejection_key })
     }
 
     /// PKCS#8 DER encoding, for sealing at rest.
@@ -178,16 +186,41 @@ impl RsaPrivateKey {
         Ok(out.truncated(n))
     }
 
-    /// Legacy RSAES-PKCS1-v1_5 decryption (JOSE `RSA1_5`): only for vaults that opt in.
-    /// Every failure returns the same error.
+    /// Legacy RSAES-PKCS1-v1_5 decryption (JOSE `RSA1_5`), only for vaults that opt in,
+    /// with implicit rejection: the result always has `expected_len` bytes. It is the
+    /// message when the ciphertext is valid and holds exactly `expected_len` bytes;
+    /// otherwise it is HKDF(per-key secret, ciphertext) — deterministic, unpredictable
+    /// without the private key, and chosen in constant time, so nothing tells a caller
+    /// whether the padding was valid (RFC 7516 §11.5; the remaining data-dependent step
+    /// is the single check of AWS-LC's result).
     ///
     /// # Errors
-    /// [`CryptoError::Decrypt`] for every failure.
-    pub fn decrypt_pkcs1v15_legacy(&self, ciphertext: &[u8]) -> Result<SecretBytes> {
+    /// [`CryptoError::InvalidInput`] if `expected_len` is 0 or longer than the key allows
+    /// (a property of the call, not of the ciphertext).
+    pub fn decrypt_pkcs1v15_implicit(&self, ciphertext: &[u8], expected_len: usize) -> Result<SecretBytes> {
+        use subtle::{ConditionallySelectable, ConstantTimeEq};
+        let max = self.decrypter.key_size_bytes() - 11;
+        if expected_len == 0 || expected_len > max {
+            return Err(CryptoError::InvalidInput("RSA1_5 expected length must be 1 to (modulus bytes - 11)"));
+        }
+        let mut out = SecretBytes::new(vec![0u8; expected_len]);
+        crate::kdf::hkdf_sha256(
+            self.rejection_key.expose_secret(),
+            ciphertext,
+            &[b"synthetic", &(expected_len as u32).to_be_bytes()],
+            out.as_mut_slice(),
+        )?;
         let key = Pkcs1PrivateDecryptingKey::new(self.decrypter.clone()).map_err(|_| CryptoError::Decrypt)?;
-        let mut out = SecretBytes::new(vec![0u8; key.min_output_size()]);
-        let n = key.decrypt(ciphertext, out.as_mut_slice()).map_err(|_| CryptoError::Decrypt)?.len();
-        Ok(out.truncated(n))
+        let mut real = SecretBytes::new(vec![0u8; key.min_output_size()]);
+        let (decrypted, len) = match key.decrypt(ciphertext, real.as_mut_slice()) {
+            Ok(p) => (1u8, p.len()),
+            Err(_) => (0u8, 0),
+        };
+        let ok = subtle::Choice::from(decrypted) & (len as u64).ct_eq(&(expected_len as u64));
+        for (o, r) in out.as_mut_slice().iter_mut().zip(real.expose_secret()) {
+            *o = u8::conditional_select(o, r, ok);
+        }
+        Ok(out)
     }
 
     /// Signs a SHA-256 digest.
@@ -257,7 +290,10 @@ impl RsaPublicKey {
     /// Modulus size in bits.
     #[must_use]
     pub fn bits(&self) -> usize {
-        self.n.len() * 8 - self.n.first().map_or(8, |b| b.leading_zeros() as usize)
+        match self.n.first() {
+            Some(b) => self.n.len() * 8 - b.leading_zeros() as usize,
+            None => 0,
+        }
     }
 
     /// RSA-OAEP encryption with an optional label.
@@ -347,13 +383,25 @@ mod tests {
     }
 
     #[test]
-    fn pkcs1v15_errors_are_uniform() {
+    fn pkcs1v15_implicit_rejection() {
         let k = key();
-        let garbage = vec![0x42u8; 256];
-        let short = vec![0x42u8; 10];
-        let a = k.decrypt_pkcs1v15_legacy(&garbage).unwrap_err();
-        let b = k.decrypt_pkcs1v15_legacy(&short).unwrap_err();
-        assert_eq!(a.to_string(), b.to_string());
-        assert_eq!(a.code(), "DecryptionFailed");
+        // A valid ciphertext, made with AWS-LC's public-key PKCS#1 v1.5 encryption.
+        let pk = PublicEncryptingKey::from_der(&k.public_key().spki).unwrap();
+        let enc = aws_lc_rs::rsa::Pkcs1PublicEncryptingKey::new(pk).unwrap();
+        let mut ct = vec![0u8; enc.ciphertext_size()];
+        let ct = enc.encrypt(&[7u8; 32], &mut ct).unwrap().to_vec();
+        assert_eq!(k.decrypt_pkcs1v15_implicit(&ct, 32).unwrap().expose_secret(), &[7u8; 32]);
+        // Wrong expected length, garbage, or a short ciphertext: a pseudo-random value of
+        // the expected length, deterministic per ciphertext, never an error.
+        let wrong_len = k.decrypt_pkcs1v15_implicit(&ct, 16).unwrap();
+        assert_eq!(wrong_len.len(), 16);
+        assert_ne!(wrong_len.expose_secret(), &[7u8; 16]);
+        let g1 = k.decrypt_pkcs1v15_implicit(&[0x42; 256], 32).unwrap();
+        let g2 = k.decrypt_pkcs1v15_implicit(&[0x43; 256], 32).unwrap();
+        assert_ne!(g1.expose_secret(), g2.expose_secret());
+        assert_eq!(g1.expose_secret(), k.decrypt_pkcs1v15_implicit(&[0x42; 256], 32).unwrap().expose_secret());
+        assert_eq!(k.decrypt_pkcs1v15_implicit(&[1; 10], 32).unwrap().len(), 32);
+        assert!(k.decrypt_pkcs1v15_implicit(&ct, 0).is_err());
+        assert!(k.decrypt_pkcs1v15_implicit(&ct, 246).is_err());
     }
 }

@@ -329,3 +329,40 @@ fn segment_api_in_place_and_out_of_place_agree_with_the_adapters() {
     let mut in_place = stream[HEADER_LEN + 2 * SEALED..].to_vec();
     assert_eq!(opener.open_segment(2, true, &mut in_place).unwrap(), &pt[2 * SEG..]);
 }
+
+/// An inner writer that fails its `fail_at`-th write call once.
+struct FlakyWriter {
+    out: Vec<u8>,
+    calls: usize,
+    fail_at: usize,
+}
+
+impl Write for FlakyWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.calls += 1;
+        if self.calls == self.fail_at {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        self.out.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failed_write_changes_nothing_and_the_stream_still_finishes() {
+    let inner = FlakyWriter { out: Vec::new(), calls: 0, fail_at: 2 };
+    let mut w = EncryptingWriter::with_segment_size(&key(1), CTX, inner, LOG2).unwrap();
+    w.write_all(&data(SEG, 1)).unwrap(); // header written (call 1); one full segment buffered
+    assert_eq!(w.write(&[0xAA, 0xBB]).unwrap(), 1); // seals the full segment, takes one byte
+    // Writing the sealed segment out fails: the caller is told nothing more was taken...
+    assert_eq!(w.write(&[0xBB]).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+    // ...gives up on the rest, and finishes: the stream holds exactly what was accepted.
+    let inner = w.finish().unwrap();
+    let mut want = data(SEG, 1);
+    want.push(0xAA);
+    assert_eq!(open_stream(&key(1), CTX, &inner.out).unwrap(), want);
+}

@@ -185,6 +185,27 @@ impl AeadKey {
         }
     }
 
+    /// Opens `buf` = `ciphertext ‖ tag` in place and returns the plaintext length; on
+    /// failure the buffer is zeroed. This is the path both formats use, and the one AWS-LC's
+    /// FIPS security policy approves for decryption.
+    ///
+    /// # Errors
+    /// [`CryptoError::Integrity`] when authentication fails or `buf` is shorter than a tag.
+    pub fn open_combined(&self, nonce: [u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> Result<usize> {
+        let ok = buf.len() >= TAG_LEN
+            && match &self.0 {
+                Inner::AwsLc(k) => k.open_combined(nonce, aad, buf),
+                #[cfg(all(feature = "ring-aead", not(feature = "fips")))]
+                Inner::Ring(k) => k.open_combined(nonce, aad, buf),
+            };
+        if ok {
+            Ok(buf.len() - TAG_LEN)
+        } else {
+            buf.fill(0);
+            Err(CryptoError::Integrity)
+        }
+    }
+
     /// Decrypts `in_out` in place after checking `tag`. On failure the buffer is
     /// zeroed, so no unauthenticated plaintext is ever visible.
     ///
@@ -217,21 +238,21 @@ impl AeadKey {
         if out.len() != input.len() {
             return Err(CryptoError::InvalidInput("output must be as long as the ciphertext"));
         }
-        match &self.0 {
-            Inner::AwsLc(k) => {
-                if k.open_to(nonce, aad, input, tag, out) {
-                    Ok(())
-                } else {
-                    out.fill(0);
-                    Err(CryptoError::Integrity)
-                }
-            }
-            #[cfg(all(feature = "ring-aead", not(feature = "fips")))]
-            Inner::Ring(_) => {
-                out.copy_from_slice(input);
-                self.open_in_place(nonce, aad, out, tag)
-            }
+        #[cfg(not(feature = "fips"))]
+        if let Inner::AwsLc(k) = &self.0 {
+            return if k.open_to(nonce, aad, input, tag, out) {
+                Ok(())
+            } else {
+                out.fill(0);
+                Err(CryptoError::Integrity)
+            };
         }
+        // ring has no out-of-place open, and the FIPS build uses only the approved
+        // combined in-place open: assemble `ciphertext ‖ tag` in a scratch buffer.
+        let mut scratch = zeroize::Zeroizing::new([input, tag].concat());
+        self.open_combined(nonce, aad, &mut scratch)?;
+        out.copy_from_slice(&scratch[..input.len()]);
+        Ok(())
     }
 }
 

@@ -22,6 +22,10 @@ impl Key {
         Ok(out)
     }
 
+    pub(super) fn open_combined(&self, nonce: [u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> bool {
+        self.0.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buf).is_ok()
+    }
+
     pub(super) fn open(&self, nonce: [u8; NONCE_LEN], aad: &[u8], in_out: &mut [u8], tag: &[u8]) -> bool {
         let Ok(tag) = Tag::try_from(tag) else {
             return false;

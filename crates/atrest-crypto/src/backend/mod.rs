@@ -71,7 +71,8 @@ pub enum WrapAlg {
     RsaOaep,
     /// RSA-OAEP with SHA-256.
     RsaOaep256,
-    /// RSAES-PKCS1-v1_5: unwrap only, legacy, opt-in by the caller.
+    /// RSAES-PKCS1-v1_5: unwrap only, legacy, opt-in by the caller; 32-byte keys, with
+    /// implicit rejection (an invalid ciphertext unwraps to a pseudo-random key).
     Rsa1_5,
     /// AES key wrap (RFC 3394) with a 256-bit key.
     A256Kw,
@@ -118,6 +119,34 @@ pub trait KeyBackend: Send + Sync {
     /// # Errors
     /// [`crate::CryptoError::Decrypt`] for any failure of the operation itself.
     fn unwrap_key(&self, key: &BackendKey, binding: &[&[u8]], alg: WrapAlg, wrapped: &[u8]) -> Result<SecretBytes>;
+
+    /// AES-256-GCM encryption with a stored `oct` key (the Key Vault `A256GCM` operation).
+    /// The caller supplies a fresh random IV and counts uses per key version.
+    ///
+    /// # Errors
+    /// [`crate::CryptoError::Unsupported`] for a non-AES key.
+    fn encrypt_gcm(
+        &self,
+        key: &BackendKey,
+        binding: &[&[u8]],
+        iv: [u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<(Vec<u8>, [u8; 16])>;
+
+    /// AES-256-GCM decryption with a stored `oct` key. Failures are uniform.
+    ///
+    /// # Errors
+    /// [`crate::CryptoError::Decrypt`] when authentication fails.
+    fn decrypt_gcm(
+        &self,
+        key: &BackendKey,
+        binding: &[&[u8]],
+        iv: [u8; 12],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8],
+    ) -> Result<SecretBytes>;
 
     /// Signs `digest` with `key`.
     ///

@@ -3,10 +3,19 @@
 //! the key's binding (vault, name, version) as context.
 
 use super::{BackendKey, ImportKey, KeyBackend, KeySpec, PublicKey, SignAlg, WrapAlg};
+use crate::aead::AeadKey;
 use crate::ec::{EcCurve, EcPrivateKey};
 use crate::rsa::{OaepHash, RsaBits, RsaPrivateKey, RsaSignature};
 use crate::secret::{SecretBytes, SecretKey};
 use crate::{CryptoError, Result, kdf, keywrap, record};
+
+/// Message of the error for stored key material that fails to open.
+pub const STORED_KEY_INTEGRITY: &str =
+    "stored key material failed its integrity check (modified, moved, or sealed under another root key)";
+
+/// Length of the key an `RSA1_5` unwrap returns (AES-256). With implicit rejection the
+/// length must be fixed in advance: any other length yields a pseudo-random value.
+pub const RSA1_5_KEY_LEN: usize = 32;
 
 const TAG_RSA: u8 = 1;
 const TAG_EC_P256: u8 = 2;
@@ -51,7 +60,13 @@ impl SoftwareBackend {
     }
 
     fn open(&self, handle: &[u8], binding: &[&[u8]]) -> Result<Material> {
-        let plain = SecretBytes::new(record::open(&self.sealing_key, binding, handle)?);
+        // Any failure here is stored material that does not open under its own identity:
+        // a modified row, a handle moved between keys, or another root key. It must not
+        // look like the caller's bad ciphertext, so it gets its own error.
+        let plain = SecretBytes::new(
+            record::open(&self.sealing_key, binding, handle)
+                .map_err(|_| CryptoError::InvalidKey(STORED_KEY_INTEGRITY))?,
+        );
         let (&tag, body) = plain.expose_secret().split_first().ok_or(CryptoError::Integrity)?;
         Ok(match tag {
             TAG_RSA => Material::Rsa(RsaPrivateKey::from_pkcs8(body)?),
@@ -118,10 +133,43 @@ impl KeyBackend for SoftwareBackend {
         match (self.open(&key.handle, binding)?, alg) {
             (Material::Rsa(k), WrapAlg::RsaOaep) => k.decrypt_oaep(OaepHash::Sha1, wrapped, None),
             (Material::Rsa(k), WrapAlg::RsaOaep256) => k.decrypt_oaep(OaepHash::Sha256, wrapped, None),
-            (Material::Rsa(k), WrapAlg::Rsa1_5) => k.decrypt_pkcs1v15_legacy(wrapped),
+            (Material::Rsa(k), WrapAlg::Rsa1_5) => k.decrypt_pkcs1v15_implicit(wrapped, RSA1_5_KEY_LEN),
             (Material::Aes(k), WrapAlg::A256Kw) => keywrap::unwrap_kw(&k, wrapped),
             _ => Err(CryptoError::Unsupported("this key type cannot unwrap with that algorithm")),
         }
+    }
+
+    fn encrypt_gcm(
+        &self,
+        key: &BackendKey,
+        binding: &[&[u8]],
+        iv: [u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<(Vec<u8>, [u8; 16])> {
+        let Material::Aes(k) = self.open(&key.handle, binding)? else {
+            return Err(CryptoError::Unsupported("A256GCM needs an AES key"));
+        };
+        let mut buf = plaintext.to_vec();
+        let tag = AeadKey::new(&k)?.seal_in_place(iv, aad, &mut buf)?;
+        Ok((buf, tag))
+    }
+
+    fn decrypt_gcm(
+        &self,
+        key: &BackendKey,
+        binding: &[&[u8]],
+        iv: [u8; 12],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8],
+    ) -> Result<SecretBytes> {
+        let Material::Aes(k) = self.open(&key.handle, binding)? else {
+            return Err(CryptoError::Unsupported("A256GCM needs an AES key"));
+        };
+        let mut buf = SecretBytes::new(ciphertext.to_vec());
+        AeadKey::new(&k)?.open_in_place(iv, aad, buf.as_mut_slice(), tag).map_err(|_| CryptoError::Decrypt)?;
+        Ok(buf)
     }
 
     fn sign(&self, key: &BackendKey, binding: &[&[u8]], alg: SignAlg, digest: &[u8]) -> Result<Vec<u8>> {
@@ -155,7 +203,14 @@ mod tests {
         assert_eq!(b.unwrap_key(&k, BIND, WrapAlg::A256Kw, &w).unwrap().expose_secret(), &[7; 32]);
         // The sealed handle opens only under its own binding.
         let other: &[&[u8]] = &[b"vault", b"key", b"v2"];
-        assert!(matches!(b.unwrap_key(&k, other, WrapAlg::A256Kw, &w), Err(CryptoError::CommitmentMismatch)));
+        assert!(matches!(
+            b.unwrap_key(&k, other, WrapAlg::A256Kw, &w),
+            Err(CryptoError::InvalidKey(STORED_KEY_INTEGRITY))
+        ));
+        // A256GCM through the seam; a wrong tag is the caller's error, not an integrity one.
+        let (ct, tag) = b.encrypt_gcm(&k, BIND, [1; 12], b"aad", b"hello").unwrap();
+        assert_eq!(b.decrypt_gcm(&k, BIND, [1; 12], b"aad", &ct, &tag).unwrap().expose_secret(), b"hello");
+        assert!(matches!(b.decrypt_gcm(&k, BIND, [1; 12], b"aax", &ct, &tag), Err(CryptoError::Decrypt)));
         assert!(b.sign(&k, BIND, SignAlg::Es256, &[0; 32]).is_err());
         // The handle does not contain the key bytes.
         let raw = b.open(&k.handle, BIND).unwrap();

@@ -4,6 +4,7 @@
 use super::segment::{SegmentOpener, SegmentSealer};
 use crate::{CryptoError, Result};
 use atrest_format::{StreamHeader, TAG_LEN};
+use zeroize::Zeroize;
 
 /// Plaintext in, sealed bytes out, one reused segment buffer.
 pub(crate) struct Encryptor {
@@ -12,13 +13,16 @@ pub(crate) struct Encryptor {
     buf: Vec<u8>,
     filled: usize,
     out: core::ops::Range<usize>,
+    /// First byte of the next segment, taken when a full segment was sealed; it moves
+    /// into the buffer once the sealed segment has been written out.
+    carry: Option<u8>,
     finished: bool,
 }
 
 impl Encryptor {
     pub(crate) fn new(sealer: SegmentSealer) -> Self {
         let buf = vec![0u8; sealer.layout().sealed_segment_size()];
-        Self { sealer, header_sent: 0, buf, filled: 0, out: 0..0, finished: false }
+        Self { sealer, header_sent: 0, buf, filled: 0, out: 0..0, carry: None, finished: false }
     }
 
     /// Sealed bytes waiting to be written (the header first).
@@ -38,42 +42,50 @@ impl Encryptor {
         }
     }
 
-    /// Takes plaintext. `Some(n)`: `n` bytes taken. `None`: a full segment was sealed
-    /// instead; write out [`Self::pending`] and call again. Call only with nothing pending.
-    pub(crate) fn push(&mut self, data: &[u8]) -> Result<Option<usize>> {
+    /// Takes plaintext and returns how many bytes it took (at least one, unless `data`
+    /// is empty). Call only with nothing pending. Every call that seals a segment also
+    /// takes data, so a caller told "0 bytes written" (or an error) has changed nothing
+    /// and can still finish the stream.
+    pub(crate) fn push(&mut self, data: &[u8]) -> Result<usize> {
         debug_assert!(self.pending().is_empty());
         if self.finished {
             return Err(CryptoError::InvalidInput("write after the stream was finished"));
         }
         if data.is_empty() {
-            return Ok(Some(0));
+            return Ok(0);
         }
+        self.restore_carry();
         let size = self.buf.len() - TAG_LEN;
-        // A full segment is sealed only once more data arrives: until then it may be the last.
+        // A full segment is sealed only once more data arrives (until then it may be the
+        // last); the byte that proved it is not the last is taken along.
         if self.filled == size {
             self.seal(false)?;
-            return Ok(None);
-        }
-        // More than a whole segment in hand: its first segment cannot be the last one, so
-        // seal it straight from the caller's buffer, skipping the copy into ours.
-        if self.filled == 0 && data.len() > size {
-            self.sealer.seal_segment_from(&data[..size], &mut self.buf, false)?;
-            self.out = 0..self.buf.len();
-            return Ok(Some(size));
+            self.carry = Some(data[0]);
+            return Ok(1);
         }
         let n = (size - self.filled).min(data.len());
         self.buf[self.filled..self.filled + n].copy_from_slice(&data[..n]);
         self.filled += n;
-        Ok(Some(n))
+        Ok(n)
     }
 
-    /// Seals the final segment; write out [`Self::pending`] afterwards. Idempotent.
+    /// Seals the final segment; write out [`Self::pending`] afterwards. Call only with
+    /// nothing pending. Idempotent.
     pub(crate) fn finish(&mut self) -> Result<()> {
         if !self.finished {
+            self.restore_carry();
             self.seal(true)?;
             self.finished = true;
         }
         Ok(())
+    }
+
+    fn restore_carry(&mut self) {
+        if let Some(b) = self.carry.take() {
+            debug_assert!(self.filled == 0 && self.pending().is_empty());
+            self.buf[0] = b;
+            self.filled = 1;
+        }
     }
 
     fn seal(&mut self, last: bool) -> Result<()> {
@@ -82,6 +94,13 @@ impl Encryptor {
         self.out = 0..len;
         self.filled = 0;
         Ok(())
+    }
+}
+
+impl Drop for Encryptor {
+    fn drop(&mut self) {
+        // The buffer may hold plaintext of an unfinished segment.
+        self.buf.zeroize();
     }
 }
 
@@ -167,5 +186,11 @@ impl Decryptor {
         self.index += 1;
         self.done = last;
         Ok(())
+    }
+}
+
+impl Drop for Decryptor {
+    fn drop(&mut self) {
+        self.buf.zeroize();
     }
 }

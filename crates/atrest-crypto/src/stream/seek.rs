@@ -111,6 +111,12 @@ impl<R: Read + Seek> SeekableReader<R> {
     }
 }
 
+impl<R: Read + Seek> Drop for SeekableReader<R> {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.buf);
+    }
+}
+
 impl<R: Read + Seek> Read for SeekableReader<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let n = (self.len.saturating_sub(self.pos)).min(out.len() as u64) as usize;

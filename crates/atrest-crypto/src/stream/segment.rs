@@ -135,9 +135,8 @@ impl SegmentOpener {
     /// [`CryptoError::Integrity`] for a wrong length, position, flag, key or any edit.
     pub fn open_segment<'a>(&self, index: u64, last: bool, buf: &'a mut [u8]) -> Result<&'a mut [u8]> {
         let pt_len = self.check(index, last, buf.len())?;
-        let (body, tag) = buf.split_at_mut(pt_len);
-        self.aead.open_in_place(nonce(index, last), &self.header, body, tag)?;
-        Ok(body)
+        self.aead.open_combined(nonce(index, last), &self.header, buf)?;
+        Ok(&mut buf[..pt_len])
     }
 
     /// Opens segment `index` from `input` (`ciphertext ‖ tag`) into `out`, which must be

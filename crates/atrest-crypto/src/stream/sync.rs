@@ -58,12 +58,8 @@ impl<W: Write> EncryptingWriter<W> {
 
 impl<W: Write> Write for EncryptingWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        loop {
-            self.drain()?;
-            if let Some(n) = self.enc.push(data).map_err(CryptoError::into_io)? {
-                return Ok(n);
-            }
-        }
+        self.drain()?;
+        self.enc.push(data).map_err(CryptoError::into_io)
     }
 
     /// Writes out every sealed segment. The open segment stays buffered: segments are
@@ -75,8 +71,9 @@ impl<W: Write> Write for EncryptingWriter<W> {
 }
 
 /// Decrypts a stream read from `inner`. Returns end-of-file only after the final
-/// segment authenticated; any failure is an `io::ErrorKind::InvalidData` error whose
-/// source is the [`CryptoError`].
+/// segment authenticated. A stream that fails to authenticate (modified, cut, reordered)
+/// is an `io::ErrorKind::InvalidData` error whose source is the [`CryptoError`]; errors
+/// of `inner` itself pass through unchanged; a bad header is refused by [`Self::new`].
 pub struct DecryptingReader<R: Read> {
     inner: R,
     dec: Decryptor,

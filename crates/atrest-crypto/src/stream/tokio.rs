@@ -56,12 +56,8 @@ impl<W: AsyncWrite + Unpin> AsyncEncryptingWriter<W> {
 impl<W: AsyncWrite + Unpin> AsyncWrite for AsyncEncryptingWriter<W> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let me = self.get_mut();
-        loop {
-            ready!(me.poll_drain(cx))?;
-            if let Some(n) = me.enc.push(data).map_err(CryptoError::into_io)? {
-                return Poll::Ready(Ok(n));
-            }
-        }
+        ready!(me.poll_drain(cx))?;
+        Poll::Ready(me.enc.push(data).map_err(CryptoError::into_io))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
