@@ -1,0 +1,124 @@
+//! Vault errors: typed, with stable machine codes (the AKV `error.code` values) and
+//! messages that say what to do next. The HTTP layer maps [`VaultError::status`] once.
+
+use atrest_crypto::CryptoError;
+
+/// Why an operation was refused although the caller may be authorized in general.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The key version is disabled.
+    KeyDisabled,
+    /// The operation is not in the key's `key_ops`.
+    KeyOperationForbidden,
+    /// The key is past `exp` (wrap, encrypt and sign are refused).
+    KeyExpired,
+    /// The key is before `nbf`.
+    KeyNotYetValid,
+    /// Purge before the scheduled date under purge protection.
+    PurgeProtected,
+    /// A usage limit of the key was reached (A256GCM encryptions).
+    UsageLimitReached,
+}
+
+impl Refusal {
+    /// The AKV `innererror.code`.
+    #[must_use]
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::KeyDisabled => "KeyDisabled",
+            Refusal::KeyOperationForbidden => "KeyOperationForbidden",
+            Refusal::KeyExpired => "KeyExpired",
+            Refusal::KeyNotYetValid => "KeyNotYetValid",
+            Refusal::PurgeProtected => "PurgeProtectionEnabled",
+            Refusal::UsageLimitReached => "KeyUsageLimitReached",
+        }
+    }
+}
+
+/// Errors of the vault.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// The request is malformed or names something unsupported.
+    #[error("{0}")]
+    BadParameter(String),
+    /// No such key, version, deleted key or vault.
+    #[error("{0}")]
+    NotFound(String),
+    /// The name is taken, or soft-deleted.
+    #[error("{0}")]
+    Conflict(String),
+    /// Refused by the key's state or the vault's settings.
+    #[error("{message}")]
+    Forbidden {
+        /// Stable reason.
+        reason: Refusal,
+        /// What happened and what to do.
+        message: String,
+    },
+    /// A stored row failed its integrity check: the database was modified outside atrest.
+    #[error(
+        "integrity check failed for stored {what}: the database was modified outside atrest; \
+         the operation was refused (restore the row from a backup or investigate)"
+    )]
+    Integrity {
+        /// Which row (table and key, never secret values).
+        what: String,
+    },
+    /// A cryptographic failure (authentication of a ciphertext, bad key material).
+    #[error("{0}")]
+    Crypto(#[from] CryptoError),
+    /// The database failed.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl From<sqlx::Error> for VaultError {
+    fn from(e: sqlx::Error) -> Self {
+        // sqlx messages name tables and constraints, never bound values.
+        VaultError::Storage(e.to_string())
+    }
+}
+
+impl VaultError {
+    /// Stable machine code (AKV `error.code`).
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            VaultError::BadParameter(_) => "BadParameter",
+            VaultError::NotFound(_) => "KeyNotFound",
+            VaultError::Conflict(_) => "Conflict",
+            VaultError::Forbidden { .. } => "Forbidden",
+            VaultError::Integrity { .. } => "IntegrityCheckFailed",
+            VaultError::Crypto(_) => "BadParameter",
+            VaultError::Storage(_) => "ServiceUnavailable",
+        }
+    }
+
+    /// HTTP status the API answers with.
+    #[must_use]
+    pub fn status(&self) -> u16 {
+        match self {
+            VaultError::BadParameter(_) | VaultError::Crypto(_) => 400,
+            VaultError::NotFound(_) => 404,
+            VaultError::Conflict(_) => 409,
+            VaultError::Forbidden { .. } => 403,
+            VaultError::Integrity { .. } => 500,
+            VaultError::Storage(_) => 503,
+        }
+    }
+
+    pub(crate) fn bad(msg: impl Into<String>) -> Self {
+        VaultError::BadParameter(msg.into())
+    }
+
+    pub(crate) fn key_not_found(name: &str) -> Self {
+        VaultError::NotFound(format!("A key with (name/id) {name} was not found in this key vault."))
+    }
+
+    pub(crate) fn forbidden(reason: Refusal, message: impl Into<String>) -> Self {
+        VaultError::Forbidden { reason, message: message.into() }
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = VaultError> = std::result::Result<T, E>;

@@ -1,0 +1,810 @@
+//! Key lifecycle: create, get, list, versions, update, rotate, soft delete, recover,
+//! purge and the purge sweeper. Every row read is MAC-checked before it is trusted.
+
+use crate::error::{Refusal, Result, VaultError};
+use crate::model::{DeletedKey, KeyAttributes, KeyBundle, Kty, MAX_PAGE, Page, PublicJwk, VaultInfo, b64u};
+use crate::rowmac::Field;
+use crate::service::VaultService;
+use atrest_crypto::backend::{BackendKey, KeySpec, PublicKey};
+use atrest_crypto::ec::EcCurve;
+use atrest_crypto::rsa::RsaBits;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use std::collections::BTreeMap;
+
+const DAY: i64 = 86_400;
+
+/// Checks a key or vault name: `^[0-9a-zA-Z-]{1,127}$`.
+pub(crate) fn check_name(name: &str, what: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 127 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(VaultError::bad(format!("invalid {what} name {name:?}: use 1 to 127 letters, digits and '-'")));
+    }
+    Ok(())
+}
+
+/// A fresh 32-hex-character id (key versions, vault ids).
+pub(crate) fn new_id() -> Result<String> {
+    Ok(hex::encode(atrest_crypto::rand::bytes::<16>()?))
+}
+
+/// What to create.
+#[derive(Debug, Clone, Default)]
+pub struct CreateKey {
+    /// `RSA`, `EC` or `oct` (`-HSM` types are refused without an HSM backend).
+    pub kty: String,
+    /// RSA: 2048/3072/4096 (default 2048); oct: 256 (default).
+    pub key_size: Option<u32>,
+    /// EC: `P-256` (default) or `P-384`.
+    pub crv: Option<String>,
+    /// Permitted operations (default: all the type allows).
+    pub key_ops: Option<Vec<String>>,
+    /// Default true.
+    pub enabled: Option<bool>,
+    /// Not before.
+    pub nbf: Option<i64>,
+    /// Expiry.
+    pub exp: Option<i64>,
+    /// Tags.
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// What to change on a version; `None` leaves a field as it is; `tags` replaces all tags.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateKey {
+    /// New operations.
+    pub key_ops: Option<Vec<String>>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+    /// Not before (`Some(None)` clears it).
+    pub nbf: Option<Option<i64>>,
+    /// Expiry (`Some(None)` clears it).
+    pub exp: Option<Option<i64>>,
+    /// New tag map.
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// Everything about a new version except its key material.
+struct NewVersion {
+    kty: Kty,
+    key_ops: Vec<String>,
+    enabled: bool,
+    nbf: Option<i64>,
+    exp: Option<i64>,
+    tags: BTreeMap<String, String>,
+}
+
+/// A `keys` row.
+pub(crate) struct KeyRow {
+    pub vault_id: String,
+    pub name_lc: String,
+    pub name: String,
+    pub latest_version: String,
+    pub deleted_at: Option<i64>,
+    pub scheduled_purge: Option<i64>,
+}
+
+impl KeyRow {
+    fn fields(&self) -> [Field<'_>; 6] {
+        [
+            Field::Text(&self.vault_id),
+            Field::Text(&self.name_lc),
+            Field::Text(&self.name),
+            Field::Text(&self.latest_version),
+            Field::OptInt(self.deleted_at),
+            Field::OptInt(self.scheduled_purge),
+        ]
+    }
+}
+
+/// A `key_versions` row.
+pub(crate) struct VersionRow {
+    pub vault_id: String,
+    pub name_lc: String,
+    pub version: String,
+    pub seq: i64,
+    pub kty: String,
+    pub key_ops: String,
+    pub enabled: bool,
+    pub nbf: Option<i64>,
+    pub exp: Option<i64>,
+    pub created: i64,
+    pub updated: i64,
+    pub tags: String,
+    pub public_jwk: String,
+    pub material: Vec<u8>,
+    pub gcm_count: i64,
+}
+
+impl VersionRow {
+    fn fields(&self) -> [Field<'_>; 15] {
+        [
+            Field::Text(&self.vault_id),
+            Field::Text(&self.name_lc),
+            Field::Text(&self.version),
+            Field::Int(self.seq),
+            Field::Text(&self.kty),
+            Field::Text(&self.key_ops),
+            Field::Int(i64::from(self.enabled)),
+            Field::OptInt(self.nbf),
+            Field::OptInt(self.exp),
+            Field::Int(self.created),
+            Field::Int(self.updated),
+            Field::Text(&self.tags),
+            Field::Text(&self.public_jwk),
+            Field::Bytes(&self.material),
+            Field::Int(self.gcm_count),
+        ]
+    }
+
+    /// The identity the key material is sealed to.
+    pub(crate) fn binding(&self) -> [&[u8]; 3] {
+        [self.vault_id.as_bytes(), self.name_lc.as_bytes(), self.version.as_bytes()]
+    }
+
+    pub(crate) fn backend_key(&self) -> Result<BackendKey> {
+        let public = self.public_key()?;
+        let spec = match (Kty::parse(&self.kty)?, &public) {
+            (Kty::Rsa, Some(PublicKey::Rsa(k))) => KeySpec::Rsa(rsa_bits(k.bits())?),
+            (Kty::Ec, Some(PublicKey::Ec(k))) => KeySpec::Ec(k.curve()),
+            (Kty::Oct, None) => KeySpec::Aes256,
+            _ => return Err(VaultError::Integrity { what: format!("key version {}", self.version) }),
+        };
+        Ok(BackendKey { spec, handle: self.material.clone(), public })
+    }
+
+    pub(crate) fn public_key(&self) -> Result<Option<PublicKey>> {
+        let jwk: PublicJwk = serde_json::from_str(&self.public_jwk)
+            .map_err(|_| VaultError::Integrity { what: format!("public key of version {}", self.version) })?;
+        let dec = |s: &Option<String>| crate::model::b64u_decode(s.as_deref().unwrap_or(""), "stored public key");
+        Ok(match Kty::parse(&self.kty)? {
+            Kty::Rsa => {
+                Some(PublicKey::Rsa(atrest_crypto::rsa::RsaPublicKey::from_components(&dec(&jwk.n)?, &dec(&jwk.e)?)?))
+            }
+            Kty::Ec => {
+                let curve = curve(jwk.crv.as_deref().unwrap_or(""))?;
+                Some(PublicKey::Ec(atrest_crypto::ec::EcPublicKey::from_xy(curve, &dec(&jwk.x)?, &dec(&jwk.y)?)?))
+            }
+            Kty::Oct => None,
+        })
+    }
+
+    pub(crate) fn ops(&self) -> Vec<String> {
+        serde_json::from_str(&self.key_ops).unwrap_or_default()
+    }
+}
+
+fn rsa_bits(bits: usize) -> Result<RsaBits> {
+    match bits {
+        2048 => Ok(RsaBits::B2048),
+        3072 => Ok(RsaBits::B3072),
+        4096 => Ok(RsaBits::B4096),
+        _ => Err(VaultError::bad("RSA key size must be 2048, 3072 or 4096")),
+    }
+}
+
+fn curve(crv: &str) -> Result<EcCurve> {
+    match crv {
+        "P-256" => Ok(EcCurve::P256),
+        "P-384" => Ok(EcCurve::P384),
+        other => Err(VaultError::bad(format!("unsupported curve {other:?}: use P-256 or P-384"))),
+    }
+}
+
+fn curve_name(c: EcCurve) -> &'static str {
+    match c {
+        EcCurve::P256 => "P-256",
+        EcCurve::P384 => "P-384",
+    }
+}
+
+fn public_jwk(p: Option<&PublicKey>) -> PublicJwk {
+    match p {
+        Some(PublicKey::Rsa(k)) => PublicJwk { n: Some(b64u(k.n())), e: Some(b64u(k.e())), ..PublicJwk::default() },
+        Some(PublicKey::Ec(k)) => PublicJwk {
+            crv: Some(curve_name(k.curve()).to_string()),
+            x: Some(b64u(k.x())),
+            y: Some(b64u(k.y())),
+            ..PublicJwk::default()
+        },
+        None => PublicJwk::default(),
+    }
+}
+
+fn check_ops(kty: Kty, ops: Option<Vec<String>>) -> Result<Vec<String>> {
+    let allowed = kty.allowed_ops();
+    let ops = ops.unwrap_or_else(|| allowed.iter().map(|s| (*s).to_string()).collect());
+    for op in &ops {
+        if !allowed.contains(&op.as_str()) {
+            return Err(VaultError::bad(format!(
+                "operation {op:?} is not valid for {} keys; valid: {}",
+                kty.as_str(),
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(ops)
+}
+
+fn key_row(r: &AnyRow) -> Result<(KeyRow, Vec<u8>)> {
+    Ok((
+        KeyRow {
+            vault_id: r.try_get("vault_id")?,
+            name_lc: r.try_get("name_lc")?,
+            name: r.try_get("name")?,
+            latest_version: r.try_get("latest_version")?,
+            deleted_at: r.try_get("deleted_at")?,
+            scheduled_purge: r.try_get("scheduled_purge")?,
+        },
+        r.try_get("mac")?,
+    ))
+}
+
+fn version_row(r: &AnyRow) -> Result<(VersionRow, Vec<u8>)> {
+    Ok((
+        VersionRow {
+            vault_id: r.try_get("vault_id")?,
+            name_lc: r.try_get("name_lc")?,
+            version: r.try_get("version")?,
+            seq: r.try_get("seq")?,
+            kty: r.try_get("kty")?,
+            key_ops: r.try_get("key_ops")?,
+            enabled: r.try_get::<i64, _>("enabled")? != 0,
+            nbf: r.try_get("nbf")?,
+            exp: r.try_get("exp")?,
+            created: r.try_get("created")?,
+            updated: r.try_get("updated")?,
+            tags: r.try_get("tags")?,
+            public_jwk: r.try_get("public_jwk")?,
+            material: r.try_get("material")?,
+            gcm_count: r.try_get("gcm_count")?,
+        },
+        r.try_get("mac")?,
+    ))
+}
+
+const KEY_COLS: &str = "vault_id, name_lc, name, latest_version, deleted_at, scheduled_purge, mac";
+const VERSION_COLS: &str = "vault_id, name_lc, version, seq, kty, key_ops, enabled, nbf, exp, created, updated, tags, \
+                            public_jwk, material, gcm_count, mac";
+
+impl VaultService {
+    pub(crate) async fn key_row(&self, vault: &VaultInfo, name: &str) -> Result<Option<KeyRow>> {
+        let row = sqlx::query(&format!("SELECT {KEY_COLS} FROM keys WHERE vault_id = $1 AND name_lc = $2"))
+            .bind(&vault.id)
+            .bind(name.to_ascii_lowercase())
+            .fetch_optional(self.db.pool())
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let (k, mac) = key_row(&row)?;
+        self.mac.check("keys", &k.fields(), &mac, || format!("key {} in vault {}", k.name, vault.name))?;
+        Ok(Some(k))
+    }
+
+    pub(crate) async fn version_row(
+        &self,
+        vault: &VaultInfo,
+        name_lc: &str,
+        version: &str,
+    ) -> Result<Option<VersionRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {VERSION_COLS} FROM key_versions WHERE vault_id = $1 AND name_lc = $2 AND version = $3"
+        ))
+        .bind(&vault.id)
+        .bind(name_lc)
+        .bind(version)
+        .fetch_optional(self.db.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let (v, mac) = version_row(&row)?;
+        self.mac.check("key_versions", &v.fields(), &mac, || {
+            format!("key version {}/{} in vault {}", name_lc, version, vault.name)
+        })?;
+        Ok(Some(v))
+    }
+
+    /// A live key and one of its versions (`None` or `""` = latest).
+    pub(crate) async fn live_version(
+        &self,
+        vault: &VaultInfo,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<(KeyRow, VersionRow)> {
+        let key = self
+            .key_row(vault, name)
+            .await?
+            .filter(|k| k.deleted_at.is_none())
+            .ok_or_else(|| VaultError::key_not_found(name))?;
+        let version = version.filter(|v| !v.is_empty()).unwrap_or(&key.latest_version).to_ascii_lowercase();
+        let v =
+            self.version_row(vault, &key.name_lc, &version).await?.ok_or_else(|| VaultError::key_not_found(name))?;
+        Ok((key, v))
+    }
+
+    pub(crate) fn bundle(&self, vault: &VaultInfo, key: &KeyRow, v: &VersionRow) -> Result<KeyBundle> {
+        let integrity = || VaultError::Integrity { what: format!("key version {}/{}", key.name, v.version) };
+        Ok(KeyBundle {
+            name: key.name.clone(),
+            version: v.version.clone(),
+            kty: Kty::parse(&v.kty)?,
+            key_ops: serde_json::from_str(&v.key_ops).map_err(|_| integrity())?,
+            public: serde_json::from_str(&v.public_jwk).map_err(|_| integrity())?,
+            attributes: KeyAttributes {
+                enabled: v.enabled,
+                nbf: v.nbf,
+                exp: v.exp,
+                created: v.created,
+                updated: v.updated,
+                recovery_level: vault.settings.recovery_level().to_string(),
+                recoverable_days: vault.settings.retention_days,
+            },
+            tags: serde_json::from_str(&v.tags).map_err(|_| integrity())?,
+        })
+    }
+
+    pub(crate) async fn store_version(&self, v: &VersionRow) -> Result<()> {
+        let mac = self.mac.tag("key_versions", &v.fields());
+        sqlx::query(&format!(
+            "INSERT INTO key_versions ({VERSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+        ))
+        .bind(&v.vault_id)
+        .bind(&v.name_lc)
+        .bind(&v.version)
+        .bind(v.seq)
+        .bind(&v.kty)
+        .bind(&v.key_ops)
+        .bind(i64::from(v.enabled))
+        .bind(v.nbf)
+        .bind(v.exp)
+        .bind(v.created)
+        .bind(v.updated)
+        .bind(&v.tags)
+        .bind(&v.public_jwk)
+        .bind(&v.material)
+        .bind(v.gcm_count)
+        .bind(mac)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn rewrite_version(&self, v: &VersionRow) -> Result<()> {
+        let mac = self.mac.tag("key_versions", &v.fields());
+        sqlx::query(
+            "UPDATE key_versions SET key_ops = $1, enabled = $2, nbf = $3, exp = $4, updated = $5, tags = $6, gcm_count = $7, mac = $8 \
+             WHERE vault_id = $9 AND name_lc = $10 AND version = $11",
+        )
+        .bind(&v.key_ops)
+        .bind(i64::from(v.enabled))
+        .bind(v.nbf)
+        .bind(v.exp)
+        .bind(v.updated)
+        .bind(&v.tags)
+        .bind(v.gcm_count)
+        .bind(mac)
+        .bind(&v.vault_id)
+        .bind(&v.name_lc)
+        .bind(&v.version)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn write_key_row(&self, k: &KeyRow, insert: bool) -> Result<()> {
+        let mac = self.mac.tag("keys", &k.fields());
+        let sql = if insert {
+            "INSERT INTO keys (name, latest_version, deleted_at, scheduled_purge, mac, vault_id, name_lc) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        } else {
+            "UPDATE keys SET name = $1, latest_version = $2, deleted_at = $3, scheduled_purge = $4, mac = $5 WHERE vault_id = $6 AND name_lc = $7"
+        };
+        sqlx::query(sql)
+            .bind(&k.name)
+            .bind(&k.latest_version)
+            .bind(k.deleted_at)
+            .bind(k.scheduled_purge)
+            .bind(mac)
+            .bind(&k.vault_id)
+            .bind(&k.name_lc)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Adds a version made by `make` (given the binding) to key `name`, creating the key
+    /// if new. A soft-deleted name is refused.
+    async fn add_version(
+        &self,
+        vault: &VaultInfo,
+        name: &str,
+        new: NewVersion,
+        make: impl FnOnce(Vec<Vec<u8>>) -> Result<BackendKey> + Send + 'static,
+    ) -> Result<KeyBundle> {
+        check_name(name, "key")?;
+        let name_lc = name.to_ascii_lowercase();
+        let version = new_id()?;
+        let binding = vec![vault.id.as_bytes().to_vec(), name_lc.as_bytes().to_vec(), version.as_bytes().to_vec()];
+        // Key generation can take a second (RSA-4096): keep it off the async workers.
+        let made = tokio::task::spawn_blocking(move || make(binding))
+            .await
+            .map_err(|_| VaultError::Storage("key generation task failed".into()))??;
+        let _g = self.write_guard().await;
+        let existing = self.key_row(vault, name).await?;
+        if existing.as_ref().is_some_and(|k| k.deleted_at.is_some()) {
+            return Err(VaultError::Conflict(format!(
+                "Key {name} is currently in a deleted but recoverable state, and its name cannot be reused; \
+                 in this state, the key can only be recovered or purged."
+            )));
+        }
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(seq) FROM key_versions WHERE vault_id = $1 AND name_lc = $2")
+                .bind(&vault.id)
+                .bind(&name_lc)
+                .fetch_one(self.db.pool())
+                .await?;
+        let now = self.now();
+        let v = VersionRow {
+            vault_id: vault.id.clone(),
+            name_lc: name_lc.clone(),
+            version: version.clone(),
+            seq: seq.unwrap_or(0) + 1,
+            kty: new.kty.as_str().to_string(),
+            key_ops: serde_json::to_string(&new.key_ops).map_err(|e| VaultError::bad(e.to_string()))?,
+            enabled: new.enabled,
+            nbf: new.nbf,
+            exp: new.exp,
+            created: now,
+            updated: now,
+            tags: serde_json::to_string(&new.tags).map_err(|e| VaultError::bad(e.to_string()))?,
+            public_jwk: serde_json::to_string(&public_jwk(made.public.as_ref()))
+                .map_err(|e| VaultError::bad(e.to_string()))?,
+            material: made.handle,
+            gcm_count: 0,
+        };
+        self.store_version(&v).await?;
+        let key = KeyRow {
+            vault_id: vault.id.clone(),
+            name_lc,
+            name: existing.as_ref().map_or_else(|| name.to_string(), |k| k.name.clone()),
+            latest_version: version,
+            deleted_at: None,
+            scheduled_purge: None,
+        };
+        self.write_key_row(&key, existing.is_none()).await?;
+        self.bundle(vault, &key, &v)
+    }
+
+    /// Creates a key, or a new version of an existing one.
+    ///
+    /// # Errors
+    /// `BadParameter` (type, size, curve, ops, name), `Conflict` (soft-deleted name).
+    pub async fn create_key(&self, vault: &VaultInfo, name: &str, req: CreateKey) -> Result<KeyBundle> {
+        let kty = Kty::parse(&req.kty)?;
+        let spec = match kty {
+            Kty::Rsa => {
+                if req.crv.is_some() {
+                    return Err(VaultError::bad("crv applies to EC keys only"));
+                }
+                KeySpec::Rsa(rsa_bits(req.key_size.unwrap_or(2048) as usize)?)
+            }
+            Kty::Ec => {
+                if req.key_size.is_some() {
+                    return Err(VaultError::bad("key_size applies to RSA and oct keys; EC keys take crv"));
+                }
+                KeySpec::Ec(curve(req.crv.as_deref().unwrap_or("P-256"))?)
+            }
+            Kty::Oct => match req.key_size.unwrap_or(256) {
+                256 => KeySpec::Aes256,
+                other => return Err(VaultError::bad(format!("oct key size {other} is not supported: use 256"))),
+            },
+        };
+        let ops = check_ops(kty, req.key_ops)?;
+        let backend = self.backend.clone();
+        let new = NewVersion {
+            kty,
+            key_ops: ops,
+            enabled: req.enabled.unwrap_or(true),
+            nbf: req.nbf,
+            exp: req.exp,
+            tags: req.tags.unwrap_or_default(),
+        };
+        self.add_version(vault, name, new, move |b| {
+            let refs: Vec<&[u8]> = b.iter().map(Vec::as_slice).collect();
+            Ok(backend.generate(spec, &refs)?)
+        })
+        .await
+    }
+
+    /// Gets a key version (`None`/`""` = latest). Disabled keys are returned too.
+    ///
+    /// # Errors
+    /// `NotFound` for unknown or deleted keys and versions.
+    pub async fn get_key(&self, vault: &VaultInfo, name: &str, version: Option<&str>) -> Result<KeyBundle> {
+        let (k, v) = self.live_version(vault, name, version).await?;
+        self.bundle(vault, &k, &v)
+    }
+
+    /// Rotates: a new version of the same type and size with the latest version's
+    /// operations and tags, enabled.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub async fn rotate_key(&self, vault: &VaultInfo, name: &str) -> Result<KeyBundle> {
+        let (k, latest) = self.live_version(vault, name, None).await?;
+        let spec = latest.backend_key()?.spec;
+        let backend = self.backend.clone();
+        let kty = Kty::parse(&latest.kty)?;
+        let tags = serde_json::from_str(&latest.tags).unwrap_or_default();
+        let new = NewVersion { kty, key_ops: latest.ops(), enabled: true, nbf: None, exp: None, tags };
+        self.add_version(vault, &k.name, new, move |b| {
+            let refs: Vec<&[u8]> = b.iter().map(Vec::as_slice).collect();
+            Ok(backend.generate(spec, &refs)?)
+        })
+        .await
+    }
+
+    /// Changes attributes, operations or tags of a version; no new version.
+    ///
+    /// # Errors
+    /// `NotFound`, `BadParameter`.
+    pub async fn update_key(
+        &self,
+        vault: &VaultInfo,
+        name: &str,
+        version: Option<&str>,
+        req: UpdateKey,
+    ) -> Result<KeyBundle> {
+        let _g = self.write_guard().await;
+        let (k, mut v) = self.live_version(vault, name, version).await?;
+        if let Some(ops) = req.key_ops {
+            let ops = check_ops(Kty::parse(&v.kty)?, Some(ops))?;
+            v.key_ops = serde_json::to_string(&ops).map_err(|e| VaultError::bad(e.to_string()))?;
+        }
+        if let Some(e) = req.enabled {
+            v.enabled = e;
+        }
+        if let Some(n) = req.nbf {
+            v.nbf = n;
+        }
+        if let Some(e) = req.exp {
+            v.exp = e;
+        }
+        if let Some(t) = req.tags {
+            v.tags = serde_json::to_string(&t).map_err(|e| VaultError::bad(e.to_string()))?;
+        }
+        v.updated = self.now();
+        self.rewrite_version(&v).await?;
+        self.bundle(vault, &k, &v)
+    }
+
+    /// Lists keys (latest version of each live key), `max` ≤ 25 per page.
+    ///
+    /// # Errors
+    /// `BadParameter` for a bad page size or token.
+    pub async fn list_keys(
+        &self,
+        vault: &VaultInfo,
+        max: Option<usize>,
+        token: Option<&str>,
+    ) -> Result<Page<KeyBundle>> {
+        self.list_names(vault, max, token, false)
+            .await
+            .map(|p| Page { items: p.items.into_iter().map(|d| d.key).collect(), next: p.next })
+    }
+
+    /// Lists soft-deleted keys.
+    ///
+    /// # Errors
+    /// As [`Self::list_keys`].
+    pub async fn list_deleted_keys(
+        &self,
+        vault: &VaultInfo,
+        max: Option<usize>,
+        token: Option<&str>,
+    ) -> Result<Page<DeletedKey>> {
+        self.list_names(vault, max, token, true).await
+    }
+
+    async fn list_names(
+        &self,
+        vault: &VaultInfo,
+        max: Option<usize>,
+        token: Option<&str>,
+        deleted: bool,
+    ) -> Result<Page<DeletedKey>> {
+        let max = page_size(max)?;
+        let after = match token {
+            Some(t) => String::from_utf8(hex::decode(t).map_err(|_| VaultError::bad("invalid $skiptoken"))?)
+                .map_err(|_| VaultError::bad("invalid $skiptoken"))?,
+            None => String::new(),
+        };
+        let cond = if deleted { "deleted_at IS NOT NULL" } else { "deleted_at IS NULL" };
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLS} FROM keys WHERE vault_id = $1 AND {cond} AND name_lc > $2 ORDER BY name_lc LIMIT $3"
+        ))
+        .bind(&vault.id)
+        .bind(&after)
+        .bind(i64::try_from(max + 1).unwrap_or(26))
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut items = Vec::new();
+        for r in rows.iter().take(max) {
+            let (k, mac) = key_row(r)?;
+            self.mac.check("keys", &k.fields(), &mac, || format!("key {} in vault {}", k.name, vault.name))?;
+            let v = self
+                .version_row(vault, &k.name_lc, &k.latest_version)
+                .await?
+                .ok_or_else(|| VaultError::Integrity { what: format!("latest version of key {}", k.name) })?;
+            items.push(DeletedKey {
+                key: self.bundle(vault, &k, &v)?,
+                deleted_date: k.deleted_at.unwrap_or(0),
+                scheduled_purge_date: k.scheduled_purge.unwrap_or(0),
+            });
+        }
+        let next =
+            if rows.len() > max { items.last().map(|d| hex::encode(d.key.name.to_ascii_lowercase())) } else { None };
+        Ok(Page { items, next })
+    }
+
+    /// Lists every version of a live key, oldest first.
+    ///
+    /// # Errors
+    /// `NotFound`, `BadParameter`.
+    pub async fn list_versions(
+        &self,
+        vault: &VaultInfo,
+        name: &str,
+        max: Option<usize>,
+        token: Option<&str>,
+    ) -> Result<Page<KeyBundle>> {
+        let max = page_size(max)?;
+        let after: i64 = match token {
+            Some(t) => t.parse().map_err(|_| VaultError::bad("invalid $skiptoken"))?,
+            None => 0,
+        };
+        let k = self
+            .key_row(vault, name)
+            .await?
+            .filter(|k| k.deleted_at.is_none())
+            .ok_or_else(|| VaultError::key_not_found(name))?;
+        let rows = sqlx::query(&format!(
+            "SELECT {VERSION_COLS} FROM key_versions WHERE vault_id = $1 AND name_lc = $2 AND seq > $3 ORDER BY seq LIMIT $4"
+        ))
+        .bind(&vault.id)
+        .bind(&k.name_lc)
+        .bind(after)
+        .bind(i64::try_from(max + 1).unwrap_or(26))
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut items = Vec::new();
+        let mut last_seq = 0;
+        for r in rows.iter().take(max) {
+            let (v, mac) = version_row(r)?;
+            self.mac.check("key_versions", &v.fields(), &mac, || format!("key version {}/{}", k.name, v.version))?;
+            last_seq = v.seq;
+            items.push(self.bundle(vault, &k, &v)?);
+        }
+        Ok(Page { items, next: (rows.len() > max).then(|| last_seq.to_string()) })
+    }
+
+    /// Soft-deletes a key (all versions); it is purged after the vault's retention.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub async fn delete_key(&self, vault: &VaultInfo, name: &str) -> Result<DeletedKey> {
+        let _g = self.write_guard().await;
+        let (mut k, v) = self.live_version(vault, name, None).await?;
+        let now = self.now();
+        k.deleted_at = Some(now);
+        k.scheduled_purge = Some(now + vault.settings.retention_days * DAY);
+        self.write_key_row(&k, false).await?;
+        Ok(DeletedKey {
+            key: self.bundle(vault, &k, &v)?,
+            deleted_date: now,
+            scheduled_purge_date: now + vault.settings.retention_days * DAY,
+        })
+    }
+
+    async fn deleted(&self, vault: &VaultInfo, name: &str) -> Result<(KeyRow, VersionRow)> {
+        let k = self
+            .key_row(vault, name)
+            .await?
+            .filter(|k| k.deleted_at.is_some())
+            .ok_or_else(|| VaultError::key_not_found(name))?;
+        let v = self
+            .version_row(vault, &k.name_lc, &k.latest_version)
+            .await?
+            .ok_or_else(|| VaultError::Integrity { what: format!("latest version of key {}", k.name) })?;
+        Ok((k, v))
+    }
+
+    /// A soft-deleted key.
+    ///
+    /// # Errors
+    /// `NotFound` if it is not in the deleted state.
+    pub async fn get_deleted_key(&self, vault: &VaultInfo, name: &str) -> Result<DeletedKey> {
+        let (k, v) = self.deleted(vault, name).await?;
+        Ok(DeletedKey {
+            key: self.bundle(vault, &k, &v)?,
+            deleted_date: k.deleted_at.unwrap_or(0),
+            scheduled_purge_date: k.scheduled_purge.unwrap_or(0),
+        })
+    }
+
+    /// Recovers a soft-deleted key with all its versions.
+    ///
+    /// # Errors
+    /// `NotFound` if it is not in the deleted state.
+    pub async fn recover_deleted_key(&self, vault: &VaultInfo, name: &str) -> Result<KeyBundle> {
+        let _g = self.write_guard().await;
+        let (mut k, v) = self.deleted(vault, name).await?;
+        k.deleted_at = None;
+        k.scheduled_purge = None;
+        self.write_key_row(&k, false).await?;
+        self.bundle(vault, &k, &v)
+    }
+
+    /// Purges a soft-deleted key for good. Under purge protection only the sweeper may,
+    /// once the scheduled date has passed.
+    ///
+    /// # Errors
+    /// `NotFound`, `Forbidden` (purge protection).
+    pub async fn purge_deleted_key(&self, vault: &VaultInfo, name: &str) -> Result<()> {
+        let _g = self.write_guard().await;
+        let (k, _) = self.deleted(vault, name).await?;
+        if vault.settings.purge_protection && k.scheduled_purge.is_some_and(|p| self.now() < p) {
+            return Err(VaultError::forbidden(
+                Refusal::PurgeProtected,
+                "Operation \"purge\" is not allowed because purge protection is enabled for this vault. \
+                 Key Vault service will automatically purge it after the retention period has passed.",
+            ));
+        }
+        self.erase(&k).await
+    }
+
+    async fn erase(&self, k: &KeyRow) -> Result<()> {
+        let mut tx = self.db.pool().begin().await?;
+        sqlx::query("DELETE FROM key_versions WHERE vault_id = $1 AND name_lc = $2")
+            .bind(&k.vault_id)
+            .bind(&k.name_lc)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM keys WHERE vault_id = $1 AND name_lc = $2")
+            .bind(&k.vault_id)
+            .bind(&k.name_lc)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The purge sweeper: erases every soft-deleted key whose scheduled purge date has
+    /// passed, in every vault. Returns how many keys it purged.
+    ///
+    /// # Errors
+    /// Database errors; rows that fail their integrity check are skipped and reported.
+    pub async fn purge_due(&self) -> Result<usize> {
+        let _g = self.write_guard().await;
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLS} FROM keys WHERE scheduled_purge IS NOT NULL AND scheduled_purge <= $1"
+        ))
+        .bind(self.now())
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut n = 0;
+        for r in &rows {
+            let (k, mac) = key_row(r)?;
+            // A row whose MAC fails is not trusted to say it is due: leave it for an operator.
+            if self.mac.check("keys", &k.fields(), &mac, String::new).is_ok() {
+                self.erase(&k).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn page_size(max: Option<usize>) -> Result<usize> {
+    match max {
+        None => Ok(MAX_PAGE),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(_) => Err(VaultError::bad("maxresults must be between 1 and 25")),
+    }
+}

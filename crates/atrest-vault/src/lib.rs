@@ -1,0 +1,29 @@
+//! atrest's key vault: vaults, keys and their versions, lifecycle (soft delete, recover,
+//! purge, purge protection, retention), and key operations behind the AKV rules — with
+//! no HTTP. Storage goes through sqlx on SQLite or PostgreSQL (`db`), key custody through
+//! `atrest_crypto::backend::KeyBackend`, and time through a [`clock::Clock`] tests drive.
+//!
+//! # Invariants
+//! - Key material is stored only as the backend's handle: for the software backend, the
+//!   key sealed under a root-derived key with (vault, key name, version) as context.
+//! - Every security-relevant row carries a MAC under a root-derived key and is checked on
+//!   every read; a mismatch fails closed with `IntegrityCheckFailed`.
+//! - Nothing is cached: a disabled key or changed setting applies to the next request.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod db;
+mod error;
+mod keys;
+pub mod model;
+mod ops;
+mod rowmac;
+mod service;
+
+pub use error::{Refusal, Result, VaultError};
+pub use keys::{CreateKey, UpdateKey};
+pub use ops::{GCM_LIMIT, KeyOp, OpInput, OpOutput};
+pub use rowmac::RowMac;
+pub use service::VaultService;

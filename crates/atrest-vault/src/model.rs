@@ -1,0 +1,210 @@
+//! The vault's data model, independent of HTTP: key types, operations, attributes,
+//! public JWKs, bundles and pages. JSON shapes follow the AKV keys API
+//! (`../shared/akv-keys-api.md`), so the HTTP layer can serialize these directly.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Base64url without padding (JOSE).
+#[must_use]
+pub fn b64u(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes base64url; accepts padding and the standard alphabet too (lenient on input).
+///
+/// # Errors
+/// A message naming `what`.
+pub fn b64u_decode(s: &str, what: &str) -> Result<Vec<u8>, crate::VaultError> {
+    let t: String = s
+        .trim_end_matches('=')
+        .chars()
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect();
+    URL_SAFE_NO_PAD.decode(t).map_err(|_| crate::VaultError::bad(format!("{what} is not valid base64url")))
+}
+
+/// Key types (`kty`). `-HSM` variants are refused until a vault has an HSM backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kty {
+    /// RSA.
+    Rsa,
+    /// Elliptic curve.
+    Ec,
+    /// Symmetric (AES).
+    Oct,
+}
+
+impl Kty {
+    /// JWK name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kty::Rsa => "RSA",
+            Kty::Ec => "EC",
+            Kty::Oct => "oct",
+        }
+    }
+
+    /// Parses a JWK `kty`.
+    ///
+    /// # Errors
+    /// `BadParameter` for unknown types, and for `-HSM` types with a message that says why.
+    pub fn parse(s: &str) -> Result<Self, crate::VaultError> {
+        match s {
+            "RSA" => Ok(Kty::Rsa),
+            "EC" => Ok(Kty::Ec),
+            "oct" => Ok(Kty::Oct),
+            "RSA-HSM" | "EC-HSM" | "oct-HSM" => Err(crate::VaultError::bad(format!(
+                "key type {s} needs an HSM backend and this vault has none (software keys only); \
+                 create the key as {} instead, or configure a PKCS#11 backend for the vault",
+                s.trim_end_matches("-HSM")
+            ))),
+            other => Err(crate::VaultError::bad(format!("unknown key type {other:?}: use RSA, EC or oct"))),
+        }
+    }
+
+    /// Operations a key of this type may be given.
+    #[must_use]
+    pub fn allowed_ops(self) -> &'static [&'static str] {
+        match self {
+            Kty::Rsa => &["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"],
+            Kty::Ec => &["sign", "verify"],
+            Kty::Oct => &["encrypt", "decrypt", "wrapKey", "unwrapKey"],
+        }
+    }
+}
+
+/// Public half of a key as a JWK (no private members, ever).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PublicJwk {
+    /// RSA modulus.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    /// RSA exponent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
+    /// EC curve.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    /// EC x.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    /// EC y.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+}
+
+/// Attributes of a key version (AKV `attributes`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct KeyAttributes {
+    /// Usable at all.
+    pub enabled: bool,
+    /// Not before (Unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// Expires (Unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// Created.
+    pub created: i64,
+    /// Last updated.
+    pub updated: i64,
+    /// Recovery level from the vault's settings.
+    #[serde(rename = "recoveryLevel")]
+    pub recovery_level: String,
+    /// Soft-delete retention in days.
+    #[serde(rename = "recoverableDays")]
+    pub recoverable_days: i64,
+}
+
+/// A key version with its public half and attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyBundle {
+    /// Key name as first created.
+    pub name: String,
+    /// Version id (32 lowercase hex).
+    pub version: String,
+    /// Type.
+    pub kty: Kty,
+    /// Permitted operations.
+    pub key_ops: Vec<String>,
+    /// Public JWK members.
+    pub public: PublicJwk,
+    /// Attributes.
+    pub attributes: KeyAttributes,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A soft-deleted key (its latest version) and when it will be purged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedKey {
+    /// The latest version as it was at deletion.
+    pub key: KeyBundle,
+    /// Deletion time.
+    pub deleted_date: i64,
+    /// When the sweeper purges it.
+    pub scheduled_purge_date: i64,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// Items.
+    pub items: Vec<T>,
+    /// Opaque, URL-safe token for the next page, if any.
+    pub next: Option<String>,
+}
+
+/// Largest page the API returns.
+pub const MAX_PAGE: usize = 25;
+
+/// Vault settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultSettings {
+    /// Soft-delete retention, 7..=90 days.
+    pub retention_days: i64,
+    /// Once on, never off: purge before the scheduled date is refused.
+    pub purge_protection: bool,
+    /// Whether `RSA1_5` unwrap/decrypt is allowed (legacy clients only).
+    pub allow_rsa1_5: bool,
+}
+
+impl Default for VaultSettings {
+    fn default() -> Self {
+        Self { retention_days: 90, purge_protection: false, allow_rsa1_5: false }
+    }
+}
+
+impl VaultSettings {
+    /// AKV `recoveryLevel` for these settings.
+    #[must_use]
+    pub fn recovery_level(&self) -> &'static str {
+        match (self.purge_protection, self.retention_days < 90) {
+            (true, false) => "Recoverable",
+            (true, true) => "CustomizedRecoverable",
+            (false, false) => "Recoverable+Purgeable",
+            (false, true) => "CustomizedRecoverable+Purgeable",
+        }
+    }
+}
+
+/// A vault as stored (row verified).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultInfo {
+    /// Stable id.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Name (the `NAME` in `https://NAME.domain`).
+    pub name: String,
+    /// Settings.
+    pub settings: VaultSettings,
+}

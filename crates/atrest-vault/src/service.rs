@@ -1,0 +1,163 @@
+//! The vault service: one per deployment, holding the database, the key backend, the
+//! row-MAC key and the clock. Key lifecycle is in `keys.rs`, key operations in `ops.rs`.
+
+use crate::clock::Clock;
+use crate::db::{Db, Engine};
+use crate::error::{Result, VaultError};
+use crate::model::{VaultInfo, VaultSettings};
+use crate::rowmac::{Field, RowMac};
+use atrest_crypto::backend::KeyBackend;
+use sqlx::Row;
+use std::sync::Arc;
+use tokio::sync::{Mutex, MutexGuard};
+
+/// The key vault of one deployment.
+pub struct VaultService {
+    pub(crate) db: Db,
+    pub(crate) backend: Arc<dyn KeyBackend>,
+    pub(crate) mac: RowMac,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// SQLite allows one writer; serializing write transactions in-process avoids
+    /// `SQLITE_BUSY` on lock upgrades. PostgreSQL relies on row locks instead.
+    write_lock: Mutex<()>,
+}
+
+impl VaultService {
+    /// A service over a migrated database.
+    pub fn new(db: Db, backend: Arc<dyn KeyBackend>, mac: RowMac, clock: Arc<dyn Clock>) -> Self {
+        Self { db, backend, mac, clock, write_lock: Mutex::new(()) }
+    }
+
+    /// The current time.
+    #[must_use]
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    pub(crate) async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
+        match self.db.engine() {
+            Engine::Sqlite => Some(self.write_lock.lock().await),
+            Engine::Postgres => None,
+        }
+    }
+
+    fn vault_fields<'a>(v: &'a VaultInfo, created: i64, updated: i64) -> [Field<'a>; 8] {
+        [
+            Field::Text(&v.id),
+            Field::Text(&v.tenant_id),
+            Field::Text(&v.name),
+            Field::Int(v.settings.retention_days),
+            Field::Int(i64::from(v.settings.purge_protection)),
+            Field::Int(i64::from(v.settings.allow_rsa1_5)),
+            Field::Int(created),
+            Field::Int(updated),
+        ]
+    }
+
+    fn check_settings(s: &VaultSettings) -> Result<()> {
+        if !(7..=90).contains(&s.retention_days) {
+            return Err(VaultError::bad("retention must be between 7 and 90 days"));
+        }
+        Ok(())
+    }
+
+    /// Creates a vault.
+    ///
+    /// # Errors
+    /// `Conflict` if the name exists; `BadParameter` for invalid settings or name.
+    pub async fn create_vault(&self, tenant_id: &str, name: &str, settings: VaultSettings) -> Result<VaultInfo> {
+        crate::keys::check_name(name, "vault")?;
+        Self::check_settings(&settings)?;
+        let id = crate::keys::new_id()?;
+        let v = VaultInfo { id, tenant_id: tenant_id.to_string(), name: name.to_ascii_lowercase(), settings };
+        let now = self.now();
+        let mac = self.mac.tag("vaults", &Self::vault_fields(&v, now, now));
+        let _g = self.write_guard().await;
+        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM vaults WHERE name = $1")
+            .bind(&v.name)
+            .fetch_optional(self.db.pool())
+            .await?;
+        if exists.is_some() {
+            return Err(VaultError::Conflict(format!("a vault named {} already exists", v.name)));
+        }
+        sqlx::query(
+            "INSERT INTO vaults (id, tenant_id, name, retention_days, purge_protection, allow_rsa1_5, created, updated, mac) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&v.id)
+        .bind(&v.tenant_id)
+        .bind(&v.name)
+        .bind(v.settings.retention_days)
+        .bind(i64::from(v.settings.purge_protection))
+        .bind(i64::from(v.settings.allow_rsa1_5))
+        .bind(now)
+        .bind(now)
+        .bind(mac)
+        .execute(self.db.pool())
+        .await?;
+        Ok(v)
+    }
+
+    /// Loads a vault by name and verifies its row.
+    ///
+    /// # Errors
+    /// `NotFound`, or `Integrity` if the row was modified outside atrest.
+    pub async fn vault(&self, name: &str) -> Result<VaultInfo> {
+        Ok(self.load_vault(name).await?.0)
+    }
+
+    /// The vault and its `created` time (needed to re-MAC the row).
+    async fn load_vault(&self, name: &str) -> Result<(VaultInfo, i64)> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, name, retention_days, purge_protection, allow_rsa1_5, created, updated, mac \
+             FROM vaults WHERE name = $1",
+        )
+        .bind(name.to_ascii_lowercase())
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| VaultError::NotFound(format!("no vault named {name}")))?;
+        let v = VaultInfo {
+            id: row.try_get("id")?,
+            tenant_id: row.try_get("tenant_id")?,
+            name: row.try_get("name")?,
+            settings: VaultSettings {
+                retention_days: row.try_get("retention_days")?,
+                purge_protection: row.try_get::<i64, _>("purge_protection")? != 0,
+                allow_rsa1_5: row.try_get::<i64, _>("allow_rsa1_5")? != 0,
+            },
+        };
+        let (created, updated): (i64, i64) = (row.try_get("created")?, row.try_get("updated")?);
+        let mac: Vec<u8> = row.try_get("mac")?;
+        self.mac.check("vaults", &Self::vault_fields(&v, created, updated), &mac, || format!("vault {}", v.name))?;
+        Ok((v, created))
+    }
+
+    /// Changes a vault's settings. Purge protection, once on, cannot be turned off.
+    ///
+    /// # Errors
+    /// `BadParameter` for invalid settings, `Forbidden` to turn purge protection off.
+    pub async fn update_vault_settings(&self, name: &str, settings: VaultSettings) -> Result<VaultInfo> {
+        Self::check_settings(&settings)?;
+        let _g = self.write_guard().await;
+        let (mut v, created) = self.load_vault(name).await?;
+        if v.settings.purge_protection && !settings.purge_protection {
+            return Err(VaultError::forbidden(
+                crate::error::Refusal::PurgeProtected,
+                format!("purge protection is on for vault {} and can never be turned off", v.name),
+            ));
+        }
+        v.settings = settings;
+        let now = self.now();
+        let mac = self.mac.tag("vaults", &Self::vault_fields(&v, created, now));
+        sqlx::query("UPDATE vaults SET retention_days = $1, purge_protection = $2, allow_rsa1_5 = $3, updated = $4, mac = $5 WHERE id = $6")
+            .bind(v.settings.retention_days)
+            .bind(i64::from(v.settings.purge_protection))
+            .bind(i64::from(v.settings.allow_rsa1_5))
+            .bind(now)
+            .bind(mac)
+            .bind(&v.id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(v)
+    }
+}

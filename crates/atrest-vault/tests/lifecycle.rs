@@ -1,0 +1,415 @@
+//! The vault domain end to end on an in-memory SQLite database with a driven clock:
+//! key types, versions, paging, attributes and the AKV operation rules, soft delete,
+//! recover, purge and purge protection, the sweeper, and tampering with stored rows.
+
+use atrest_crypto::SecretKey;
+use atrest_crypto::backend::software::SoftwareBackend;
+use atrest_vault::clock::ManualClock;
+use atrest_vault::db::Db;
+use atrest_vault::model::{VaultInfo, VaultSettings};
+use atrest_vault::{CreateKey, KeyOp, OpInput, Refusal, RowMac, UpdateKey, VaultError, VaultService};
+use std::sync::Arc;
+
+const T0: i64 = 1_700_000_000;
+
+struct Env {
+    svc: VaultService,
+    clock: ManualClock,
+    vault: VaultInfo,
+    db: Db,
+}
+
+/// `ATREST_TEST_DATABASE_URL` (e.g. a throwaway PostgreSQL) replaces the default
+/// in-memory SQLite; every test uses its own vault, so tests can share one database.
+async fn env_with(settings: VaultSettings) -> Env {
+    let url = std::env::var("ATREST_TEST_DATABASE_URL").unwrap_or_else(|_| "sqlite::memory:".into());
+    let db = Db::connect(&url).await.unwrap();
+    db.migrate().await.unwrap();
+    db.migrate().await.unwrap(); // idempotent
+    let root = SecretKey::from_slice(&[5; 32]).unwrap();
+    let clock = ManualClock::new(T0);
+    let svc = VaultService::new(
+        db.clone(),
+        Arc::new(SoftwareBackend::new(&root).unwrap()),
+        RowMac::new(&root).unwrap(),
+        Arc::new(clock.clone()),
+    );
+    let name = format!("v{}", hex::encode(atrest_crypto::rand::bytes::<6>().unwrap()));
+    let vault = svc.create_vault("tenant-1", &name, settings).await.unwrap();
+    Env { svc, clock, vault, db }
+}
+
+async fn env() -> Env {
+    env_with(VaultSettings::default()).await
+}
+
+fn oct() -> CreateKey {
+    CreateKey { kty: "oct".into(), ..CreateKey::default() }
+}
+
+fn op(alg: &str, value: &[u8]) -> OpInput {
+    OpInput { alg: alg.into(), value: value.to_vec(), ..OpInput::default() }
+}
+
+fn refusal(e: VaultError) -> Refusal {
+    match e {
+        VaultError::Forbidden { reason, .. } => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn versions_rotation_and_latest() {
+    let e = env().await;
+    let v1 = e.svc.create_key(&e.vault, "Key-1", oct()).await.unwrap();
+    assert_eq!(v1.version.len(), 32);
+    assert_eq!(v1.key_ops, ["encrypt", "decrypt", "wrapKey", "unwrapKey"]);
+    assert_eq!(v1.attributes.recovery_level, "Recoverable+Purgeable");
+    e.clock.advance(10);
+    let v2 = e.svc.create_key(&e.vault, "key-1", oct()).await.unwrap();
+    assert_eq!(v2.name, "Key-1", "names match case-insensitively and keep their first spelling");
+    let v3 = e.svc.rotate_key(&e.vault, "KEY-1").await.unwrap();
+    assert_eq!(e.svc.get_key(&e.vault, "key-1", None).await.unwrap().version, v3.version);
+    assert_eq!(e.svc.get_key(&e.vault, "key-1", Some("")).await.unwrap().version, v3.version);
+    assert_eq!(e.svc.get_key(&e.vault, "key-1", Some(&v1.version)).await.unwrap(), v1);
+    let versions = e.svc.list_versions(&e.vault, "key-1", None, None).await.unwrap();
+    assert_eq!(
+        versions.items.iter().map(|b| b.version.clone()).collect::<Vec<_>>(),
+        [v1.version, v2.version, v3.version]
+    );
+    assert!(matches!(e.svc.get_key(&e.vault, "key-1", Some("0123")).await, Err(VaultError::NotFound(_))));
+    assert!(matches!(e.svc.get_key(&e.vault, "nope", None).await, Err(VaultError::NotFound(_))));
+}
+
+#[tokio::test]
+async fn paging_over_more_than_25_keys() {
+    let e = env().await;
+    for i in 0..30 {
+        e.svc.create_key(&e.vault, &format!("k{i:02}"), oct()).await.unwrap();
+    }
+    let p1 = e.svc.list_keys(&e.vault, None, None).await.unwrap();
+    assert_eq!(p1.items.len(), 25);
+    let token = p1.next.clone().unwrap();
+    assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "token must be URL-safe");
+    let p2 = e.svc.list_keys(&e.vault, None, Some(&token)).await.unwrap();
+    assert_eq!(p2.items.len(), 5);
+    assert!(p2.next.is_none());
+    let mut all: Vec<_> = p1.items.iter().chain(&p2.items).map(|b| b.name.clone()).collect();
+    all.dedup();
+    assert_eq!(all.len(), 30);
+    let small = e.svc.list_keys(&e.vault, Some(7), None).await.unwrap();
+    assert_eq!(small.items.len(), 7);
+    assert!(matches!(e.svc.list_keys(&e.vault, Some(26), None).await, Err(VaultError::BadParameter(_))));
+    assert!(matches!(e.svc.list_keys(&e.vault, None, Some("zz")).await, Err(VaultError::BadParameter(_))));
+}
+
+#[tokio::test]
+async fn key_types_and_refusals() {
+    let e = env().await;
+    let rsa = e.svc.create_key(&e.vault, "rsa", CreateKey { kty: "RSA".into(), ..CreateKey::default() }).await.unwrap();
+    assert_eq!(atrest_vault::model::b64u_decode(rsa.public.n.as_deref().unwrap(), "n").unwrap().len(), 256);
+    assert_eq!(rsa.public.e.as_deref(), Some("AQAB"));
+    let ec = e
+        .svc
+        .create_key(&e.vault, "ec", CreateKey { kty: "EC".into(), crv: Some("P-384".into()), ..CreateKey::default() })
+        .await
+        .unwrap();
+    assert_eq!(ec.key_ops, ["sign", "verify"]);
+    assert_eq!(atrest_vault::model::b64u_decode(ec.public.x.as_deref().unwrap(), "x").unwrap().len(), 48);
+    let hsm =
+        e.svc.create_key(&e.vault, "h", CreateKey { kty: "RSA-HSM".into(), ..CreateKey::default() }).await.unwrap_err();
+    assert!(hsm.to_string().contains("needs an HSM backend"), "{hsm}");
+    for bad in [
+        CreateKey { kty: "oct".into(), key_size: Some(128), ..CreateKey::default() },
+        CreateKey { kty: "RSA".into(), key_size: Some(1024), ..CreateKey::default() },
+        CreateKey { kty: "EC".into(), crv: Some("P-521".into()), ..CreateKey::default() },
+        CreateKey { kty: "EC".into(), key_ops: Some(vec!["encrypt".into()]), ..CreateKey::default() },
+        CreateKey { kty: "DSA".into(), ..CreateKey::default() },
+    ] {
+        assert!(matches!(e.svc.create_key(&e.vault, "bad", bad).await, Err(VaultError::BadParameter(_))));
+    }
+    assert!(matches!(e.svc.create_key(&e.vault, "bad name!", oct()).await, Err(VaultError::BadParameter(_))));
+}
+
+#[tokio::test]
+async fn operations_round_trip_and_verify_locally() {
+    let e = env().await;
+    e.svc.create_key(&e.vault, "aes", oct()).await.unwrap();
+    let w = e.svc.operate(&e.vault, "aes", None, KeyOp::WrapKey, op("A256KW", &[9; 32])).await.unwrap();
+    let u =
+        e.svc.operate(&e.vault, "aes", None, KeyOp::UnwrapKey, op("A256KW", w.value.expose_secret())).await.unwrap();
+    assert_eq!(u.value.expose_secret(), &[9; 32]);
+
+    let enc = e
+        .svc
+        .operate(
+            &e.vault,
+            "aes",
+            None,
+            KeyOp::Encrypt,
+            OpInput { aad: Some(b"ctx".to_vec()), ..op("A256GCM", b"hello") },
+        )
+        .await
+        .unwrap();
+    let mut dec_in = OpInput {
+        iv: enc.iv.clone(),
+        tag: enc.tag.clone(),
+        aad: Some(b"ctx".to_vec()),
+        ..op("A256GCM", enc.value.expose_secret())
+    };
+    let dec = e.svc.operate(&e.vault, "aes", None, KeyOp::Decrypt, dec_in.clone()).await.unwrap();
+    assert_eq!(dec.value.expose_secret(), b"hello");
+    dec_in.aad = Some(b"other".to_vec());
+    assert!(matches!(
+        e.svc.operate(&e.vault, "aes", None, KeyOp::Decrypt, dec_in).await,
+        Err(VaultError::BadParameter(_))
+    ));
+    assert!(matches!(
+        e.svc.operate(&e.vault, "aes", None, KeyOp::Sign, op("ES256", &[0; 32])).await,
+        Err(VaultError::Forbidden { .. })
+    ));
+
+    let rsa = e.svc.create_key(&e.vault, "rsa", CreateKey { kty: "RSA".into(), ..CreateKey::default() }).await.unwrap();
+    // Encrypt locally with the published public key, unwrap on the server.
+    let n = atrest_vault::model::b64u_decode(rsa.public.n.as_deref().unwrap(), "n").unwrap();
+    let pk = atrest_crypto::rsa::RsaPublicKey::from_components(&n, &[1, 0, 1]).unwrap();
+    let ct = pk.encrypt_oaep(atrest_crypto::rsa::OaepHash::Sha256, &[4; 32], None).unwrap();
+    let u = e.svc.operate(&e.vault, "rsa", None, KeyOp::UnwrapKey, op("RSA-OAEP-256", &ct)).await.unwrap();
+    assert_eq!(u.value.expose_secret(), &[4; 32]);
+    assert_eq!(u.version, rsa.version);
+    let legacy = e.svc.operate(&e.vault, "rsa", None, KeyOp::UnwrapKey, op("RSA1_5", &ct)).await.unwrap_err();
+    assert!(legacy.to_string().contains("RSA1_5 is disabled"), "{legacy}");
+    // Sign on the server, verify locally and on the server.
+    let digest = [7u8; 32];
+    let sig = e.svc.operate(&e.vault, "rsa", None, KeyOp::Sign, op("PS256", &digest)).await.unwrap();
+    pk.verify_digest(atrest_crypto::rsa::RsaSignature::Ps256, &digest, sig.value.expose_secret()).unwrap();
+    let ok = e
+        .svc
+        .operate(
+            &e.vault,
+            "rsa",
+            None,
+            KeyOp::Verify,
+            OpInput { digest: Some(digest.to_vec()), ..op("PS256", sig.value.expose_secret()) },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.verified, Some(true));
+    let bad = e
+        .svc
+        .operate(
+            &e.vault,
+            "rsa",
+            None,
+            KeyOp::Verify,
+            OpInput { digest: Some([8; 32].to_vec()), ..op("PS256", sig.value.expose_secret()) },
+        )
+        .await
+        .unwrap();
+    assert_eq!(bad.verified, Some(false));
+    assert!(matches!(
+        e.svc.operate(&e.vault, "rsa", None, KeyOp::Sign, op("PS256", &[0; 20])).await,
+        Err(VaultError::BadParameter(_))
+    ));
+    assert!(matches!(
+        e.svc.operate(&e.vault, "rsa", None, KeyOp::WrapKey, op("A256KW", &[0; 32])).await,
+        Err(VaultError::BadParameter(_))
+    ));
+
+    e.svc.create_key(&e.vault, "ec", CreateKey { kty: "EC".into(), ..CreateKey::default() }).await.unwrap();
+    let sig = e.svc.operate(&e.vault, "ec", None, KeyOp::Sign, op("ES256", &digest)).await.unwrap();
+    assert_eq!(sig.value.len(), 64);
+    let ok = e
+        .svc
+        .operate(
+            &e.vault,
+            "ec",
+            None,
+            KeyOp::Verify,
+            OpInput { digest: Some(digest.to_vec()), ..op("ES256", sig.value.expose_secret()) },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.verified, Some(true));
+}
+
+#[tokio::test]
+async fn rsa1_5_only_where_the_vault_opts_in() {
+    let e = env_with(VaultSettings { allow_rsa1_5: true, ..VaultSettings::default() }).await;
+    e.svc.create_key(&e.vault, "rsa", CreateKey { kty: "RSA".into(), ..CreateKey::default() }).await.unwrap();
+    // Garbage unwraps to a pseudo-random 32-byte key, not an error: no padding oracle.
+    let out = e.svc.operate(&e.vault, "rsa", None, KeyOp::UnwrapKey, op("RSA1_5", &[0x55; 256])).await.unwrap();
+    assert_eq!(out.value.len(), 32);
+    assert!(matches!(
+        e.svc.operate(&e.vault, "rsa", None, KeyOp::WrapKey, op("RSA1_5", &[1; 32])).await,
+        Err(VaultError::BadParameter(_))
+    ));
+}
+
+#[tokio::test]
+async fn disabled_expired_not_yet_valid_and_key_ops() {
+    let e = env().await;
+    e.svc.create_key(&e.vault, "k", oct()).await.unwrap();
+    let wrapped = e.svc.operate(&e.vault, "k", None, KeyOp::WrapKey, op("A256KW", &[1; 32])).await.unwrap().value;
+    let wrap = || op("A256KW", &[1; 32]);
+    let unwrap = || op("A256KW", wrapped.expose_secret());
+
+    e.svc.update_key(&e.vault, "k", None, UpdateKey { enabled: Some(false), ..UpdateKey::default() }).await.unwrap();
+    assert!(!e.svc.get_key(&e.vault, "k", None).await.unwrap().attributes.enabled, "disabled keys are still returned");
+    for (o, i) in [(KeyOp::WrapKey, wrap()), (KeyOp::UnwrapKey, unwrap())] {
+        assert_eq!(refusal(e.svc.operate(&e.vault, "k", None, o, i).await.unwrap_err()), Refusal::KeyDisabled);
+    }
+    e.svc
+        .update_key(
+            &e.vault,
+            "k",
+            None,
+            UpdateKey { enabled: Some(true), exp: Some(Some(T0 + 100)), ..UpdateKey::default() },
+        )
+        .await
+        .unwrap();
+    e.svc.operate(&e.vault, "k", None, KeyOp::WrapKey, wrap()).await.unwrap();
+    e.clock.advance(100);
+    assert_eq!(
+        refusal(e.svc.operate(&e.vault, "k", None, KeyOp::WrapKey, wrap()).await.unwrap_err()),
+        Refusal::KeyExpired
+    );
+    e.svc.operate(&e.vault, "k", None, KeyOp::UnwrapKey, unwrap()).await.expect("expired keys still unwrap");
+
+    e.svc
+        .update_key(
+            &e.vault,
+            "k",
+            None,
+            UpdateKey { exp: Some(None), nbf: Some(Some(T0 + 1000)), ..UpdateKey::default() },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        refusal(e.svc.operate(&e.vault, "k", None, KeyOp::UnwrapKey, unwrap()).await.unwrap_err()),
+        Refusal::KeyNotYetValid
+    );
+    e.clock.set(T0 + 1000);
+    e.svc.operate(&e.vault, "k", None, KeyOp::UnwrapKey, unwrap()).await.unwrap();
+
+    let b = e
+        .svc
+        .update_key(
+            &e.vault,
+            "k",
+            None,
+            UpdateKey {
+                key_ops: Some(vec!["unwrapKey".into()]),
+                tags: Some([("team".to_string(), "a".to_string())].into()),
+                ..UpdateKey::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.tags.get("team").map(String::as_str), Some("a"));
+    assert_eq!(b.attributes.updated, T0 + 1000);
+    assert_eq!(
+        refusal(e.svc.operate(&e.vault, "k", None, KeyOp::WrapKey, wrap()).await.unwrap_err()),
+        Refusal::KeyOperationForbidden
+    );
+}
+
+#[tokio::test]
+async fn soft_delete_recover_purge_and_sweeper() {
+    let e = env().await;
+    e.svc.create_key(&e.vault, "k", oct()).await.unwrap();
+    let d = e.svc.delete_key(&e.vault, "k").await.unwrap();
+    assert_eq!(d.scheduled_purge_date, T0 + 90 * 86_400);
+    assert!(matches!(e.svc.get_key(&e.vault, "k", None).await, Err(VaultError::NotFound(_))));
+    assert_eq!(e.svc.get_deleted_key(&e.vault, "k").await.unwrap().key.name, "k");
+    assert_eq!(e.svc.list_deleted_keys(&e.vault, None, None).await.unwrap().items.len(), 1);
+    assert!(e.svc.list_keys(&e.vault, None, None).await.unwrap().items.is_empty());
+    assert!(matches!(e.svc.create_key(&e.vault, "k", oct()).await, Err(VaultError::Conflict(_))));
+    assert!(matches!(
+        e.svc.operate(&e.vault, "k", None, KeyOp::WrapKey, op("A256KW", &[1; 32])).await,
+        Err(VaultError::NotFound(_))
+    ));
+    e.svc.recover_deleted_key(&e.vault, "k").await.unwrap();
+    e.svc.operate(&e.vault, "k", None, KeyOp::WrapKey, op("A256KW", &[1; 32])).await.unwrap();
+    assert!(matches!(e.svc.get_deleted_key(&e.vault, "k").await, Err(VaultError::NotFound(_))));
+    e.svc.delete_key(&e.vault, "k").await.unwrap();
+    e.svc.purge_deleted_key(&e.vault, "k").await.unwrap();
+    assert!(matches!(e.svc.get_deleted_key(&e.vault, "k").await, Err(VaultError::NotFound(_))));
+    e.svc.create_key(&e.vault, "k", oct()).await.expect("a purged name is free again");
+
+    // The sweeper purges only what is due.
+    e.svc.create_key(&e.vault, "old", oct()).await.unwrap();
+    e.svc.delete_key(&e.vault, "old").await.unwrap();
+    // (Counts are "at least": a shared test database may hold other tests' due keys.)
+    e.clock.advance(90 * 86_400 - 1);
+    e.svc.purge_due().await.unwrap();
+    e.svc.get_deleted_key(&e.vault, "old").await.expect("not due yet");
+    e.clock.advance(1);
+    assert!(e.svc.purge_due().await.unwrap() >= 1);
+    assert!(matches!(e.svc.get_deleted_key(&e.vault, "old").await, Err(VaultError::NotFound(_))));
+}
+
+#[tokio::test]
+async fn purge_protection_and_retention_settings() {
+    let e = env_with(VaultSettings { retention_days: 7, purge_protection: true, allow_rsa1_5: false }).await;
+    let k = e.svc.create_key(&e.vault, "k", oct()).await.unwrap();
+    assert_eq!(k.attributes.recovery_level, "CustomizedRecoverable");
+    assert_eq!(k.attributes.recoverable_days, 7);
+    e.svc.delete_key(&e.vault, "k").await.unwrap();
+    assert_eq!(refusal(e.svc.purge_deleted_key(&e.vault, "k").await.unwrap_err()), Refusal::PurgeProtected);
+    e.clock.advance(7 * 86_400);
+    assert!(e.svc.purge_due().await.unwrap() >= 1);
+    assert!(matches!(e.svc.get_deleted_key(&e.vault, "k").await, Err(VaultError::NotFound(_))));
+    let off = VaultSettings { retention_days: 7, purge_protection: false, allow_rsa1_5: false };
+    assert_eq!(refusal(e.svc.update_vault_settings(&e.vault.name, off).await.unwrap_err()), Refusal::PurgeProtected);
+    let bad = VaultSettings { retention_days: 6, purge_protection: true, allow_rsa1_5: false };
+    assert!(matches!(e.svc.update_vault_settings(&e.vault.name, bad).await, Err(VaultError::BadParameter(_))));
+    let longer = VaultSettings { retention_days: 90, purge_protection: true, allow_rsa1_5: false };
+    assert_eq!(e.svc.update_vault_settings(&e.vault.name, longer).await.unwrap().settings.retention_days, 90);
+}
+
+#[tokio::test]
+async fn rows_edited_in_the_database_fail_closed() {
+    let e = env().await;
+    e.svc.create_key(&e.vault, "a", oct()).await.unwrap();
+    e.svc.create_key(&e.vault, "b", oct()).await.unwrap();
+    e.svc.update_key(&e.vault, "a", None, UpdateKey { enabled: Some(false), ..UpdateKey::default() }).await.unwrap();
+    // Re-enable a disabled key behind atrest's back.
+    sqlx::query("UPDATE key_versions SET enabled = 1 WHERE name_lc = 'a' AND vault_id = $1")
+        .bind(&e.vault.id)
+        .execute(e.db.pool())
+        .await
+        .unwrap();
+    let err = e.svc.operate(&e.vault, "a", None, KeyOp::WrapKey, op("A256KW", &[1; 32])).await.unwrap_err();
+    assert!(matches!(err, VaultError::Integrity { .. }), "{err:?}");
+    assert_eq!(err.code(), "IntegrityCheckFailed");
+    assert!(!err.to_string().contains("material"), "messages name rows, not contents");
+    // Copy b's key material onto c's row (c untouched so far, so only this edit can fail it).
+    e.svc.create_key(&e.vault, "c", oct()).await.unwrap();
+    e.svc.get_key(&e.vault, "c", None).await.unwrap();
+    sqlx::query(
+        "UPDATE key_versions SET material = (SELECT material FROM key_versions WHERE name_lc = 'b' AND vault_id = $1) \
+         WHERE name_lc = 'c' AND vault_id = $1",
+    )
+    .bind(&e.vault.id)
+    .execute(e.db.pool())
+    .await
+    .unwrap();
+    assert!(matches!(e.svc.get_key(&e.vault, "c", None).await, Err(VaultError::Integrity { .. })));
+    // Un-delete by editing the keys row.
+    e.svc.delete_key(&e.vault, "b").await.unwrap();
+    e.svc.get_deleted_key(&e.vault, "b").await.unwrap();
+    sqlx::query("UPDATE keys SET deleted_at = NULL, scheduled_purge = NULL WHERE name_lc = 'b'")
+        .execute(e.db.pool())
+        .await
+        .unwrap();
+    assert!(matches!(e.svc.get_key(&e.vault, "b", None).await, Err(VaultError::Integrity { .. })));
+    // Shorten retention in the vault row.
+    e.svc.vault(&e.vault.name).await.unwrap();
+    sqlx::query("UPDATE vaults SET retention_days = 7 WHERE id = $1")
+        .bind(&e.vault.id)
+        .execute(e.db.pool())
+        .await
+        .unwrap();
+    assert!(matches!(e.svc.vault(&e.vault.name).await, Err(VaultError::Integrity { .. })));
+}
