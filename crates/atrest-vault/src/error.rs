@@ -18,6 +18,8 @@ pub enum Refusal {
     PurgeProtected,
     /// A usage limit of the key was reached (A256GCM encryptions).
     UsageLimitReached,
+    /// The caller holds no permission for the operation on this vault.
+    AccessDenied,
 }
 
 impl Refusal {
@@ -31,6 +33,7 @@ impl Refusal {
             Refusal::KeyNotYetValid => "KeyNotYetValid",
             Refusal::PurgeProtected => "PurgeProtectionEnabled",
             Refusal::UsageLimitReached => "KeyUsageLimitReached",
+            Refusal::AccessDenied => "AccessDenied",
         }
     }
 }
@@ -55,6 +58,9 @@ pub enum VaultError {
         /// What happened and what to do.
         message: String,
     },
+    /// No valid credential (missing, unknown, expired, revoked, or its principal disabled).
+    #[error("{0}")]
+    Unauthenticated(String),
     /// A stored row failed its integrity check: the database was modified outside atrest.
     #[error(
         "integrity check failed for stored {what}: the database was modified outside atrest; \
@@ -88,6 +94,7 @@ impl VaultError {
             VaultError::NotFound(_) => "KeyNotFound",
             VaultError::Conflict(_) => "Conflict",
             VaultError::Forbidden { .. } => "Forbidden",
+            VaultError::Unauthenticated(_) => "Unauthorized",
             VaultError::Integrity { .. } => "IntegrityCheckFailed",
             VaultError::Crypto(_) => "BadParameter",
             VaultError::Storage(_) => "ServiceUnavailable",
@@ -102,6 +109,7 @@ impl VaultError {
             VaultError::NotFound(_) => 404,
             VaultError::Conflict(_) => 409,
             VaultError::Forbidden { .. } => 403,
+            VaultError::Unauthenticated(_) => 401,
             VaultError::Integrity { .. } => 500,
             VaultError::Storage(_) => 503,
         }

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod access;
 pub mod clock;
 pub mod db;
 mod error;
@@ -22,8 +23,8 @@ mod ops;
 mod rowmac;
 mod service;
 
+pub use access::{IssuedToken, PERMISSIONS, Principal, PrincipalKind, Role, Tenant};
 pub use error::{Refusal, Result, VaultError};
 pub use keys::{CreateKey, UpdateKey};
 pub use ops::{GCM_LIMIT, KeyOp, OpInput, OpOutput};
-pub use rowmac::RowMac;
 pub use service::VaultService;

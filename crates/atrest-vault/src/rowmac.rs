@@ -22,14 +22,14 @@ pub(crate) enum Field<'a> {
 }
 
 /// The row-MAC key.
-pub struct RowMac(MacKey);
+pub(crate) struct RowMac(MacKey);
 
 impl RowMac {
     /// Derives the row-MAC key from the root key.
     ///
     /// # Errors
     /// Never in practice (HKDF of 32 bytes).
-    pub fn new(root: &SecretKey) -> Result<Self> {
+    pub(crate) fn new(root: &SecretKey) -> Result<Self> {
         let mut k = [0u8; 32];
         hkdf_sha256(root.expose_secret(), b"atrest/v1/root", &[b"row-mac"], &mut k)?;
         let key = SecretKey::from_slice(&k)?;

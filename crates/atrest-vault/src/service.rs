@@ -6,7 +6,9 @@ use crate::db::{Db, Engine};
 use crate::error::{Result, VaultError};
 use crate::model::{VaultInfo, VaultSettings};
 use crate::rowmac::{Field, RowMac};
+use atrest_crypto::SecretKey;
 use atrest_crypto::backend::KeyBackend;
+use atrest_crypto::kdf::{MacKey, hkdf_sha256};
 use sqlx::Row;
 use std::sync::Arc;
 use tokio::sync::{Mutex, MutexGuard};
@@ -16,6 +18,9 @@ pub struct VaultService {
     pub(crate) db: Db,
     pub(crate) backend: Arc<dyn KeyBackend>,
     pub(crate) mac: RowMac,
+    /// Keyed hash for API tokens (derived from the root key): a stolen database does not
+    /// even let an attacker test token guesses offline.
+    pub(crate) token_hash: MacKey,
     pub(crate) clock: Arc<dyn Clock>,
     /// SQLite allows one writer; serializing write transactions in-process avoids
     /// `SQLITE_BUSY` on lock upgrades. PostgreSQL relies on row locks instead.
@@ -23,9 +28,16 @@ pub struct VaultService {
 }
 
 impl VaultService {
-    /// A service over a migrated database.
-    pub fn new(db: Db, backend: Arc<dyn KeyBackend>, mac: RowMac, clock: Arc<dyn Clock>) -> Self {
-        Self { db, backend, mac, clock, write_lock: Mutex::new(()) }
+    /// A service over a migrated database. The row-MAC and token-hash keys are derived
+    /// from `root` (domain-separated); `root` itself is not kept.
+    ///
+    /// # Errors
+    /// Key derivation failure (never in practice).
+    pub fn new(db: Db, backend: Arc<dyn KeyBackend>, root: &SecretKey, clock: Arc<dyn Clock>) -> Result<Self> {
+        let mut k = zeroize::Zeroizing::new([0u8; 32]);
+        hkdf_sha256(root.expose_secret(), b"atrest/v1/root", &[b"token-hash"], &mut k[..])?;
+        let token_hash = MacKey::new(&SecretKey::from_slice(&k[..])?);
+        Ok(Self { db, backend, mac: RowMac::new(root)?, token_hash, clock, write_lock: Mutex::new(()) })
     }
 
     /// The current time.

@@ -7,7 +7,7 @@ use atrest_crypto::backend::software::SoftwareBackend;
 use atrest_vault::clock::ManualClock;
 use atrest_vault::db::Db;
 use atrest_vault::model::{VaultInfo, VaultSettings};
-use atrest_vault::{CreateKey, KeyOp, OpInput, Refusal, RowMac, UpdateKey, VaultError, VaultService};
+use atrest_vault::{CreateKey, KeyOp, OpInput, PrincipalKind, Refusal, Role, UpdateKey, VaultError, VaultService};
 use std::sync::Arc;
 
 const T0: i64 = 1_700_000_000;
@@ -28,12 +28,9 @@ async fn env_with(settings: VaultSettings) -> Env {
     db.migrate().await.unwrap(); // idempotent
     let root = SecretKey::from_slice(&[5; 32]).unwrap();
     let clock = ManualClock::new(T0);
-    let svc = VaultService::new(
-        db.clone(),
-        Arc::new(SoftwareBackend::new(&root).unwrap()),
-        RowMac::new(&root).unwrap(),
-        Arc::new(clock.clone()),
-    );
+    let svc =
+        VaultService::new(db.clone(), Arc::new(SoftwareBackend::new(&root).unwrap()), &root, Arc::new(clock.clone()))
+            .unwrap();
     let name = format!("v{}", hex::encode(atrest_crypto::rand::bytes::<6>().unwrap()));
     let vault = svc.create_vault("tenant-1", &name, settings).await.unwrap();
     Env { svc, clock, vault, db }
@@ -412,4 +409,55 @@ async fn rows_edited_in_the_database_fail_closed() {
         .await
         .unwrap();
     assert!(matches!(e.svc.vault(&e.vault.name).await, Err(VaultError::Integrity { .. })));
+}
+
+#[tokio::test]
+async fn tokens_principals_and_policies() {
+    let e = env().await;
+    let tenant = e.svc.create_tenant(&format!("t{}", &e.vault.name[1..])).await.unwrap();
+    assert!(matches!(e.svc.create_tenant(&tenant.name).await, Err(VaultError::Conflict(_))));
+    // The vault belongs to "tenant-1"; make one in this tenant.
+    let vault =
+        e.svc.create_vault(&tenant.id, &format!("w{}", &e.vault.name[1..]), VaultSettings::default()).await.unwrap();
+    let app = e.svc.create_principal(&tenant, "app", PrincipalKind::Service, Role::Member).await.unwrap();
+    let tok = e.svc.issue_token(&app, Some(3600)).await.unwrap();
+    assert!(!format!("{tok:?}").contains(std::str::from_utf8(tok.token.expose_secret()).unwrap()));
+    let bearer = std::str::from_utf8(tok.token.expose_secret()).unwrap().to_string();
+    assert_eq!(e.svc.authenticate(&bearer).await.unwrap(), app);
+    for bad in ["", "atr1", "atr1.zz.zz", &bearer.replace("atr1", "atr2"), &format!("{bearer}x")] {
+        assert!(matches!(e.svc.authenticate(bad).await, Err(VaultError::Unauthenticated(_))), "{bad}");
+    }
+    // Policies: nothing by default, granted, then removed — effective on the next call.
+    let denied = e.svc.authorize(&vault, &app, "unwrapKey", Some("k")).await.unwrap_err();
+    assert_eq!(refusal(denied), Refusal::AccessDenied);
+    e.svc.set_policy(&vault, &app, &["get".into(), "unwrapKey".into()]).await.unwrap();
+    e.svc.authorize(&vault, &app, "unwrapKey", Some("k")).await.unwrap();
+    assert!(e.svc.authorize(&vault, &app, "wrapKey", Some("k")).await.is_err());
+    let msg = e.svc.authorize(&vault, &app, "wrapKey", Some("k")).await.unwrap_err().to_string();
+    assert!(msg.contains("grant wrapKey to app"), "{msg}");
+    assert!(matches!(e.svc.set_policy(&vault, &app, &["fly".into()]).await, Err(VaultError::BadParameter(_))));
+    // A policy on another tenant's vault grants nothing.
+    e.svc.set_policy(&e.vault, &app, &["get".into()]).await.unwrap();
+    assert!(e.svc.authorize(&e.vault, &app, "get", None).await.is_err());
+    e.svc.remove_policy(&vault, &app).await.unwrap();
+    assert!(e.svc.authorize(&vault, &app, "unwrapKey", Some("k")).await.is_err());
+    // Widening a policy in the database is detected.
+    e.svc.set_policy(&vault, &app, &["get".into()]).await.unwrap();
+    sqlx::query("UPDATE access_policies SET permissions = '[\"get\",\"unwrapKey\"]' WHERE vault_id = $1")
+        .bind(&vault.id)
+        .execute(e.db.pool())
+        .await
+        .unwrap();
+    assert!(matches!(e.svc.authorize(&vault, &app, "unwrapKey", None).await, Err(VaultError::Integrity { .. })));
+    // Expiry and revocation.
+    e.clock.advance(3600);
+    assert!(matches!(e.svc.authenticate(&bearer).await, Err(VaultError::Unauthenticated(_))));
+    let tok2 = e.svc.issue_token(&app, None).await.unwrap();
+    let bearer2 = std::str::from_utf8(tok2.token.expose_secret()).unwrap().to_string();
+    e.svc.authenticate(&bearer2).await.unwrap();
+    e.svc.revoke_token(&tok2.id).await.unwrap();
+    assert!(matches!(e.svc.authenticate(&bearer2).await, Err(VaultError::Unauthenticated(_))));
+    // Reviving a revoked token in the database is detected.
+    sqlx::query("UPDATE tokens SET revoked = 0 WHERE id = $1").bind(&tok2.id).execute(e.db.pool()).await.unwrap();
+    assert!(matches!(e.svc.authenticate(&bearer2).await, Err(VaultError::Integrity { .. })));
 }

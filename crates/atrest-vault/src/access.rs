@@ -1,0 +1,508 @@
+//! Tenants, principals, API tokens and access policies.
+//!
+//! - A deployment holds tenants; a tenant holds principals (users and service
+//!   identities) and vaults. Roles: the deployment admin (creates tenants and their
+//!   admins), tenant admins (manage their tenant's vaults, principals and policies), and
+//!   members (whatever access policies grant them).
+//! - Tokens look like `atr1.<id>.<secret>`; only an HMAC of the secret (root-derived key)
+//!   is stored, with expiry and revocation. Checking one is a lookup by id and a
+//!   constant-time comparison.
+//! - Access policies grant a principal named key permissions on one vault. They are read
+//!   on every request (never cached): removing one takes effect on the next request.
+
+use crate::error::{Refusal, Result, VaultError};
+use crate::model::VaultInfo;
+use crate::rowmac::Field;
+use crate::service::VaultService;
+use atrest_crypto::SecretBytes;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sqlx::Row;
+
+/// Every key permission an access policy can grant.
+pub const PERMISSIONS: &[&str] = &[
+    "get",
+    "list",
+    "create",
+    "update",
+    "import",
+    "delete",
+    "recover",
+    "backup",
+    "restore",
+    "purge",
+    "rotate",
+    "getrotationpolicy",
+    "setrotationpolicy",
+    "encrypt",
+    "decrypt",
+    "wrapKey",
+    "unwrapKey",
+    "sign",
+    "verify",
+];
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    /// Stable id (appears in the bearer challenge's authorization URL).
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+}
+
+/// What a principal is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// A person.
+    User,
+    /// A workload identity (e.g. a data-service resource).
+    Service,
+}
+
+/// What a principal may administer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Creates tenants and their admins.
+    DeploymentAdmin,
+    /// Manages its tenant's vaults, principals and policies.
+    TenantAdmin,
+    /// Only what access policies grant.
+    Member,
+}
+
+impl PrincipalKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::User => "user",
+            PrincipalKind::Service => "service",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "user" => Some(PrincipalKind::User),
+            "service" => Some(PrincipalKind::Service),
+            _ => None,
+        }
+    }
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::DeploymentAdmin => "deployment-admin",
+            Role::TenantAdmin => "tenant-admin",
+            Role::Member => "member",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "deployment-admin" => Some(Role::DeploymentAdmin),
+            "tenant-admin" => Some(Role::TenantAdmin),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+}
+
+/// A user or service identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Stable id.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Name, unique in the tenant.
+    pub name: String,
+    /// User or service.
+    pub kind: PrincipalKind,
+    /// Administrative role.
+    pub role: Role,
+    /// Disabled principals cannot authenticate.
+    pub disabled: bool,
+}
+
+/// A freshly issued token: the only time its secret exists outside the caller.
+#[derive(Debug)]
+pub struct IssuedToken {
+    /// Token id (for listing and revoking).
+    pub id: String,
+    /// The bearer token (`atr1.<id>.<secret>`); zeroized on drop, redacted in `Debug`.
+    pub token: SecretBytes,
+    /// Expiry, if any.
+    pub expires: Option<i64>,
+}
+
+const TOKEN_PREFIX: &str = "atr1";
+
+impl VaultService {
+    fn principal_fields<'a>(p: &'a Principal, created: i64) -> [Field<'a>; 7] {
+        [
+            Field::Text(&p.id),
+            Field::Text(&p.tenant_id),
+            Field::Text(&p.name),
+            Field::Text(p.kind.as_str()),
+            Field::Text(p.role.as_str()),
+            Field::Int(i64::from(p.disabled)),
+            Field::Int(created),
+        ]
+    }
+
+    /// Creates a tenant.
+    ///
+    /// # Errors
+    /// `Conflict` if the name exists.
+    pub async fn create_tenant(&self, name: &str) -> Result<Tenant> {
+        crate::keys::check_name(name, "tenant")?;
+        let t = Tenant { id: crate::keys::new_id()?, name: name.to_ascii_lowercase() };
+        let now = self.now();
+        let mac = self.mac.tag("tenants", &[Field::Text(&t.id), Field::Text(&t.name), Field::Int(now)]);
+        let _g = self.write_guard().await;
+        if self.tenant(&t.name).await.is_ok() {
+            return Err(VaultError::Conflict(format!("a tenant named {} already exists", t.name)));
+        }
+        sqlx::query("INSERT INTO tenants (id, name, created, mac) VALUES ($1, $2, $3, $4)")
+            .bind(&t.id)
+            .bind(&t.name)
+            .bind(now)
+            .bind(mac)
+            .execute(self.db.pool())
+            .await?;
+        Ok(t)
+    }
+
+    /// A tenant by name.
+    ///
+    /// # Errors
+    /// `NotFound`, `Integrity`.
+    pub async fn tenant(&self, name: &str) -> Result<Tenant> {
+        let row = sqlx::query("SELECT id, name, created, mac FROM tenants WHERE name = $1")
+            .bind(name.to_ascii_lowercase())
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| VaultError::NotFound(format!("no tenant named {name}")))?;
+        let t = Tenant { id: row.try_get("id")?, name: row.try_get("name")? };
+        let created: i64 = row.try_get("created")?;
+        let mac: Vec<u8> = row.try_get("mac")?;
+        self.mac.check("tenants", &[Field::Text(&t.id), Field::Text(&t.name), Field::Int(created)], &mac, || {
+            format!("tenant {}", t.name)
+        })?;
+        Ok(t)
+    }
+
+    /// Creates a principal in a tenant.
+    ///
+    /// # Errors
+    /// `Conflict` if the name exists in the tenant.
+    pub async fn create_principal(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        kind: PrincipalKind,
+        role: Role,
+    ) -> Result<Principal> {
+        crate::keys::check_name(name, "principal")?;
+        let p = Principal {
+            id: crate::keys::new_id()?,
+            tenant_id: tenant.id.clone(),
+            name: name.to_ascii_lowercase(),
+            kind,
+            role,
+            disabled: false,
+        };
+        let now = self.now();
+        let mac = self.mac.tag("principals", &Self::principal_fields(&p, now));
+        let _g = self.write_guard().await;
+        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM principals WHERE tenant_id = $1 AND name = $2")
+            .bind(&p.tenant_id)
+            .bind(&p.name)
+            .fetch_optional(self.db.pool())
+            .await?;
+        if exists.is_some() {
+            return Err(VaultError::Conflict(format!(
+                "a principal named {} already exists in tenant {}",
+                p.name, tenant.name
+            )));
+        }
+        sqlx::query("INSERT INTO principals (id, tenant_id, name, kind, role, disabled, created, mac) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(&p.id)
+            .bind(&p.tenant_id)
+            .bind(&p.name)
+            .bind(p.kind.as_str())
+            .bind(p.role.as_str())
+            .bind(0i64)
+            .bind(now)
+            .bind(mac)
+            .execute(self.db.pool())
+            .await?;
+        Ok(p)
+    }
+
+    /// A principal by id (row verified).
+    ///
+    /// # Errors
+    /// `NotFound`, `Integrity`.
+    pub async fn principal(&self, id: &str) -> Result<Principal> {
+        let row =
+            sqlx::query("SELECT id, tenant_id, name, kind, role, disabled, created, mac FROM principals WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.db.pool())
+                .await?
+                .ok_or_else(|| VaultError::NotFound(format!("no principal with id {id}")))?;
+        let integrity = || VaultError::Integrity { what: format!("principal {id}") };
+        let p = Principal {
+            id: row.try_get("id")?,
+            tenant_id: row.try_get("tenant_id")?,
+            name: row.try_get("name")?,
+            kind: PrincipalKind::parse(&row.try_get::<String, _>("kind")?).ok_or_else(integrity)?,
+            role: Role::parse(&row.try_get::<String, _>("role")?).ok_or_else(integrity)?,
+            disabled: row.try_get::<i64, _>("disabled")? != 0,
+        };
+        let created: i64 = row.try_get("created")?;
+        let mac: Vec<u8> = row.try_get("mac")?;
+        self.mac.check("principals", &Self::principal_fields(&p, created), &mac, || format!("principal {}", p.name))?;
+        Ok(p)
+    }
+
+    /// Issues a bearer token for a principal, valid for `ttl` seconds (or until revoked).
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown principal.
+    pub async fn issue_token(&self, principal: &Principal, ttl: Option<i64>) -> Result<IssuedToken> {
+        let id = hex::encode(atrest_crypto::rand::bytes::<8>()?);
+        let secret = zeroize::Zeroizing::new(atrest_crypto::rand::bytes::<32>()?);
+        let hash = self.token_hash.sign(&[id.as_bytes(), &secret[..]]);
+        let now = self.now();
+        let expires = ttl.map(|t| now + t);
+        let mac = self.mac.tag(
+            "tokens",
+            &[
+                Field::Text(&id),
+                Field::Text(&principal.id),
+                Field::Bytes(&hash),
+                Field::Int(now),
+                Field::OptInt(expires),
+                Field::Int(0),
+            ],
+        );
+        sqlx::query("INSERT INTO tokens (id, principal_id, hash, created, expires, revoked, mac) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(&id)
+            .bind(&principal.id)
+            .bind(hash.to_vec())
+            .bind(now)
+            .bind(expires)
+            .bind(0i64)
+            .bind(mac)
+            .execute(self.db.pool())
+            .await?;
+        let token = format!("{TOKEN_PREFIX}.{id}.{}", URL_SAFE_NO_PAD.encode(&secret[..]));
+        Ok(IssuedToken { id, token: SecretBytes::new(token.into_bytes()), expires })
+    }
+
+    /// Revokes a token; later requests with it are unauthenticated.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub async fn revoke_token(&self, token_id: &str) -> Result<()> {
+        let _g = self.write_guard().await;
+        let row = self
+            .token_row(token_id)
+            .await?
+            .ok_or_else(|| VaultError::NotFound(format!("no token with id {token_id}")))?;
+        let mac = self.mac.tag(
+            "tokens",
+            &[
+                Field::Text(&row.id),
+                Field::Text(&row.principal_id),
+                Field::Bytes(&row.hash),
+                Field::Int(row.created),
+                Field::OptInt(row.expires),
+                Field::Int(1),
+            ],
+        );
+        sqlx::query("UPDATE tokens SET revoked = 1, mac = $1 WHERE id = $2")
+            .bind(mac)
+            .bind(token_id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn token_row(&self, id: &str) -> Result<Option<TokenRow>> {
+        let Some(r) =
+            sqlx::query("SELECT id, principal_id, hash, created, expires, revoked, mac FROM tokens WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.db.pool())
+                .await?
+        else {
+            return Ok(None);
+        };
+        let t = TokenRow {
+            id: r.try_get("id")?,
+            principal_id: r.try_get("principal_id")?,
+            hash: r.try_get("hash")?,
+            created: r.try_get("created")?,
+            expires: r.try_get("expires")?,
+            revoked: r.try_get::<i64, _>("revoked")? != 0,
+        };
+        let mac: Vec<u8> = r.try_get("mac")?;
+        self.mac.check(
+            "tokens",
+            &[
+                Field::Text(&t.id),
+                Field::Text(&t.principal_id),
+                Field::Bytes(&t.hash),
+                Field::Int(t.created),
+                Field::OptInt(t.expires),
+                Field::Int(i64::from(t.revoked)),
+            ],
+            &mac,
+            || format!("token {}", t.id),
+        )?;
+        Ok(Some(t))
+    }
+
+    /// Authenticates a bearer token. Every failure is the same `Unauthenticated` error,
+    /// except a row that fails its integrity check, which is reported as such.
+    ///
+    /// # Errors
+    /// `Unauthenticated`, `Integrity`.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Principal> {
+        let denied = || {
+            VaultError::Unauthenticated("the bearer token is missing, malformed, unknown, expired or revoked".into())
+        };
+        let mut parts = bearer.split('.');
+        let (Some(TOKEN_PREFIX), Some(id), Some(secret), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(denied());
+        };
+        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(denied());
+        }
+        let secret = zeroize::Zeroizing::new(URL_SAFE_NO_PAD.decode(secret).map_err(|_| denied())?);
+        let row = self.token_row(id).await?.ok_or_else(denied)?;
+        self.token_hash.verify(&[id.as_bytes(), &secret[..]], &row.hash).map_err(|_| denied())?;
+        if row.revoked || row.expires.is_some_and(|e| self.now() >= e) {
+            return Err(denied());
+        }
+        let p = self.principal(&row.principal_id).await?;
+        if p.disabled {
+            return Err(denied());
+        }
+        Ok(p)
+    }
+
+    /// Grants `permissions` on `vault` to a principal, replacing any earlier policy.
+    ///
+    /// # Errors
+    /// `BadParameter` for an unknown permission.
+    pub async fn set_policy(&self, vault: &VaultInfo, principal: &Principal, permissions: &[String]) -> Result<()> {
+        for p in permissions {
+            if !PERMISSIONS.contains(&p.as_str()) {
+                return Err(VaultError::bad(format!("unknown permission {p:?}; valid: {}", PERMISSIONS.join(", "))));
+            }
+        }
+        let perms = serde_json::to_string(permissions).map_err(|e| VaultError::bad(e.to_string()))?;
+        let now = self.now();
+        let mac = self.mac.tag(
+            "access_policies",
+            &[Field::Text(&vault.id), Field::Text(&principal.id), Field::Text(&perms), Field::Int(now)],
+        );
+        let _g = self.write_guard().await;
+        let mut tx = self.db.pool().begin().await?;
+        sqlx::query("DELETE FROM access_policies WHERE vault_id = $1 AND principal_id = $2")
+            .bind(&vault.id)
+            .bind(&principal.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO access_policies (vault_id, principal_id, permissions, updated, mac) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&vault.id)
+            .bind(&principal.id)
+            .bind(&perms)
+            .bind(now)
+            .bind(mac)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes a principal's policy on a vault.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn remove_policy(&self, vault: &VaultInfo, principal: &Principal) -> Result<()> {
+        let _g = self.write_guard().await;
+        sqlx::query("DELETE FROM access_policies WHERE vault_id = $1 AND principal_id = $2")
+            .bind(&vault.id)
+            .bind(&principal.id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The permissions a principal holds on a vault (row verified; read every time).
+    ///
+    /// # Errors
+    /// `Integrity`.
+    pub async fn permissions(&self, vault: &VaultInfo, principal: &Principal) -> Result<Vec<String>> {
+        let Some(r) = sqlx::query(
+            "SELECT permissions, updated, mac FROM access_policies WHERE vault_id = $1 AND principal_id = $2",
+        )
+        .bind(&vault.id)
+        .bind(&principal.id)
+        .fetch_optional(self.db.pool())
+        .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let perms: String = r.try_get("permissions")?;
+        let updated: i64 = r.try_get("updated")?;
+        let mac: Vec<u8> = r.try_get("mac")?;
+        self.mac.check(
+            "access_policies",
+            &[Field::Text(&vault.id), Field::Text(&principal.id), Field::Text(&perms), Field::Int(updated)],
+            &mac,
+            || format!("access policy of principal {} on vault {}", principal.name, vault.name),
+        )?;
+        serde_json::from_str(&perms).map_err(|_| VaultError::Integrity { what: "access policy".into() })
+    }
+
+    /// Checks that `principal` may perform `permission` on `vault`.
+    ///
+    /// # Errors
+    /// `Forbidden` (`AccessDenied`) with a message naming what to grant.
+    pub async fn authorize(
+        &self,
+        vault: &VaultInfo,
+        principal: &Principal,
+        permission: &str,
+        key: Option<&str>,
+    ) -> Result<()> {
+        if principal.tenant_id == vault.tenant_id
+            && self.permissions(vault, principal).await?.iter().any(|p| p == permission)
+        {
+            return Ok(());
+        }
+        let on = key.map_or_else(String::new, |k| format!(" for key {k}"));
+        Err(VaultError::forbidden(
+            Refusal::AccessDenied,
+            format!(
+                "the vault {} refused {permission}{on} to principal {}; grant {permission} to {} in the vault's access policy",
+                vault.name, principal.name, principal.name
+            ),
+        ))
+    }
+}
+
+struct TokenRow {
+    id: String,
+    principal_id: String,
+    hash: Vec<u8>,
+    created: i64,
+    expires: Option<i64>,
+    revoked: bool,
+}
