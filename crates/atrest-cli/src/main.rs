@@ -1,11 +1,12 @@
 //! The `atrest` command.
 //!
-//! Today it inspects sealed records and streams (headers only: no key is needed and no
-//! plaintext is read). `serve` and the client commands arrive with the vault service.
+//! `atrest serve` runs the server (the AKV-compatible keys API over TLS) on the embedded
+//! default; `atrest inspect` describes a sealed record or stream from its header.
 
 #![forbid(unsafe_code)]
 
 mod inspect;
+mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -20,6 +21,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the server. On first start creates the data directory, a root key, a local CA
+    /// and server certificate, the default tenant and vault, and an admin token.
+    Serve(serve::ServeArgs),
     /// Describe a sealed record or stream file from its header: format, version,
     /// algorithms, segment size and plaintext length. Reads no key and no plaintext.
     Inspect {
@@ -43,6 +47,7 @@ pub(crate) enum Output {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Inspect { file, output } => inspect::run(&file, output),
     };
     match result {

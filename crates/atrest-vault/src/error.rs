@@ -123,7 +123,8 @@ impl VaultError {
         VaultError::NotFound(format!("A key with (name/id) {name} was not found in this key vault."))
     }
 
-    pub(crate) fn forbidden(reason: Refusal, message: impl Into<String>) -> Self {
+    /// A refusal with a message that says what to do.
+    pub fn forbidden(reason: Refusal, message: impl Into<String>) -> Self {
         VaultError::Forbidden { reason, message: message.into() }
     }
 }

@@ -113,6 +113,8 @@ pub(crate) struct VersionRow {
     pub public_jwk: String,
     pub material: Vec<u8>,
     pub gcm_count: i64,
+    /// The key's name as first created (from the keys row; not a column of this table).
+    pub display_name: String,
 }
 
 impl VersionRow {
@@ -257,6 +259,7 @@ fn version_row(r: &AnyRow) -> Result<(VersionRow, Vec<u8>)> {
             public_jwk: r.try_get("public_jwk")?,
             material: r.try_get("material")?,
             gcm_count: r.try_get("gcm_count")?,
+            display_name: String::new(),
         },
         r.try_get("mac")?,
     ))
@@ -457,6 +460,7 @@ impl VaultService {
                 .map_err(|e| VaultError::bad(e.to_string()))?,
             material: made.handle,
             gcm_count: 0,
+            display_name: String::new(),
         };
         self.store_version(&v).await?;
         let key = KeyRow {

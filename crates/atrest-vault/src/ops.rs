@@ -74,6 +74,8 @@ pub struct OpInput {
 /// Result of an operation.
 #[derive(Debug)]
 pub struct OpOutput {
+    /// The key's name as first created.
+    pub name: String,
     /// The version that performed it.
     pub version: String,
     /// Output bytes (zeroized on drop: unwrapped keys and plaintexts are secrets).
@@ -89,9 +91,10 @@ pub struct OpOutput {
 }
 
 impl OpOutput {
-    fn bytes(version: &str, value: Vec<u8>) -> Self {
+    fn bytes(v: &VersionRow, value: Vec<u8>) -> Self {
         Self {
-            version: version.to_string(),
+            name: v.display_name.clone(),
+            version: v.version.clone(),
             value: SecretBytes::new(value),
             iv: None,
             tag: None,
@@ -132,7 +135,8 @@ impl VaultService {
         op: KeyOp,
         input: OpInput,
     ) -> Result<OpOutput> {
-        let (_, v) = self.live_version(vault, name, version).await?;
+        let (k, mut v) = self.live_version(vault, name, version).await?;
+        v.display_name = k.name;
         if !v.enabled {
             return Err(VaultError::forbidden(
                 Refusal::KeyDisabled,
@@ -170,13 +174,12 @@ impl VaultService {
         let binding = v.binding();
         let be = self.backend.as_ref();
         Ok(match plan {
-            Plan::Wrap(alg) => OpOutput::bytes(
-                &v.version,
-                be.wrap_key(&key, &binding, alg, &input.value).map_err(|e| backend_err(e, &v))?,
-            ),
+            Plan::Wrap(alg) => {
+                OpOutput::bytes(&v, be.wrap_key(&key, &binding, alg, &input.value).map_err(|e| backend_err(e, &v))?)
+            }
             Plan::Unwrap(alg) => OpOutput {
                 value: be.unwrap_key(&key, &binding, alg, &input.value).map_err(|e| backend_err(e, &v))?,
-                ..OpOutput::bytes(&v.version, Vec::new())
+                ..OpOutput::bytes(&v, Vec::new())
             },
             Plan::GcmEncrypt => self.gcm_encrypt(vault, &v, &input).await?,
             Plan::GcmDecrypt => {
@@ -193,10 +196,10 @@ impl VaultService {
                 let pt = be
                     .decrypt_gcm(&key, &binding, iv, input.aad.as_deref().unwrap_or(&[]), &input.value, tag)
                     .map_err(|e| backend_err(e, &v))?;
-                OpOutput { value: pt, ..OpOutput::bytes(&v.version, Vec::new()) }
+                OpOutput { value: pt, ..OpOutput::bytes(&v, Vec::new()) }
             }
             Plan::Sign(alg) => {
-                OpOutput::bytes(&v.version, be.sign(&key, &binding, alg, &input.value).map_err(|e| backend_err(e, &v))?)
+                OpOutput::bytes(&v, be.sign(&key, &binding, alg, &input.value).map_err(|e| backend_err(e, &v))?)
             }
             Plan::Verify(alg) => {
                 let digest = input.digest.as_deref().ok_or_else(|| VaultError::bad("verify needs the digest"))?;
@@ -211,9 +214,9 @@ impl VaultService {
                     _ => return Err(bad_alg(&input.alg, op, kty)),
                 };
                 match ok {
-                    Ok(()) => OpOutput { verified: Some(true), ..OpOutput::bytes(&v.version, Vec::new()) },
+                    Ok(()) => OpOutput { verified: Some(true), ..OpOutput::bytes(&v, Vec::new()) },
                     Err(CryptoError::Integrity) => {
-                        OpOutput { verified: Some(false), ..OpOutput::bytes(&v.version, Vec::new()) }
+                        OpOutput { verified: Some(false), ..OpOutput::bytes(&v, Vec::new()) }
                     }
                     Err(e) => return Err(VaultError::bad(e.to_string())),
                 }
@@ -249,7 +252,7 @@ impl VaultService {
             iv: Some(iv.to_vec()),
             tag: Some(tag.to_vec()),
             aad: input.aad.clone(),
-            ..OpOutput::bytes(&v.version, ct)
+            ..OpOutput::bytes(v, ct)
         })
     }
 }

@@ -1,0 +1,223 @@
+//! The keys routes (`../shared/akv-keys-api.md` §3), each checking its permission first.
+
+use super::json::{self as j, AttributesIn};
+use super::{ApiError, Ctx, no_content, not_yet, ok, unknown_route};
+use atrest_vault::model::{b64u, b64u_decode};
+use atrest_vault::{CreateKey, KeyOp, OpInput, UpdateKey};
+use axum::http::Method;
+use axum::response::Response;
+use serde_json::json;
+
+fn op_of(segment: &str) -> Option<KeyOp> {
+    Some(match segment {
+        "encrypt" => KeyOp::Encrypt,
+        "decrypt" => KeyOp::Decrypt,
+        "sign" => KeyOp::Sign,
+        "verify" => KeyOp::Verify,
+        "wrapkey" => KeyOp::WrapKey,
+        "unwrapkey" => KeyOp::UnwrapKey,
+        _ => return None,
+    })
+}
+
+fn max_results(ctx: &Ctx<'_>) -> Result<Option<usize>, ApiError> {
+    ctx.query
+        .get("maxresults")
+        .map(|m| m.parse::<usize>().map_err(|_| ApiError::bad("maxresults must be a number from 1 to 25")))
+        .transpose()
+}
+
+fn next_link(ctx: &Ctx<'_>, path: &str, token: Option<String>, max: Option<usize>) -> serde_json::Value {
+    match token {
+        Some(t) => json!(format!(
+            "{}/{path}?api-version={}&$skiptoken={t}&maxresults={}",
+            ctx.origin,
+            ctx.api_version,
+            max.unwrap_or(atrest_vault::model::MAX_PAGE)
+        )),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// Routes an authenticated request.
+pub(super) async fn dispatch(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Result<Response, ApiError> {
+    let m = method.clone();
+    match (m, path) {
+        (Method::GET, ["keys"]) => {
+            ctx.allow("list", None).await?;
+            let max = max_results(ctx)?;
+            let page = ctx.svc.list_keys(&ctx.vault, max, ctx.query.get("$skiptoken").map(String::as_str)).await?;
+            let items: Vec<_> =
+                page.items.iter().map(|b| j::item(format!("{}/keys/{}", ctx.origin, b.name), b)).collect();
+            Ok(ok(json!({"value": items, "nextLink": next_link(ctx, "keys", page.next, max)})))
+        }
+        (Method::POST, ["keys", "restore"]) => Err(not_yet("restore")),
+        (Method::POST, ["keys", name, "create"]) => create(ctx, name).await,
+        (Method::PUT, ["keys", _name]) => Err(not_yet("key import")),
+        (Method::DELETE, ["keys", name]) => {
+            ctx.allow("delete", Some(name)).await?;
+            let d = ctx.svc.delete_key(&ctx.vault, name).await?;
+            Ok(ok(j::deleted_bundle(&ctx.origin, &d)))
+        }
+        (Method::GET, ["keys", name, "versions"]) => {
+            ctx.allow("list", Some(name)).await?;
+            let max = max_results(ctx)?;
+            let page =
+                ctx.svc.list_versions(&ctx.vault, name, max, ctx.query.get("$skiptoken").map(String::as_str)).await?;
+            let items: Vec<_> = page.items.iter().map(|b| j::item(j::kid(&ctx.origin, b), b)).collect();
+            Ok(ok(
+                json!({"value": items, "nextLink": next_link(ctx, &format!("keys/{name}/versions"), page.next, max)}),
+            ))
+        }
+        (Method::POST, ["keys", name, "rotate"]) => {
+            ctx.allow("rotate", Some(name)).await?;
+            Ok(ok(j::bundle(&ctx.origin, &ctx.svc.rotate_key(&ctx.vault, name).await?)))
+        }
+        (Method::POST, ["keys", _name, "backup"]) => Err(not_yet("backup")),
+        (Method::GET | Method::PUT, ["keys", _name, "rotationpolicy"]) => Err(not_yet("rotation policies")),
+        (Method::GET, ["keys", name] | ["keys", name, ""]) => get(ctx, name, None).await,
+        (Method::GET, ["keys", name, version]) => get(ctx, name, Some(version)).await,
+        (Method::PATCH, ["keys", name] | ["keys", name, ""]) => update(ctx, name, None).await,
+        (Method::PATCH, ["keys", name, version]) => update(ctx, name, Some(version)).await,
+        (Method::POST, ["keys", name, version, op]) if op_of(op).is_some() => {
+            operate(ctx, name, version, op_of(op).unwrap_or(KeyOp::Verify)).await
+        }
+        (Method::GET, ["deletedkeys"]) => {
+            ctx.allow("list", None).await?;
+            let max = max_results(ctx)?;
+            let page =
+                ctx.svc.list_deleted_keys(&ctx.vault, max, ctx.query.get("$skiptoken").map(String::as_str)).await?;
+            let items: Vec<_> = page.items.iter().map(|d| j::deleted_item(&ctx.origin, d)).collect();
+            Ok(ok(json!({"value": items, "nextLink": next_link(ctx, "deletedkeys", page.next, max)})))
+        }
+        (Method::GET, ["deletedkeys", name]) => {
+            ctx.allow("get", Some(name)).await?;
+            Ok(ok(j::deleted_bundle(&ctx.origin, &ctx.svc.get_deleted_key(&ctx.vault, name).await?)))
+        }
+        (Method::DELETE, ["deletedkeys", name]) => {
+            ctx.allow("purge", Some(name)).await?;
+            ctx.svc.purge_deleted_key(&ctx.vault, name).await?;
+            Ok(no_content())
+        }
+        (Method::POST, ["deletedkeys", name, "recover"]) => {
+            ctx.allow("recover", Some(name)).await?;
+            Ok(ok(j::bundle(&ctx.origin, &ctx.svc.recover_deleted_key(&ctx.vault, name).await?)))
+        }
+        (Method::POST, ["rng"]) => {
+            if ctx.principal.tenant_id != ctx.vault.tenant_id {
+                return Err(atrest_vault::VaultError::forbidden(
+                    atrest_vault::Refusal::AccessDenied,
+                    format!(
+                        "principal {} does not belong to the tenant of vault {}",
+                        ctx.principal.name, ctx.vault.name
+                    ),
+                )
+                .into());
+            }
+            let req: j::RngIn = ctx.json()?;
+            if !(1..=128).contains(&req.count) {
+                return Err(ApiError::bad("count must be between 1 and 128"));
+            }
+            let mut buf = vec![0u8; req.count as usize];
+            atrest_crypto::rand::fill(&mut buf).map_err(|e| ApiError::bad(e.to_string()))?;
+            Ok(ok(json!({"value": b64u(&buf)})))
+        }
+        (m, p) => Err(unknown_route(&m, p)),
+    }
+}
+
+fn attrs(a: Option<AttributesIn>) -> AttributesIn {
+    a.unwrap_or_default()
+}
+
+async fn create(ctx: &Ctx<'_>, name: &str) -> Result<Response, ApiError> {
+    ctx.allow("create", Some(name)).await?;
+    let req: j::CreateIn = ctx.json()?;
+    let a = attrs(req.attributes);
+    let b = ctx
+        .svc
+        .create_key(
+            &ctx.vault,
+            name,
+            CreateKey {
+                kty: req.kty,
+                key_size: req.key_size,
+                crv: req.crv,
+                key_ops: req.key_ops,
+                enabled: a.enabled,
+                nbf: a.nbf,
+                exp: a.exp,
+                tags: req.tags,
+            },
+        )
+        .await?;
+    Ok(ok(j::bundle(&ctx.origin, &b)))
+}
+
+async fn get(ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> Result<Response, ApiError> {
+    ctx.allow("get", Some(name)).await?;
+    Ok(ok(j::bundle(&ctx.origin, &ctx.svc.get_key(&ctx.vault, name, version).await?)))
+}
+
+async fn update(ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> Result<Response, ApiError> {
+    ctx.allow("update", Some(name)).await?;
+    let req: j::UpdateIn = if ctx.body.is_empty() { j::UpdateIn::default() } else { ctx.json()? };
+    let a = attrs(req.attributes);
+    let b = ctx
+        .svc
+        .update_key(
+            &ctx.vault,
+            name,
+            version,
+            UpdateKey {
+                key_ops: req.key_ops,
+                enabled: a.enabled,
+                nbf: a.nbf.map(Some),
+                exp: a.exp.map(Some),
+                tags: req.tags,
+            },
+        )
+        .await?;
+    Ok(ok(j::bundle(&ctx.origin, &b)))
+}
+
+async fn operate(ctx: &Ctx<'_>, name: &str, version: &str, op: KeyOp) -> Result<Response, ApiError> {
+    ctx.allow(op.name(), Some(name)).await?;
+    let version = Some(version).filter(|v| !v.is_empty());
+    let dec = |s: &Option<String>, what: &str| s.as_deref().map(|v| b64u_decode(v, what)).transpose();
+    let input = if op == KeyOp::Verify {
+        let req: j::VerifyIn = ctx.json()?;
+        OpInput {
+            alg: req.alg,
+            value: b64u_decode(&req.value, "value")?,
+            digest: Some(b64u_decode(&req.digest, "digest")?),
+            ..OpInput::default()
+        }
+    } else {
+        let req: j::OpIn = ctx.json()?;
+        OpInput {
+            alg: req.alg,
+            value: b64u_decode(&req.value, "value")?,
+            iv: dec(&req.iv, "iv")?,
+            aad: dec(&req.aad, "aad")?,
+            tag: dec(&req.tag, "tag")?,
+            digest: None,
+        }
+    };
+    let out = ctx.svc.operate(&ctx.vault, name, version, op, input).await?;
+    if let Some(v) = out.verified {
+        return Ok(ok(json!({"value": v})));
+    }
+    let kid = format!("{}/keys/{}/{}", ctx.origin, out.name, out.version);
+    let mut body = json!({"kid": kid, "value": j::b64(out.value.expose_secret())});
+    if let Some(iv) = &out.iv {
+        body["iv"] = j::b64(iv);
+    }
+    if let Some(tag) = &out.tag {
+        body["tag"] = j::b64(tag);
+    }
+    if let Some(aad) = &out.aad {
+        body["aad"] = j::b64(aad);
+    }
+    Ok(ok(body))
+}

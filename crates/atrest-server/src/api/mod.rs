@@ -1,0 +1,273 @@
+//! The HTTP surface. One handler receives every request, so that authentication runs
+//! before routing and validation (the Azure SDK's first request to an origin carries no
+//! token and no body, and must get the 401 challenge whatever its path), and so that the
+//! AKV path quirks (`/keys/{name}/` for "latest", `/keys/{name}//decrypt`) are parsed
+//! exactly. Errors are mapped to HTTP here and nowhere else.
+
+mod json;
+mod keys;
+
+use atrest_vault::model::VaultInfo;
+use atrest_vault::{Principal, VaultError, VaultService};
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// `api-version` values the SDKs send (all treated alike).
+const API_VERSIONS: &[&str] = &["2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", "2025-07-01"];
+
+/// Shared state of the handlers.
+pub struct AppState {
+    /// The vault service.
+    pub svc: Arc<VaultService>,
+    /// Vault answering at the bare host.
+    pub default_vault: String,
+    /// With `D`, vault `NAME` answers at `NAME.D`.
+    pub vault_domain: Option<String>,
+    /// Warnings for `/readyz`.
+    pub warnings: Vec<String>,
+}
+
+/// An error on its way to becoming a response.
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: String,
+    message: String,
+    inner: Option<&'static str>,
+    challenge: Option<String>,
+}
+
+impl ApiError {
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "BadParameter".into(),
+            message: message.into(),
+            inner: None,
+            challenge: None,
+        }
+    }
+
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self { status, code: code.into(), message: message.into(), inner: None, challenge: None }
+    }
+}
+
+impl From<VaultError> for ApiError {
+    fn from(e: VaultError) -> Self {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if matches!(e, VaultError::Integrity { .. } | VaultError::Storage(_)) {
+            tracing::error!(error = %e, "request failed on stored state");
+        }
+        let inner = match &e {
+            VaultError::Forbidden { reason, .. } => Some(reason.code()),
+            _ => None,
+        };
+        Self { status, code: e.code().into(), message: e.to_string(), inner, challenge: None }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut err = json!({"code": self.code, "message": self.message});
+        if let Some(i) = self.inner {
+            err["innererror"] = json!({"code": i});
+        }
+        let mut resp = (self.status, axum::Json(json!({"error": err}))).into_response();
+        if let Some(c) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+        }
+        resp
+    }
+}
+
+/// A parsed, authenticated request, as the route handlers see it.
+pub(crate) struct Ctx<'a> {
+    pub svc: &'a VaultService,
+    pub vault: VaultInfo,
+    pub principal: Principal,
+    /// `https://host[:port]` as the client addressed us.
+    pub origin: String,
+    pub api_version: String,
+    pub query: HashMap<String, String>,
+    pub body: Bytes,
+}
+
+impl Ctx<'_> {
+    pub(crate) async fn allow(&self, permission: &str, key: Option<&str>) -> Result<(), ApiError> {
+        Ok(self.svc.authorize(&self.vault, &self.principal, permission, key).await?)
+    }
+
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::bad(format!("the request body is not valid JSON for this operation: {e}")))
+    }
+}
+
+fn host_of(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| uri.authority().map(|a| a.as_str().to_string()))
+}
+
+/// Splits a Host header into (host, ":port" or "").
+fn split_host(host: &str) -> (&str, &str) {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(i) => host.split_at(i + 1),
+            None => (host, ""),
+        };
+    }
+    match host.rfind(':') {
+        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => host.split_at(i),
+        _ => (host, ""),
+    }
+}
+
+/// Which vault a host name addresses: `NAME.D` with `--vault-domain D`, else the default.
+fn vault_name(state: &AppState, host: &str) -> Option<String> {
+    let bare = split_host(host).0.to_ascii_lowercase();
+    if let Some(d) = &state.vault_domain
+        && let Some(name) = bare.strip_suffix(&format!(".{d}"))
+    {
+        return (!name.contains('.')).then(|| name.to_string());
+    }
+    Some(state.default_vault.clone())
+}
+
+/// The single entry point.
+pub async fn handle(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match route(&state, method, uri, headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn route(
+    state: &AppState,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let path = uri.path().to_string();
+    if method == Method::GET && (path == "/healthz" || path == "/readyz") {
+        return Ok(health(state, &path));
+    }
+    let host = host_of(&headers, &uri).ok_or_else(|| ApiError::bad("the request has no Host"))?;
+    let vault_name = vault_name(state, &host)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "VaultNotFound", format!("no vault answers at {host}")))?;
+    let vault = match state.svc.vault(&vault_name).await {
+        Ok(v) => v,
+        Err(VaultError::NotFound(_)) => {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "VaultNotFound", format!("no vault named {vault_name}")));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let origin = format!("https://{host}");
+    // Authenticate before anything else.
+    // The SDK accepts the challenge only if the vault's host ends with "." + the
+    // resource's host: for NAME.D that is D (with the port); a bare host or IP needs the
+    // client's verify_challenge_resource=False.
+    let resource = match &state.vault_domain {
+        Some(d) if vault.name != state.default_vault => format!("{d}{}", split_host(&host).1),
+        _ => host.clone(),
+    };
+    let challenge = format!(
+        "Bearer authorization=\"https://login.atrest.invalid/{}\", resource=\"https://{resource}\"",
+        vault.tenant_id
+    );
+    let bearer =
+        headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "));
+    let principal = match bearer {
+        None => None,
+        Some(t) => match state.svc.authenticate(t.trim()).await {
+            Ok(p) => Some(p),
+            Err(VaultError::Unauthenticated(_)) => None,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let Some(principal) = principal else {
+        return Err(ApiError {
+            challenge: Some(challenge),
+            ..ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "a valid bearer token is required: send Authorization: Bearer <token>",
+            )
+        });
+    };
+    let query: HashMap<String, String> =
+        axum::extract::Query::<HashMap<String, String>>::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
+    let api_version = query
+        .get("api-version")
+        .cloned()
+        .ok_or_else(|| ApiError::bad("the api-version query parameter is required, e.g. ?api-version=7.5"))?;
+    if !API_VERSIONS.contains(&api_version.as_str()) {
+        return Err(ApiError::bad(format!(
+            "unsupported api-version {api_version}; supported: {}",
+            API_VERSIONS.join(", ")
+        )));
+    }
+    let ctx = Ctx { svc: &state.svc, vault, principal, origin, api_version, query, body };
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    keys::dispatch(&ctx, &method, &segments).await
+}
+
+fn health(state: &AppState, path: &str) -> Response {
+    if path == "/healthz" {
+        return (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response();
+    }
+    (StatusCode::OK, axum::Json(json!({"status": "ready", "warnings": state.warnings}))).into_response()
+}
+
+/// 200 with a JSON body.
+pub(crate) fn ok(v: Value) -> Response {
+    let mut r = (StatusCode::OK, axum::Json(v)).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    r
+}
+
+/// 204 without a body.
+pub(crate) fn no_content() -> Response {
+    Response::builder().status(StatusCode::NO_CONTENT).body(Body::empty()).unwrap_or_default()
+}
+
+/// 404 for a path that names nothing.
+pub(crate) fn unknown_route(method: &Method, path: &[&str]) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "KeyNotFound", format!("no operation {method} /{}", path.join("/")))
+}
+
+/// 501 for an AKV operation atrest does not offer yet.
+pub(crate) fn not_yet(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "NotImplemented",
+        format!("{what} is not available in this atrest build yet"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host;
+
+    #[test]
+    fn hosts_split_from_ports() {
+        assert_eq!(split_host("localhost:8443"), ("localhost", ":8443"));
+        assert_eq!(split_host("127.0.0.1"), ("127.0.0.1", ""));
+        assert_eq!(split_host("[::1]:8443"), ("[::1]", ":8443"));
+        assert_eq!(split_host("[::1]"), ("[::1]", ""));
+        assert_eq!(split_host("v1.kv.example"), ("v1.kv.example", ""));
+    }
+}

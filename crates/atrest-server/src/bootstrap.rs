@@ -1,0 +1,140 @@
+//! First start and every start: the data directory, the root key, the database, the
+//! default tenant, vault and admin, and TLS material.
+
+use crate::config::ServeConfig;
+use crate::{ServerError, tls};
+use atrest_crypto::SecretKey;
+use atrest_crypto::backend::software::SoftwareBackend;
+use atrest_vault::clock::SystemClock;
+use atrest_vault::db::Db;
+use atrest_vault::model::{VaultInfo, VaultSettings};
+use atrest_vault::{PERMISSIONS, PrincipalKind, Role, VaultError, VaultService};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Name of the default tenant and of its default vault.
+pub const DEFAULT: &str = "default";
+/// Name of the deployment administrator principal.
+pub const ADMIN: &str = "admin";
+
+/// Everything a running server needs, ready.
+pub struct Bootstrapped {
+    /// The vault service.
+    pub svc: Arc<VaultService>,
+    /// rustls configuration.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// The default vault.
+    pub default_vault: VaultInfo,
+    /// `<data-dir>/tls/ca.pem` when the certificate is generated.
+    pub ca_pem: Option<PathBuf>,
+    /// `<data-dir>/admin.token`.
+    pub admin_token: PathBuf,
+    /// Operational warnings (shown at start and in `/readyz`).
+    pub warnings: Vec<String>,
+}
+
+fn parse_key(text: &str, origin: &str) -> Result<SecretKey, ServerError> {
+    use base64::Engine as _;
+    let t = text.trim();
+    let bytes = if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        hex::decode(t).ok()
+    } else {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t.trim_end_matches('=')).ok()
+    };
+    let bytes = zeroize::Zeroizing::new(bytes.unwrap_or_default());
+    SecretKey::from_slice(&bytes).map_err(|_| {
+        ServerError::Config(format!("{origin}: the root key must be 32 bytes, as 64 hex digits or base64url"))
+    })
+}
+
+/// Loads (or on first start generates) the root key; returns it and an optional warning.
+fn root_key(cfg: &ServeConfig) -> Result<(SecretKey, Option<String>), ServerError> {
+    if let Ok(v) = std::env::var("ATREST_ROOT_KEY") {
+        return Ok((parse_key(&v, "ATREST_ROOT_KEY")?, None));
+    }
+    if let Some(path) = &cfg.root_key_file {
+        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| ServerError::io(path, e))?);
+        return Ok((parse_key(&text, &path.display().to_string())?, None));
+    }
+    let path = cfg.data_dir.join("root.key");
+    let key = if path.exists() {
+        let text = zeroize::Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| ServerError::io(&path, e))?);
+        parse_key(&text, &path.display().to_string())?
+    } else {
+        let k = SecretKey::generate()?;
+        crate::files::write_private(&path, hex::encode(k.expose_secret()).as_bytes())?;
+        k
+    };
+    let warning = format!(
+        "the root key is stored in {} next to the data: a copy of the data directory is a copy of every key; \
+         for production keep it elsewhere (--root-key-file on another volume, or ATREST_ROOT_KEY)",
+        path.display()
+    );
+    Ok((key, Some(warning)))
+}
+
+/// Prepares everything `serve` needs.
+///
+/// # Errors
+/// Configuration, file, database and TLS errors, with what to fix.
+pub async fn bootstrap(cfg: &ServeConfig) -> Result<Bootstrapped, ServerError> {
+    crate::files::create_private_dir(&cfg.data_dir)?;
+    let (root, warning) = root_key(cfg)?;
+    let url = cfg
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", cfg.data_dir.join("atrest.db").display()));
+    let db = Db::connect(&url).await?;
+    db.migrate().await?;
+    let backend = Arc::new(SoftwareBackend::new(&root)?);
+    let svc = Arc::new(VaultService::new(db, backend, &root, Arc::new(SystemClock))?);
+    let admin_token = cfg.data_dir.join("admin.token");
+
+    let tenant = match svc.tenant(DEFAULT).await {
+        Ok(t) => t,
+        Err(VaultError::NotFound(_)) => svc.create_tenant(DEFAULT).await?,
+        Err(VaultError::Integrity { .. }) => {
+            return Err(ServerError::Config(
+                "the database's rows do not verify under this root key: start with the root key this database was created with".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let default_vault = match svc.vault(DEFAULT).await {
+        Ok(v) => v,
+        Err(VaultError::NotFound(_)) => {
+            let v = svc.create_vault(&tenant.id, DEFAULT, VaultSettings::default()).await?;
+            let admin = svc.create_principal(&tenant, ADMIN, PrincipalKind::User, Role::DeploymentAdmin).await?;
+            let all: Vec<String> = PERMISSIONS.iter().map(|p| (*p).to_string()).collect();
+            svc.set_policy(&v, &admin, &all).await?;
+            let token = svc.issue_token(&admin, None).await?;
+            crate::files::write_private(&admin_token, token.token.expose_secret())?;
+            v
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    let (chain, key, ca_pem) = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(c), Some(k)) => (tls::load_certs(c)?, tls::load_key(k)?, None),
+        (None, None) => {
+            let paths = tls::TlsPaths::new(&cfg.data_dir);
+            let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+            names.extend(cfg.hostnames.iter().cloned());
+            if let Some(d) = &cfg.vault_domain {
+                names.push(d.clone());
+                names.push(format!("*.{d}"));
+            }
+            let (chain, key) = tls::ensure_generated(&paths, &root, &names)?;
+            (chain, key, Some(paths.ca_pem))
+        }
+        _ => return Err(ServerError::Config("--tls-cert and --tls-key go together".into())),
+    };
+    Ok(Bootstrapped {
+        svc,
+        tls: tls::server_config(chain, key)?,
+        default_vault,
+        ca_pem,
+        admin_token,
+        warnings: warning.into_iter().collect(),
+    })
+}

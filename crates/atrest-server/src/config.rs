@@ -1,0 +1,43 @@
+//! What `atrest serve` is told.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Settings of `atrest serve` (flags, environment variables and the config file map here).
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Data directory (default `./atrest-data`).
+    pub data_dir: PathBuf,
+    /// Listen address (default `127.0.0.1:8443`).
+    pub listen: SocketAddr,
+    /// Extra host names for the generated certificate.
+    pub hostnames: Vec<String>,
+    /// With `D`, vault `NAME` answers at `https://NAME.D`.
+    pub vault_domain: Option<String>,
+    /// Database URL (default SQLite in the data directory).
+    pub database_url: Option<String>,
+    /// Root key file (default `<data-dir>/root.key`, generated).
+    pub root_key_file: Option<PathBuf>,
+    /// User-supplied certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// User-supplied private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// How often the purge sweeper runs, in seconds.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("atrest-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            hostnames: Vec::new(),
+            vault_domain: None,
+            database_url: None,
+            root_key_file: None,
+            tls_cert: None,
+            tls_key: None,
+            sweep_interval_secs: 60,
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! atrest's HTTPS server: the Azure Key Vault–compatible keys API over TLS, on the
+//! embedded default (SQLite and files in a data directory, generated root key and local
+//! CA) or a database given by URL.
+//!
+//! [`start`] brings a server up and returns a handle (used by `atrest serve` and by the
+//! integration tests, which run the real server on loopback with real TLS).
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod bootstrap;
+pub mod config;
+mod files;
+pub mod tls;
+
+pub use config::ServeConfig;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A setting or file is wrong; the message says what to fix.
+    #[error("{0}")]
+    Config(String),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The vault failed.
+    #[error("{0}")]
+    Vault(#[from] atrest_vault::VaultError),
+    /// The crypto core failed.
+    #[error("{0}")]
+    Crypto(#[from] atrest_crypto::CryptoError),
+    /// Certificate generation failed.
+    #[error("certificate generation: {0}")]
+    Cert(#[from] rcgen::Error),
+}
+
+impl ServerError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        ServerError::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The CA certificate to trust, when the certificate is generated.
+    pub ca_pem: Option<PathBuf>,
+    /// The deployment administrator's token file.
+    pub admin_token: PathBuf,
+    /// Warnings (also served at `/readyz`).
+    pub warnings: Vec<String>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Stops accepting connections and waits for the accept loop to end.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Bootstraps and starts serving; returns once the listener is bound.
+///
+/// # Errors
+/// Configuration, bootstrap and bind errors.
+pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
+    let boot = bootstrap::bootstrap(&cfg).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| {
+        ServerError::Config(format!("cannot listen on {}: {e} (choose another address with --listen)", cfg.listen))
+    })?;
+    let addr = listener.local_addr().map_err(|e| ServerError::Config(e.to_string()))?;
+    let state = Arc::new(api::AppState {
+        svc: boot.svc.clone(),
+        default_vault: boot.default_vault.name.clone(),
+        vault_domain: cfg.vault_domain.clone(),
+        warnings: boot.warnings.clone(),
+    });
+    let app = axum::Router::new().fallback(api::handle).with_state(state);
+    let acceptor = tokio_rustls::TlsAcceptor::from(boot.tls.clone());
+    let (stop, mut stopped) = watch::channel(false);
+
+    // The purge sweeper.
+    let sweeper_svc = boot.svc.clone();
+    let mut sweeper_stop = stop.subscribe();
+    let interval = std::time::Duration::from_secs(cfg.sweep_interval_secs.max(1));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = sweeper_stop.changed() => return,
+            }
+            match sweeper_svc.purge_due().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "purge sweeper removed keys past their scheduled purge date"),
+                Err(e) => tracing::error!(error = %e, "purge sweeper failed"),
+            }
+        }
+    });
+
+    let task = tokio::spawn(async move {
+        loop {
+            let (tcp, _peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                },
+                _ = stopped.changed() => break,
+            };
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let tls = match acceptor.accept(tcp).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                };
+                let service = TowerToHyperService::new(app);
+                if let Err(e) =
+                    auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), service).await
+                {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+    });
+    Ok(Server { addr, ca_pem: boot.ca_pem, admin_token: boot.admin_token, warnings: boot.warnings, stop, task })
+}

@@ -1,0 +1,228 @@
+//! The real server on loopback with real TLS, driven over HTTPS: bootstrap files, the
+//! bearer challenge, the AKV keys routes, permissions, and errors.
+
+use atrest_server::{ServeConfig, Server};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+struct Env {
+    server: Server,
+    client: Client,
+    token: String,
+    base: String,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn client_for(ca_pem: &std::path::Path) -> Client {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca_pem).unwrap();
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Client::builder().use_preconfigured_tls(tls).build().unwrap()
+}
+
+async fn start() -> Env {
+    let dir = std::env::temp_dir()
+        .join(format!("atrest-server-test-{}", hex::encode(atrest_crypto::rand::bytes::<6>().unwrap())));
+    let cfg = ServeConfig { data_dir: dir.clone(), listen: "127.0.0.1:0".parse().unwrap(), ..ServeConfig::default() };
+    let server = atrest_server::start(cfg).await.unwrap();
+    let ca = server.ca_pem.clone().unwrap();
+    let token = std::fs::read_to_string(&server.admin_token).unwrap();
+    let base = format!("https://localhost:{}", server.addr.port());
+    Env { client: client_for(&ca), server, token, base, _dir: TempDir(dir) }
+}
+
+impl Env {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut req =
+            self.client.request(method, format!("{}{path}{sep}api-version=7.5", self.base)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+    }
+}
+
+#[tokio::test]
+async fn bootstrap_files_and_the_bearer_challenge() {
+    let e = start().await;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&e.server.admin_token).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dir = e.server.admin_token.parent().unwrap();
+        let root = std::fs::metadata(dir.join("root.key")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(root, 0o600);
+        // The CA private key is not on disk in plaintext.
+        let sealed = std::fs::read(dir.join("tls/ca.key.sealed")).unwrap();
+        assert_eq!(sealed[0], b'R');
+        assert!(!String::from_utf8_lossy(&sealed).contains("PRIVATE KEY"));
+    }
+    assert!(e.server.warnings[0].contains("a copy of the data directory is a copy of every key"));
+    // The SDK's first request: no token, no body, any path → 401 with the challenge.
+    let resp = e.client.post(format!("{}/keys/k/create?api-version=7.5", e.base)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_string();
+    assert!(challenge.starts_with("Bearer authorization=\"https://login.atrest.invalid/"), "{challenge}");
+    assert!(challenge.contains(&format!("resource=\"https://localhost:{}\"", e.server.addr.port())), "{challenge}");
+    let resp = e
+        .client
+        .get(format!("{}/keys?api-version=7.5", e.base))
+        .bearer_auth("atr1.0000000000000000.AAAA")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(resp.headers().contains_key("www-authenticate"));
+    // Health endpoints need no token; readiness repeats the warning.
+    let r: Value = e.client.get(format!("{}/readyz", e.base)).send().await.unwrap().json().await.unwrap();
+    assert!(r["warnings"][0].as_str().unwrap().contains("root key"));
+    // api-version is required.
+    let resp = e.client.get(format!("{}/keys", e.base)).bearer_auth(&e.token).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    e.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn keys_api_end_to_end() {
+    let e = start().await;
+    use reqwest::Method as M;
+    let (s, b) = e.call(M::POST, "/keys/app-key/create", Some(json!({"kty": "oct", "tags": {"team": "a"}}))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let kid = b["key"]["kid"].as_str().unwrap().to_string();
+    assert!(kid.starts_with(&format!("{}/keys/app-key/", e.base)), "{kid}");
+    assert!(b["key"].get("k").is_none(), "symmetric key material is never returned");
+    assert_eq!(b["attributes"]["recoveryLevel"], "Recoverable+Purgeable");
+    assert_eq!(b["tags"]["team"], "a");
+    // Latest via the SDK's trailing slash, and by version.
+    let version = kid.rsplit('/').next().unwrap();
+    assert_eq!(e.call(M::GET, "/keys/app-key/", None).await.1["key"]["kid"], kid);
+    assert_eq!(e.call(M::GET, &format!("/keys/app-key/{version}"), None).await.1["key"]["kid"], kid);
+    // Wrap and unwrap on the server, with the empty-version path the SDK uses.
+    let (s, w) = e
+        .call(
+            M::POST,
+            "/keys/app-key//wrapkey",
+            Some(json!({"alg": "A256KW", "value": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{w}");
+    assert_eq!(w["kid"], kid);
+    let (_, u) = e
+        .call(
+            M::POST,
+            &format!("/keys/app-key/{version}/unwrapkey"),
+            Some(json!({"alg": "A256KW", "value": w["value"]})),
+        )
+        .await;
+    assert_eq!(u["value"], "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    // A256GCM.
+    let (_, c) = e.call(M::POST, "/keys/app-key//encrypt", Some(json!({"alg": "A256GCM", "value": "aGVsbG8"}))).await;
+    let (_, p) = e
+        .call(
+            M::POST,
+            "/keys/app-key//decrypt",
+            Some(json!({"alg": "A256GCM", "value": c["value"], "iv": c["iv"], "tag": c["tag"]})),
+        )
+        .await;
+    assert_eq!(p["value"], "aGVsbG8");
+    // Disable: operations refused with the inner code; get still works.
+    let (s, _) = e.call(M::PATCH, "/keys/app-key/", Some(json!({"attributes": {"enabled": false}}))).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, err) = e
+        .call(
+            M::POST,
+            "/keys/app-key//wrapkey",
+            Some(json!({"alg": "A256KW", "value": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(err["error"]["innererror"]["code"], "KeyDisabled");
+    assert_eq!(e.call(M::GET, "/keys/app-key", None).await.0, StatusCode::OK);
+    // RSA: versions, sign/verify, rotate.
+    let (s, r) = e.call(M::POST, "/keys/signer/create", Some(json!({"kty": "RSA", "key_size": 2048}))).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["key"]["e"], "AQAB");
+    let digest = "n4bQgYhMfWWaL-qgxVrQFaO_TxsrC4Is0V1sFbDwCgg"; // 32 bytes
+    let (_, sig) = e.call(M::POST, "/keys/signer//sign", Some(json!({"alg": "RS256", "value": digest}))).await;
+    let (_, v) = e
+        .call(M::POST, "/keys/signer//verify", Some(json!({"alg": "RS256", "digest": digest, "value": sig["value"]})))
+        .await;
+    assert_eq!(v["value"], true);
+    let (s, rot) = e.call(M::POST, "/keys/signer/rotate", None).await;
+    assert_eq!(s, StatusCode::OK, "{rot}");
+    let (_, versions) = e.call(M::GET, "/keys/signer/versions", None).await;
+    assert_eq!(versions["value"].as_array().unwrap().len(), 2);
+    // Listing with paging.
+    for i in 0..26 {
+        e.call(M::POST, &format!("/keys/p{i:02}/create"), Some(json!({"kty": "EC"}))).await;
+    }
+    let (_, page) = e.call(M::GET, "/keys?maxresults=25", None).await;
+    assert_eq!(page["value"].as_array().unwrap().len(), 25);
+    let next = page["nextLink"].as_str().unwrap().to_string();
+    assert!(next.starts_with(&format!("{}/keys?api-version=", e.base)) && next.contains("maxresults=25"), "{next}");
+    let resp: Value = e.client.get(next).bearer_auth(&e.token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(resp["value"].as_array().unwrap().len(), 3);
+    assert!(resp["nextLink"].is_null());
+    // Soft delete, get deleted, recover, delete again, purge.
+    let (s, d) = e.call(M::DELETE, "/keys/p00", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(d["recoveryId"], format!("{}/deletedkeys/p00", e.base));
+    assert_eq!(e.call(M::GET, "/keys/p00/", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(e.call(M::GET, "/deletedkeys/p00", None).await.0, StatusCode::OK);
+    assert_eq!(e.call(M::POST, "/keys/p00/create", Some(json!({"kty": "EC"}))).await.0, StatusCode::CONFLICT);
+    assert_eq!(e.call(M::POST, "/deletedkeys/p00/recover", None).await.0, StatusCode::OK);
+    e.call(M::DELETE, "/keys/p00", None).await;
+    let (s, b) = e.call(M::DELETE, "/deletedkeys/p00", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert!(b.is_null());
+    assert_eq!(e.call(M::GET, "/deletedkeys/p00", None).await.0, StatusCode::NOT_FOUND);
+    // Errors: bad JSON, HSM types, unknown routes, rng.
+    let (s, err) = e.call(M::POST, "/keys/x/create", Some(json!({"kty": "RSA-HSM"}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(err["error"]["message"].as_str().unwrap().contains("HSM backend"));
+    assert_eq!(e.call(M::GET, "/nothing", None).await.0, StatusCode::NOT_FOUND);
+    let (_, rng) = e.call(M::POST, "/rng", Some(json!({"count": 16}))).await;
+    assert_eq!(atrest_vault::model::b64u_decode(rng["value"].as_str().unwrap(), "v").unwrap().len(), 16);
+    e.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_start_reuses_everything() {
+    let e = start().await;
+    let dir = e.server.admin_token.parent().unwrap().to_path_buf();
+    let ca_before = std::fs::read(e.server.ca_pem.as_ref().unwrap()).unwrap();
+    e.server.shutdown().await;
+    let cfg = ServeConfig { data_dir: dir.clone(), listen: "127.0.0.1:0".parse().unwrap(), ..ServeConfig::default() };
+    let again = atrest_server::start(cfg).await.unwrap();
+    assert_eq!(std::fs::read(again.ca_pem.as_ref().unwrap()).unwrap(), ca_before, "the CA survives restarts");
+    assert_eq!(std::fs::read_to_string(&again.admin_token).unwrap(), e.token);
+    again.shutdown().await;
+    // Another root key cannot open this data directory.
+    std::fs::write(dir.join("root.key"), "11".repeat(32)).unwrap();
+    let cfg = ServeConfig { data_dir: dir, listen: "127.0.0.1:0".parse().unwrap(), ..ServeConfig::default() };
+    let err = atrest_server::start(cfg).await.err().expect("must refuse");
+    assert!(err.to_string().contains("root key"), "{err}");
+}
