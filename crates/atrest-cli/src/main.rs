@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod inspect;
 mod serve;
 
@@ -24,6 +25,9 @@ enum Command {
     /// Run the server. On first start creates the data directory, a root key, a local CA
     /// and server certificate, the default tenant and vault, and an admin token.
     Serve(serve::ServeArgs),
+    /// Verify, list and export the audit trail of a data directory.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Describe a sealed record or stream file from its header: format, version,
     /// algorithms, segment size and plaintext length. Reads no key and no plaintext.
     Inspect {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Audit(cmd) => audit::run(cmd),
         Command::Inspect { file, output } => inspect::run(&file, output),
     };
     match result {

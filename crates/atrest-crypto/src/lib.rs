@@ -21,6 +21,7 @@ pub mod backend;
 mod derive;
 pub mod ec;
 mod error;
+pub mod hash;
 pub mod kdf;
 pub mod keywrap;
 pub mod rand;

@@ -5,6 +5,7 @@ use crate::config::ServeConfig;
 use crate::{ServerError, tls};
 use atrest_crypto::SecretKey;
 use atrest_crypto::backend::software::SoftwareBackend;
+use atrest_vault::audit::DEPLOYMENT_CHAIN;
 use atrest_vault::clock::SystemClock;
 use atrest_vault::db::Db;
 use atrest_vault::model::{VaultInfo, VaultSettings};
@@ -73,11 +74,17 @@ fn root_key(cfg: &ServeConfig) -> Result<(SecretKey, Option<String>), ServerErro
     Ok((key, Some(warning)))
 }
 
-/// Prepares everything `serve` needs.
+/// Opens the vault service of a data directory (root key, database, migrations) without
+/// creating anything else; used by `serve` and by local commands such as `audit verify`.
 ///
 /// # Errors
-/// Configuration, file, database and TLS errors, with what to fix.
-pub async fn bootstrap(cfg: &ServeConfig) -> Result<Bootstrapped, ServerError> {
+/// Configuration, file and database errors.
+pub async fn open_service(cfg: &ServeConfig) -> Result<(Arc<VaultService>, Option<String>), ServerError> {
+    let (svc, _root, warning) = open(cfg).await?;
+    Ok((svc, warning))
+}
+
+async fn open(cfg: &ServeConfig) -> Result<(Arc<VaultService>, SecretKey, Option<String>), ServerError> {
     crate::files::create_private_dir(&cfg.data_dir)?;
     let (root, warning) = root_key(cfg)?;
     let url = cfg
@@ -88,11 +95,25 @@ pub async fn bootstrap(cfg: &ServeConfig) -> Result<Bootstrapped, ServerError> {
     db.migrate().await?;
     let backend = Arc::new(SoftwareBackend::new(&root)?);
     let svc = Arc::new(VaultService::new(db, backend, &root, Arc::new(SystemClock))?);
+    Ok((svc, root, warning))
+}
+
+/// Prepares everything `serve` needs.
+///
+/// # Errors
+/// Configuration, file, database and TLS errors, with what to fix.
+pub async fn bootstrap(cfg: &ServeConfig) -> Result<Bootstrapped, ServerError> {
+    let (svc, root, warning) = open(cfg).await?;
     let admin_token = cfg.data_dir.join("admin.token");
 
+    let system = serde_json::json!({});
     let tenant = match svc.tenant(DEFAULT).await {
         Ok(t) => t,
-        Err(VaultError::NotFound(_)) => svc.create_tenant(DEFAULT).await?,
+        Err(VaultError::NotFound(_)) => {
+            let t = svc.create_tenant(DEFAULT).await?;
+            svc.audit(DEPLOYMENT_CHAIN, "system", "create-tenant", &t.name, "ok", &system).await?;
+            t
+        }
         Err(VaultError::Integrity { .. }) => {
             return Err(ServerError::Config(
                 "the database's rows do not verify under this root key: start with the root key this database was created with".into(),
@@ -104,10 +125,31 @@ pub async fn bootstrap(cfg: &ServeConfig) -> Result<Bootstrapped, ServerError> {
         Ok(v) => v,
         Err(VaultError::NotFound(_)) => {
             let v = svc.create_vault(&tenant.id, DEFAULT, VaultSettings::default()).await?;
+            svc.audit(&v.id, "system", "create-vault", &v.name, "ok", &system).await?;
             let admin = svc.create_principal(&tenant, ADMIN, PrincipalKind::User, Role::DeploymentAdmin).await?;
+            svc.audit(
+                DEPLOYMENT_CHAIN,
+                "system",
+                "create-principal",
+                &admin.name,
+                "ok",
+                &serde_json::json!({"role": "deployment-admin"}),
+            )
+            .await?;
             let all: Vec<String> = PERMISSIONS.iter().map(|p| (*p).to_string()).collect();
             svc.set_policy(&v, &admin, &all).await?;
+            svc.audit(&v.id, "system", "set-policy", &admin.name, "ok", &serde_json::json!({"permissions": all}))
+                .await?;
             let token = svc.issue_token(&admin, None).await?;
+            svc.audit(
+                DEPLOYMENT_CHAIN,
+                "system",
+                "issue-token",
+                &admin.name,
+                "ok",
+                &serde_json::json!({"token_id": token.id}),
+            )
+            .await?;
             crate::files::write_private(&admin_token, token.token.expose_secret())?;
             v
         }

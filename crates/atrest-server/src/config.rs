@@ -24,6 +24,8 @@ pub struct ServeConfig {
     pub tls_key: Option<PathBuf>,
     /// How often the purge sweeper runs, in seconds.
     pub sweep_interval_secs: u64,
+    /// How often signed audit checkpoints are written, in seconds.
+    pub checkpoint_interval_secs: u64,
 }
 
 impl Default for ServeConfig {
@@ -38,6 +40,7 @@ impl Default for ServeConfig {
             tls_cert: None,
             tls_key: None,
             sweep_interval_secs: 60,
+            checkpoint_interval_secs: 300,
         }
     }
 }

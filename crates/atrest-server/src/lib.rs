@@ -76,6 +76,37 @@ impl Server {
     }
 }
 
+/// Signs the head of every chain that grew since the last run, appends the checkpoints
+/// to `file` (JSON lines) and logs them, so a copy lives outside the database.
+///
+/// # Errors
+/// Database, signing and file errors.
+pub async fn write_checkpoints(
+    svc: &atrest_vault::VaultService,
+    file: &Path,
+    last: &mut std::collections::HashMap<String, i64>,
+) -> Result<usize, ServerError> {
+    use std::io::Write as _;
+    let mut written = 0;
+    for chain in svc.audit_chains().await? {
+        let cp = svc.audit_checkpoint(&chain).await?;
+        if last.get(&chain) == Some(&cp.count) {
+            continue;
+        }
+        let line = serde_json::to_string(&cp).map_err(|e| ServerError::Config(e.to_string()))?;
+        if let Some(dir) = file.parent() {
+            files::create_private_dir(dir)?;
+        }
+        let mut f =
+            std::fs::OpenOptions::new().create(true).append(true).open(file).map_err(|e| ServerError::io(file, e))?;
+        writeln!(f, "{line}").and_then(|()| f.sync_data()).map_err(|e| ServerError::io(file, e))?;
+        tracing::info!(target: "atrest::audit::checkpoint", checkpoint = %line, "audit checkpoint");
+        last.insert(chain, cp.count);
+        written += 1;
+    }
+    Ok(written)
+}
+
 /// Bootstraps and starts serving; returns once the listener is bound.
 ///
 /// # Errors
@@ -110,6 +141,24 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(purged = n, "purge sweeper removed keys past their scheduled purge date"),
                 Err(e) => tracing::error!(error = %e, "purge sweeper failed"),
+            }
+        }
+    });
+
+    // Signed audit checkpoints, written outside the database.
+    let cp_svc = boot.svc.clone();
+    let mut cp_stop = stop.subscribe();
+    let cp_file = cfg.data_dir.join("audit").join("checkpoints.jsonl");
+    let cp_every = std::time::Duration::from_secs(cfg.checkpoint_interval_secs.max(1));
+    tokio::spawn(async move {
+        let mut last: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(cp_every) => {}
+                _ = cp_stop.changed() => return,
+            }
+            if let Err(e) = write_checkpoints(&cp_svc, &cp_file, &mut last).await {
+                tracing::error!(error = %e, "writing audit checkpoints failed");
             }
         }
     });

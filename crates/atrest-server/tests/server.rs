@@ -206,7 +206,28 @@ async fn keys_api_end_to_end() {
     assert_eq!(e.call(M::GET, "/nothing", None).await.0, StatusCode::NOT_FOUND);
     let (_, rng) = e.call(M::POST, "/rng", Some(json!({"count": 16}))).await;
     assert_eq!(atrest_vault::model::b64u_decode(rng["value"].as_str().unwrap(), "v").unwrap().len(), 16);
+    // The checkpoint-signing public key is published.
+    let jwk: Value = e.client.get(format!("{}/audit/signing-key", e.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(jwk["crv"], "P-256");
     e.server.shutdown().await;
+
+    // Every call above is in the default vault's audit chain, which verifies.
+    let cfg = ServeConfig { data_dir: e._dir.0.clone(), ..ServeConfig::default() };
+    let (svc, _) = atrest_server::bootstrap::open_service(&cfg).await.unwrap();
+    let vault = svc.vault("default").await.unwrap();
+    let f = |op: &str| atrest_vault::audit::AuditFilter { operation: Some(op.into()), ..Default::default() };
+    let wraps = svc.audit_entries(&vault.id, &f("wrapKey")).await.unwrap();
+    assert_eq!(
+        wraps.iter().map(|e| e.result.as_str()).collect::<Vec<_>>(),
+        ["ok", "Forbidden"],
+        "the refused wrap is recorded too"
+    );
+    assert_eq!(wraps[0].principal, "admin");
+    assert!(wraps[0].detail.contains("A256KW"));
+    let creates = svc.audit_entries(&vault.id, &f("create")).await.unwrap();
+    assert_eq!(creates[0].result, "attempt", "changes are recorded before they run");
+    assert_eq!(creates[1].result, "ok");
+    assert!(svc.verify_audit_chain(&vault.id, None).await.unwrap().ok());
 }
 
 #[tokio::test]

@@ -25,8 +25,11 @@ pub struct Db {
 }
 
 /// Schema migrations, applied in order, each once. Never edit a released entry: append.
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("schema/0001_vault.sql")), (2, include_str!("schema/0002_access.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("schema/0001_vault.sql")),
+    (2, include_str!("schema/0002_access.sql")),
+    (3, include_str!("schema/0003_audit.sql")),
+];
 
 impl Db {
     /// Connects to `url` (`sqlite://PATH?mode=rwc`, `sqlite::memory:`, `postgres://…`).

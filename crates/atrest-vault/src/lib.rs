@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 mod access;
+pub mod audit;
 pub mod clock;
 pub mod db;
 mod error;

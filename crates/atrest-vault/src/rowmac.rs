@@ -37,7 +37,7 @@ impl RowMac {
         Ok(Self(MacKey::new(&key)))
     }
 
-    fn encode(table: &str, fields: &[Field<'_>]) -> Vec<u8> {
+    pub(crate) fn encode(table: &str, fields: &[Field<'_>]) -> Vec<u8> {
         let mut buf = Vec::with_capacity(256);
         let mut put = |ty: u8, bytes: &[u8]| {
             buf.push(ty);

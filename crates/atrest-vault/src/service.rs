@@ -144,6 +144,20 @@ impl VaultService {
         Ok((v, created))
     }
 
+    /// Every vault (rows verified), by name.
+    ///
+    /// # Errors
+    /// Database and integrity errors.
+    pub async fn vaults(&self) -> Result<Vec<VaultInfo>> {
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM vaults ORDER BY name").fetch_all(self.db.pool()).await?;
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            out.push(self.vault(&n).await?);
+        }
+        Ok(out)
+    }
+
     /// Changes a vault's settings. Purge protection, once on, cannot be turned off.
     ///
     /// # Errors

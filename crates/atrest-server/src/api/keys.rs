@@ -39,8 +39,71 @@ fn next_link(ctx: &Ctx<'_>, path: &str, token: Option<String>, max: Option<usize
     }
 }
 
-/// Routes an authenticated request.
+/// What an audit entry calls a request: (operation, target, whether it changes state).
+fn describe(method: &Method, path: &[&str]) -> (String, String, bool) {
+    let m = method.clone();
+    let (op, target, mutating) = match (m, path) {
+        (Method::GET, ["keys"]) => ("list", String::new(), false),
+        (Method::POST, ["keys", n, "create"]) => ("create", (*n).to_string(), true),
+        (Method::DELETE, ["keys", n]) => ("delete", (*n).to_string(), true),
+        (Method::GET, ["keys", n, "versions"]) => ("list-versions", (*n).to_string(), false),
+        (Method::POST, ["keys", n, "rotate"]) => ("rotate", (*n).to_string(), true),
+        (Method::GET, ["keys", n]) => ("get", (*n).to_string(), false),
+        (Method::GET, ["keys", n, v]) => ("get", format!("{n}/{v}"), false),
+        (Method::PATCH, ["keys", n]) => ("update", (*n).to_string(), true),
+        (Method::PATCH, ["keys", n, v]) => ("update", format!("{n}/{v}"), true),
+        (Method::POST, ["keys", n, v, op]) => match op_of(op) {
+            Some(o) => (o.name(), format!("{n}/{v}"), false),
+            None => ("unknown", path.join("/"), false),
+        },
+        (Method::GET, ["deletedkeys"]) => ("list-deleted", String::new(), false),
+        (Method::GET, ["deletedkeys", n]) => ("get-deleted", (*n).to_string(), false),
+        (Method::DELETE, ["deletedkeys", n]) => ("purge", (*n).to_string(), true),
+        (Method::POST, ["deletedkeys", n, "recover"]) => ("recover", (*n).to_string(), true),
+        (Method::POST, ["rng"]) => ("rng", String::new(), false),
+        _ => ("unknown", path.join("/"), false),
+    };
+    (op.to_string(), target.trim_end_matches('/').to_string(), mutating)
+}
+
+/// Routes an authenticated request and writes it to the vault's audit chain. A change of
+/// state is recorded as attempted before it runs (if that fails, nothing runs) and with
+/// its outcome after; a key use or read is recorded after, and if that fails its result
+/// is withheld: no key use leaves the vault unrecorded.
 pub(super) async fn dispatch(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Result<Response, ApiError> {
+    let (op, target, mutating) = describe(method, path);
+    let alg = serde_json::from_slice::<serde_json::Value>(&ctx.body).ok().and_then(|v| v.get("alg").cloned());
+    let detail = json!({"alg": alg, "api-version": ctx.api_version});
+    let chain = ctx.vault.id.clone();
+    let who = ctx.principal.name.clone();
+    if mutating {
+        ctx.svc.audit(&chain, &who, &op, &target, "attempt", &detail).await.map_err(|e| audit_failed(&e))?;
+    }
+    let result = route(ctx, method, path).await;
+    let outcome = match &result {
+        Ok(_) => "ok".to_string(),
+        Err(e) => e.code.clone(),
+    };
+    if let Err(e) = ctx.svc.audit(&chain, &who, &op, &target, &outcome, &detail).await {
+        if !mutating {
+            return Err(audit_failed(&e));
+        }
+        tracing::error!(error = %e, operation = %op, target = %target, "the outcome of a committed change could not be audited (its attempt was)");
+    }
+    result
+}
+
+fn audit_failed(e: &atrest_vault::VaultError) -> ApiError {
+    tracing::error!(error = %e, "audit append failed; refusing the operation");
+    ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        "the audit trail could not be written, so the operation was refused; retry, and check the server's database",
+    )
+}
+
+/// Routes an authenticated request.
+async fn route(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Result<Response, ApiError> {
     let m = method.clone();
     match (m, path) {
         (Method::GET, ["keys"]) => {

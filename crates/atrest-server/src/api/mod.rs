@@ -34,7 +34,7 @@ pub struct AppState {
 /// An error on its way to becoming a response.
 pub(crate) struct ApiError {
     status: StatusCode,
-    code: String,
+    pub(crate) code: String,
     message: String,
     inner: Option<&'static str>,
     challenge: Option<String>,
@@ -51,7 +51,7 @@ impl ApiError {
         }
     }
 
-    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Self { status, code: code.into(), message: message.into(), inner: None, challenge: None }
     }
 }
@@ -164,6 +164,10 @@ async fn route(
     let path = uri.path().to_string();
     if method == Method::GET && (path == "/healthz" || path == "/readyz") {
         return Ok(health(state, &path));
+    }
+    if method == Method::GET && path == "/audit/signing-key" {
+        // Public: anyone holding a checkpoint must be able to verify it.
+        return Ok(ok(state.svc.audit_signing_jwk().await?));
     }
     let host = host_of(&headers, &uri).ok_or_else(|| ApiError::bad("the request has no Host"))?;
     let vault_name = vault_name(state, &host)
