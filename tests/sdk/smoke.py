@@ -102,5 +102,34 @@ try:
 except HttpResponseError as err:
     check("RSA-HSM is refused without an HSM backend", err.status_code == 400 and "HSM backend" in str(err))
 
+# BYOK: import RSA and EC keys generated here; the server must use exactly those keys.
+from azure.keyvault.keys import JsonWebKey
+
+def b(i, n=None):
+    n = n or (i.bit_length() + 7) // 8
+    return i.to_bytes(n, "big")
+
+priv = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+pn = priv.private_numbers()
+jwk = JsonWebKey(kty="RSA", n=b(pn.public_numbers.n), e=b(pn.public_numbers.e), d=b(pn.d), p=b(pn.p), q=b(pn.q),
+                 dp=b(pn.dmp1), dq=b(pn.dmq1), qi=b(pn.iqmp), key_ops=["sign", "verify", "unwrapKey", "wrapKey"])
+imported = kc.import_key("byok-rsa", jwk)
+check("import RSA returns the same modulus", imported.key.n == b(pn.public_numbers.n))
+icc = CryptographyClient(imported, Cred(token), **opts)
+ct = priv.public_key().encrypt(b"z" * 32, padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None))
+check("imported RSA key unwraps RSA-OAEP on the server", icc.unwrap_key(KeyWrapAlgorithm.rsa_oaep, ct).key == b"z" * 32)
+ecp = ec.generate_private_key(ec.SECP384R1())
+en = ecp.private_numbers()
+ejwk = JsonWebKey(kty="EC", crv="P-384", x=b(en.public_numbers.x, 48), y=b(en.public_numbers.y, 48), d=b(en.private_value, 48), key_ops=["sign", "verify"])
+ie = kc.import_key("byok-ec", ejwk)
+d384 = hashlib.sha384(b"x").digest()
+es = CryptographyClient(ie, Cred(token), **opts).sign(SignatureAlgorithm.es384, d384)
+r, s_ = int.from_bytes(es.signature[:48], "big"), int.from_bytes(es.signature[48:], "big")
+try:
+    ecp.public_key().verify(utils.encode_dss_signature(r, s_), d384, ec.ECDSA(utils.Prehashed(hashes.SHA384())))
+    check("imported EC key signs ES384 on the server", True)
+except Exception:
+    check("imported EC key signs ES384 on the server", False)
+
 print(f"sdk: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

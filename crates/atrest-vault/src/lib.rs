@@ -26,6 +26,6 @@ mod service;
 
 pub use access::{IssuedToken, PERMISSIONS, Principal, PrincipalKind, Role, Tenant};
 pub use error::{Refusal, Result, VaultError};
-pub use keys::{CreateKey, UpdateKey};
+pub use keys::{CreateKey, ImportJwk, NewKeyAttributes, UpdateKey};
 pub use ops::{GCM_LIMIT, KeyOp, OpInput, OpOutput};
 pub use service::VaultService;

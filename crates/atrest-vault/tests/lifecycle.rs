@@ -461,3 +461,36 @@ async fn tokens_principals_and_policies() {
     sqlx::query("UPDATE tokens SET revoked = 0 WHERE id = $1").bind(&tok2.id).execute(e.db.pool()).await.unwrap();
     assert!(matches!(e.svc.authenticate(&bearer2).await, Err(VaultError::Integrity { .. })));
 }
+
+#[tokio::test]
+async fn import_oct_and_refusals() {
+    use atrest_vault::{ImportJwk, NewKeyAttributes};
+    let e = env().await;
+    let k = atrest_vault::model::b64u(&[0x11; 32]);
+    let jwk = ImportJwk { kty: "oct".into(), k: Some(k), ..ImportJwk::default() };
+    assert!(!format!("{jwk:?}").contains("ERER"), "Debug never shows key members");
+    let b = e.svc.import_key(&e.vault, "byok", jwk, NewKeyAttributes::default()).await.unwrap();
+    assert_eq!(b.kty.as_str(), "oct");
+    // The imported key is the one used: wrap locally with the same key, unwrap on the server.
+    let local = atrest_crypto::keywrap::wrap_kw(&SecretKey::from_slice(&[0x11; 32]).unwrap(), &[5; 32]).unwrap();
+    let out = e.svc.operate(&e.vault, "byok", None, KeyOp::UnwrapKey, op("A256KW", &local)).await.unwrap();
+    assert_eq!(out.value.expose_secret(), &[5; 32]);
+    let short = ImportJwk { kty: "oct".into(), k: Some(atrest_vault::model::b64u(&[1; 16])), ..ImportJwk::default() };
+    let err = e.svc.import_key(&e.vault, "x", short, NewKeyAttributes::default()).await.unwrap_err();
+    assert!(err.to_string().contains("32 bytes"), "{err}");
+    let missing = ImportJwk { kty: "RSA".into(), n: Some("AQAB".into()), ..ImportJwk::default() };
+    let err = e.svc.import_key(&e.vault, "x", missing, NewKeyAttributes::default()).await.unwrap_err();
+    assert!(err.to_string().contains("lacks e"), "{err}");
+    let bad_ec = ImportJwk {
+        kty: "EC".into(),
+        crv: Some("P-256".into()),
+        d: Some(atrest_vault::model::b64u(&[1; 32])),
+        x: Some(atrest_vault::model::b64u(&[2; 32])),
+        y: Some(atrest_vault::model::b64u(&[3; 32])),
+        ..ImportJwk::default()
+    };
+    assert!(matches!(
+        e.svc.import_key(&e.vault, "x", bad_ec, NewKeyAttributes::default()).await,
+        Err(VaultError::BadParameter(_))
+    ));
+}

@@ -45,6 +45,7 @@ fn describe(method: &Method, path: &[&str]) -> (String, String, bool) {
     let (op, target, mutating) = match (m, path) {
         (Method::GET, ["keys"]) => ("list", String::new(), false),
         (Method::POST, ["keys", n, "create"]) => ("create", (*n).to_string(), true),
+        (Method::PUT, ["keys", n]) => ("import", (*n).to_string(), true),
         (Method::DELETE, ["keys", n]) => ("delete", (*n).to_string(), true),
         (Method::GET, ["keys", n, "versions"]) => ("list-versions", (*n).to_string(), false),
         (Method::POST, ["keys", n, "rotate"]) => ("rotate", (*n).to_string(), true),
@@ -116,7 +117,7 @@ async fn route(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Result<Response
         }
         (Method::POST, ["keys", "restore"]) => Err(not_yet("restore")),
         (Method::POST, ["keys", name, "create"]) => create(ctx, name).await,
-        (Method::PUT, ["keys", _name]) => Err(not_yet("key import")),
+        (Method::PUT, ["keys", name]) => import(ctx, name).await,
         (Method::DELETE, ["keys", name]) => {
             ctx.allow("delete", Some(name)).await?;
             let d = ctx.svc.delete_key(&ctx.vault, name).await?;
@@ -214,6 +215,37 @@ async fn create(ctx: &Ctx<'_>, name: &str) -> Result<Response, ApiError> {
             },
         )
         .await?;
+    Ok(ok(j::bundle(&ctx.origin, &b)))
+}
+
+async fn import(ctx: &Ctx<'_>, name: &str) -> Result<Response, ApiError> {
+    ctx.allow("import", Some(name)).await?;
+    let req: j::ImportIn = ctx.json()?;
+    if req.hsm == Some(true) {
+        return Err(ApiError::bad(
+            "Hsm: true needs an HSM backend and this vault has none (software keys only); import without Hsm",
+        ));
+    }
+    let a = attrs(req.attributes);
+    let k = req.key;
+    let jwk = atrest_vault::ImportJwk {
+        kty: k.kty,
+        n: k.n,
+        e: k.e,
+        d: k.d,
+        p: k.p,
+        q: k.q,
+        dp: k.dp,
+        dq: k.dq,
+        qi: k.qi,
+        crv: k.crv,
+        x: k.x,
+        y: k.y,
+        k: k.k,
+        key_ops: k.key_ops,
+    };
+    let attrs = atrest_vault::NewKeyAttributes { enabled: a.enabled, nbf: a.nbf, exp: a.exp, tags: req.tags };
+    let b = ctx.svc.import_key(&ctx.vault, name, jwk, attrs).await?;
     Ok(ok(j::bundle(&ctx.origin, &b)))
 }
 
