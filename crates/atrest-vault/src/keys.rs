@@ -61,8 +61,9 @@ pub struct NewKeyAttributes {
     pub tags: Option<BTreeMap<String, String>>,
 }
 
-/// A JWK to import (BYOK), with private members, as base64url strings.
-#[derive(Default, Clone)]
+/// A JWK to import (BYOK), with private members, as base64url strings. Unknown JWK
+/// members are ignored.
+#[derive(Default, Clone, serde::Deserialize)]
 pub struct ImportJwk {
     /// `RSA`, `EC` or `oct` (`-HSM` refused without an HSM backend).
     pub kty: String,
@@ -123,6 +124,12 @@ struct NewVersion {
     nbf: Option<i64>,
     exp: Option<i64>,
     tags: BTreeMap<String, String>,
+}
+
+/// Where a new version's key material comes from.
+enum Material {
+    Generate(KeySpec),
+    Import(atrest_crypto::backend::ImportKey),
 }
 
 /// A `keys` row.
@@ -470,16 +477,23 @@ impl VaultService {
         vault: &VaultInfo,
         name: &str,
         new: NewVersion,
-        make: impl FnOnce(Vec<Vec<u8>>) -> Result<BackendKey> + Send + 'static,
+        material: Material,
     ) -> Result<KeyBundle> {
         check_name(name, "key")?;
         let name_lc = name.to_ascii_lowercase();
         let version = new_id()?;
-        let binding = vec![vault.id.as_bytes().to_vec(), name_lc.as_bytes().to_vec(), version.as_bytes().to_vec()];
+        let binding = [vault.id.clone(), name_lc.clone(), version.clone()];
+        let backend = self.backend.clone();
         // Key generation can take a second (RSA-4096): keep it off the async workers.
-        let made = tokio::task::spawn_blocking(move || make(binding))
-            .await
-            .map_err(|_| VaultError::Storage("key generation task failed".into()))??;
+        let made = tokio::task::spawn_blocking(move || {
+            let refs = binding.each_ref().map(|b| b.as_bytes());
+            match material {
+                Material::Generate(spec) => backend.generate(spec, &refs),
+                Material::Import(key) => backend.import(key, &refs),
+            }
+        })
+        .await
+        .map_err(|_| VaultError::Storage("key generation task failed".into()))??;
         let _g = self.write_guard().await;
         let existing = self.key_row(vault, name).await?;
         if existing.as_ref().is_some_and(|k| k.deleted_at.is_some()) {
@@ -552,7 +566,6 @@ impl VaultService {
             },
         };
         let ops = check_ops(kty, req.key_ops)?;
-        let backend = self.backend.clone();
         let new = NewVersion {
             kty,
             key_ops: ops,
@@ -561,11 +574,7 @@ impl VaultService {
             exp: req.exp,
             tags: req.tags.unwrap_or_default(),
         };
-        self.add_version(vault, name, new, move |b| {
-            let refs: Vec<&[u8]> = b.iter().map(Vec::as_slice).collect();
-            Ok(backend.generate(spec, &refs)?)
-        })
-        .await
+        self.add_version(vault, name, new, Material::Generate(spec)).await
     }
 
     /// Imports a private key (BYOK) as a new version of `name`. RSA needs `n e d p q dp dq
@@ -631,12 +640,7 @@ impl VaultService {
             exp: attrs.exp,
             tags: attrs.tags.unwrap_or_default(),
         };
-        let backend = self.backend.clone();
-        self.add_version(vault, name, new, move |b| {
-            let refs: Vec<&[u8]> = b.iter().map(Vec::as_slice).collect();
-            Ok(backend.import(material, &refs)?)
-        })
-        .await
+        self.add_version(vault, name, new, Material::Import(material)).await
     }
 
     /// Gets a key version (`None`/`""` = latest). Disabled keys are returned too.
@@ -656,15 +660,10 @@ impl VaultService {
     pub async fn rotate_key(&self, vault: &VaultInfo, name: &str) -> Result<KeyBundle> {
         let (k, latest) = self.live_version(vault, name, None).await?;
         let spec = latest.backend_key()?.spec;
-        let backend = self.backend.clone();
         let kty = Kty::parse(&latest.kty)?;
         let tags = serde_json::from_str(&latest.tags).unwrap_or_default();
         let new = NewVersion { kty, key_ops: latest.ops(), enabled: true, nbf: None, exp: None, tags };
-        self.add_version(vault, &k.name, new, move |b| {
-            let refs: Vec<&[u8]> = b.iter().map(Vec::as_slice).collect();
-            Ok(backend.generate(spec, &refs)?)
-        })
-        .await
+        self.add_version(vault, &k.name, new, Material::Generate(spec)).await
     }
 
     /// Changes attributes, operations or tags of a version; no new version.

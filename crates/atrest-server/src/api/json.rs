@@ -25,29 +25,10 @@ pub struct CreateIn {
     pub tags: Option<BTreeMap<String, String>>,
 }
 
-/// The JWK of an import request (private members included; never logged).
-#[derive(Deserialize)]
-pub struct JwkIn {
-    pub kty: String,
-    pub key_ops: Option<Vec<String>>,
-    pub n: Option<String>,
-    pub e: Option<String>,
-    pub d: Option<String>,
-    pub p: Option<String>,
-    pub q: Option<String>,
-    pub dp: Option<String>,
-    pub dq: Option<String>,
-    pub qi: Option<String>,
-    pub crv: Option<String>,
-    pub x: Option<String>,
-    pub y: Option<String>,
-    pub k: Option<String>,
-}
-
 /// Body of `PUT /keys/{name}` (import).
 #[derive(Deserialize)]
 pub struct ImportIn {
-    pub key: JwkIn,
+    pub key: atrest_vault::ImportJwk,
     #[serde(rename = "Hsm")]
     pub hsm: Option<bool>,
     pub attributes: Option<AttributesIn>,

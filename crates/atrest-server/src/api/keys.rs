@@ -227,25 +227,8 @@ async fn import(ctx: &Ctx<'_>, name: &str) -> Result<Response, ApiError> {
         ));
     }
     let a = attrs(req.attributes);
-    let k = req.key;
-    let jwk = atrest_vault::ImportJwk {
-        kty: k.kty,
-        n: k.n,
-        e: k.e,
-        d: k.d,
-        p: k.p,
-        q: k.q,
-        dp: k.dp,
-        dq: k.dq,
-        qi: k.qi,
-        crv: k.crv,
-        x: k.x,
-        y: k.y,
-        k: k.k,
-        key_ops: k.key_ops,
-    };
     let attrs = atrest_vault::NewKeyAttributes { enabled: a.enabled, nbf: a.nbf, exp: a.exp, tags: req.tags };
-    let b = ctx.svc.import_key(&ctx.vault, name, jwk, attrs).await?;
+    let b = ctx.svc.import_key(&ctx.vault, name, req.key, attrs).await?;
     Ok(ok(j::bundle(&ctx.origin, &b)))
 }
 
