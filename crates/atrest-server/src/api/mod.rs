@@ -102,8 +102,19 @@ impl Ctx<'_> {
     }
 
     pub(crate) fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| ApiError::bad(format!("the request body is not valid JSON for this operation: {e}")))
+        // serde's messages can quote the offending value, which may be key material in an
+        // import: report only where and what kind of error it is.
+        serde_json::from_slice(&self.body).map_err(|e| {
+            let kind = match e.classify() {
+                serde_json::error::Category::Data => "a member is missing or has the wrong type",
+                _ => "it is not well-formed JSON",
+            };
+            ApiError::bad(format!(
+                "the request body does not fit this operation: {kind} (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })
     }
 }
 
