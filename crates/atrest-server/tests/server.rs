@@ -204,6 +204,9 @@ async fn keys_api_end_to_end() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(err["error"]["message"].as_str().unwrap().contains("HSM backend"));
     assert_eq!(e.call(M::GET, "/nothing", None).await.0, StatusCode::NOT_FOUND);
+    let (s, err) = e.call(M::PUT, "/keys/leak", Some(json!({"key": {"kty": "oct", "k": 987654321}}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(!err.to_string().contains("987654321"), "errors never echo request values: {err}");
     let (_, rng) = e.call(M::POST, "/rng", Some(json!({"count": 16}))).await;
     assert_eq!(atrest_vault::model::b64u_decode(rng["value"].as_str().unwrap(), "v").unwrap().len(), 16);
     // The checkpoint-signing public key is published.
