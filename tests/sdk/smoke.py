@@ -102,6 +102,17 @@ try:
 except HttpResponseError as err:
     check("RSA-HSM is refused without an HSM backend", err.status_code == 400 and "HSM backend" in str(err))
 
+# Rotation policy.
+from azure.keyvault.keys import KeyRotationLifetimeAction, KeyRotationPolicy, KeyRotationPolicyAction
+pol = kc.get_key_rotation_policy("sdk-rsa")
+check("default rotation policy", pol.id == f"{url}/keys/sdk-rsa/rotationpolicy")
+newpol = KeyRotationPolicy(expires_in="P90D", lifetime_actions=[KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P30D")])
+got = kc.update_key_rotation_policy("sdk-rsa", newpol)
+check("set rotation policy", got.expires_in == "P90D" and got.lifetime_actions[0].action.lower() == "rotate" and got.lifetime_actions[0].time_after_create == "P30D")
+check("get rotation policy back", kc.get_key_rotation_policy("sdk-rsa").lifetime_actions[0].time_after_create == "P30D")
+rot2 = kc.rotate_key("sdk-rsa")
+check("rotation applies the policy's expiryTime", rot2.properties.expires_on is not None)
+
 # BYOK: import RSA and EC keys generated here; the server must use exactly those keys.
 from azure.keyvault.keys import JsonWebKey
 

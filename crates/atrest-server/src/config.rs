@@ -26,6 +26,8 @@ pub struct ServeConfig {
     pub sweep_interval_secs: u64,
     /// How often signed audit checkpoints are written, in seconds.
     pub checkpoint_interval_secs: u64,
+    /// How often rotation policies are checked for due actions, in seconds.
+    pub rotation_interval_secs: u64,
 }
 
 impl Default for ServeConfig {
@@ -41,6 +43,7 @@ impl Default for ServeConfig {
             tls_key: None,
             sweep_interval_secs: 60,
             checkpoint_interval_secs: 300,
+            rotation_interval_secs: 60,
         }
     }
 }

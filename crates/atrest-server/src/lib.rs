@@ -107,6 +107,24 @@ pub async fn write_checkpoints(
     Ok(written)
 }
 
+/// One pass of the rotation scheduler: runs due lifetime actions and audits each.
+///
+/// # Errors
+/// Database errors.
+pub async fn run_rotations(svc: &atrest_vault::VaultService) -> Result<usize, ServerError> {
+    let actions = svc.run_due_rotations().await?;
+    for (vault, key, action, outcome) in &actions {
+        let (op, result) = match (action.as_str(), outcome.strip_prefix("error:")) {
+            ("rotate", Some(code)) => ("scheduled-rotate", code.to_string()),
+            ("rotate", None) => ("scheduled-rotate", "ok".to_string()),
+            _ => ("notify", "ok".to_string()),
+        };
+        tracing::info!(vault = %vault.name, key = %key, action = %op, version = %outcome, "rotation policy action");
+        svc.audit(&vault.id, "system", op, key, &result, &serde_json::json!({"version": outcome})).await?;
+    }
+    Ok(actions.len())
+}
+
 /// Bootstraps and starts serving; returns once the listener is bound.
 ///
 /// # Errors
@@ -141,6 +159,22 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(purged = n, "purge sweeper removed keys past their scheduled purge date"),
                 Err(e) => tracing::error!(error = %e, "purge sweeper failed"),
+            }
+        }
+    });
+
+    // The rotation scheduler: performs due Rotate actions, reports Notify ones.
+    let rot_svc = boot.svc.clone();
+    let mut rot_stop = stop.subscribe();
+    let rot_every = std::time::Duration::from_secs(cfg.rotation_interval_secs.max(1));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(rot_every) => {}
+                _ = rot_stop.changed() => return,
+            }
+            if let Err(e) = run_rotations(&rot_svc).await {
+                tracing::error!(error = %e, "rotation scheduler failed");
             }
         }
     });

@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("schema/0001_vault.sql")),
     (2, include_str!("schema/0002_access.sql")),
     (3, include_str!("schema/0003_audit.sql")),
+    (4, include_str!("schema/0004_rotation.sql")),
 ];
 
 impl Db {

@@ -662,7 +662,9 @@ impl VaultService {
         let spec = latest.backend_key()?.spec;
         let kty = Kty::parse(&latest.kty)?;
         let tags = serde_json::from_str(&latest.tags).unwrap_or_default();
-        let new = NewVersion { kty, key_ops: latest.ops(), enabled: true, nbf: None, exp: None, tags };
+        // A policy's expiryTime sets exp on the new version.
+        let exp = self.policy_expiry(vault, &k.name_lc).await?.map(|secs| self.now() + secs);
+        let new = NewVersion { kty, key_ops: latest.ops(), enabled: true, nbf: None, exp, tags };
         self.add_version(vault, &k.name, new, Material::Generate(spec)).await
     }
 
@@ -888,6 +890,11 @@ impl VaultService {
     async fn erase(&self, k: &KeyRow) -> Result<()> {
         let mut tx = self.db.pool().begin().await?;
         sqlx::query("DELETE FROM key_versions WHERE vault_id = $1 AND name_lc = $2")
+            .bind(&k.vault_id)
+            .bind(&k.name_lc)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM rotation_policies WHERE vault_id = $1 AND name_lc = $2")
             .bind(&k.vault_id)
             .bind(&k.name_lc)
             .execute(&mut *tx)

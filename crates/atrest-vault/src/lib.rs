@@ -21,6 +21,7 @@ mod error;
 mod keys;
 pub mod model;
 mod ops;
+mod rotation;
 mod rowmac;
 mod service;
 
@@ -28,4 +29,5 @@ pub use access::{IssuedToken, PERMISSIONS, Principal, PrincipalKind, Role, Tenan
 pub use error::{Refusal, Result, VaultError};
 pub use keys::{CreateKey, ImportJwk, NewKeyAttributes, UpdateKey};
 pub use ops::{GCM_LIMIT, KeyOp, OpInput, OpOutput};
+pub use rotation::{Action, LifetimeAction, PolicyAttributes, RotationPolicy, Trigger, parse_duration};
 pub use service::VaultService;

@@ -494,3 +494,63 @@ async fn import_oct_and_refusals() {
         Err(VaultError::BadParameter(_))
     ));
 }
+
+#[tokio::test]
+async fn rotation_policies_and_the_scheduler() {
+    use atrest_vault::{Action, LifetimeAction, PolicyAttributes, RotationPolicy, Trigger};
+    let e = env().await;
+    let v1 = e.svc.create_key(&e.vault, "r", oct()).await.unwrap();
+    let default = e.svc.get_rotation_policy(&e.vault, "r").await.unwrap();
+    assert_eq!(default, RotationPolicy::default_policy());
+    let action = |after: Option<&str>, before: Option<&str>, kind: &str| LifetimeAction {
+        trigger: Trigger { time_after_create: after.map(Into::into), time_before_expiry: before.map(Into::into) },
+        action: Action { kind: kind.into() },
+    };
+    let policy = RotationPolicy {
+        lifetime_actions: vec![action(Some("P30D"), None, "Rotate"), action(None, Some("P10D"), "Notify")],
+        attributes: PolicyAttributes { expiry_time: Some("P90D".into()), ..PolicyAttributes::default() },
+    };
+    let stored = e.svc.set_rotation_policy(&e.vault, "r", policy.clone()).await.unwrap();
+    assert_eq!(stored.lifetime_actions, policy.lifetime_actions);
+    assert_eq!(stored.attributes.created, Some(T0));
+    for bad in [
+        RotationPolicy { lifetime_actions: vec![action(Some("P1D"), None, "Rotate")], ..RotationPolicy::default() },
+        RotationPolicy {
+            lifetime_actions: vec![action(Some("P30D"), Some("P30D"), "Rotate")],
+            ..RotationPolicy::default()
+        },
+        RotationPolicy {
+            lifetime_actions: vec![action(Some("P30D"), None, "Rotate"), action(Some("P40D"), None, "rotate")],
+            ..RotationPolicy::default()
+        },
+        RotationPolicy { lifetime_actions: vec![action(Some("P30D"), None, "Explode")], ..RotationPolicy::default() },
+        RotationPolicy {
+            attributes: PolicyAttributes { expiry_time: Some("P7D".into()), ..PolicyAttributes::default() },
+            ..RotationPolicy::default()
+        },
+        RotationPolicy { lifetime_actions: vec![action(Some("30 days"), None, "Rotate")], ..RotationPolicy::default() },
+    ] {
+        assert!(matches!(e.svc.set_rotation_policy(&e.vault, "r", bad).await, Err(VaultError::BadParameter(_))));
+    }
+    // Not due yet.
+    e.clock.advance(30 * 86_400 - 1);
+    assert!(e.svc.run_due_rotations().await.unwrap().iter().all(|a| a.1 != "r"));
+    // Due: one rotation; the new version expires after expiryTime.
+    e.clock.advance(1);
+    let done: Vec<_> = e.svc.run_due_rotations().await.unwrap().into_iter().filter(|a| a.1 == "r").collect();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].2, "rotate");
+    let latest = e.svc.get_key(&e.vault, "r", None).await.unwrap();
+    assert_ne!(latest.version, v1.version);
+    assert_eq!(latest.version, done[0].3);
+    assert_eq!(latest.attributes.exp, Some(T0 + 30 * 86_400 + 90 * 86_400));
+    assert!(e.svc.run_due_rotations().await.unwrap().iter().all(|a| a.1 != "r"), "nothing due right after a rotation");
+    // Notify fires once per version, 10 days before expiry (and the Rotate trigger at 30 days comes first).
+    let only_notify =
+        RotationPolicy { lifetime_actions: vec![action(None, Some("P10D"), "Notify")], ..RotationPolicy::default() };
+    e.svc.set_rotation_policy(&e.vault, "r", only_notify).await.unwrap();
+    e.clock.advance(80 * 86_400);
+    let n: Vec<_> = e.svc.run_due_rotations().await.unwrap().into_iter().filter(|a| a.1 == "r").collect();
+    assert_eq!(n.iter().map(|a| a.2.as_str()).collect::<Vec<_>>(), ["notify"]);
+    assert!(e.svc.run_due_rotations().await.unwrap().iter().all(|a| a.1 != "r"), "notified once");
+}

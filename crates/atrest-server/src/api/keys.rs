@@ -49,6 +49,8 @@ fn describe(method: &Method, path: &[&str]) -> (String, String, bool) {
         (Method::DELETE, ["keys", n]) => ("delete", (*n).to_string(), true),
         (Method::GET, ["keys", n, "versions"]) => ("list-versions", (*n).to_string(), false),
         (Method::POST, ["keys", n, "rotate"]) => ("rotate", (*n).to_string(), true),
+        (Method::GET, ["keys", n, "rotationpolicy"]) => ("getrotationpolicy", (*n).to_string(), false),
+        (Method::PUT, ["keys", n, "rotationpolicy"]) => ("setrotationpolicy", (*n).to_string(), true),
         (Method::GET, ["keys", n]) => ("get", (*n).to_string(), false),
         (Method::GET, ["keys", n, v]) => ("get", format!("{n}/{v}"), false),
         (Method::PATCH, ["keys", n]) => ("update", (*n).to_string(), true),
@@ -138,7 +140,17 @@ async fn route(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Result<Response
             Ok(ok(j::bundle(&ctx.origin, &ctx.svc.rotate_key(&ctx.vault, name).await?)))
         }
         (Method::POST, ["keys", _name, "backup"]) => Err(not_yet("backup")),
-        (Method::GET | Method::PUT, ["keys", _name, "rotationpolicy"]) => Err(not_yet("rotation policies")),
+        (Method::GET, ["keys", name, "rotationpolicy"]) => {
+            ctx.allow("getrotationpolicy", Some(name)).await?;
+            let p = ctx.svc.get_rotation_policy(&ctx.vault, name).await?;
+            Ok(ok(policy_json(ctx, name, &p)))
+        }
+        (Method::PUT, ["keys", name, "rotationpolicy"]) => {
+            ctx.allow("setrotationpolicy", Some(name)).await?;
+            let p: atrest_vault::RotationPolicy = ctx.json()?;
+            let p = ctx.svc.set_rotation_policy(&ctx.vault, name, p).await?;
+            Ok(ok(policy_json(ctx, name, &p)))
+        }
         (Method::GET, ["keys", name] | ["keys", name, ""]) => get(ctx, name, None).await,
         (Method::GET, ["keys", name, version]) => get(ctx, name, Some(version)).await,
         (Method::PATCH, ["keys", name] | ["keys", name, ""]) => update(ctx, name, None).await,
@@ -188,6 +200,12 @@ async fn route(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Result<Response
         }
         (m, p) => Err(unknown_route(&m, p)),
     }
+}
+
+fn policy_json(ctx: &Ctx<'_>, name: &str, p: &atrest_vault::RotationPolicy) -> serde_json::Value {
+    let mut v = serde_json::to_value(p).unwrap_or_else(|_| json!({}));
+    v["id"] = json!(format!("{}/keys/{name}/rotationpolicy", ctx.origin));
+    v
 }
 
 fn attrs(a: Option<AttributesIn>) -> AttributesIn {
