@@ -113,6 +113,13 @@ check("get rotation policy back", kc.get_key_rotation_policy("sdk-rsa").lifetime
 rot2 = kc.rotate_key("sdk-rsa")
 check("rotation applies the policy's expiryTime", rot2.properties.expires_on is not None)
 
+# Backup and restore.
+blob = kc.backup_key("sdk-rsa")
+kc.begin_delete_key("sdk-rsa").wait()
+kc.purge_deleted_key("sdk-rsa")
+back = kc.restore_key_backup(blob)
+check("backup, purge and restore keep the versions", back.name == "sdk-rsa" and len(list(kc.list_properties_of_key_versions("sdk-rsa"))) == 3)
+
 # BYOK: import RSA and EC keys generated here; the server must use exactly those keys.
 from azure.keyvault.keys import JsonWebKey
 

@@ -450,6 +450,10 @@ impl VaultService {
         Ok(())
     }
 
+    pub(crate) async fn insert_key_row(&self, k: &KeyRow) -> Result<()> {
+        self.write_key_row(k, true).await
+    }
+
     async fn write_key_row(&self, k: &KeyRow, insert: bool) -> Result<()> {
         let mac = self.mac.tag("keys", &k.fields());
         let sql = if insert {

@@ -15,6 +15,7 @@
 
 mod access;
 pub mod audit;
+mod backup;
 pub mod clock;
 pub mod db;
 mod error;

@@ -263,6 +263,19 @@ impl VaultService {
         Ok(self.policy_row(vault, &k.name_lc).await?.map_or(policy, |p| p.0))
     }
 
+    /// The policy set on a key, if one was (for backups).
+    pub(crate) async fn stored_rotation_policy(
+        &self,
+        vault: &VaultInfo,
+        name_lc: &str,
+    ) -> Result<Option<RotationPolicy>> {
+        Ok(self.policy_row(vault, name_lc).await?.map(|(mut p, _)| {
+            p.attributes.created = None;
+            p.attributes.updated = None;
+            p
+        }))
+    }
+
     /// `expiryTime` of the key's policy in seconds, if set (applied by rotation).
     pub(crate) async fn policy_expiry(&self, vault: &VaultInfo, name_lc: &str) -> Result<Option<i64>> {
         match self.policy_row(vault, name_lc).await? {

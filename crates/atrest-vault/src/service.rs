@@ -21,6 +21,8 @@ pub struct VaultService {
     /// Keyed hash for API tokens (derived from the root key): a stolen database does not
     /// even let an attacker test token guesses offline.
     pub(crate) token_hash: MacKey,
+    /// Seals key backups, so they restore only into this deployment.
+    pub(crate) backup_key: SecretKey,
     pub(crate) clock: Arc<dyn Clock>,
     /// SQLite allows one writer; serializing write transactions in-process avoids
     /// `SQLITE_BUSY` on lock upgrades. PostgreSQL relies on row locks instead.
@@ -37,7 +39,9 @@ impl VaultService {
         let mut k = zeroize::Zeroizing::new([0u8; 32]);
         hkdf_sha256(root.expose_secret(), b"atrest/v1/root", &[b"token-hash"], &mut k[..])?;
         let token_hash = MacKey::new(&SecretKey::from_slice(&k[..])?);
-        Ok(Self { db, backend, mac: RowMac::new(root)?, token_hash, clock, write_lock: Mutex::new(()) })
+        hkdf_sha256(root.expose_secret(), b"atrest/v1/root", &[b"key-backup"], &mut k[..])?;
+        let backup_key = SecretKey::from_slice(&k[..])?;
+        Ok(Self { db, backend, mac: RowMac::new(root)?, token_hash, backup_key, clock, write_lock: Mutex::new(()) })
     }
 
     /// The current time.

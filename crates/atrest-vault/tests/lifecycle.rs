@@ -554,3 +554,50 @@ async fn rotation_policies_and_the_scheduler() {
     assert_eq!(n.iter().map(|a| a.2.as_str()).collect::<Vec<_>>(), ["notify"]);
     assert!(e.svc.run_due_rotations().await.unwrap().iter().all(|a| a.1 != "r"), "notified once");
 }
+
+#[tokio::test]
+async fn backup_and_restore() {
+    use atrest_vault::RotationPolicy;
+    let e = env().await;
+    let v1 = e.svc.create_key(&e.vault, "Bk", oct()).await.unwrap();
+    let wrapped = e.svc.operate(&e.vault, "bk", None, KeyOp::WrapKey, op("A256KW", &[3; 32])).await.unwrap().value;
+    let v2 = e.svc.rotate_key(&e.vault, "bk").await.unwrap();
+    e.svc.set_rotation_policy(&e.vault, "bk", RotationPolicy::default_policy()).await.unwrap();
+    let blob = e.svc.backup_key(&e.vault, "bk").await.unwrap();
+    assert!(matches!(e.svc.restore_key(&e.vault, &blob).await, Err(VaultError::Conflict(_))), "the name exists");
+    e.svc.delete_key(&e.vault, "bk").await.unwrap();
+    assert!(matches!(e.svc.restore_key(&e.vault, &blob).await, Err(VaultError::Conflict(_))), "soft-deleted names too");
+    e.svc.purge_deleted_key(&e.vault, "bk").await.unwrap();
+    let restored = e.svc.restore_key(&e.vault, &blob).await.unwrap();
+    assert_eq!(restored.name, "Bk");
+    assert_eq!(restored.version, v2.version);
+    let versions = e.svc.list_versions(&e.vault, "bk", None, None).await.unwrap();
+    assert_eq!(versions.items.iter().map(|b| b.version.clone()).collect::<Vec<_>>(), [v1.version.clone(), v2.version]);
+    // The old version still unwraps what it wrapped before the backup.
+    let out = e
+        .svc
+        .operate(&e.vault, "bk", Some(&v1.version), KeyOp::UnwrapKey, op("A256KW", wrapped.expose_secret()))
+        .await
+        .unwrap();
+    assert_eq!(out.value.expose_secret(), &[3; 32]);
+    assert_eq!(
+        e.svc.get_rotation_policy(&e.vault, "bk").await.unwrap().lifetime_actions,
+        RotationPolicy::default_policy().lifetime_actions
+    );
+    // Into another vault of the same deployment.
+    let other =
+        e.svc.create_vault("tenant-1", &format!("o{}", &e.vault.name[1..]), VaultSettings::default()).await.unwrap();
+    e.svc.restore_key(&other, &blob).await.unwrap();
+    let out = e
+        .svc
+        .operate(&other, "bk", Some(&v1.version), KeyOp::UnwrapKey, op("A256KW", wrapped.expose_secret()))
+        .await
+        .unwrap();
+    assert_eq!(out.value.expose_secret(), &[3; 32]);
+    // A modified or foreign blob is refused.
+    let mut bad = blob.clone();
+    let n = bad.len();
+    bad[n - 20] ^= 1;
+    assert!(matches!(e.svc.restore_key(&other, &bad).await, Err(VaultError::BadParameter(_))));
+    assert!(matches!(e.svc.restore_key(&other, b"not a backup").await, Err(VaultError::BadParameter(_))));
+}

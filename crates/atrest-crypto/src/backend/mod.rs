@@ -108,6 +108,13 @@ pub trait KeyBackend: Send + Sync {
     /// Backend failure.
     fn import(&self, key: ImportKey, binding: &[&[u8]]) -> Result<BackendKey>;
 
+    /// Moves a stored key to another identity (restore into another vault or name): the
+    /// returned key opens only under `to`. The material never leaves the backend.
+    ///
+    /// # Errors
+    /// The key does not open under `from`.
+    fn rebind(&self, key: &BackendKey, from: &[&[u8]], to: &[&[u8]]) -> Result<BackendKey>;
+
     /// Wraps `plaintext` (a key) under `key`.
     ///
     /// # Errors

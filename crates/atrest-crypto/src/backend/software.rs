@@ -119,6 +119,11 @@ impl KeyBackend for SoftwareBackend {
         self.store(m, binding)
     }
 
+    fn rebind(&self, key: &BackendKey, from: &[&[u8]], to: &[&[u8]]) -> Result<BackendKey> {
+        let m = self.open(&key.handle, from)?;
+        self.store(m, to)
+    }
+
     fn wrap_key(&self, key: &BackendKey, binding: &[&[u8]], alg: WrapAlg, plaintext: &[u8]) -> Result<Vec<u8>> {
         match (self.open(&key.handle, binding)?, alg) {
             (Material::Rsa(k), WrapAlg::RsaOaep) => k.public_key().encrypt_oaep(OaepHash::Sha1, plaintext, None),
@@ -212,6 +217,11 @@ mod tests {
         assert_eq!(b.decrypt_gcm(&k, BIND, [1; 12], b"aad", &ct, &tag).unwrap().expose_secret(), b"hello");
         assert!(matches!(b.decrypt_gcm(&k, BIND, [1; 12], b"aax", &ct, &tag), Err(CryptoError::Decrypt)));
         assert!(b.sign(&k, BIND, SignAlg::Es256, &[0; 32]).is_err());
+        // Rebinding moves the key to another identity; the old one no longer opens it.
+        let other2: &[&[u8]] = &[b"vault-2", b"key", b"v1"];
+        let moved = b.rebind(&k, BIND, other2).unwrap();
+        assert_eq!(b.unwrap_key(&moved, other2, WrapAlg::A256Kw, &w).unwrap().expose_secret(), &[7; 32]);
+        assert!(b.unwrap_key(&moved, BIND, WrapAlg::A256Kw, &w).is_err());
         // The handle does not contain the key bytes.
         let raw = b.open(&k.handle, BIND).unwrap();
         let Material::Aes(raw) = raw else { panic!() };

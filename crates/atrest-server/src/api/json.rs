@@ -61,6 +61,12 @@ pub struct VerifyIn {
     pub value: String,
 }
 
+/// Body of `POST /keys/restore`.
+#[derive(Debug, Deserialize)]
+pub struct ValueIn {
+    pub value: String,
+}
+
 /// Body of `POST /rng`.
 #[derive(Debug, Deserialize)]
 pub struct RngIn {

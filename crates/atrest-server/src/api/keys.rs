@@ -1,7 +1,7 @@
 //! The keys routes (`../shared/akv-keys-api.md` §3), each checking its permission first.
 
 use super::json::{self as j, AttributesIn};
-use super::{ApiError, Ctx, no_content, not_yet, ok, unknown_route};
+use super::{ApiError, Ctx, no_content, ok, unknown_route};
 use atrest_vault::model::{b64u, b64u_decode};
 use atrest_vault::{CreateKey, KeyOp, OpInput, UpdateKey};
 use axum::http::Method;
@@ -49,6 +49,8 @@ fn describe(method: &Method, path: &[&str]) -> (String, String, bool) {
         (Method::DELETE, ["keys", n]) => ("delete", (*n).to_string(), true),
         (Method::GET, ["keys", n, "versions"]) => ("list-versions", (*n).to_string(), false),
         (Method::POST, ["keys", n, "rotate"]) => ("rotate", (*n).to_string(), true),
+        (Method::POST, ["keys", "restore"]) => ("restore", String::new(), true),
+        (Method::POST, ["keys", n, "backup"]) => ("backup", (*n).to_string(), false),
         (Method::GET, ["keys", n, "rotationpolicy"]) => ("getrotationpolicy", (*n).to_string(), false),
         (Method::PUT, ["keys", n, "rotationpolicy"]) => ("setrotationpolicy", (*n).to_string(), true),
         (Method::GET, ["keys", n]) => ("get", (*n).to_string(), false),
@@ -117,7 +119,12 @@ async fn route(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Result<Response
                 page.items.iter().map(|b| j::item(format!("{}/keys/{}", ctx.origin, b.name), b)).collect();
             Ok(ok(json!({"value": items, "nextLink": next_link(ctx, "keys", page.next, max)})))
         }
-        (Method::POST, ["keys", "restore"]) => Err(not_yet("restore")),
+        (Method::POST, ["keys", "restore"]) => {
+            ctx.allow("restore", None).await?;
+            let req: j::ValueIn = ctx.json()?;
+            let blob = b64u_decode(&req.value, "value")?;
+            Ok(ok(j::bundle(&ctx.origin, &ctx.svc.restore_key(&ctx.vault, &blob).await?)))
+        }
         (Method::POST, ["keys", name, "create"]) => create(ctx, name).await,
         (Method::PUT, ["keys", name]) => import(ctx, name).await,
         (Method::DELETE, ["keys", name]) => {
@@ -139,7 +146,10 @@ async fn route(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Result<Response
             ctx.allow("rotate", Some(name)).await?;
             Ok(ok(j::bundle(&ctx.origin, &ctx.svc.rotate_key(&ctx.vault, name).await?)))
         }
-        (Method::POST, ["keys", _name, "backup"]) => Err(not_yet("backup")),
+        (Method::POST, ["keys", name, "backup"]) => {
+            ctx.allow("backup", Some(name)).await?;
+            Ok(ok(json!({"value": b64u(&ctx.svc.backup_key(&ctx.vault, name).await?)})))
+        }
         (Method::GET, ["keys", name, "rotationpolicy"]) => {
             ctx.allow("getrotationpolicy", Some(name)).await?;
             let p = ctx.svc.get_rotation_policy(&ctx.vault, name).await?;

@@ -263,26 +263,3 @@ pub(crate) fn no_content() -> Response {
 pub(crate) fn unknown_route(method: &Method, path: &[&str]) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "KeyNotFound", format!("no operation {method} /{}", path.join("/")))
 }
-
-/// 501 for an AKV operation atrest does not offer yet.
-pub(crate) fn not_yet(what: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "NotImplemented",
-        format!("{what} is not available in this atrest build yet"),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_host;
-
-    #[test]
-    fn hosts_split_from_ports() {
-        assert_eq!(split_host("localhost:8443"), ("localhost", ":8443"));
-        assert_eq!(split_host("127.0.0.1"), ("127.0.0.1", ""));
-        assert_eq!(split_host("[::1]:8443"), ("[::1]", ":8443"));
-        assert_eq!(split_host("[::1]"), ("[::1]", ""));
-        assert_eq!(split_host("v1.kv.example"), ("v1.kv.example", ""));
-    }
-}
