@@ -22,6 +22,9 @@ pub(crate) struct DataArgs {
     /// Root key file (`ATREST_ROOT_KEY` takes the key itself).
     #[arg(long, env = "ATREST_ROOT_KEY_FILE")]
     root_key_file: Option<PathBuf>,
+    /// Root passphrase file (`ATREST_ROOT_PASSPHRASE` takes the passphrase itself).
+    #[arg(long, env = "ATREST_ROOT_PASSPHRASE_FILE")]
+    root_passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -90,6 +93,7 @@ async fn open(d: &DataArgs) -> Result<std::sync::Arc<VaultService>, String> {
         data_dir: d.data_dir.clone(),
         database_url: d.database_url.clone(),
         root_key_file: d.root_key_file.clone(),
+        root_passphrase_file: d.root_passphrase_file.clone(),
         ..ServeConfig::default()
     };
     Ok(atrest_server::bootstrap::open_service(&cfg).await.map_err(|e| e.to_string())?.0)

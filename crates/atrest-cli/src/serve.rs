@@ -27,6 +27,11 @@ pub(crate) struct ServeArgs {
     /// itself. Default: <data-dir>/root.key, generated on first start.
     #[arg(long, env = "ATREST_ROOT_KEY_FILE")]
     root_key_file: Option<PathBuf>,
+    /// File holding a passphrase (12+ characters) to derive the root key from with
+    /// Argon2id; ATREST_ROOT_PASSPHRASE takes the passphrase itself. The salt is kept in
+    /// <data-dir>/root.salt.
+    #[arg(long, env = "ATREST_ROOT_PASSPHRASE_FILE", conflicts_with = "root_key_file")]
+    root_passphrase_file: Option<PathBuf>,
     /// Certificate chain (PEM) to use instead of the generated one.
     #[arg(long, env = "ATREST_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -52,6 +57,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<String, String> {
         vault_domain: args.vault_domain,
         database_url: args.database_url,
         root_key_file: args.root_key_file,
+        root_passphrase_file: args.root_passphrase_file,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         ..ServeConfig::default()

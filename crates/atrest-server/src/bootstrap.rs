@@ -48,10 +48,68 @@ fn parse_key(text: &str, origin: &str) -> Result<SecretKey, ServerError> {
     })
 }
 
+/// Argon2id parameters for a passphrase root key: 64 MiB, 3 passes, 1 lane (about half a
+/// second here), recorded with the salt in `<data-dir>/root.salt` so they can change
+/// later without locking out existing deployments.
+const ARGON2_M_KIB: u32 = 64 * 1024;
+const ARGON2_T: u32 = 3;
+const ARGON2_P: u32 = 1;
+
+/// Derives the root key from a passphrase with Argon2id and the deployment's salt
+/// (created on first use; not secret, but it must be kept with the data).
+fn passphrase_key(data_dir: &std::path::Path, passphrase: &str) -> Result<SecretKey, ServerError> {
+    if passphrase.chars().count() < 12 {
+        return Err(ServerError::Config("the root passphrase must be at least 12 characters".into()));
+    }
+    let path = data_dir.join("root.salt");
+    let line = if path.exists() {
+        std::fs::read_to_string(&path).map_err(|e| ServerError::io(&path, e))?
+    } else {
+        let salt = hex::encode(atrest_crypto::rand::bytes::<16>()?);
+        let line = format!("argon2id$v=19$m={ARGON2_M_KIB},t={ARGON2_T},p={ARGON2_P}${salt}\n");
+        crate::files::write_private(&path, line.as_bytes())?;
+        line
+    };
+    let bad = || ServerError::Config(format!("{} is not a valid atrest salt file", path.display()));
+    let parts: Vec<&str> = line.trim().split('$').collect();
+    let ["argon2id", "v=19", params, salt] = parts.as_slice() else { return Err(bad()) };
+    let mut m = 0;
+    let mut t = 0;
+    let mut p = 0;
+    for kv in params.split(',') {
+        match kv.split_once('=') {
+            Some(("m", v)) => m = v.parse().map_err(|_| bad())?,
+            Some(("t", v)) => t = v.parse().map_err(|_| bad())?,
+            Some(("p", v)) => p = v.parse().map_err(|_| bad())?,
+            _ => return Err(bad()),
+        }
+    }
+    let salt = hex::decode(salt).map_err(|_| bad())?;
+    let params = argon2::Params::new(m, t, p, Some(32)).map_err(|_| bad())?;
+    let mut out = zeroize::Zeroizing::new([0u8; 32]);
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password_into(passphrase.as_bytes(), &salt, &mut out[..])
+        .map_err(|e| ServerError::Config(format!("Argon2id failed: {e}")))?;
+    Ok(SecretKey::from_slice(&out[..])?)
+}
+
 /// Loads (or on first start generates) the root key; returns it and an optional warning.
 fn root_key(cfg: &ServeConfig) -> Result<(SecretKey, Option<String>), ServerError> {
     if let Ok(v) = std::env::var("ATREST_ROOT_KEY") {
         return Ok((parse_key(&v, "ATREST_ROOT_KEY")?, None));
+    }
+    let passphrase = match (&cfg.root_passphrase_file, std::env::var("ATREST_ROOT_PASSPHRASE")) {
+        (_, Ok(p)) => Some(zeroize::Zeroizing::new(p)),
+        (Some(path), _) => Some(zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| ServerError::io(path, e))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        )),
+        (None, Err(_)) => None,
+    };
+    if let Some(p) = passphrase {
+        return Ok((passphrase_key(&cfg.data_dir, &p)?, None));
     }
     if let Some(path) = &cfg.root_key_file {
         let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| ServerError::io(path, e))?);

@@ -18,6 +18,8 @@ pub struct ServeConfig {
     pub database_url: Option<String>,
     /// Root key file (default `<data-dir>/root.key`, generated).
     pub root_key_file: Option<PathBuf>,
+    /// File holding a passphrase the root key is derived from (Argon2id).
+    pub root_passphrase_file: Option<PathBuf>,
     /// User-supplied certificate chain (PEM).
     pub tls_cert: Option<PathBuf>,
     /// User-supplied private key (PEM).
@@ -39,6 +41,7 @@ impl Default for ServeConfig {
             vault_domain: None,
             database_url: None,
             root_key_file: None,
+            root_passphrase_file: None,
             tls_cert: None,
             tls_key: None,
             sweep_interval_secs: 60,

@@ -250,3 +250,30 @@ async fn a_second_start_reuses_everything() {
     let err = atrest_server::start(cfg).await.err().expect("must refuse");
     assert!(err.to_string().contains("root key"), "{err}");
 }
+
+#[tokio::test]
+async fn a_passphrase_root_key() {
+    let dir =
+        std::env::temp_dir().join(format!("atrest-pass-{}", hex::encode(atrest_crypto::rand::bytes::<6>().unwrap())));
+    let _cleanup = TempDir(dir.clone());
+    std::fs::create_dir_all(&dir).unwrap();
+    let pass = dir.join("pass.txt");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let cfg = ServeConfig {
+        data_dir: dir.join("data"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        root_passphrase_file: Some(pass.clone()),
+        ..ServeConfig::default()
+    };
+    let s = atrest_server::start(cfg.clone()).await.unwrap();
+    assert!(s.warnings.is_empty(), "no root key file next to the data: {:?}", s.warnings);
+    assert!(!dir.join("data/root.key").exists());
+    assert!(std::fs::read_to_string(dir.join("data/root.salt")).unwrap().starts_with("argon2id$v=19$m=65536,t=3,p=1$"));
+    s.shutdown().await;
+    atrest_server::start(cfg.clone()).await.unwrap().shutdown().await;
+    std::fs::write(&pass, "a different passphrase").unwrap();
+    assert!(atrest_server::start(cfg.clone()).await.is_err(), "a wrong passphrase opens nothing");
+    std::fs::write(&pass, "short").unwrap();
+    let err = atrest_server::start(cfg).await.err().unwrap();
+    assert!(err.to_string().contains("at least 12"), "{err}");
+}
