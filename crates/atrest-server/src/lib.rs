@@ -69,7 +69,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Stops accepting connections and waits for the accept loop to end.
+    /// Graceful shutdown: stops accepting connections, lets requests in flight finish
+    /// (up to 10 s), then returns.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
@@ -197,7 +198,9 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         }
     });
 
+    let conn_stop = stop.subscribe();
     let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
         loop {
             let (tcp, _peer) = tokio::select! {
                 r = listener.accept() => match r {
@@ -207,11 +210,13 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
                         continue;
                     }
                 },
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
                 _ = stopped.changed() => break,
             };
             let acceptor = acceptor.clone();
             let app = app.clone();
-            tokio::spawn(async move {
+            let mut stop = conn_stop.clone();
+            conns.spawn(async move {
                 let tls = match acceptor.accept(tcp).await {
                     Ok(t) => t,
                     Err(e) => {
@@ -219,13 +224,32 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
                         return;
                     }
                 };
-                let service = TowerToHyperService::new(app);
-                if let Err(e) =
-                    auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), service).await
-                {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
+                tokio::pin!(conn);
+                let mut draining = false;
+                loop {
+                    tokio::select! {
+                        r = conn.as_mut() => {
+                            if let Err(e) = r {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                            return;
+                        }
+                        _ = stop.changed(), if !draining => {
+                            // Finish the requests in flight, accept no new ones on this connection.
+                            conn.as_mut().graceful_shutdown();
+                            draining = true;
+                        }
+                    }
                 }
             });
+        }
+        // Graceful shutdown: wait (bounded) for the connections to finish their requests.
+        let drain = async { while conns.join_next().await.is_some() {} };
+        if tokio::time::timeout(std::time::Duration::from_secs(10), drain).await.is_err() {
+            tracing::warn!("connections still open 10 s after shutdown began; closing them");
+            conns.abort_all();
         }
     });
     Ok(Server { addr, ca_pem: boot.ca_pem, admin_token: boot.admin_token, warnings: boot.warnings, stop, task })

@@ -277,3 +277,28 @@ async fn a_passphrase_root_key() {
     let err = atrest_server::start(cfg).await.err().unwrap();
     assert!(err.to_string().contains("at least 12"), "{err}");
 }
+
+#[tokio::test]
+async fn shutdown_lets_requests_in_flight_finish() {
+    let e = start().await;
+    // RSA-4096 generation takes a while: the request is still running when shutdown begins.
+    let client = e.client.clone();
+    let url = format!("{}/keys/slow/create?api-version=7.5", e.base);
+    let token = e.token.clone();
+    let req = tokio::spawn(async move {
+        client
+            .post(url)
+            .bearer_auth(token)
+            .json(&json!({"kty": "RSA", "key_size": 4096}))
+            .send()
+            .await
+            .map(|r| r.status())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    e.server.shutdown().await;
+    assert_eq!(req.await.unwrap().unwrap(), StatusCode::OK, "the request in flight completed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // New connections are refused after shutdown.
+    assert!(e.client.get(format!("{}/healthz", e.base)).send().await.is_err());
+}
