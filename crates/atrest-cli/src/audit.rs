@@ -102,7 +102,7 @@ async fn open(d: &DataArgs) -> Result<std::sync::Arc<VaultService>, String> {
 /// (chain id, display name) of the chains to look at.
 async fn chains(svc: &VaultService, only: Option<&str>) -> Result<Vec<(String, String)>, String> {
     let names: HashMap<String, String> =
-        svc.vaults().await.map_err(|e| e.to_string())?.into_iter().map(|v| (v.id, v.name)).collect();
+        svc.verified_vaults().await.map_err(|e| e.to_string())?.0.into_iter().map(|v| (v.id, v.name)).collect();
     let mut out = Vec::new();
     for c in svc.audit_chains().await.map_err(|e| e.to_string())? {
         let name = names.get(&c).cloned().unwrap_or_else(|| c.clone());

@@ -295,8 +295,9 @@ impl VaultService {
         let rows = sqlx::query("SELECT p.vault_id AS vault_id, p.name_lc AS name_lc FROM rotation_policies p JOIN keys k ON k.vault_id = p.vault_id AND k.name_lc = p.name_lc WHERE k.deleted_at IS NULL")
             .fetch_all(self.db.pool())
             .await?;
+        // A vault whose row fails its check is skipped; its own requests fail closed.
         let vaults: std::collections::HashMap<String, VaultInfo> =
-            self.vaults().await?.into_iter().map(|v| (v.id.clone(), v)).collect();
+            self.verified_vaults().await?.0.into_iter().map(|v| (v.id.clone(), v)).collect();
         let mut done = Vec::new();
         for r in &rows {
             let (vid, name_lc): (String, String) = (r.try_get("vault_id")?, r.try_get("name_lc")?);

@@ -162,6 +162,26 @@ impl VaultService {
         Ok(out)
     }
 
+    /// Every vault whose row verifies, and the names of those that do not. Background
+    /// work uses this, so one tampered vault row does not stop it for every other vault
+    /// (that vault's own requests keep failing closed).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn verified_vaults(&self) -> Result<(Vec<VaultInfo>, Vec<String>)> {
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM vaults ORDER BY name").fetch_all(self.db.pool()).await?;
+        let (mut ok, mut bad) = (Vec::new(), Vec::new());
+        for n in names {
+            match self.vault(&n).await {
+                Ok(v) => ok.push(v),
+                Err(VaultError::Integrity { .. }) => bad.push(n),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((ok, bad))
+    }
+
     /// Changes a vault's settings. Purge protection, once on, cannot be turned off.
     ///
     /// # Errors

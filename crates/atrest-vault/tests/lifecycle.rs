@@ -409,6 +409,9 @@ async fn rows_edited_in_the_database_fail_closed() {
         .await
         .unwrap();
     assert!(matches!(e.svc.vault(&e.vault.name).await, Err(VaultError::Integrity { .. })));
+    // Background work carries on for the other vaults; this one is reported.
+    e.svc.run_due_rotations().await.expect("one tampered vault does not stop the scheduler");
+    assert!(e.svc.verified_vaults().await.unwrap().1.contains(&e.vault.name));
 }
 
 #[tokio::test]
@@ -534,25 +537,33 @@ async fn rotation_policies_and_the_scheduler() {
     }
     // Not due yet.
     e.clock.advance(30 * 86_400 - 1);
-    assert!(e.svc.run_due_rotations().await.unwrap().iter().all(|a| a.1 != "r"));
+    assert!(e.svc.run_due_rotations().await.unwrap().iter().all(|a| !(a.0.id == e.vault.id && a.1 == "r")));
     // Due: one rotation; the new version expires after expiryTime.
     e.clock.advance(1);
-    let done: Vec<_> = e.svc.run_due_rotations().await.unwrap().into_iter().filter(|a| a.1 == "r").collect();
+    let done: Vec<_> =
+        e.svc.run_due_rotations().await.unwrap().into_iter().filter(|a| (a.0.id == e.vault.id && a.1 == "r")).collect();
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].2, "rotate");
     let latest = e.svc.get_key(&e.vault, "r", None).await.unwrap();
     assert_ne!(latest.version, v1.version);
     assert_eq!(latest.version, done[0].3);
     assert_eq!(latest.attributes.exp, Some(T0 + 30 * 86_400 + 90 * 86_400));
-    assert!(e.svc.run_due_rotations().await.unwrap().iter().all(|a| a.1 != "r"), "nothing due right after a rotation");
+    assert!(
+        e.svc.run_due_rotations().await.unwrap().iter().all(|a| !(a.0.id == e.vault.id && a.1 == "r")),
+        "nothing due right after a rotation"
+    );
     // Notify fires once per version, 10 days before expiry (and the Rotate trigger at 30 days comes first).
     let only_notify =
         RotationPolicy { lifetime_actions: vec![action(None, Some("P10D"), "Notify")], ..RotationPolicy::default() };
     e.svc.set_rotation_policy(&e.vault, "r", only_notify).await.unwrap();
     e.clock.advance(80 * 86_400);
-    let n: Vec<_> = e.svc.run_due_rotations().await.unwrap().into_iter().filter(|a| a.1 == "r").collect();
+    let n: Vec<_> =
+        e.svc.run_due_rotations().await.unwrap().into_iter().filter(|a| (a.0.id == e.vault.id && a.1 == "r")).collect();
     assert_eq!(n.iter().map(|a| a.2.as_str()).collect::<Vec<_>>(), ["notify"]);
-    assert!(e.svc.run_due_rotations().await.unwrap().iter().all(|a| a.1 != "r"), "notified once");
+    assert!(
+        e.svc.run_due_rotations().await.unwrap().iter().all(|a| !(a.0.id == e.vault.id && a.1 == "r")),
+        "notified once"
+    );
 }
 
 #[tokio::test]
