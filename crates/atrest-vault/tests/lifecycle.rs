@@ -541,7 +541,7 @@ async fn rotation_policies_and_the_scheduler() {
     // Due: one rotation; the new version expires after expiryTime.
     e.clock.advance(1);
     let done: Vec<_> =
-        e.svc.run_due_rotations().await.unwrap().into_iter().filter(|a| (a.0.id == e.vault.id && a.1 == "r")).collect();
+        e.svc.run_due_rotations().await.unwrap().into_iter().filter(|a| a.0.id == e.vault.id && a.1 == "r").collect();
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].2, "rotate");
     let latest = e.svc.get_key(&e.vault, "r", None).await.unwrap();
@@ -558,7 +558,7 @@ async fn rotation_policies_and_the_scheduler() {
     e.svc.set_rotation_policy(&e.vault, "r", only_notify).await.unwrap();
     e.clock.advance(80 * 86_400);
     let n: Vec<_> =
-        e.svc.run_due_rotations().await.unwrap().into_iter().filter(|a| (a.0.id == e.vault.id && a.1 == "r")).collect();
+        e.svc.run_due_rotations().await.unwrap().into_iter().filter(|a| a.0.id == e.vault.id && a.1 == "r").collect();
     assert_eq!(n.iter().map(|a| a.2.as_str()).collect::<Vec<_>>(), ["notify"]);
     assert!(
         e.svc.run_due_rotations().await.unwrap().iter().all(|a| !(a.0.id == e.vault.id && a.1 == "r")),
