@@ -119,7 +119,8 @@ impl VaultService {
                 blob.name
             )));
         }
-        let mut latest: Option<VersionRow> = None;
+        // Rebind every version first: a blob that fails here leaves nothing behind.
+        let mut rows = Vec::with_capacity(blob.versions.len());
         for bv in &blob.versions {
             let mut row = VersionRow {
                 vault_id: blob.vault_id.clone(),
@@ -145,11 +146,16 @@ impl VaultService {
             let moved = self.backend.rebind(&key, &from, &to).map_err(|_| refused())?;
             row.vault_id = vault.id.clone();
             row.material = moved.handle;
-            self.store_version(&row).await?;
-            if latest.as_ref().is_none_or(|l| row.seq > l.seq) {
-                latest = Some(row);
+            rows.push(row);
+        }
+        // Then write; if a write fails, remove what was written so a retry starts clean.
+        for row in &rows {
+            if let Err(e) = self.store_version(row).await {
+                self.discard_versions(vault, &name_lc).await;
+                return Err(e);
             }
         }
+        let latest = rows.into_iter().max_by_key(|r| r.seq);
         let latest = latest.ok_or_else(refused)?;
         let key = crate::keys::KeyRow {
             vault_id: vault.id.clone(),
@@ -159,11 +165,24 @@ impl VaultService {
             deleted_at: None,
             scheduled_purge: None,
         };
-        self.insert_key_row(&key).await?;
+        if let Err(e) = self.insert_key_row(&key).await {
+            self.discard_versions(vault, &name_lc).await;
+            return Err(e);
+        }
         drop(_g);
         if let Some(p) = blob.rotation_policy {
             self.set_rotation_policy(vault, &blob.name, p).await?;
         }
         self.bundle(vault, &key, &latest)
+    }
+
+    /// Best-effort removal of the versions a failed restore wrote (no key row points to
+    /// them), so that a retry starts clean.
+    async fn discard_versions(&self, vault: &VaultInfo, name_lc: &str) {
+        let _ = sqlx::query("DELETE FROM key_versions WHERE vault_id = $1 AND name_lc = $2")
+            .bind(&vault.id)
+            .bind(name_lc)
+            .execute(self.db.pool())
+            .await;
     }
 }
