@@ -121,7 +121,7 @@ fn root_key(cfg: &ServeConfig) -> Result<(SecretKey, Option<String>), ServerErro
         parse_key(&text, &path.display().to_string())?
     } else {
         let k = SecretKey::generate()?;
-        crate::files::write_private(&path, hex::encode(k.expose_secret()).as_bytes())?;
+        crate::files::write_private(&path, zeroize::Zeroizing::new(hex::encode(k.expose_secret())).as_bytes())?;
         k
     };
     let warning = format!(

@@ -90,7 +90,7 @@ pub fn ensure_generated(
     } else {
         let key = KeyPair::generate()?;
         let cert = ca_params()?.self_signed(&key)?;
-        write_sealed(&paths.ca_key, root, b"ca", &key.serialize_der())?;
+        write_sealed(&paths.ca_key, root, b"ca", &zeroize::Zeroizing::new(key.serialize_der()))?;
         std::fs::write(&paths.ca_pem, cert.pem()).map_err(|e| ServerError::io(&paths.ca_pem, e))?;
         key
     };
@@ -110,7 +110,7 @@ pub fn ensure_generated(
         p.not_after = now + Duration::days(397);
         let issuer = Issuer::new(ca_params()?, &ca_key);
         let cert = p.signed_by(&key, &issuer)?;
-        write_sealed(&paths.server_key, root, b"server", &key.serialize_der())?;
+        write_sealed(&paths.server_key, root, b"server", &zeroize::Zeroizing::new(key.serialize_der()))?;
         std::fs::write(&paths.server_pem, cert.pem()).map_err(|e| ServerError::io(&paths.server_pem, e))?;
         std::fs::write(&names_file, &wanted).map_err(|e| ServerError::io(&names_file, e))?;
     }

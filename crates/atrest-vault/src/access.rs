@@ -297,8 +297,12 @@ impl VaultService {
             .bind(mac)
             .execute(self.db.pool())
             .await?;
-        let token = format!("{TOKEN_PREFIX}.{id}.{}", URL_SAFE_NO_PAD.encode(&secret[..]));
-        Ok(IssuedToken { id, token: SecretBytes::new(token.into_bytes()), expires })
+        // Every intermediate copy of the secret is wiped when dropped.
+        let encoded = zeroize::Zeroizing::new(URL_SAFE_NO_PAD.encode(&secret[..]));
+        let mut token = Vec::with_capacity(TOKEN_PREFIX.len() + id.len() + encoded.len() + 2);
+        token.extend_from_slice(format!("{TOKEN_PREFIX}.{id}.").as_bytes());
+        token.extend_from_slice(encoded.as_bytes());
+        Ok(IssuedToken { id, token: SecretBytes::new(token), expires })
     }
 
     /// Revokes a token; later requests with it are unauthenticated.
