@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod client;
 mod inspect;
+mod manage;
 mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -28,6 +30,18 @@ enum Command {
     /// Verify, list and export the audit trail of a data directory.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Tenants (over HTTPS, through the admin API).
+    Tenant(manage::Managed<manage::TenantCmd>),
+    /// Vaults and their settings.
+    Vault(manage::Managed<manage::VaultCmd>),
+    /// Principals: users and service identities.
+    Principal(manage::Managed<manage::PrincipalCmd>),
+    /// API tokens: issue, list, rotate, revoke.
+    Token(manage::Managed<manage::TokenCmd>),
+    /// Access policies: which principal may do what on a vault.
+    Policy(manage::Managed<manage::PolicyCmd>),
+    /// Keys of a vault (through the AKV-compatible keys API).
+    Key(manage::Managed<manage::KeyCmd>),
     /// Describe a sealed record or stream file from its header: format, version,
     /// algorithms, segment size and plaintext length. Reads no key and no plaintext.
     Inspect {
@@ -54,6 +68,12 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Inspect { file, output } => inspect::run(&file, output),
+        Command::Tenant(m) => manage::tenant(m),
+        Command::Vault(m) => manage::vault(m),
+        Command::Principal(m) => manage::principal(m),
+        Command::Token(m) => manage::token(m),
+        Command::Policy(m) => manage::policy(m),
+        Command::Key(m) => manage::key(m),
     };
     match result {
         Ok(text) => {

@@ -72,14 +72,18 @@ pub enum Role {
 }
 
 impl PrincipalKind {
-    fn as_str(self) -> &'static str {
+    /// Stored and wire name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
         match self {
             PrincipalKind::User => "user",
             PrincipalKind::Service => "service",
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// Parses [`Self::as_str`].
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "user" => Some(PrincipalKind::User),
             "service" => Some(PrincipalKind::Service),
@@ -89,7 +93,9 @@ impl PrincipalKind {
 }
 
 impl Role {
-    fn as_str(self) -> &'static str {
+    /// Stored and wire name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
         match self {
             Role::DeploymentAdmin => "deployment-admin",
             Role::TenantAdmin => "tenant-admin",
@@ -97,7 +103,9 @@ impl Role {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// Parses [`Self::as_str`].
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "deployment-admin" => Some(Role::DeploymentAdmin),
             "tenant-admin" => Some(Role::TenantAdmin),
@@ -138,7 +146,7 @@ pub struct IssuedToken {
 const TOKEN_PREFIX: &str = "atr1";
 
 impl VaultService {
-    fn principal_fields<'a>(p: &'a Principal, created: i64) -> [Field<'a>; 7] {
+    pub(crate) fn principal_fields<'a>(p: &'a Principal, created: i64) -> [Field<'a>; 7] {
         [
             Field::Text(&p.id),
             Field::Text(&p.tenant_id),
@@ -334,7 +342,7 @@ impl VaultService {
         Ok(())
     }
 
-    async fn token_row(&self, id: &str) -> Result<Option<TokenRow>> {
+    pub(crate) async fn token_row(&self, id: &str) -> Result<Option<TokenRow>> {
         let Some(r) =
             sqlx::query("SELECT id, principal_id, hash, created, expires, revoked, mac FROM tokens WHERE id = $1")
                 .bind(id)
@@ -502,11 +510,11 @@ impl VaultService {
     }
 }
 
-struct TokenRow {
-    id: String,
-    principal_id: String,
-    hash: Vec<u8>,
-    created: i64,
-    expires: Option<i64>,
-    revoked: bool,
+pub(crate) struct TokenRow {
+    pub(crate) id: String,
+    pub(crate) principal_id: String,
+    pub(crate) hash: Vec<u8>,
+    pub(crate) created: i64,
+    pub(crate) expires: Option<i64>,
+    pub(crate) revoked: bool,
 }

@@ -20,6 +20,8 @@ pub enum Refusal {
     UsageLimitReached,
     /// The caller holds no permission for the operation on this vault.
     AccessDenied,
+    /// An administrative change by a principal that does not administer the tenant.
+    NotAdmin,
 }
 
 impl Refusal {
@@ -34,6 +36,7 @@ impl Refusal {
             Refusal::PurgeProtected => "PurgeProtectionEnabled",
             Refusal::UsageLimitReached => "KeyUsageLimitReached",
             Refusal::AccessDenied => "AccessDenied",
+            Refusal::NotAdmin => "AdminRoleRequired",
         }
     }
 }

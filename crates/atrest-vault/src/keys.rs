@@ -93,6 +93,9 @@ pub struct ImportJwk {
     pub k: Option<String>,
     /// Permitted operations (default: all the type allows).
     pub key_ops: Option<Vec<String>>,
+    /// Secure import: the base64url blob wrapped under one of the vault's import keys
+    /// (see `byok`); replaces the private members.
+    pub key_hsm: Option<String>,
 }
 
 impl core::fmt::Debug for ImportJwk {
@@ -273,7 +276,14 @@ fn public_jwk(p: Option<&PublicKey>) -> PublicJwk {
 
 fn check_ops(kty: Kty, ops: Option<Vec<String>>) -> Result<Vec<String>> {
     let allowed = kty.allowed_ops();
-    let ops = ops.unwrap_or_else(|| allowed.iter().map(|s| (*s).to_string()).collect());
+    let ops = ops.unwrap_or_else(|| {
+        allowed.iter().filter(|o| **o != crate::byok::IMPORT_OP).map(|s| (*s).to_string()).collect()
+    });
+    if ops.iter().any(|o| o == crate::byok::IMPORT_OP) && ops.len() > 1 {
+        return Err(VaultError::bad(
+            "an import key (key_ops [\"import\"]) can do nothing else: create it with key_ops [\"import\"] only",
+        ));
+    }
     for op in &ops {
         if !allowed.contains(&op.as_str()) {
             return Err(VaultError::bad(format!(
@@ -603,36 +613,50 @@ impl VaultService {
             })?;
             Ok(Zeroizing::new(crate::model::b64u_decode(s, what)?))
         };
-        let material = match kty {
-            Kty::Rsa => {
-                let (n, e, d, p, q) = (
-                    member(&jwk.n, "n")?,
-                    member(&jwk.e, "e")?,
-                    member(&jwk.d, "d")?,
-                    member(&jwk.p, "p")?,
-                    member(&jwk.q, "q")?,
-                );
-                let (dp, dq, qi) = (member(&jwk.dp, "dp")?, member(&jwk.dq, "dq")?, member(&jwk.qi, "qi")?);
-                let c =
-                    atrest_crypto::rsa::RsaComponents { n: &n, e: &e, d: &d, p: &p, q: &q, dp: &dp, dq: &dq, qi: &qi };
-                ImportKey::Rsa(
-                    atrest_crypto::rsa::RsaPrivateKey::from_components(&c)
-                        .map_err(|e| VaultError::bad(format!("the RSA key was refused: {e}")))?,
-                )
-            }
-            Kty::Ec => {
-                let c = curve(jwk.crv.as_deref().ok_or_else(|| VaultError::bad("the JWK lacks crv"))?)?;
-                let (d, x, y) = (member(&jwk.d, "d")?, member(&jwk.x, "x")?, member(&jwk.y, "y")?);
-                ImportKey::Ec(
-                    atrest_crypto::ec::EcPrivateKey::from_components(c, &d, &x, &y)
-                        .map_err(|e| VaultError::bad(format!("the EC key was refused: {e}")))?,
-                )
-            }
-            Kty::Oct => {
-                let k = member(&jwk.k, "k")?;
-                ImportKey::Aes256(atrest_crypto::SecretKey::from_slice(&k).map_err(|_| {
-                    VaultError::bad(format!("oct keys must be 32 bytes (AES-256); this one has {}", k.len()))
-                })?)
+        let material = if let Some(blob) = &jwk.key_hsm {
+            let (material, kek) = self.open_byok(vault, kty, blob).await?;
+            tracing::info!(vault = %vault.name, key = %name, import_key = %kek, "secure import opened");
+            material
+        } else {
+            match kty {
+                Kty::Rsa => {
+                    let (n, e, d, p, q) = (
+                        member(&jwk.n, "n")?,
+                        member(&jwk.e, "e")?,
+                        member(&jwk.d, "d")?,
+                        member(&jwk.p, "p")?,
+                        member(&jwk.q, "q")?,
+                    );
+                    let (dp, dq, qi) = (member(&jwk.dp, "dp")?, member(&jwk.dq, "dq")?, member(&jwk.qi, "qi")?);
+                    let c = atrest_crypto::rsa::RsaComponents {
+                        n: &n,
+                        e: &e,
+                        d: &d,
+                        p: &p,
+                        q: &q,
+                        dp: &dp,
+                        dq: &dq,
+                        qi: &qi,
+                    };
+                    ImportKey::Rsa(
+                        atrest_crypto::rsa::RsaPrivateKey::from_components(&c)
+                            .map_err(|e| VaultError::bad(format!("the RSA key was refused: {e}")))?,
+                    )
+                }
+                Kty::Ec => {
+                    let c = curve(jwk.crv.as_deref().ok_or_else(|| VaultError::bad("the JWK lacks crv"))?)?;
+                    let (d, x, y) = (member(&jwk.d, "d")?, member(&jwk.x, "x")?, member(&jwk.y, "y")?);
+                    ImportKey::Ec(
+                        atrest_crypto::ec::EcPrivateKey::from_components(c, &d, &x, &y)
+                            .map_err(|e| VaultError::bad(format!("the EC key was refused: {e}")))?,
+                    )
+                }
+                Kty::Oct => {
+                    let k = member(&jwk.k, "k")?;
+                    ImportKey::Aes256(atrest_crypto::SecretKey::from_slice(&k).map_err(|_| {
+                        VaultError::bad(format!("oct keys must be 32 bytes (AES-256); this one has {}", k.len()))
+                    })?)
+                }
             }
         };
         let ops = check_ops(kty, jwk.key_ops)?;

@@ -14,8 +14,10 @@
 #![warn(missing_docs)]
 
 mod access;
+mod admin;
 pub mod audit;
 mod backup;
+mod byok;
 pub mod clock;
 pub mod db;
 mod error;
@@ -27,6 +29,7 @@ mod rowmac;
 mod service;
 
 pub use access::{IssuedToken, PERMISSIONS, Principal, PrincipalKind, Role, Tenant};
+pub use admin::TokenInfo;
 pub use error::{Refusal, Result, VaultError};
 pub use keys::{CreateKey, ImportJwk, NewKeyAttributes, UpdateKey};
 pub use ops::{GCM_LIMIT, KeyOp, OpInput, OpOutput};

@@ -74,7 +74,7 @@ impl Kty {
     #[must_use]
     pub fn allowed_ops(self) -> &'static [&'static str] {
         match self {
-            Kty::Rsa => &["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"],
+            Kty::Rsa => &["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey", "import"],
             Kty::Ec => &["sign", "verify"],
             Kty::Oct => &["encrypt", "decrypt", "wrapKey", "unwrapKey"],
         }

@@ -612,3 +612,88 @@ async fn backup_and_restore() {
     assert!(matches!(e.svc.restore_key(&other, &bad).await, Err(VaultError::BadParameter(_))));
     assert!(matches!(e.svc.restore_key(&other, b"not a backup").await, Err(VaultError::BadParameter(_))));
 }
+
+/// Builds a secure-import blob the way the README's openssl recipe does: RSA-OAEP-256 of
+/// an ephemeral AES-256 key, then AES-KWP of the material, in the AKV BYOK JSON.
+fn byok_blob(kek: &atrest_vault::model::KeyBundle, kid: &str, material: &[u8]) -> String {
+    use atrest_crypto::rsa::{OaepHash, RsaPublicKey};
+    use atrest_vault::model::{b64u, b64u_decode};
+    let n = b64u_decode(kek.public.n.as_deref().unwrap(), "n").unwrap();
+    let e = b64u_decode(kek.public.e.as_deref().unwrap(), "e").unwrap();
+    let aes = atrest_crypto::rand::bytes::<32>().unwrap();
+    let mut ct = RsaPublicKey::from_components(&n, &e).unwrap().encrypt_oaep(OaepHash::Sha256, &aes, None).unwrap();
+    ct.extend(atrest_crypto::keywrap::wrap_kwp(&SecretKey::from_slice(&aes).unwrap(), material).unwrap());
+    let blob = serde_json::json!({
+        "schema_version": "1.0.0",
+        "header": {"kid": kid, "alg": "dir", "enc": "CKM_RSA_AES_KEY_WRAP"},
+        "ciphertext": b64u(&ct),
+        "generator": "atrest tests"
+    });
+    b64u(blob.to_string().as_bytes())
+}
+
+#[tokio::test]
+async fn secure_import_under_an_import_key() {
+    use atrest_crypto::ec::{EcCurve, EcPrivateKey};
+    use atrest_vault::{ImportJwk, NewKeyAttributes};
+    let e = env().await;
+    let kek_req = CreateKey { kty: "RSA".into(), key_ops: Some(vec!["import".into()]), ..CreateKey::default() };
+    let kek = e.svc.create_key(&e.vault, "kek", kek_req).await.unwrap();
+    let kid = format!("https://vault.example/keys/kek/{}", kek.version);
+    // The import key does nothing else.
+    let err = e.svc.operate(&e.vault, "kek", None, KeyOp::WrapKey, op("RSA-OAEP-256", &[1; 32])).await.unwrap_err();
+    assert_eq!(refusal(err), Refusal::KeyOperationForbidden);
+    let mixed =
+        CreateKey { kty: "RSA".into(), key_ops: Some(vec!["import".into(), "wrapKey".into()]), ..CreateKey::default() };
+    assert!(matches!(e.svc.create_key(&e.vault, "mixed", mixed).await, Err(VaultError::BadParameter(_))));
+
+    // An EC key, wrapped locally, imported and used: its signatures verify under the
+    // public key we kept.
+    let ec = EcPrivateKey::generate(EcCurve::P256).unwrap();
+    let pkcs8 = ec.to_pkcs8().unwrap();
+    let jwk = ImportJwk {
+        kty: "EC".into(),
+        key_hsm: Some(byok_blob(&kek, &kid, pkcs8.expose_secret())),
+        ..ImportJwk::default()
+    };
+    let b = e.svc.import_key(&e.vault, "imported-ec", jwk, NewKeyAttributes::default()).await.unwrap();
+    assert_eq!(b.public.x.as_deref().unwrap(), atrest_vault::model::b64u(ec.public_key().x()));
+    let digest = atrest_crypto::hash::sha256(&[b"hello"]);
+    let sig = e.svc.operate(&e.vault, "imported-ec", None, KeyOp::Sign, op("ES256", &digest)).await.unwrap();
+    ec.public_key().verify_digest(&digest, sig.value.expose_secret()).unwrap();
+
+    // An oct key (raw 32 bytes) by versionless kid.
+    let jwk =
+        ImportJwk { kty: "oct".into(), key_hsm: Some(byok_blob(&kek, "kek", &[0x42; 32])), ..ImportJwk::default() };
+    e.svc.import_key(&e.vault, "imported-oct", jwk, NewKeyAttributes::default()).await.unwrap();
+    let local = atrest_crypto::keywrap::wrap_kw(&SecretKey::from_slice(&[0x42; 32]).unwrap(), &[5; 32]).unwrap();
+    let out = e.svc.operate(&e.vault, "imported-oct", None, KeyOp::UnwrapKey, op("A256KW", &local)).await.unwrap();
+    assert_eq!(out.value.expose_secret(), &[5; 32]);
+
+    // Refusals: a flipped ciphertext byte, a non-import key, an unknown kid, the wrong type.
+    let good = byok_blob(&kek, &kid, &[0x42; 32]);
+    let mut blob: serde_json::Value =
+        serde_json::from_slice(&atrest_vault::model::b64u_decode(&good, "b").unwrap()).unwrap();
+    let mut ct = atrest_vault::model::b64u_decode(blob["ciphertext"].as_str().unwrap(), "c").unwrap();
+    let last = ct.len() - 1;
+    ct[last] ^= 1;
+    blob["ciphertext"] = serde_json::json!(atrest_vault::model::b64u(&ct));
+    let tampered = atrest_vault::model::b64u(blob.to_string().as_bytes());
+    let plain_rsa =
+        e.svc.create_key(&e.vault, "plain", CreateKey { kty: "RSA".into(), ..CreateKey::default() }).await.unwrap();
+    for (blob, kty, expect) in [
+        (tampered, "oct", "does not open"),
+        (byok_blob(&plain_rsa, "plain", &[0x42; 32]), "oct", "not an import key"),
+        (byok_blob(&kek, "nope", &[0x42; 32]), "oct", "does not hold"),
+        (good, "RSA", "does not open"),
+    ] {
+        let jwk = ImportJwk { kty: kty.into(), key_hsm: Some(blob), ..ImportJwk::default() };
+        let err = e.svc.import_key(&e.vault, "refused", jwk, NewKeyAttributes::default()).await.unwrap_err();
+        assert!(matches!(err, VaultError::BadParameter(_)) && err.to_string().contains(expect), "{err}");
+    }
+    // Disabled import key.
+    e.svc.update_key(&e.vault, "kek", None, UpdateKey { enabled: Some(false), ..UpdateKey::default() }).await.unwrap();
+    let jwk = ImportJwk { kty: "oct".into(), key_hsm: Some(byok_blob(&kek, &kid, &[1; 32])), ..ImportJwk::default() };
+    let err = e.svc.import_key(&e.vault, "refused", jwk, NewKeyAttributes::default()).await.unwrap_err();
+    assert!(err.to_string().contains("disabled"), "{err}");
+}

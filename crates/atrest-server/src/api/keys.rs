@@ -98,7 +98,7 @@ pub(super) async fn dispatch(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> R
     result
 }
 
-fn audit_failed(e: &atrest_vault::VaultError) -> ApiError {
+pub(super) fn audit_failed(e: &atrest_vault::VaultError) -> ApiError {
     tracing::error!(error = %e, "audit append failed; refusing the operation");
     ApiError::new(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,

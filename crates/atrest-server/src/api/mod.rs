@@ -4,6 +4,7 @@
 //! AKV path quirks (`/keys/{name}/` for "latest", `/keys/{name}//decrypt`) are parsed
 //! exactly. Errors are mapped to HTTP here and nowhere else.
 
+mod admin;
 mod json;
 mod keys;
 
@@ -181,6 +182,21 @@ async fn route(
         return Ok(ok(state.svc.audit_signing_jwk().await?));
     }
     let host = host_of(&headers, &uri).ok_or_else(|| ApiError::bad("the request has no Host"))?;
+    if path == "/admin" || path.starts_with("/admin/") {
+        let Some(actor) = authenticate(state, &headers).await? else {
+            return Err(ApiError {
+                challenge: Some("Bearer".into()),
+                ..ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "a valid bearer token is required: send Authorization: Bearer <token>",
+                )
+            });
+        };
+        let segments: Vec<&str> = path["/admin".len()..].trim_matches('/').split('/').collect();
+        let ctx = admin::AdminCtx { state, actor, host, body };
+        return admin::dispatch(&ctx, &method, &segments).await;
+    }
     let vault_name = vault_name(state, &host)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "VaultNotFound", format!("no vault answers at {host}")))?;
     let vault = match state.svc.vault(&vault_name).await {
@@ -203,17 +219,7 @@ async fn route(
         "Bearer authorization=\"https://login.atrest.invalid/{}\", resource=\"https://{resource}\"",
         vault.tenant_id
     );
-    let bearer =
-        headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "));
-    let principal = match bearer {
-        None => None,
-        Some(t) => match state.svc.authenticate(t.trim()).await {
-            Ok(p) => Some(p),
-            Err(VaultError::Unauthenticated(_)) => None,
-            Err(e) => return Err(e.into()),
-        },
-    };
-    let Some(principal) = principal else {
+    let Some(principal) = authenticate(state, &headers).await? else {
         return Err(ApiError {
             challenge: Some(challenge),
             ..ApiError::new(
@@ -238,6 +244,20 @@ async fn route(
     let ctx = Ctx { svc: &state.svc, vault, principal, origin, api_version, query, body };
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     keys::dispatch(&ctx, &method, &segments).await
+}
+
+/// The principal a request's bearer token names; `None` when there is no valid one.
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
+    let bearer =
+        headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "));
+    match bearer {
+        None => Ok(None),
+        Some(t) => match state.svc.authenticate(t.trim()).await {
+            Ok(p) => Ok(Some(p)),
+            Err(VaultError::Unauthenticated(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        },
+    }
 }
 
 fn health(state: &AppState, path: &str) -> Response {

@@ -1,0 +1,638 @@
+//! `atrest tenant|vault|principal|token|policy|key …`: administration over HTTPS, through
+//! the server's admin API and its AKV-compatible keys API.
+
+use crate::client::{Api, Conn, render};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub(crate) struct Managed<C: Subcommand> {
+    #[command(subcommand)]
+    cmd: C,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TenantCmd {
+    /// List the tenants you can see.
+    List,
+    /// Create a tenant (deployment admin only).
+    Create { name: String },
+    /// Show a tenant.
+    Show { name: String },
+    /// Who the token belongs to.
+    Whoami,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum VaultCmd {
+    /// List a tenant's vaults.
+    List {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// Create a vault in a tenant.
+    Create {
+        name: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Soft-delete retention in days (7-90, default 90).
+        #[arg(long)]
+        retention_days: Option<i64>,
+        /// Turn purge protection on (it can never be turned off).
+        #[arg(long)]
+        purge_protection: bool,
+        /// Allow RSA1_5 unwrap (legacy).
+        #[arg(long)]
+        allow_rsa1_5: bool,
+    },
+    /// Show a vault's settings and URL.
+    Show { name: String },
+    /// Change a vault's settings.
+    Update {
+        name: String,
+        #[arg(long)]
+        retention_days: Option<i64>,
+        /// Turn purge protection on (irreversible).
+        #[arg(long)]
+        purge_protection: bool,
+        #[arg(long)]
+        allow_rsa1_5: Option<bool>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum PrincipalCmd {
+    /// List a tenant's principals.
+    List {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// Create a principal (a user, or a service identity).
+    Create {
+        name: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// user or service.
+        #[arg(long, default_value = "service", value_parser = ["user", "service"])]
+        kind: String,
+        /// member, tenant-admin or deployment-admin.
+        #[arg(long, default_value = "member", value_parser = ["member", "tenant-admin", "deployment-admin"])]
+        role: String,
+    },
+    /// Show a principal.
+    Show {
+        name: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// Disable a principal (its tokens stop working at once).
+    Disable {
+        name: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// Enable a principal again.
+    Enable {
+        name: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TokenCmd {
+    /// List a principal's tokens (ids and dates; secrets are never stored).
+    List {
+        principal: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// Issue a token; it is printed once.
+    Issue {
+        principal: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Lifetime in seconds (default: until revoked).
+        #[arg(long)]
+        ttl: Option<i64>,
+    },
+    /// Revoke a token.
+    Revoke {
+        principal: String,
+        id: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// Replace a token by a new one (same lifetime unless --ttl) and revoke the old one.
+    Rotate {
+        principal: String,
+        id: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[arg(long)]
+        ttl: Option<i64>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum PolicyCmd {
+    /// List a vault's access policies.
+    List { vault: String },
+    /// Grant permissions (replacing the principal's earlier policy on the vault).
+    Set {
+        vault: String,
+        principal: String,
+        /// Comma-separated: get,list,create,…,wrapKey,unwrapKey,… or `all`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        permissions: Vec<String>,
+    },
+    /// Remove a principal's policy on a vault (takes effect on the next request).
+    Remove { vault: String, principal: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum KeyCmd {
+    /// Create a key (RSA 2048/3072/4096, EC P-256/P-384, oct 256).
+    Create {
+        name: String,
+        #[arg(long, value_parser = ["RSA", "EC", "oct"])]
+        kty: String,
+        /// RSA: 2048, 3072 or 4096; oct: 256.
+        #[arg(long)]
+        size: Option<u32>,
+        /// EC: P-256 or P-384.
+        #[arg(long)]
+        curve: Option<String>,
+        #[command(flatten)]
+        attrs: KeyAttrs,
+    },
+    /// Import a key: a JWK file with private members, or a secure-import blob (--byok).
+    Import {
+        name: String,
+        /// JWK (JSON) with the private key.
+        #[arg(long, conflicts_with = "byok", required_unless_present = "byok")]
+        jwk: Option<PathBuf>,
+        /// Secure-import blob (JSON, see the README), wrapped under the vault's import key.
+        #[arg(long)]
+        byok: Option<PathBuf>,
+        /// Key type of the wrapped key (with --byok).
+        #[arg(long, value_parser = ["RSA", "EC", "oct"], requires = "byok")]
+        kty: Option<String>,
+        #[command(flatten)]
+        attrs: KeyAttrs,
+    },
+    /// Show a key (latest version, or --version).
+    Show {
+        name: String,
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// List keys.
+    List,
+    /// List a key's versions.
+    Versions { name: String },
+    /// List soft-deleted keys.
+    ListDeleted,
+    /// Change a version's attributes (latest version unless --version).
+    Update {
+        name: String,
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+        #[command(flatten)]
+        attrs: KeyAttrs,
+    },
+    /// Create a new version now.
+    Rotate { name: String },
+    /// Soft-delete a key (all versions).
+    Delete { name: String },
+    /// Recover a soft-deleted key.
+    Recover { name: String },
+    /// Purge a soft-deleted key for good.
+    Purge { name: String },
+    /// Write an encrypted backup of a key (all versions) to a file.
+    Backup {
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a key from a backup file (same deployment only).
+    Restore {
+        #[arg(long = "in")]
+        input: PathBuf,
+    },
+    /// Show a key's rotation policy, or set it with the flags.
+    RotationPolicy {
+        name: String,
+        /// Rotate this long after creation (ISO-8601, e.g. P90D).
+        #[arg(long)]
+        rotate_after: Option<String>,
+        /// Rotate this long before expiry (e.g. P30D).
+        #[arg(long, conflicts_with = "rotate_after")]
+        rotate_before_expiry: Option<String>,
+        /// Notify this long before expiry (e.g. P30D).
+        #[arg(long)]
+        notify_before_expiry: Option<String>,
+        /// Expiry of new versions, relative to their creation (e.g. P1Y).
+        #[arg(long)]
+        expiry: Option<String>,
+    },
+}
+
+/// Attributes shared by create, import and update.
+#[derive(Args)]
+pub(crate) struct KeyAttrs {
+    /// Permitted operations (comma-separated, e.g. wrapKey,unwrapKey).
+    #[arg(long, value_delimiter = ',')]
+    ops: Vec<String>,
+    /// Not before: Unix seconds, or +DURATION from now (e.g. +1h, +30d).
+    #[arg(long)]
+    nbf: Option<String>,
+    /// Expiry: Unix seconds, or +DURATION from now.
+    #[arg(long)]
+    exp: Option<String>,
+    /// Tag NAME=VALUE (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+}
+
+fn when(s: &str) -> Result<i64, String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
+    let now = i64::try_from(now).map_err(|e| e.to_string())?;
+    if let Some(rel) = s.strip_prefix('+') {
+        let (num, unit) = rel.split_at(rel.find(|c: char| !c.is_ascii_digit()).unwrap_or(rel.len()));
+        let n: i64 = num.parse().map_err(|_| format!("{s}: expected +N followed by s, m, h or d"))?;
+        let mult = match unit {
+            "s" | "" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86400,
+            _ => return Err(format!("{s}: unit must be s, m, h or d")),
+        };
+        return Ok(now + n * mult);
+    }
+    s.parse().map_err(|_| format!("{s}: expected Unix seconds or +DURATION (e.g. +30d)"))
+}
+
+impl KeyAttrs {
+    fn apply(&self, body: &mut Value, enabled: Option<bool>) -> Result<(), String> {
+        let mut attrs = serde_json::Map::new();
+        if let Some(e) = enabled {
+            attrs.insert("enabled".into(), json!(e));
+        }
+        if let Some(n) = &self.nbf {
+            attrs.insert("nbf".into(), json!(when(n)?));
+        }
+        if let Some(x) = &self.exp {
+            attrs.insert("exp".into(), json!(when(x)?));
+        }
+        if !attrs.is_empty() {
+            body["attributes"] = Value::Object(attrs);
+        }
+        if !self.ops.is_empty() {
+            body["key_ops"] = json!(self.ops);
+        }
+        if !self.tags.is_empty() {
+            let mut tags = serde_json::Map::new();
+            for t in &self.tags {
+                let (k, v) = t.split_once('=').ok_or_else(|| format!("--tag {t}: expected NAME=VALUE"))?;
+                tags.insert(k.into(), json!(v));
+            }
+            body["tags"] = Value::Object(tags);
+        }
+        Ok(())
+    }
+}
+
+const KEY_COLS: &[&str] = &["kid", "/attributes/enabled", "/attributes/exp", "/attributes/updated"];
+
+fn seg(s: &str) -> String {
+    // Names are restricted to [0-9A-Za-z-] by the server; refuse anything that would
+    // change the path instead of sending it.
+    s.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect()
+}
+
+fn run_async<F: std::future::Future<Output = Result<String, String>>>(f: F) -> Result<String, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?
+        .block_on(f)
+}
+
+fn check_names(names: &[&str]) -> Result<(), String> {
+    for n in names {
+        if seg(n) != *n || n.is_empty() {
+            return Err(format!("{n:?} is not a valid name: use letters, digits and '-'"));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn tenant(m: Managed<TenantCmd>) -> Result<String, String> {
+    let api = m.conn.api()?;
+    let out = m.conn.output;
+    run_async(async move {
+        Ok(match m.cmd {
+            TenantCmd::List => render(&api.admin(Method::GET, "/tenants", None).await?, out, &["name", "id"]),
+            TenantCmd::Create { name } => {
+                render(&api.admin(Method::POST, "/tenants", Some(json!({"name": name}))).await?, out, &[])
+            }
+            TenantCmd::Show { name } => {
+                check_names(&[&name])?;
+                render(&api.admin(Method::GET, &format!("/tenants/{name}"), None).await?, out, &[])
+            }
+            TenantCmd::Whoami => render(&api.admin(Method::GET, "/whoami", None).await?, out, &[]),
+        })
+    })
+}
+
+pub(crate) fn vault(m: Managed<VaultCmd>) -> Result<String, String> {
+    let api = m.conn.api()?;
+    let out = m.conn.output;
+    run_async(async move {
+        let v = match m.cmd {
+            VaultCmd::List { tenant } => {
+                check_names(&[&tenant])?;
+                let v = api.admin(Method::GET, &format!("/tenants/{tenant}/vaults"), None).await?;
+                return Ok(render(&v, out, &["name", "url", "retention_days", "purge_protection"]));
+            }
+            VaultCmd::Create { name, tenant, retention_days, purge_protection, allow_rsa1_5 } => {
+                check_names(&[&tenant])?;
+                let body = json!({"name": name, "retention_days": retention_days, "purge_protection": purge_protection, "allow_rsa1_5": allow_rsa1_5});
+                api.admin(Method::POST, &format!("/tenants/{tenant}/vaults"), Some(body)).await?
+            }
+            VaultCmd::Show { name } => {
+                check_names(&[&name])?;
+                api.admin(Method::GET, &format!("/vaults/{name}"), None).await?
+            }
+            VaultCmd::Update { name, retention_days, purge_protection, allow_rsa1_5 } => {
+                check_names(&[&name])?;
+                let mut body = json!({"retention_days": retention_days, "allow_rsa1_5": allow_rsa1_5});
+                if purge_protection {
+                    body["purge_protection"] = json!(true);
+                }
+                api.admin(Method::PATCH, &format!("/vaults/{name}"), Some(body)).await?
+            }
+        };
+        Ok(render(&v, out, &[]))
+    })
+}
+
+pub(crate) fn principal(m: Managed<PrincipalCmd>) -> Result<String, String> {
+    let api = m.conn.api()?;
+    let out = m.conn.output;
+    let disabling = matches!(m.cmd, PrincipalCmd::Disable { .. });
+    run_async(async move {
+        let v = match m.cmd {
+            PrincipalCmd::List { tenant } => {
+                check_names(&[&tenant])?;
+                let v = api.admin(Method::GET, &format!("/tenants/{tenant}/principals"), None).await?;
+                return Ok(render(&v, out, &["name", "kind", "role", "disabled", "id"]));
+            }
+            PrincipalCmd::Create { name, tenant, kind, role } => {
+                check_names(&[&tenant])?;
+                let body = json!({"name": name, "kind": kind, "role": role});
+                api.admin(Method::POST, &format!("/tenants/{tenant}/principals"), Some(body)).await?
+            }
+            PrincipalCmd::Show { name, tenant } => {
+                check_names(&[&tenant, &name])?;
+                api.admin(Method::GET, &format!("/tenants/{tenant}/principals/{name}"), None).await?
+            }
+            PrincipalCmd::Disable { name, tenant } | PrincipalCmd::Enable { name, tenant } => {
+                check_names(&[&tenant, &name])?;
+                let body = json!({ "disabled": disabling });
+                api.admin(Method::PATCH, &format!("/tenants/{tenant}/principals/{name}"), Some(body)).await?
+            }
+        };
+        Ok(render(&v, out, &[]))
+    })
+}
+
+pub(crate) fn token(m: Managed<TokenCmd>) -> Result<String, String> {
+    let api = m.conn.api()?;
+    let out = m.conn.output;
+    run_async(async move {
+        let v = match m.cmd {
+            TokenCmd::List { principal, tenant } => {
+                check_names(&[&tenant, &principal])?;
+                let v =
+                    api.admin(Method::GET, &format!("/tenants/{tenant}/principals/{principal}/tokens"), None).await?;
+                return Ok(render(&v, out, &["id", "created", "expires", "revoked"]));
+            }
+            TokenCmd::Issue { principal, tenant, ttl } => {
+                check_names(&[&tenant, &principal])?;
+                let body = json!({ "ttl_seconds": ttl });
+                api.admin(Method::POST, &format!("/tenants/{tenant}/principals/{principal}/tokens"), Some(body)).await?
+            }
+            TokenCmd::Revoke { principal, id, tenant } => {
+                check_names(&[&tenant, &principal, &id])?;
+                api.admin(Method::DELETE, &format!("/tenants/{tenant}/principals/{principal}/tokens/{id}"), None)
+                    .await?;
+                return Ok(render(&json!({"revoked": id}), out, &[]));
+            }
+            TokenCmd::Rotate { principal, id, tenant, ttl } => {
+                check_names(&[&tenant, &principal, &id])?;
+                let body = json!({ "ttl_seconds": ttl });
+                let path = format!("/tenants/{tenant}/principals/{principal}/tokens/{id}/rotate");
+                api.admin(Method::POST, &path, Some(body)).await?
+            }
+        };
+        Ok(render(&v, out, &[]))
+    })
+}
+
+pub(crate) fn policy(m: Managed<PolicyCmd>) -> Result<String, String> {
+    let api = m.conn.api()?;
+    let out = m.conn.output;
+    run_async(async move {
+        let v = match m.cmd {
+            PolicyCmd::List { vault } => {
+                check_names(&[&vault])?;
+                let v = api.admin(Method::GET, &format!("/vaults/{vault}/policies"), None).await?;
+                return Ok(render(&v, out, &["principal", "permissions"]));
+            }
+            PolicyCmd::Set { vault, principal, permissions } => {
+                check_names(&[&vault, &principal])?;
+                let body = json!({ "permissions": permissions });
+                api.admin(Method::PUT, &format!("/vaults/{vault}/policies/{principal}"), Some(body)).await?
+            }
+            PolicyCmd::Remove { vault, principal } => {
+                check_names(&[&vault, &principal])?;
+                api.admin(Method::DELETE, &format!("/vaults/{vault}/policies/{principal}"), None).await?;
+                return Ok(render(&json!({"removed": principal, "vault": vault}), out, &[]));
+            }
+        };
+        Ok(render(&v, out, &[]))
+    })
+}
+
+fn read_json(path: &PathBuf) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))
+}
+
+pub(crate) fn key(m: Managed<KeyCmd>) -> Result<String, String> {
+    let api = m.conn.api()?;
+    let out = m.conn.output;
+    run_async(async move { key_cmd(&api, m.cmd, out).await })
+}
+
+async fn key_cmd(api: &Api, cmd: KeyCmd, out: crate::Output) -> Result<String, String> {
+    let v = match cmd {
+        KeyCmd::Create { name, kty, size, curve, attrs } => {
+            check_names(&[&name])?;
+            let mut body = json!({ "kty": kty });
+            if let Some(s) = size {
+                body["key_size"] = json!(s);
+            }
+            if let Some(c) = curve {
+                body["crv"] = json!(c);
+            }
+            attrs.apply(&mut body, None)?;
+            api.keys(Method::POST, &format!("/keys/{name}/create"), Some(body)).await?
+        }
+        KeyCmd::Import { name, jwk, byok, kty, attrs } => {
+            check_names(&[&name])?;
+            let key = match (jwk, byok) {
+                (Some(j), _) => read_json(&j)?,
+                (None, Some(b)) => {
+                    let blob = std::fs::read(&b).map_err(|e| format!("cannot read {}: {e}", b.display()))?;
+                    use base64::Engine as _;
+                    let kty = kty.ok_or("--byok needs --kty (RSA, EC or oct): the type of the wrapped key")?;
+                    json!({"kty": kty, "key_hsm": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(blob)})
+                }
+                (None, None) => return Err("pass --jwk FILE or --byok FILE".into()),
+            };
+            let mut body = json!({ "key": key });
+            let ops = attrs.ops.clone();
+            attrs.apply(&mut body, None)?;
+            if !ops.is_empty() {
+                body["key"]["key_ops"] = json!(ops);
+                if let Some(o) = body.as_object_mut() {
+                    o.remove("key_ops");
+                }
+            }
+            api.keys(Method::PUT, &format!("/keys/{name}"), Some(body)).await?
+        }
+        KeyCmd::Show { name, version } => {
+            check_names(&[&name])?;
+            let v = version.unwrap_or_default();
+            if !v.is_empty() {
+                check_names(&[&v])?;
+            }
+            api.keys(Method::GET, &format!("/keys/{name}/{v}"), None).await?
+        }
+        KeyCmd::List => return Ok(render(&api.keys_all("/keys").await?, out, KEY_COLS)),
+        KeyCmd::Versions { name } => {
+            check_names(&[&name])?;
+            return Ok(render(&api.keys_all(&format!("/keys/{name}/versions")).await?, out, KEY_COLS));
+        }
+        KeyCmd::ListDeleted => {
+            let v = api.keys_all("/deletedkeys").await?;
+            return Ok(render(&v, out, &["kid", "deletedDate", "scheduledPurgeDate"]));
+        }
+        KeyCmd::Update { name, version, enable, disable, attrs } => {
+            check_names(&[&name])?;
+            let enabled = if enable {
+                Some(true)
+            } else if disable {
+                Some(false)
+            } else {
+                None
+            };
+            let mut body = json!({});
+            attrs.apply(&mut body, enabled)?;
+            let v = version.unwrap_or_default();
+            if !v.is_empty() {
+                check_names(&[&v])?;
+            }
+            api.keys(Method::PATCH, &format!("/keys/{name}/{v}"), Some(body)).await?
+        }
+        KeyCmd::Rotate { name } => {
+            check_names(&[&name])?;
+            api.keys(Method::POST, &format!("/keys/{name}/rotate"), None).await?
+        }
+        KeyCmd::Delete { name } => {
+            check_names(&[&name])?;
+            api.keys(Method::DELETE, &format!("/keys/{name}"), None).await?
+        }
+        KeyCmd::Recover { name } => {
+            check_names(&[&name])?;
+            api.keys(Method::POST, &format!("/deletedkeys/{name}/recover"), None).await?
+        }
+        KeyCmd::Purge { name } => {
+            check_names(&[&name])?;
+            api.keys(Method::DELETE, &format!("/deletedkeys/{name}"), None).await?;
+            return Ok(render(&json!({"purged": name}), out, &[]));
+        }
+        KeyCmd::Backup { name, out: file } => {
+            check_names(&[&name])?;
+            let v = api.keys(Method::POST, &format!("/keys/{name}/backup"), None).await?;
+            let blob = v.get("value").and_then(Value::as_str).ok_or("the server returned no backup")?;
+            std::fs::write(&file, blob).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            return Ok(render(&json!({"key": name, "backup": file.display().to_string()}), out, &[]));
+        }
+        KeyCmd::Restore { input } => {
+            let blob = std::fs::read_to_string(&input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
+            api.keys(Method::POST, "/keys/restore", Some(json!({"value": blob.trim()}))).await?
+        }
+        KeyCmd::RotationPolicy { name, rotate_after, rotate_before_expiry, notify_before_expiry, expiry } => {
+            check_names(&[&name])?;
+            let path = format!("/keys/{name}/rotationpolicy");
+            if rotate_after.is_none()
+                && rotate_before_expiry.is_none()
+                && notify_before_expiry.is_none()
+                && expiry.is_none()
+            {
+                api.keys(Method::GET, &path, None).await?
+            } else {
+                let mut actions = Vec::new();
+                if let Some(d) = rotate_after {
+                    actions.push(json!({"trigger": {"timeAfterCreate": d}, "action": {"type": "Rotate"}}));
+                }
+                if let Some(d) = rotate_before_expiry {
+                    actions.push(json!({"trigger": {"timeBeforeExpiry": d}, "action": {"type": "Rotate"}}));
+                }
+                if let Some(d) = notify_before_expiry {
+                    actions.push(json!({"trigger": {"timeBeforeExpiry": d}, "action": {"type": "Notify"}}));
+                }
+                let mut body = json!({ "lifetimeActions": actions });
+                if let Some(e) = expiry {
+                    body["attributes"] = json!({ "expiryTime": e });
+                }
+                api.keys(Method::PUT, &path, Some(body)).await?
+            }
+        }
+    };
+    Ok(match out {
+        crate::Output::Json => render(&v, out, &[]),
+        crate::Output::Table => render(&flatten_bundle(v), out, &[]),
+    })
+}
+
+/// A key bundle as `field: value` lines: the JWK and attributes one level up.
+fn flatten_bundle(v: Value) -> Value {
+    let Value::Object(map) = v else { return v };
+    let mut flat = serde_json::Map::new();
+    for (k, val) in map {
+        match (k.as_str(), val) {
+            ("key" | "attributes", Value::Object(inner)) => {
+                for (ik, iv) in inner {
+                    flat.insert(ik, iv);
+                }
+            }
+            (_, val) => {
+                flat.insert(k, val);
+            }
+        }
+    }
+    Value::Object(flat)
+}
