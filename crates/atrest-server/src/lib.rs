@@ -64,11 +64,18 @@ pub struct Server {
     pub admin_token: PathBuf,
     /// Warnings (also served at `/readyz`).
     pub warnings: Vec<String>,
+    svc: Arc<atrest_vault::VaultService>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
+    /// The vault service behind the API (for local inspection, e.g. of the audit trail).
+    #[must_use]
+    pub fn service(&self) -> &Arc<atrest_vault::VaultService> {
+        &self.svc
+    }
+
     /// Graceful shutdown: stops accepting connections, lets requests in flight finish
     /// (up to 10 s), then returns.
     pub async fn shutdown(self) {
@@ -252,5 +259,13 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
             conns.abort_all();
         }
     });
-    Ok(Server { addr, ca_pem: boot.ca_pem, admin_token: boot.admin_token, warnings: boot.warnings, stop, task })
+    Ok(Server {
+        addr,
+        ca_pem: boot.ca_pem,
+        admin_token: boot.admin_token,
+        warnings: boot.warnings,
+        svc: boot.svc,
+        stop,
+        task,
+    })
 }

@@ -4,8 +4,8 @@
 use atrest_server::{ServeConfig, Server};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use std::path::PathBuf;
-use std::sync::Arc;
+mod common;
+use common::{TempDir, client_for};
 
 struct Env {
     server: Server,
@@ -13,29 +13,6 @@ struct Env {
     token: String,
     base: String,
     _dir: TempDir,
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn client_for(ca_pem: &std::path::Path) -> Client {
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(ca_pem).unwrap();
-    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Client::builder().use_preconfigured_tls(tls).build().unwrap()
 }
 
 async fn start() -> Env {
