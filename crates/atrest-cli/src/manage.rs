@@ -170,17 +170,25 @@ pub(crate) enum KeyCmd {
         #[command(flatten)]
         attrs: KeyAttrs,
     },
-    /// Import a key: a JWK file with private members, or a secure-import blob (--byok).
+    /// Import a key: a JWK file with private members, or (secure import) key material
+    /// wrapped under one of the vault's import keys.
     Import {
         name: String,
         /// JWK (JSON) with the private key.
-        #[arg(long, conflicts_with = "byok", required_unless_present = "byok")]
+        #[arg(long, conflicts_with_all = ["byok", "wrapped"], required_unless_present_any = ["byok", "wrapped"])]
         jwk: Option<PathBuf>,
-        /// Secure-import blob (JSON, see the README), wrapped under the vault's import key.
-        #[arg(long)]
+        /// Secure import: a BYOK file (JSON: header.kid, header.enc CKM_RSA_AES_KEY_WRAP, ciphertext).
+        #[arg(long, conflicts_with = "wrapped")]
         byok: Option<PathBuf>,
-        /// Key type of the wrapped key (with --byok).
-        #[arg(long, value_parser = ["RSA", "EC", "oct"], requires = "byok")]
+        /// Secure import: the raw CKM_RSA_AES_KEY_WRAP ciphertext (RSA-OAEP-256 of an AES-256
+        /// key, then AES-KWP of the material), as the README's openssl recipe makes it.
+        #[arg(long, requires = "import_key")]
+        wrapped: Option<PathBuf>,
+        /// The import key the material is wrapped under (NAME, NAME/VERSION or its kid).
+        #[arg(long)]
+        import_key: Option<String>,
+        /// Type of the wrapped key (secure import).
+        #[arg(long, value_parser = ["RSA", "EC", "oct"])]
         kty: Option<String>,
         #[command(flatten)]
         attrs: KeyAttrs,
@@ -190,6 +198,10 @@ pub(crate) enum KeyCmd {
         name: String,
         #[arg(long)]
         version: Option<String>,
+        /// Print only the RSA public key as PEM (SubjectPublicKeyInfo), e.g. an import key
+        /// for `openssl pkeyutl -pubin`.
+        #[arg(long)]
+        pem: bool,
     },
     /// List keys.
     List,
@@ -499,17 +511,28 @@ async fn key_cmd(api: &Api, cmd: KeyCmd, out: crate::Output) -> Result<String, S
             attrs.apply(&mut body, None)?;
             api.keys(Method::POST, &format!("/keys/{name}/create"), Some(body)).await?
         }
-        KeyCmd::Import { name, jwk, byok, kty, attrs } => {
+        KeyCmd::Import { name, jwk, byok, wrapped, import_key, kty, attrs } => {
             check_names(&[&name])?;
-            let key = match (jwk, byok) {
-                (Some(j), _) => read_json(&j)?,
-                (None, Some(b)) => {
-                    let blob = std::fs::read(&b).map_err(|e| format!("cannot read {}: {e}", b.display()))?;
-                    use base64::Engine as _;
-                    let kty = kty.ok_or("--byok needs --kty (RSA, EC or oct): the type of the wrapped key")?;
-                    json!({"kty": kty, "key_hsm": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(blob)})
+            use base64::Engine as _;
+            let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+            let secure_kty =
+                || kty.clone().ok_or("secure import needs --kty (RSA, EC or oct): the type of the wrapped key");
+            let key = match (jwk, byok, wrapped) {
+                (Some(j), _, _) => read_json(&j)?,
+                (None, Some(b), _) => json!({"kty": secure_kty()?, "key_hsm": b64(&read(&b)?)}),
+                (None, None, Some(w)) => {
+                    let blob = json!({
+                        "schema_version": "1.0.0",
+                        "header": {"kid": import_key, "alg": "dir", "enc": "CKM_RSA_AES_KEY_WRAP"},
+                        "ciphertext": b64(&read(&w)?),
+                        "generator": "atrest cli"
+                    });
+                    json!({"kty": secure_kty()?, "key_hsm": b64(blob.to_string().as_bytes())})
                 }
-                (None, None) => return Err("pass --jwk FILE or --byok FILE".into()),
+                (None, None, None) => {
+                    return Err("pass --jwk FILE, --byok FILE, or --wrapped FILE --import-key KEY".into());
+                }
             };
             let mut body = json!({ "key": key });
             let ops = attrs.ops.clone();
@@ -522,13 +545,17 @@ async fn key_cmd(api: &Api, cmd: KeyCmd, out: crate::Output) -> Result<String, S
             }
             api.keys(Method::PUT, &format!("/keys/{name}"), Some(body)).await?
         }
-        KeyCmd::Show { name, version } => {
+        KeyCmd::Show { name, version, pem } => {
             check_names(&[&name])?;
             let v = version.unwrap_or_default();
             if !v.is_empty() {
                 check_names(&[&v])?;
             }
-            api.keys(Method::GET, &format!("/keys/{name}/{v}"), None).await?
+            let bundle = api.keys(Method::GET, &format!("/keys/{name}/{v}"), None).await?;
+            if pem {
+                return rsa_pem(&bundle);
+            }
+            bundle
         }
         KeyCmd::List => return Ok(render(&api.keys_all("/keys").await?, out, KEY_COLS)),
         KeyCmd::Versions { name } => {
@@ -537,7 +564,7 @@ async fn key_cmd(api: &Api, cmd: KeyCmd, out: crate::Output) -> Result<String, S
         }
         KeyCmd::ListDeleted => {
             let v = api.keys_all("/deletedkeys").await?;
-            return Ok(render(&v, out, &["kid", "deletedDate", "scheduledPurgeDate"]));
+            return Ok(render(&v, out, &["recoveryId", "deletedDate", "scheduledPurgeDate"]));
         }
         KeyCmd::Update { name, version, enable, disable, attrs } => {
             check_names(&[&name])?;
@@ -635,4 +662,23 @@ fn flatten_bundle(v: Value) -> Value {
         }
     }
     Value::Object(flat)
+}
+
+/// The RSA public key of a bundle as a PEM `PUBLIC KEY` (SubjectPublicKeyInfo).
+fn rsa_pem(bundle: &Value) -> Result<String, String> {
+    use base64::Engine as _;
+    let member = |m: &str| -> Result<Vec<u8>, String> {
+        let s = bundle.pointer(&format!("/key/{m}")).and_then(Value::as_str).ok_or("--pem needs an RSA key")?;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).map_err(|e| e.to_string())
+    };
+    let key =
+        atrest_crypto::rsa::RsaPublicKey::from_components(&member("n")?, &member("e")?).map_err(|e| e.to_string())?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key.spki_der());
+    let mut out = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).map_err(|e| e.to_string())?);
+        out.push('\n');
+    }
+    out.push_str("-----END PUBLIC KEY-----\n");
+    Ok(out)
 }

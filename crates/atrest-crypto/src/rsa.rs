@@ -275,6 +275,12 @@ impl RsaPublicKey {
         Ok(Self { n, e, spki })
     }
 
+    /// X.509 `SubjectPublicKeyInfo` DER (what `openssl -pubin` reads, PEM-armoured).
+    #[must_use]
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki
+    }
+
     /// Modulus, big-endian without leading zeros (JWK `n`).
     #[must_use]
     pub fn n(&self) -> &[u8] {
