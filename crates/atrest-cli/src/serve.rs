@@ -1,20 +1,26 @@
-//! `atrest serve`.
+//! `atrest serve`: every setting is a flag, an environment variable (`ATREST_…`) and an
+//! entry of the TOML config file (`--config`), in that order of precedence, then the
+//! built-in default. Config keys are the flag names (`rate-limit = 500`).
 
 use atrest_server::ServeConfig;
 use clap::Args;
+use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Flags of `atrest serve`; each has an environment variable.
+/// Flags of `atrest serve`; each has an environment variable and a config-file key.
 #[derive(Args)]
 pub(crate) struct ServeArgs {
-    /// Data directory (database, root key, TLS material, admin token).
-    #[arg(long, env = "ATREST_DATA_DIR", default_value = "atrest-data")]
-    data_dir: PathBuf,
-    /// Address to listen on.
-    #[arg(long, env = "ATREST_LISTEN", default_value = "127.0.0.1:8443")]
-    listen: SocketAddr,
-    /// Extra host name for the generated certificate (repeatable).
+    /// TOML file with any of the settings below (keys are the flag names).
+    #[arg(long, env = "ATREST_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (database, root key, TLS material, admin token) [default: atrest-data].
+    #[arg(long, env = "ATREST_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8443].
+    #[arg(long, env = "ATREST_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Extra host name for the generated certificate (repeatable; config: a list).
     #[arg(long = "hostname", env = "ATREST_HOSTNAMES", value_delimiter = ',')]
     hostnames: Vec<String>,
     /// Vault NAME answers at https://NAME.DOMAIN (the default vault at the bare host).
@@ -32,36 +38,131 @@ pub(crate) struct ServeArgs {
     /// <data-dir>/root.salt.
     #[arg(long, env = "ATREST_ROOT_PASSPHRASE_FILE", conflicts_with = "root_key_file")]
     root_passphrase_file: Option<PathBuf>,
-    /// Certificate chain (PEM) to use instead of the generated one.
-    #[arg(long, env = "ATREST_TLS_CERT", requires = "tls_key")]
+    /// Certificate chain (PEM) to use instead of the generated one; reloaded when it changes.
+    #[arg(long, env = "ATREST_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// Private key (PEM) for --tls-cert.
-    #[arg(long, env = "ATREST_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "ATREST_TLS_KEY")]
     tls_key: Option<PathBuf>,
-    /// Log format.
-    #[arg(long, env = "ATREST_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
+    /// CA certificate(s) (PEM): clients must present a certificate issued by one of them,
+    /// in addition to their bearer token.
+    #[arg(long, env = "ATREST_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
+    /// How often to check --tls-cert/--tls-key (and --client-ca) for changes, in seconds [default: 30].
+    #[arg(long, env = "ATREST_TLS_RELOAD_INTERVAL")]
+    tls_reload_interval: Option<u64>,
+    /// Requests per second each principal may make; 0 = unlimited [default: 1000].
+    #[arg(long, env = "ATREST_RATE_LIMIT")]
+    rate_limit: Option<u32>,
+    /// Burst allowance of the rate limit [default: 2000].
+    #[arg(long, env = "ATREST_RATE_BURST")]
+    rate_burst: Option<u32>,
+    /// Serve Prometheus metrics at /metrics [default: true].
+    #[arg(long, env = "ATREST_METRICS")]
+    metrics: Option<bool>,
+    /// Purge sweeper interval in seconds [default: 60].
+    #[arg(long, env = "ATREST_SWEEP_INTERVAL")]
+    sweep_interval: Option<u64>,
+    /// Rotation scheduler interval in seconds [default: 60].
+    #[arg(long, env = "ATREST_ROTATION_INTERVAL")]
+    rotation_interval: Option<u64>,
+    /// Audit checkpoint interval in seconds [default: 300].
+    #[arg(long, env = "ATREST_CHECKPOINT_INTERVAL")]
+    checkpoint_interval: Option<u64>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "ATREST_LOG_FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
+}
+
+/// The config file: the same settings, by flag name.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    #[serde(default)]
+    hostname: Vec<String>,
+    vault_domain: Option<String>,
+    database: Option<String>,
+    root_key_file: Option<PathBuf>,
+    root_passphrase_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    tls_reload_interval: Option<u64>,
+    rate_limit: Option<u32>,
+    rate_burst: Option<u32>,
+    metrics: Option<bool>,
+    sweep_interval: Option<u64>,
+    rotation_interval: Option<u64>,
+    checkpoint_interval: Option<u64>,
+    log_format: Option<String>,
+}
+
+impl ServeArgs {
+    /// Merges flags/environment over the config file over the defaults.
+    fn resolve(self) -> Result<(ServeConfig, String), String> {
+        let file = match &self.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| format!("{}: {e}", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let d = ServeConfig::default();
+        let (tls_cert, tls_key) = (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key));
+        if tls_cert.is_some() != tls_key.is_some() {
+            return Err("tls-cert and tls-key go together: give both or neither".into());
+        }
+        let root_key_file = self.root_key_file.or(file.root_key_file);
+        let root_passphrase_file = self.root_passphrase_file.or(file.root_passphrase_file);
+        if root_key_file.is_some() && root_passphrase_file.is_some() {
+            return Err("give root-key-file or root-passphrase-file, not both".into());
+        }
+        let log_format = self.log_format.or(file.log_format).unwrap_or_else(|| "text".into());
+        if log_format != "text" && log_format != "json" {
+            return Err(format!("log-format must be text or json, not {log_format}"));
+        }
+        let cfg = ServeConfig {
+            data_dir: self.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
+            listen: self.listen.or(file.listen).unwrap_or(d.listen),
+            hostnames: if self.hostnames.is_empty() { file.hostname } else { self.hostnames },
+            vault_domain: self.vault_domain.or(file.vault_domain),
+            database_url: self.database_url.or(file.database),
+            root_key_file,
+            root_passphrase_file,
+            tls_cert,
+            tls_key,
+            client_ca: self.client_ca.or(file.client_ca),
+            tls_reload_interval_secs: self
+                .tls_reload_interval
+                .or(file.tls_reload_interval)
+                .unwrap_or(d.tls_reload_interval_secs),
+            rate_limit: self.rate_limit.or(file.rate_limit).unwrap_or(d.rate_limit),
+            rate_burst: self.rate_burst.or(file.rate_burst).unwrap_or(d.rate_burst),
+            metrics: self.metrics.or(file.metrics).unwrap_or(d.metrics),
+            sweep_interval_secs: self.sweep_interval.or(file.sweep_interval).unwrap_or(d.sweep_interval_secs),
+            rotation_interval_secs: self
+                .rotation_interval
+                .or(file.rotation_interval)
+                .unwrap_or(d.rotation_interval_secs),
+            checkpoint_interval_secs: self
+                .checkpoint_interval
+                .or(file.checkpoint_interval)
+                .unwrap_or(d.checkpoint_interval_secs),
+        };
+        Ok((cfg, log_format))
+    }
 }
 
 pub(crate) fn run(args: ServeArgs) -> Result<String, String> {
+    let (cfg, log_format) = args.resolve()?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("ATREST_LOG").unwrap_or_else(|_| "info".into());
-    if args.log_format == "json" {
+    if log_format == "json" {
         tracing_subscriber::fmt().json().with_env_filter(filter).init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let cfg = ServeConfig {
-        data_dir: args.data_dir,
-        listen: args.listen,
-        hostnames: args.hostnames,
-        vault_domain: args.vault_domain,
-        database_url: args.database_url,
-        root_key_file: args.root_key_file,
-        root_passphrase_file: args.root_passphrase_file,
-        tls_cert: args.tls_cert,
-        tls_key: args.tls_key,
-        ..ServeConfig::default()
-    };
     let rt = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async move {
         let server = atrest_server::start(cfg).await.map_err(|e| e.to_string())?;
@@ -79,9 +180,63 @@ pub(crate) fn run(args: ServeArgs) -> Result<String, String> {
             server.admin_token.display(),
             server.addr
         );
-        tokio::signal::ctrl_c().await.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+        shutdown_signal().await?;
         tracing::info!("shutting down");
         server.shutdown().await;
         Ok(String::new())
     })
+}
+
+/// Ctrl-C, or SIGTERM (what service managers and container runtimes send).
+async fn shutdown_signal() -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| format!("cannot wait for SIGTERM: {e}"))?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map_err(|e| format!("cannot wait for Ctrl-C: {e}")),
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: ServeArgs,
+    }
+
+    #[test]
+    fn flags_over_file_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("atrest-serve-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("atrest.toml");
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:9999\"\nrate-limit = 5\nhostname = [\"a.example\"]\nmetrics = false\n",
+        )
+        .unwrap();
+        let t = T::try_parse_from(["x", "--config", f.to_str().unwrap(), "--rate-limit", "7"]).unwrap();
+        let (cfg, fmt) = t.a.resolve().unwrap();
+        assert_eq!(cfg.listen.port(), 9999);
+        assert_eq!(cfg.rate_limit, 7, "the flag wins");
+        assert_eq!(cfg.rate_burst, ServeConfig::default().rate_burst);
+        assert_eq!(cfg.hostnames, vec!["a.example".to_string()]);
+        assert!(!cfg.metrics);
+        assert_eq!(fmt, "text");
+        std::fs::write(&f, "lisen = \"x\"\n").unwrap();
+        let t = T::try_parse_from(["x", "--config", f.to_str().unwrap()]).unwrap();
+        assert!(t.a.resolve().unwrap_err().contains("unknown field"), "typos are refused");
+        std::fs::write(&f, "tls-cert = \"c.pem\"\n").unwrap();
+        let t = T::try_parse_from(["x", "--config", f.to_str().unwrap()]).unwrap();
+        assert!(t.a.resolve().unwrap_err().contains("together"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -231,7 +231,7 @@ pub async fn bootstrap(cfg: &ServeConfig) -> Result<Bootstrapped, ServerError> {
     };
     Ok(Bootstrapped {
         svc,
-        tls: tls::server_config(chain, key)?,
+        tls: tls::server_config(chain, key, cfg.client_ca.as_deref())?,
         default_vault,
         ca_pem,
         admin_token,

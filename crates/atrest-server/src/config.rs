@@ -24,12 +24,22 @@ pub struct ServeConfig {
     pub tls_cert: Option<PathBuf>,
     /// User-supplied private key (PEM).
     pub tls_key: Option<PathBuf>,
+    /// Clients must present a certificate from one of these CAs (PEM).
+    pub client_ca: Option<PathBuf>,
+    /// How often user-supplied TLS files are checked for changes, in seconds.
+    pub tls_reload_interval_secs: u64,
     /// How often the purge sweeper runs, in seconds.
     pub sweep_interval_secs: u64,
     /// How often signed audit checkpoints are written, in seconds.
     pub checkpoint_interval_secs: u64,
     /// How often rotation policies are checked for due actions, in seconds.
     pub rotation_interval_secs: u64,
+    /// Requests per second each principal may make (0 = unlimited).
+    pub rate_limit: u32,
+    /// Burst size of the rate limit.
+    pub rate_burst: u32,
+    /// Serve Prometheus metrics at `/metrics`.
+    pub metrics: bool,
 }
 
 impl Default for ServeConfig {
@@ -44,9 +54,14 @@ impl Default for ServeConfig {
             root_passphrase_file: None,
             tls_cert: None,
             tls_key: None,
+            client_ca: None,
+            tls_reload_interval_secs: 30,
             sweep_interval_secs: 60,
             checkpoint_interval_secs: 300,
             rotation_interval_secs: 60,
+            rate_limit: 1000,
+            rate_burst: 2000,
+            metrics: true,
         }
     }
 }

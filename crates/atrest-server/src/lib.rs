@@ -11,6 +11,8 @@ pub mod api;
 pub mod bootstrap;
 pub mod config;
 mod files;
+pub mod metrics;
+pub mod ratelimit;
 pub mod tls;
 
 pub use config::ServeConfig;
@@ -133,6 +135,18 @@ pub async fn run_rotations(svc: &atrest_vault::VaultService) -> Result<usize, Se
     Ok(actions.len())
 }
 
+/// Builds a fresh TLS configuration from the watched files (keeping the generated
+/// certificate when only the client CA is user-supplied).
+fn reload_tls(
+    files: &tls::TlsFiles,
+    current: &Arc<rustls::ServerConfig>,
+) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+    match (&files.cert, &files.key) {
+        (Some(c), Some(k)) => tls::server_config(tls::load_certs(c)?, tls::load_key(k)?, files.client_ca.as_deref()),
+        _ => tls::with_current_cert(current, files.client_ca.as_deref()),
+    }
+}
+
 /// Bootstraps and starts serving; returns once the listener is bound.
 ///
 /// # Errors
@@ -148,10 +162,59 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         default_vault: boot.default_vault.name.clone(),
         vault_domain: cfg.vault_domain.clone(),
         warnings: boot.warnings.clone(),
+        metrics: metrics::Metrics::default(),
+        metrics_enabled: cfg.metrics,
+        limiter: ratelimit::RateLimiter::new(cfg.rate_limit, cfg.rate_burst),
     });
     let app = axum::Router::new().fallback(api::handle).with_state(state);
-    let acceptor = tokio_rustls::TlsAcceptor::from(boot.tls.clone());
+    let live_tls: tls::LiveConfig = Arc::new(std::sync::RwLock::new(boot.tls.clone()));
     let (stop, mut stopped) = watch::channel(false);
+
+    // Certificate reload without restart: user-supplied files are checked every
+    // interval and on SIGHUP; a file that fails to load keeps the current configuration.
+    let files =
+        tls::TlsFiles { cert: cfg.tls_cert.clone(), key: cfg.tls_key.clone(), client_ca: cfg.client_ca.clone() };
+    if files.cert.is_some() || files.client_ca.is_some() {
+        let live = live_tls.clone();
+        let mut reload_stop = stop.subscribe();
+        let every = std::time::Duration::from_secs(cfg.tls_reload_interval_secs.max(1));
+        let boot_tls = boot.tls.clone();
+        tokio::spawn(async move {
+            let mut seen = files.stamp();
+            #[cfg(unix)]
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            loop {
+                #[cfg(unix)]
+                let hup_recv = async {
+                    match hup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                #[cfg(not(unix))]
+                let hup_recv = std::future::pending::<Option<()>>();
+                let forced = tokio::select! {
+                    () = tokio::time::sleep(every) => false,
+                    _ = hup_recv => true,
+                    _ = reload_stop.changed() => return,
+                };
+                let now = files.stamp();
+                if now == seen && !forced {
+                    continue;
+                }
+                seen = now;
+                match reload_tls(&files, &boot_tls) {
+                    Ok(new) => {
+                        if let Ok(mut l) = live.write() {
+                            *l = new;
+                        }
+                        tracing::info!("TLS configuration reloaded");
+                    }
+                    Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the current certificate"),
+                }
+            }
+        });
+    }
 
     // The purge sweeper.
     let sweeper_svc = boot.svc.clone();
@@ -220,7 +283,8 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
                 Some(_) = conns.join_next(), if !conns.is_empty() => continue,
                 _ = stopped.changed() => break,
             };
-            let acceptor = acceptor.clone();
+            let current = live_tls.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone());
+            let acceptor = tokio_rustls::TlsAcceptor::from(current);
             let app = app.clone();
             let mut stop = conn_stop.clone();
             conns.spawn(async move {

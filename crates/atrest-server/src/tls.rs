@@ -138,18 +138,73 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, ServerError> {
         .ok_or_else(|| ServerError::Config(format!("{} holds no PEM private key", path.display())))
 }
 
-/// The server's rustls configuration: TLS 1.2 and 1.3 with rustls' AEAD, ECDHE-only suites.
+/// The server's rustls configuration: TLS 1.2 and 1.3 with rustls' AEAD, ECDHE-only
+/// suites. With `client_ca`, every client must present a certificate issued by one of
+/// those CAs (checked in the handshake, before any HTTP), in addition to its bearer token.
 pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    client_ca: Option<&Path>,
 ) -> Result<Arc<ServerConfig>, ServerError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| ServerError::Config(format!("TLS configuration: {e}")))?
-        .with_no_client_auth()
+    let mut cfg = builder(client_ca)?
         .with_single_cert(chain, key)
         .map_err(|e| ServerError::Config(format!("TLS certificate and key do not match or are unusable: {e}")))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
+
+/// Like [`server_config`], keeping the certificate of `current` (a client CA change
+/// with the generated certificate).
+pub fn with_current_cert(current: &ServerConfig, client_ca: Option<&Path>) -> Result<Arc<ServerConfig>, ServerError> {
+    let mut cfg = builder(client_ca)?.with_cert_resolver(current.cert_resolver.clone());
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+fn builder(
+    client_ca: Option<&Path>,
+) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>, ServerError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ServerError::Config(format!("TLS configuration: {e}")))?;
+    Ok(match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in load_certs(path)? {
+                roots.add(c).map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    })
+}
+
+/// The files a user-supplied TLS configuration is read from, watched for changes.
+#[derive(Clone)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM); `None` with the generated certificate.
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM).
+    pub key: Option<PathBuf>,
+    /// Client CA (PEM).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// Modification times of the watched files (a change of any triggers a reload).
+    #[must_use]
+    pub fn stamp(&self) -> Vec<Option<std::time::SystemTime>> {
+        [&self.cert, &self.key, &self.client_ca]
+            .iter()
+            .map(|p| p.as_ref().and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()))
+            .collect()
+    }
+}
+
+/// The configuration in use, swapped whole on reload; each new connection takes the
+/// current one, connections already open keep theirs.
+pub type LiveConfig = Arc<std::sync::RwLock<Arc<ServerConfig>>>;

@@ -169,6 +169,20 @@ impl VaultService {
         result: &str,
         detail: &serde_json::Value,
     ) -> Result<i64> {
+        let r = self.append_audit(chain, principal, operation, target, result, detail).await;
+        self.audit_counts[usize::from(r.is_err())].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        r
+    }
+
+    async fn append_audit(
+        &self,
+        chain: &str,
+        principal: &str,
+        operation: &str,
+        target: &str,
+        result: &str,
+        detail: &serde_json::Value,
+    ) -> Result<i64> {
         let _g = self.write_guard().await;
         // Concurrent appends on PostgreSQL collide on the (chain, seq) key: retry.
         for _ in 0..20 {

@@ -27,6 +27,8 @@ pub struct VaultService {
     /// SQLite allows one writer; serializing write transactions in-process avoids
     /// `SQLITE_BUSY` on lock upgrades. PostgreSQL relies on row locks instead.
     write_lock: Mutex<()>,
+    /// Audit appends that succeeded and failed (for metrics).
+    pub(crate) audit_counts: [std::sync::atomic::AtomicU64; 2],
 }
 
 impl VaultService {
@@ -41,7 +43,23 @@ impl VaultService {
         let token_hash = MacKey::new(&SecretKey::from_slice(&k[..])?);
         hkdf_sha256(root.expose_secret(), b"atrest/v1/root", &[b"key-backup"], &mut k[..])?;
         let backup_key = SecretKey::from_slice(&k[..])?;
-        Ok(Self { db, backend, mac: RowMac::new(root)?, token_hash, backup_key, clock, write_lock: Mutex::new(()) })
+        Ok(Self {
+            db,
+            backend,
+            mac: RowMac::new(root)?,
+            token_hash,
+            backup_key,
+            clock,
+            write_lock: Mutex::new(()),
+            audit_counts: Default::default(),
+        })
+    }
+
+    /// Audit appends since start: (written, failed).
+    #[must_use]
+    pub fn audit_append_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.audit_counts[0].load(Relaxed), self.audit_counts[1].load(Relaxed))
     }
 
     /// The current time.

@@ -40,7 +40,7 @@ fn next_link(ctx: &Ctx<'_>, path: &str, token: Option<String>, max: Option<usize
 }
 
 /// What an audit entry calls a request: (operation, target, whether it changes state).
-fn describe(method: &Method, path: &[&str]) -> (String, String, bool) {
+pub(super) fn describe(method: &Method, path: &[&str]) -> (String, String, bool) {
     let m = method.clone();
     let (op, target, mutating) = match (m, path) {
         (Method::GET, ["keys"]) => ("list", String::new(), false),
@@ -89,6 +89,9 @@ pub(super) async fn dispatch(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> R
         Ok(_) => "ok".to_string(),
         Err(e) => e.code.clone(),
     };
+    if !target.is_empty() {
+        ctx.metrics.key_operation(&ctx.vault.name, &target, &op, &outcome);
+    }
     if let Err(e) = ctx.svc.audit(&chain, &who, &op, &target, &outcome, &detail).await {
         if !mutating {
             return Err(audit_failed(&e));

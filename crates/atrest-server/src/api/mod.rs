@@ -7,6 +7,7 @@
 mod admin;
 mod json;
 mod keys;
+mod openapi;
 
 use atrest_vault::model::VaultInfo;
 use atrest_vault::{Principal, VaultError, VaultService};
@@ -30,6 +31,12 @@ pub struct AppState {
     pub vault_domain: Option<String>,
     /// Warnings for `/readyz`.
     pub warnings: Vec<String>,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
+    /// Serve `/metrics`.
+    pub metrics_enabled: bool,
+    /// Per-principal rate limit.
+    pub limiter: crate::ratelimit::RateLimiter,
 }
 
 /// An error on its way to becoming a response.
@@ -39,6 +46,7 @@ pub(crate) struct ApiError {
     message: String,
     inner: Option<&'static str>,
     challenge: Option<String>,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -49,11 +57,12 @@ impl ApiError {
             message: message.into(),
             inner: None,
             challenge: None,
+            retry_after: None,
         }
     }
 
     pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self { status, code: code.into(), message: message.into(), inner: None, challenge: None }
+        Self { status, code: code.into(), message: message.into(), inner: None, challenge: None, retry_after: None }
     }
 }
 
@@ -67,7 +76,7 @@ impl From<VaultError> for ApiError {
             VaultError::Forbidden { reason, .. } => Some(reason.code()),
             _ => None,
         };
-        Self { status, code: e.code().into(), message: e.to_string(), inner, challenge: None }
+        Self { status, code: e.code().into(), message: e.to_string(), inner, challenge: None, retry_after: None }
     }
 }
 
@@ -81,6 +90,9 @@ impl IntoResponse for ApiError {
         if let Some(c) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
         }
+        if let Some(s) = self.retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
         resp
     }
 }
@@ -88,6 +100,7 @@ impl IntoResponse for ApiError {
 /// A parsed, authenticated request, as the route handlers see it.
 pub(crate) struct Ctx<'a> {
     pub svc: &'a VaultService,
+    pub metrics: &'a crate::metrics::Metrics,
     pub vault: VaultInfo,
     pub principal: Principal,
     /// `https://host[:port]` as the client addressed us.
@@ -160,10 +173,45 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match route(&state, method, uri, headers, body).await {
+    let started = std::time::Instant::now();
+    let label = route_label(&method, uri.path());
+    let method_name = method.as_str().to_string();
+    let resp = match route(&state, method, uri, headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    };
+    state.metrics.request(&label, &method_name, resp.status().as_u16(), started.elapsed().as_secs_f64());
+    resp
+}
+
+/// A bounded name for a request's route (operation names, never raw paths).
+fn route_label(method: &Method, path: &str) -> String {
+    match path {
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/audit/signing-key" => path.to_string(),
+        p if p == "/admin" || p.starts_with("/admin/") => "admin".into(),
+        p => {
+            let segments: Vec<&str> = p.trim_start_matches('/').split('/').collect();
+            keys::describe(method, &segments).0
+        }
     }
+}
+
+/// Refuses a request over the principal's rate limit with 429 and `Retry-After`.
+fn rate_limit(state: &AppState, principal: &Principal) -> Result<(), ApiError> {
+    state.limiter.check(&principal.id).map_err(|wait| {
+        state.metrics.rate_limited();
+        ApiError {
+            retry_after: Some(wait),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Throttled",
+                format!(
+                    "principal {} is over its request rate limit; retry after {wait} s, or ask the operator to raise --rate-limit",
+                    principal.name
+                ),
+            )
+        }
+    })
 }
 
 async fn route(
@@ -177,6 +225,15 @@ async fn route(
     if method == Method::GET && (path == "/healthz" || path == "/readyz") {
         return Ok(health(state, &path));
     }
+    if method == Method::GET && path == "/metrics" && state.metrics_enabled {
+        let text = state.metrics.render(state.svc.audit_append_counts());
+        let mut r = (StatusCode::OK, text).into_response();
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+        return Ok(r);
+    }
+    if method == Method::GET && path == "/openapi.json" {
+        return Ok(ok(openapi::document()));
+    }
     if method == Method::GET && path == "/audit/signing-key" {
         // Public: anyone holding a checkpoint must be able to verify it.
         return Ok(ok(state.svc.audit_signing_jwk().await?));
@@ -184,6 +241,7 @@ async fn route(
     let host = host_of(&headers, &uri).ok_or_else(|| ApiError::bad("the request has no Host"))?;
     if path == "/admin" || path.starts_with("/admin/") {
         let Some(actor) = authenticate(state, &headers).await? else {
+            state.metrics.auth_failure(if headers.contains_key(header::AUTHORIZATION) { "invalid" } else { "missing" });
             return Err(ApiError {
                 challenge: Some("Bearer".into()),
                 ..ApiError::new(
@@ -193,6 +251,7 @@ async fn route(
                 )
             });
         };
+        rate_limit(state, &actor)?;
         let segments: Vec<&str> = path["/admin".len()..].trim_matches('/').split('/').collect();
         let ctx = admin::AdminCtx { state, actor, host, body };
         return admin::dispatch(&ctx, &method, &segments).await;
@@ -220,6 +279,10 @@ async fn route(
         vault.tenant_id
     );
     let Some(principal) = authenticate(state, &headers).await? else {
+        // The SDK's first request carries no token by design: count only bad ones.
+        if headers.contains_key(header::AUTHORIZATION) {
+            state.metrics.auth_failure("invalid");
+        }
         return Err(ApiError {
             challenge: Some(challenge),
             ..ApiError::new(
@@ -229,6 +292,7 @@ async fn route(
             )
         });
     };
+    rate_limit(state, &principal)?;
     let query: HashMap<String, String> =
         axum::extract::Query::<HashMap<String, String>>::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
     let api_version = query
@@ -241,7 +305,7 @@ async fn route(
             API_VERSIONS.join(", ")
         )));
     }
-    let ctx = Ctx { svc: &state.svc, vault, principal, origin, api_version, query, body };
+    let ctx = Ctx { svc: &state.svc, metrics: &state.metrics, vault, principal, origin, api_version, query, body };
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     keys::dispatch(&ctx, &method, &segments).await
 }

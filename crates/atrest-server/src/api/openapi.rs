@@ -1,0 +1,193 @@
+//! The OpenAPI 3 description served at `/openapi.json`, built from the route table below
+//! (so nothing is fetched or generated at build time). Bodies follow the AKV keys API
+//! (`../shared/akv-keys-api.md`); the admin API's JSON is described in the README.
+
+use serde_json::{Map, Value, json};
+
+/// (method, path, operationId, summary, permission or role).
+const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
+    ("post", "/keys/{name}/create", "CreateKey", "Create a key (RSA, EC, oct) or a new version of it", "create"),
+    ("put", "/keys/{name}", "ImportKey", "Import a key (JWK, or secure import via key_hsm)", "import"),
+    ("get", "/keys", "GetKeys", "List keys (paged, nextLink)", "list"),
+    ("get", "/keys/{name}/versions", "GetKeyVersions", "List a key's versions (paged)", "list"),
+    ("get", "/keys/{name}/{version}", "GetKey", "Get a key version (empty version = latest)", "get"),
+    ("patch", "/keys/{name}/{version}", "UpdateKey", "Update enabled, nbf, exp, key_ops, tags", "update"),
+    ("delete", "/keys/{name}", "DeleteKey", "Soft-delete a key (all versions)", "delete"),
+    ("post", "/keys/{name}/rotate", "RotateKey", "Create a new version now", "rotate"),
+    ("get", "/keys/{name}/rotationpolicy", "GetKeyRotationPolicy", "Get the rotation policy", "getrotationpolicy"),
+    ("put", "/keys/{name}/rotationpolicy", "UpdateKeyRotationPolicy", "Set the rotation policy", "setrotationpolicy"),
+    ("post", "/keys/{name}/backup", "BackupKey", "Encrypted backup of all versions", "backup"),
+    ("post", "/keys/restore", "RestoreKey", "Restore a backup (same deployment only)", "restore"),
+    ("post", "/keys/{name}/{version}/encrypt", "Encrypt", "RSA-OAEP, RSA-OAEP-256, A256GCM", "encrypt"),
+    ("post", "/keys/{name}/{version}/decrypt", "Decrypt", "RSA-OAEP, RSA-OAEP-256, A256GCM", "decrypt"),
+    ("post", "/keys/{name}/{version}/wrapkey", "WrapKey", "RSA-OAEP, RSA-OAEP-256, A256KW", "wrapKey"),
+    (
+        "post",
+        "/keys/{name}/{version}/unwrapkey",
+        "UnwrapKey",
+        "RSA-OAEP, RSA-OAEP-256, A256KW (RSA1_5 if allowed)",
+        "unwrapKey",
+    ),
+    ("post", "/keys/{name}/{version}/sign", "Sign", "RS256, PS256, ES256, ES384 over a digest", "sign"),
+    ("post", "/keys/{name}/{version}/verify", "Verify", "Verify a signature over a digest", "verify"),
+    ("get", "/deletedkeys", "GetDeletedKeys", "List soft-deleted keys (paged)", "list"),
+    ("get", "/deletedkeys/{name}", "GetDeletedKey", "Get a soft-deleted key", "get"),
+    (
+        "delete",
+        "/deletedkeys/{name}",
+        "PurgeDeletedKey",
+        "Purge (refused under purge protection before the date)",
+        "purge",
+    ),
+    ("post", "/deletedkeys/{name}/recover", "RecoverDeletedKey", "Recover a soft-deleted key", "recover"),
+    ("post", "/rng", "GetRandomBytes", "Random bytes (1-128)", "member of the vault's tenant"),
+    ("get", "/admin/whoami", "AdminWhoami", "The caller's principal", "any principal"),
+    ("get", "/admin/tenants", "AdminListTenants", "Tenants the caller can see", "any principal"),
+    ("post", "/admin/tenants", "AdminCreateTenant", "Create a tenant", "deployment-admin"),
+    ("get", "/admin/tenants/{tenant}", "AdminGetTenant", "A tenant", "member of the tenant"),
+    ("get", "/admin/tenants/{tenant}/principals", "AdminListPrincipals", "Principals of a tenant", "tenant-admin"),
+    (
+        "post",
+        "/admin/tenants/{tenant}/principals",
+        "AdminCreatePrincipal",
+        "Create a principal {name, kind, role}",
+        "tenant-admin",
+    ),
+    (
+        "get",
+        "/admin/tenants/{tenant}/principals/{principal}",
+        "AdminGetPrincipal",
+        "A principal",
+        "tenant-admin or self",
+    ),
+    (
+        "patch",
+        "/admin/tenants/{tenant}/principals/{principal}",
+        "AdminUpdatePrincipal",
+        "Enable or disable {disabled}",
+        "tenant-admin",
+    ),
+    (
+        "get",
+        "/admin/tenants/{tenant}/principals/{principal}/tokens",
+        "AdminListTokens",
+        "Token ids and dates",
+        "tenant-admin or self",
+    ),
+    (
+        "post",
+        "/admin/tenants/{tenant}/principals/{principal}/tokens",
+        "AdminIssueToken",
+        "Issue a token {ttl_seconds}",
+        "tenant-admin",
+    ),
+    (
+        "delete",
+        "/admin/tenants/{tenant}/principals/{principal}/tokens/{id}",
+        "AdminRevokeToken",
+        "Revoke a token",
+        "tenant-admin or self",
+    ),
+    (
+        "post",
+        "/admin/tenants/{tenant}/principals/{principal}/tokens/{id}/rotate",
+        "AdminRotateToken",
+        "Replace a token",
+        "tenant-admin or self",
+    ),
+    ("get", "/admin/tenants/{tenant}/vaults", "AdminListVaults", "Vaults of a tenant", "tenant-admin"),
+    (
+        "post",
+        "/admin/tenants/{tenant}/vaults",
+        "AdminCreateVault",
+        "Create a vault {name, retention_days, purge_protection, allow_rsa1_5}",
+        "tenant-admin",
+    ),
+    ("get", "/admin/vaults/{vault}", "AdminGetVault", "Vault settings and URL", "tenant-admin"),
+    (
+        "patch",
+        "/admin/vaults/{vault}",
+        "AdminUpdateVault",
+        "Change settings (purge protection cannot be turned off)",
+        "tenant-admin",
+    ),
+    ("get", "/admin/vaults/{vault}/policies", "AdminListPolicies", "Access policies of a vault", "tenant-admin"),
+    (
+        "put",
+        "/admin/vaults/{vault}/policies/{principal}",
+        "AdminSetPolicy",
+        "Grant permissions {permissions}",
+        "tenant-admin",
+    ),
+    ("delete", "/admin/vaults/{vault}/policies/{principal}", "AdminRemovePolicy", "Remove a policy", "tenant-admin"),
+    ("get", "/healthz", "Health", "Liveness", "none"),
+    ("get", "/readyz", "Ready", "Readiness and operational warnings", "none"),
+    ("get", "/metrics", "Metrics", "Prometheus metrics", "none"),
+    ("get", "/audit/signing-key", "AuditSigningKey", "Public JWK that signs audit checkpoints", "none"),
+];
+
+/// The document.
+pub(crate) fn document() -> Value {
+    let mut paths: Map<String, Value> = Map::new();
+    for (method, path, id, summary, who) in ROUTES {
+        let public = *who == "none";
+        let mut params: Vec<Value> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        if !path.starts_with("/admin") && !public {
+            params.push(json!({"name": "api-version", "in": "query", "required": true, "schema": {"type": "string", "example": "7.5"}}));
+        }
+        let mut op = json!({
+            "operationId": id,
+            "summary": summary,
+            "description": if public { "No authentication.".to_string() } else { format!("Requires: {who}.") },
+            "parameters": params,
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "401": {"description": "No valid bearer token (WWW-Authenticate challenge)"},
+                "403": {"description": "Not permitted, or refused by the key's state", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "429": {"description": "Rate limited (Retry-After)"}
+            }
+        });
+        if public {
+            op["security"] = json!([]);
+        }
+        if matches!(*method, "post" | "put" | "patch") {
+            op["requestBody"] =
+                json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}});
+        }
+        paths.entry((*path).to_string()).or_insert_with(|| json!({}))[*method] = op;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "atrest",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Key vault (Azure Key Vault keys API subset) and administration API."
+        },
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+                    "code": {"type": "string"}, "message": {"type": "string"},
+                    "innererror": {"type": "object", "properties": {"code": {"type": "string"}}}
+                }}}}
+            }
+        },
+        "paths": paths
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_route_is_described_once() {
+        let d = super::document();
+        let n: usize = d["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
+        assert_eq!(n, super::ROUTES.len());
+        assert_eq!(d["paths"]["/keys/{name}/{version}/unwrapkey"]["post"]["operationId"], "UnwrapKey");
+    }
+}
