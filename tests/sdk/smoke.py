@@ -1,5 +1,5 @@
-"""The official Azure SDK (azure-keyvault-keys) against a running atrest: a first slice of
-the compatibility suite. Prints one line per check and 'sdk: N passed, M failed'."""
+"""The official Azure SDK (azure-keyvault-keys) against a running atrest: the compatibility
+suite. Prints one line per check and 'sdk: N passed, M failed'."""
 import hashlib
 import sys
 import time
@@ -148,6 +148,82 @@ try:
     check("imported EC key signs ES384 on the server", True)
 except Exception:
     check("imported EC key signs ES384 on the server", False)
+
+# --- 403 paths: a principal holding only `get` ----------------------------------------
+import json
+import os
+import requests
+from azure.core.rest import HttpRequest
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
+from cryptography.hazmat.primitives import serialization
+
+adm = {"Authorization": f"Bearer {token}"}
+requests.post(f"{url}/admin/tenants/default/principals", json={"name": "sdk-reader"}, headers=adm, verify=ca).raise_for_status()
+rt = requests.post(f"{url}/admin/tenants/default/principals/sdk-reader/tokens", json={}, headers=adm, verify=ca).json()["token"]
+requests.put(f"{url}/admin/vaults/default/policies/sdk-reader", json={"permissions": ["get"]}, headers=adm, verify=ca).raise_for_status()
+reader = KeyClient(url, Cred(rt), **opts)
+check("a get-only principal can get", reader.get_key("sdk-rsa").name == "sdk-rsa")
+try:
+    reader.create_ec_key("forbidden")
+    check("a get-only principal cannot create (403 AccessDenied)", False)
+except HttpResponseError as err:
+    check("a get-only principal cannot create (403 AccessDenied)", err.status_code == 403 and "grant create" in str(err))
+try:
+    CryptographyClient(kc.get_key("sdk-rsa"), Cred(rt), **opts).unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped)
+    check("a get-only principal cannot unwrap (403)", False)
+except HttpResponseError as err:
+    check("a get-only principal cannot unwrap (403)", err.status_code == 403)
+requests.delete(f"{url}/admin/vaults/default/policies/sdk-reader", headers=adm, verify=ca).raise_for_status()
+try:
+    reader.get_key("sdk-rsa")
+    check("removing the policy takes effect on the next request", False)
+except HttpResponseError as err:
+    check("removing the policy takes effect on the next request", err.status_code == 403)
+
+# --- oct A256KW on the server through send_request (the SDK wraps oct keys locally) ---
+oct_key = kc.create_oct_key("sdk-oct")
+resp = kc.send_request(HttpRequest("POST", f"/keys/sdk-oct/{oct_key.properties.version}/wrapkey?api-version=7.5",
+                                   json={"alg": "A256KW", "value": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}))
+resp.raise_for_status()
+server_wrapped = resp.json()["value"]
+resp = kc.send_request(HttpRequest("POST", f"/keys/sdk-oct/{oct_key.properties.version}/unwrapkey?api-version=7.5",
+                                   json={"alg": "A256KW", "value": server_wrapped}))
+check("A256KW wrap and unwrap on the server via send_request", resp.json()["value"] == "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+metrics = requests.get(f"{url}/metrics", verify=ca).text
+check("the server saw the wrapKey call", 'atrest_key_operations_total{key="default/sdk-oct",operation="wrapKey",result="ok"} 1' in metrics)
+
+# --- paging over more than 25 versions ---
+for _ in range(26):
+    kc.create_oct_key("sdk-oct")
+check("paging over 27 versions", len(list(kc.list_properties_of_key_versions("sdk-oct"))) == 27)
+
+# --- secure import through the SDK: JsonWebKey.t carries the BYOK blob ----------------
+kek = kc.create_rsa_key("sdk-kek", size=2048, key_operations=["import"])
+kek_pub = rsa.RSAPublicNumbers(int.from_bytes(kek.key.e, "big"), int.from_bytes(kek.key.n, "big")).public_key()
+target = ec.generate_private_key(ec.SECP256R1())
+pkcs8 = target.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+aes = os.urandom(32)
+ct = kek_pub.encrypt(aes, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
+ct += aes_key_wrap_with_padding(aes, pkcs8)
+import base64
+b64u = lambda x: base64.urlsafe_b64encode(x).rstrip(b"=").decode()
+blob = json.dumps({"schema_version": "1.0.0", "header": {"kid": kek.id, "alg": "dir", "enc": "CKM_RSA_AES_KEY_WRAP"},
+                   "ciphertext": b64u(ct), "generator": "sdk suite"}).encode()
+try:
+    byok = kc.import_key("sdk-byok", JsonWebKey(kty="EC", t=blob))
+    d = hashlib.sha256(b"byok").digest()
+    sig = CryptographyClient(byok, Cred(token), **opts).sign(SignatureAlgorithm.es256, d).signature
+    target.public_key().verify(utils.encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")),
+                               d, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+    check("secure import (key_hsm) through the SDK, then sign on the server", True)
+except Exception as err:
+    print(err)
+    check("secure import (key_hsm) through the SDK, then sign on the server", False)
+try:
+    CryptographyClient(kek, Cred(token), **opts).unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped)
+    check("an import key does nothing else", False)
+except HttpResponseError as err:
+    check("an import key does nothing else", err.status_code == 403)
 
 print(f"sdk: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
