@@ -4,7 +4,8 @@
 //! keys, each next to the raw in-process primitive measured in the same run on one core.
 //!
 //! `cargo bench -p atrest-server --bench rps` prints a Markdown table;
-//! `ATREST_BENCH_SECS` sets the seconds per cell (default 3). The client runs on the
+//! `ATREST_BENCH_SECS` sets the seconds per cell (default 3), `ATREST_BENCH_DIR` where the
+//! data directory goes. The client runs on the
 //! same machine as the server, so on a 2-core machine the two share the CPUs: the
 //! numbers are a floor for a dedicated server, and the ratio says how much of one core's
 //! raw primitive rate a request costs end to end.
@@ -85,7 +86,10 @@ async fn drive(client: &Client, token: &str, url: String, body: Value, conc: usi
 #[tokio::main]
 async fn main() {
     let secs: f64 = std::env::var("ATREST_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
-    let dir = std::env::temp_dir().join(format!("atrest-rps-{}", std::process::id()));
+    // ATREST_BENCH_DIR puts the data directory elsewhere (e.g. /dev/shm, to see what the
+    // database's fsyncs cost).
+    let parent = std::env::var_os("ATREST_BENCH_DIR").map_or_else(std::env::temp_dir, std::path::PathBuf::from);
+    let dir = parent.join(format!("atrest-rps-{}", std::process::id()));
     let cfg = ServeConfig {
         data_dir: dir.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
