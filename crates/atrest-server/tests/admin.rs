@@ -165,6 +165,8 @@ async fn tenants_admins_tokens_policies_and_isolation() {
     // A member administers nothing but may see its own tokens.
     let (s, _) = app.call(M::GET, None, "/admin/tenants/acme/principals", None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = app.call(M::DELETE, None, "/admin/vaults/acme-vault/policies/app", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, own) = app.call(M::GET, None, "/admin/tenants/acme/principals/app/tokens", None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(own.to_string().contains(apptok["id"].as_str().unwrap()) && !own.to_string().contains("atr1."));
@@ -220,6 +222,8 @@ async fn tenants_admins_tokens_policies_and_isolation() {
         "alice update-principal acme/app ok",
         "alice revoke-token acme/app/",
         "alice create-tenant  Forbidden",
+        "alice set-policy default/alice NotFound",
+        "app remove-policy acme-vault/app Forbidden",
     ] {
         assert!(dep.iter().any(|l| l.starts_with(want)), "missing {want:?} in {dep:#?}");
     }

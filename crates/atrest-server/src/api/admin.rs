@@ -178,12 +178,24 @@ pub(super) async fn dispatch(ctx: &AdminCtx<'_>, method: &Method, path: &[&str])
         return route(ctx, method, path).await;
     };
     // A change to a vault is recorded on that vault's chain, once the actor may see it.
-    let chain = match vault {
-        Some(v) => ctx.svc().administered_vault(&ctx.actor, v, op).await.map_err(not_found_code)?.id,
-        None => DEPLOYMENT_CHAIN.to_string(),
-    };
     let who = ctx.actor.name.clone();
     let detail = json!({"tenant_of_actor": ctx.actor.tenant_id});
+    let chain = match vault {
+        Some(v) => match ctx.svc().administered_vault(&ctx.actor, v, op).await {
+            Ok(v) => v.id,
+            Err(e) => {
+                // Refused before the vault's chain could be chosen (not visible to the
+                // caller, or not its admin): recorded on the deployment chain.
+                let e = not_found_code(e);
+                let target = format!("{v}/{target}");
+                if let Err(a) = ctx.svc().audit(DEPLOYMENT_CHAIN, &who, op, &target, &e.code, &detail).await {
+                    return Err(super::keys::audit_failed(&a));
+                }
+                return Err(e);
+            }
+        },
+        None => DEPLOYMENT_CHAIN.to_string(),
+    };
     ctx.svc().audit(&chain, &who, op, &target, "attempt", &detail).await.map_err(|e| super::keys::audit_failed(&e))?;
     let result = route(ctx, method, path).await;
     let outcome = match &result {
