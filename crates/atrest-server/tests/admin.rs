@@ -162,6 +162,29 @@ async fn tenants_admins_tokens_policies_and_isolation() {
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    // A tenant admin of the default tenant cannot mint or rotate the deployment admin's
+    // tokens (that would make it a deployment admin).
+    let (s, _) = admin
+        .call(
+            M::POST,
+            None,
+            "/admin/tenants/default/principals",
+            Some(json!({"name": "dflt-admin", "role": "tenant-admin"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, dt) = admin.call(M::POST, None, "/admin/tenants/default/principals/dflt-admin/tokens", None).await;
+    let dflt = Caller { client: &client, port, token: dt["token"].as_str().unwrap().into() };
+    let (s, _) = dflt.call(M::POST, None, "/admin/tenants/default/principals/admin/tokens", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "no escalation through the admin's tokens");
+    let (s, _) = dflt.call(M::GET, None, "/admin/tenants/default/principals/admin/tokens", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) =
+        dflt.call(M::PATCH, None, "/admin/tenants/default/principals/admin", Some(json!({"disabled": true}))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = dflt.call(M::POST, None, "/admin/tenants/default/principals/dflt-admin/tokens", None).await;
+    assert_eq!(s, StatusCode::CREATED, "its own tokens and its peers' are fine");
+
     // A member administers nothing but may see its own tokens.
     let (s, _) = app.call(M::GET, None, "/admin/tenants/acme/principals", None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);

@@ -4,7 +4,8 @@
 //! # Scope rules
 //! - The deployment admin manages every tenant and is the only one who creates tenants
 //!   or other deployment admins.
-//! - A tenant admin manages its own tenant's principals, tokens, vaults and policies.
+//! - A tenant admin manages its own tenant's principals, tokens, vaults and policies,
+//!   except a deployment admin's tokens and status (that would be an escalation).
 //!   Another tenant does not exist for it: every lookup answers `NotFound`, never
 //!   `Forbidden`, so tenant names cannot be probed.
 //! - Members administer nothing, except their own tokens (list, rotate, revoke).

@@ -296,6 +296,9 @@ async fn route_inner(ctx: &AdminCtx<'_>, method: &Method, path: &[&str]) -> Resu
         (Method::POST, ["tenants", t, "principals", p, "tokens"]) => {
             let tenant = svc.administered_tenant(actor, t, "issue tokens").await?;
             let p = svc.principal_by_name(&tenant, p).await?;
+            // A token is the principal's power: only a deployment admin mints one for a
+            // deployment admin.
+            VaultService::check_grantable(actor, p.role)?;
             let req: TokenIn = ctx.json()?;
             check_ttl(req.ttl_seconds)?;
             let issued = svc.issue_token(&p, req.ttl_seconds).await?;
@@ -415,6 +418,7 @@ async fn principal_in_scope(ctx: &AdminCtx<'_>, t: &str, p: &str, what: &str) ->
     let principal = svc.principal_by_name(&tenant, p).await?;
     if principal.id != ctx.actor.id {
         svc.administered_tenant(&ctx.actor, t, what).await?;
+        VaultService::check_grantable(&ctx.actor, principal.role)?;
     }
     Ok((tenant, principal))
 }
