@@ -1,0 +1,144 @@
+//! The one seam through which the data service reaches a vault: wrap and unwrap a
+//! resource key with a key-encryption key, as the resource's identity. One
+//! implementation per kind of vault: [`InProcessVault`] here; a vault on another server
+//! over HTTPS comes with the data service's API.
+
+use crate::error::{Result, StoreError};
+use atrest_crypto::SecretBytes;
+use atrest_vault::model::Kty;
+use atrest_vault::{KeyOp, OpInput, Principal, VaultError, VaultService};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// A boxed future (the trait is used as `dyn KeyVault`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A key-encryption key: a vault, a key name, and a version (`None` = follow the latest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRef {
+    /// Vault name.
+    pub vault: String,
+    /// Key name.
+    pub name: String,
+    /// Pinned version, or `None` for the latest.
+    pub version: Option<String>,
+}
+
+impl std::fmt::Display for KeyRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.version {
+            Some(v) => write!(f, "{}/keys/{}/{v}", self.vault, self.name),
+            None => write!(f, "{}/keys/{}", self.vault, self.name),
+        }
+    }
+}
+
+/// A resource key wrapped by a vault key, with the exact version that wrapped it (so
+/// unwrapping never depends on what "latest" means later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedKey {
+    /// The key version that wrapped it.
+    pub version: String,
+    /// The algorithm used (`RSA-OAEP-256` or `A256KW`).
+    pub alg: String,
+    /// The wrapped bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Wrap and unwrap through a vault.
+pub trait KeyVault: Send + Sync {
+    /// Wraps `key` (32 bytes) with `kek`.
+    fn wrap<'a>(&'a self, kek: &'a KeyRef, key: &'a [u8]) -> BoxFuture<'a, Result<WrappedKey>>;
+    /// Unwraps with the version recorded in `wrapped`.
+    fn unwrap<'a>(&'a self, kek: &'a KeyRef, wrapped: &'a WrappedKey) -> BoxFuture<'a, Result<SecretBytes>>;
+}
+
+/// A vault in the same process, used as `identity` (the resource's principal): the
+/// vault's access policies apply exactly as over HTTP, and every use is audited on the
+/// vault's chain.
+pub struct InProcessVault {
+    svc: Arc<VaultService>,
+    identity: Principal,
+}
+
+impl InProcessVault {
+    /// The vault service, acting as `identity`.
+    #[must_use]
+    pub fn new(svc: Arc<VaultService>, identity: Principal) -> Self {
+        Self { svc, identity }
+    }
+
+    fn refused(&self, kek: &KeyRef, operation: &str, e: &VaultError) -> StoreError {
+        let fix = match e {
+            VaultError::Forbidden { .. } if e.to_string().contains("grant") => {
+                format!("grant get, wrapKey and unwrapKey on the key to principal {}", self.identity.name)
+            }
+            VaultError::Forbidden { .. } => "enable the key, or check its nbf and exp".to_string(),
+            VaultError::NotFound(_) => "recover the key if it was deleted, or configure another key".to_string(),
+            _ => "retry; if it persists, check the vault".to_string(),
+        };
+        StoreError::KeyInaccessible { key: kek.to_string(), operation: operation.into(), reason: e.to_string(), fix }
+    }
+
+    async fn call(
+        &self,
+        kek: &KeyRef,
+        op: KeyOp,
+        version: Option<&str>,
+        value: &[u8],
+    ) -> Result<(String, String, SecretBytes)> {
+        let vault = self.svc.vault(&kek.vault).await.map_err(|e| self.refused(kek, op.name(), &e))?;
+        self.svc
+            .authorize(&vault, &self.identity, "get", Some(&kek.name))
+            .await
+            .map_err(|e| self.refused(kek, "get", &e))?;
+        let key = self.svc.get_key(&vault, &kek.name, version).await.map_err(|e| self.refused(kek, "get", &e))?;
+        let alg = match key.kty {
+            Kty::Rsa => "RSA-OAEP-256",
+            Kty::Oct => "A256KW",
+            Kty::Ec => {
+                return Err(StoreError::KeyInaccessible {
+                    key: kek.to_string(),
+                    operation: op.name().into(),
+                    reason: "EC keys cannot wrap".into(),
+                    fix: "use an RSA (2048 or more) or oct-256 key".into(),
+                });
+            }
+        };
+        self.svc
+            .authorize(&vault, &self.identity, op.name(), Some(&kek.name))
+            .await
+            .map_err(|e| self.refused(kek, op.name(), &e))?;
+        let input = OpInput { alg: alg.into(), value: value.to_vec(), ..OpInput::default() };
+        let out = self
+            .svc
+            .operate(&vault, &kek.name, Some(&key.version), op, input)
+            .await
+            .map_err(|e| self.refused(kek, op.name(), &e))?;
+        // No key use leaves the vault unrecorded: without its audit entry, no result.
+        let target = format!("{}/{}", kek.name, out.version);
+        self.svc.audit(&vault.id, &self.identity.name, op.name(), &target, "ok", &Default::default()).await.map_err(
+            |e| StoreError::KeyInaccessible {
+                key: kek.to_string(),
+                operation: op.name().into(),
+                reason: format!("the vault's audit trail could not be written ({e})"),
+                fix: "retry; check the vault's database".into(),
+            },
+        )?;
+        Ok((out.version, alg.to_string(), out.value))
+    }
+}
+
+impl KeyVault for InProcessVault {
+    fn wrap<'a>(&'a self, kek: &'a KeyRef, key: &'a [u8]) -> BoxFuture<'a, Result<WrappedKey>> {
+        Box::pin(async move {
+            let (version, alg, bytes) = self.call(kek, KeyOp::WrapKey, kek.version.as_deref(), key).await?;
+            Ok(WrappedKey { version, alg, bytes: bytes.expose_secret().to_vec() })
+        })
+    }
+
+    fn unwrap<'a>(&'a self, kek: &'a KeyRef, wrapped: &'a WrappedKey) -> BoxFuture<'a, Result<SecretBytes>> {
+        Box::pin(async move { Ok(self.call(kek, KeyOp::UnwrapKey, Some(&wrapped.version), &wrapped.bytes).await?.2) })
+    }
+}
