@@ -189,7 +189,8 @@ server_wrapped = resp.json()["value"]
 resp = kc.send_request(HttpRequest("POST", f"/keys/sdk-oct/{oct_key.properties.version}/unwrapkey?api-version=7.5",
                                    json={"alg": "A256KW", "value": server_wrapped}))
 check("A256KW wrap and unwrap on the server via send_request", resp.json()["value"] == "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
-metrics = requests.get(f"{url}/metrics", verify=ca).text
+check("/metrics needs a token", requests.get(f"{url}/metrics", verify=ca).status_code == 401)
+metrics = requests.get(f"{url}/metrics", headers=adm, verify=ca).text
 check("the server saw the wrapKey call", 'atrest_key_operations_total{key="default/sdk-oct",operation="wrapKey",result="ok"} 1' in metrics)
 
 # --- paging over more than 25 versions ---

@@ -147,6 +147,14 @@ impl Api {
             }
             match page.get("nextLink").and_then(Value::as_str) {
                 Some(next) if !next.is_empty() => {
+                    // The token goes only where the first request went.
+                    let same_origin = next.strip_prefix(&self.vault_base).is_some_and(|rest| rest.starts_with('/'));
+                    if !same_origin {
+                        return Err(format!(
+                            "the server's nextLink {next} leaves {}; refusing to follow it",
+                            self.vault_base
+                        ));
+                    }
                     page = self.send(Method::GET, next.to_string(), None).await?;
                 }
                 _ => break,

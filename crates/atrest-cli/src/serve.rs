@@ -60,6 +60,10 @@ pub(crate) struct ServeArgs {
     /// Serve Prometheus metrics at /metrics [default: true].
     #[arg(long, env = "ATREST_METRICS")]
     metrics: Option<bool>,
+    /// File holding the bearer secret a Prometheus scraper sends to /metrics (16+
+    /// characters); without it /metrics needs a deployment admin's token.
+    #[arg(long, env = "ATREST_METRICS_TOKEN_FILE")]
+    metrics_token_file: Option<PathBuf>,
     /// Purge sweeper interval in seconds [default: 60].
     #[arg(long, env = "ATREST_SWEEP_INTERVAL")]
     sweep_interval: Option<u64>,
@@ -93,6 +97,7 @@ struct FileConfig {
     rate_limit: Option<u32>,
     rate_burst: Option<u32>,
     metrics: Option<bool>,
+    metrics_token_file: Option<PathBuf>,
     sweep_interval: Option<u64>,
     rotation_interval: Option<u64>,
     checkpoint_interval: Option<u64>,
@@ -105,7 +110,11 @@ impl ServeArgs {
         let file = match &self.config {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| format!("{}: {e}", p.display()))?
+                toml::from_str::<FileConfig>(&text).map_err(|e| {
+                    // Only where and why: the offending line may hold a database password.
+                    let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+                    format!("{}: line {line}: {}", p.display(), e.message())
+                })?
             }
             None => FileConfig::default(),
         };
@@ -141,6 +150,7 @@ impl ServeArgs {
             rate_limit: self.rate_limit.or(file.rate_limit).unwrap_or(d.rate_limit),
             rate_burst: self.rate_burst.or(file.rate_burst).unwrap_or(d.rate_burst),
             metrics: self.metrics.or(file.metrics).unwrap_or(d.metrics),
+            metrics_token_file: self.metrics_token_file.or(file.metrics_token_file),
             sweep_interval_secs: self.sweep_interval.or(file.sweep_interval).unwrap_or(d.sweep_interval_secs),
             rotation_interval_secs: self
                 .rotation_interval
@@ -234,6 +244,10 @@ mod tests {
         std::fs::write(&f, "lisen = \"x\"\n").unwrap();
         let t = T::try_parse_from(["x", "--config", f.to_str().unwrap()]).unwrap();
         assert!(t.a.resolve().unwrap_err().contains("unknown field"), "typos are refused");
+        std::fs::write(&f, "database = postgres://u:secretpw@h/db\n").unwrap();
+        let t = T::try_parse_from(["x", "--config", f.to_str().unwrap()]).unwrap();
+        let err = t.a.resolve().unwrap_err();
+        assert!(err.contains("line 1") && !err.contains("secretpw"), "{err}");
         std::fs::write(&f, "tls-cert = \"c.pem\"\n").unwrap();
         let t = T::try_parse_from(["x", "--config", f.to_str().unwrap()]).unwrap();
         assert!(t.a.resolve().unwrap_err().contains("together"));

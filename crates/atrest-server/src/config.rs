@@ -40,6 +40,9 @@ pub struct ServeConfig {
     pub rate_burst: u32,
     /// Serve Prometheus metrics at `/metrics`.
     pub metrics: bool,
+    /// File holding the bearer secret a scraper sends to `/metrics` (else a deployment
+    /// admin's token is required).
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -62,6 +65,7 @@ impl Default for ServeConfig {
             rate_limit: 1000,
             rate_burst: 2000,
             metrics: true,
+            metrics_token_file: None,
         }
     }
 }

@@ -153,6 +153,20 @@ fn reload_tls(
 /// Configuration, bootstrap and bind errors.
 pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
     let boot = bootstrap::bootstrap(&cfg).await?;
+    let metrics_token = match &cfg.metrics_token_file {
+        Some(f) => {
+            let t = std::fs::read_to_string(f).map_err(|e| ServerError::io(f, e))?;
+            let t = t.trim();
+            if t.len() < 16 {
+                return Err(ServerError::Config(format!(
+                    "{}: the metrics token must be at least 16 characters",
+                    f.display()
+                )));
+            }
+            Some(atrest_crypto::SecretBytes::new(t.as_bytes().to_vec()))
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| {
         ServerError::Config(format!("cannot listen on {}: {e} (choose another address with --listen)", cfg.listen))
     })?;
@@ -164,6 +178,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         warnings: boot.warnings.clone(),
         metrics: metrics::Metrics::default(),
         metrics_enabled: cfg.metrics,
+        metrics_token,
         limiter: ratelimit::RateLimiter::new(cfg.rate_limit, cfg.rate_burst),
     });
     let app = axum::Router::new().fallback(api::handle).with_state(state);
@@ -174,7 +189,9 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
     // interval and on SIGHUP; a file that fails to load keeps the current configuration.
     let files =
         tls::TlsFiles { cert: cfg.tls_cert.clone(), key: cfg.tls_key.clone(), client_ca: cfg.client_ca.clone() };
-    if files.cert.is_some() || files.client_ca.is_some() {
+    // Always running, so SIGHUP never takes its default action (ending the process);
+    // with nothing user-supplied there is nothing to reload and it only logs.
+    {
         let live = live_tls.clone();
         let mut reload_stop = stop.subscribe();
         let every = std::time::Duration::from_secs(cfg.tls_reload_interval_secs.max(1));
@@ -200,6 +217,10 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
                 };
                 let now = files.stamp();
                 if now == seen && !forced {
+                    continue;
+                }
+                if files.cert.is_none() && files.client_ca.is_none() {
+                    tracing::info!("SIGHUP: the generated certificate is in use; nothing to reload");
                     continue;
                 }
                 seen = now;

@@ -193,6 +193,9 @@ async fn tenants_admins_tokens_policies_and_isolation() {
     let (s, own) = app.call(M::GET, None, "/admin/tenants/acme/principals/app/tokens", None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(own.to_string().contains(apptok["id"].as_str().unwrap()) && !own.to_string().contains("atr1."));
+    let path = format!("/admin/tenants/acme/principals/app/tokens/{}/rotate", apptok["id"].as_str().unwrap());
+    let (s, _) = app.call(M::POST, None, &path, Some(json!({"ttl_seconds": 315_360_000}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "a member cannot extend its own token by rotating it");
 
     // Removing the policy takes effect on the very next request.
     let (s, _) = alice.call(M::DELETE, None, "/admin/vaults/acme-vault/policies/app", None).await;
@@ -236,15 +239,15 @@ async fn tenants_admins_tokens_policies_and_isolation() {
     };
     let dep = ops(DEPLOYMENT_CHAIN.to_string()).await;
     for want in [
-        "admin create-tenant  attempt",
-        "admin create-tenant  ok",
-        "admin create-tenant  Conflict",
-        "admin create-principal acme ok",
+        "admin create-tenant acme attempt",
+        "admin create-tenant acme ok",
+        "admin create-tenant acme Conflict",
+        "admin create-principal acme/alice ok",
         "admin issue-token acme/alice ok",
         "alice rotate-token acme/app/",
         "alice update-principal acme/app ok",
         "alice revoke-token acme/app/",
-        "alice create-tenant  Forbidden",
+        "alice create-tenant evil Forbidden",
         "alice set-policy default/alice NotFound",
         "app remove-policy acme-vault/app Forbidden",
     ] {

@@ -137,13 +137,15 @@ async fn certificate_reload_and_client_certificates() {
     let r =
         c.get(format!("{base}/keys?api-version=7.5")).bearer_auth("atr1.0000000000000000.AAAA").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let metrics = c.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(c.get(format!("{base}/metrics")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let metrics = c.get(format!("{base}/metrics")).bearer_auth(&token).send().await.unwrap().text().await.unwrap();
     assert!(
         metrics.contains("atrest_http_requests_total{route=\"list\",method=\"GET\",status=\"200\"} 3"),
         "{metrics}"
     );
     assert!(metrics.contains("atrest_rate_limited_total "), "{metrics}");
     assert!(metrics.contains("atrest_auth_failures_total{reason=\"invalid\"} 1"), "{metrics}");
+    assert!(metrics.contains("atrest_auth_failures_total{reason=\"missing\"} 1"), "{metrics}");
     assert!(metrics.contains("atrest_audit_appends_total{result=\"ok\"}"), "{metrics}");
     assert!(metrics.contains("atrest_http_request_duration_seconds_bucket{route=\"list\",le=\"+Inf\"} "), "{metrics}");
     assert!(!metrics.contains(&token), "metrics never show tokens");

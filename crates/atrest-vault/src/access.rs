@@ -283,7 +283,11 @@ impl VaultService {
         let secret = zeroize::Zeroizing::new(atrest_crypto::rand::bytes::<32>()?);
         let hash = self.token_hash.sign(&[id.as_bytes(), &secret[..]]);
         let now = self.now();
-        let expires = ttl.map(|t| now + t);
+        let expires = match ttl {
+            Some(t) if t <= 0 => return Err(VaultError::bad("a token's lifetime must be positive")),
+            Some(t) => Some(now.checked_add(t).ok_or_else(|| VaultError::bad("the token lifetime is too long"))?),
+            None => None,
+        };
         let mac = self.mac.tag(
             "tokens",
             &[

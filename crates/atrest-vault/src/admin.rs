@@ -220,8 +220,8 @@ impl VaultService {
             .token_row(token_id)
             .await?
             .ok_or_else(|| VaultError::NotFound(format!("no token with id {token_id}")))?;
-        if old.revoked {
-            return Err(VaultError::bad(format!("token {token_id} is revoked; issue a new token instead")));
+        if old.revoked || old.expires.is_some_and(|e| self.now() >= e) {
+            return Err(VaultError::bad(format!("token {token_id} is revoked or expired; issue a new token instead")));
         }
         let principal = self.principal(&old.principal_id).await?;
         let ttl = ttl.or(old.expires.map(|e| e - old.created));

@@ -83,15 +83,15 @@ impl VaultService {
                 "key {kek_id} is not an import key: create an RSA key with key_ops [\"import\"] and wrap under it"
             )));
         }
-        if !v.enabled || v.nbf.is_some_and(|nbf| self.now() < nbf) {
-            return Err(VaultError::bad(format!("import key {kek_id} is disabled or not yet valid")));
+        let now = self.now();
+        if !v.enabled || v.nbf.is_some_and(|nbf| now < nbf) || v.exp.is_some_and(|exp| now >= exp) {
+            return Err(VaultError::bad(format!("import key {kek_id} is disabled, expired or not yet valid")));
         }
         let key = v.backend_key()?;
         let modulus_len = match &key.public {
             Some(PublicKey::Rsa(p)) => p.bits() / 8,
             _ => return Err(VaultError::Integrity { what: format!("import key {kek_id}") }),
         };
-        let ct = b64u_decode(&blob.ciphertext, "ciphertext")?;
         let refused = || {
             VaultError::bad(format!(
                 "the secure-import blob does not open with import key {kek_id}: it was wrapped under another key, \
@@ -99,6 +99,7 @@ impl VaultService {
                 kty.as_str()
             ))
         };
+        let ct = b64u_decode(&blob.ciphertext, "ciphertext").map_err(|_| refused())?;
         if ct.len() <= modulus_len {
             return Err(refused());
         }

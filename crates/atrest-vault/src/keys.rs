@@ -711,6 +711,15 @@ impl VaultService {
         let (k, mut v) = self.live_version(vault, name, version).await?;
         if let Some(ops) = req.key_ops {
             let ops = check_ops(Kty::parse(&v.kty)?, Some(ops))?;
+            // An import key's RSA-OAEP-256 unwrap opens every secure-import blob made for
+            // it: it must never gain another operation, and a key that could unwrap must
+            // not become one (blobs sent to it would have been exposed).
+            let is_import = |o: &[String]| o.iter().any(|x| x == crate::byok::IMPORT_OP);
+            if is_import(&v.ops()) != is_import(&ops) {
+                return Err(VaultError::bad(
+                    "the operations of an import key cannot change, and a key cannot become one: create a new import key",
+                ));
+            }
             v.key_ops = serde_json::to_string(&ops).map_err(|e| VaultError::bad(e.to_string()))?;
         }
         if let Some(e) = req.enabled {

@@ -691,6 +691,11 @@ async fn secure_import_under_an_import_key() {
         let err = e.svc.import_key(&e.vault, "refused", jwk, NewKeyAttributes::default()).await.unwrap_err();
         assert!(matches!(err, VaultError::BadParameter(_)) && err.to_string().contains(expect), "{err}");
     }
+    // An import key never gains another operation, and no key becomes one.
+    let to_unwrap = UpdateKey { key_ops: Some(vec!["unwrapKey".into()]), ..UpdateKey::default() };
+    assert!(matches!(e.svc.update_key(&e.vault, "kek", None, to_unwrap).await, Err(VaultError::BadParameter(_))));
+    let to_import = UpdateKey { key_ops: Some(vec!["import".into()]), ..UpdateKey::default() };
+    assert!(matches!(e.svc.update_key(&e.vault, "plain", None, to_import).await, Err(VaultError::BadParameter(_))));
     // Disabled import key.
     e.svc.update_key(&e.vault, "kek", None, UpdateKey { enabled: Some(false), ..UpdateKey::default() }).await.unwrap();
     let jwk = ImportJwk { kty: "oct".into(), key_hsm: Some(byok_blob(&kek, &kid, &[1; 32])), ..ImportJwk::default() };

@@ -179,7 +179,15 @@ pub(super) async fn dispatch(ctx: &AdminCtx<'_>, method: &Method, path: &[&str])
     };
     // A change to a vault is recorded on that vault's chain, once the actor may see it.
     let who = ctx.actor.name.clone();
-    let detail = json!({"tenant_of_actor": ctx.actor.tenant_id});
+    // What was asked for: admin bodies hold names, roles, flags, settings, permissions
+    // and lifetimes, never secrets (a token is only ever in a response).
+    let request: Value = serde_json::from_slice(&ctx.body).unwrap_or(Value::Null);
+    let target = match (op, request.get("name").and_then(Value::as_str)) {
+        ("create-tenant", Some(n)) => n.to_string(),
+        ("create-principal" | "create-vault", Some(n)) => format!("{target}/{n}"),
+        _ => target,
+    };
+    let detail = json!({"tenant_of_actor": ctx.actor.tenant_id, "request": request});
     let chain = match vault {
         Some(v) => match ctx.svc().administered_vault(&ctx.actor, v, op).await {
             Ok(v) => v.id,
@@ -311,10 +319,16 @@ async fn route_inner(ctx: &AdminCtx<'_>, method: &Method, path: &[&str]) -> Resu
             Ok(no_content())
         }
         (Method::POST, ["tenants", t, "principals", p, "tokens", id, "rotate"]) => {
-            let (_, p) = principal_in_scope(ctx, t, p, "rotate tokens").await?;
+            let (tenant, p) = principal_in_scope(ctx, t, p, "rotate tokens").await?;
             token_of(svc, &p, id).await?;
             let req: TokenIn = ctx.json()?;
             check_ttl(req.ttl_seconds)?;
+            // Rotating one's own token never extends what an admin granted.
+            if !VaultService::administers(actor, &tenant.id) && req.ttl_seconds.is_some() {
+                return Err(ApiError::bad(
+                    "only an admin of the tenant can choose a new token's lifetime; omit ttl_seconds to keep the old one",
+                ));
+            }
             let issued = svc.rotate_token(id, req.ttl_seconds).await?;
             Ok(created(issued_json(&issued, &p.name)?))
         }
@@ -425,9 +439,12 @@ async fn principal_in_scope(ctx: &AdminCtx<'_>, t: &str, p: &str, what: &str) ->
 
 /// Checks that token `id` belongs to `p` (so a path cannot reach another's token).
 async fn token_of(svc: &VaultService, p: &Principal, id: &str) -> Result<(), ApiError> {
-    if svc.token_owner(id).await? == p.id {
-        Ok(())
-    } else {
-        Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("principal {} has no token {id}", p.name)))
+    // One answer for "no such token" and "not this principal's".
+    match svc.token_owner(id).await {
+        Ok(owner) if owner == p.id => Ok(()),
+        Ok(_) | Err(atrest_vault::VaultError::NotFound(_)) => {
+            Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("principal {} has no token {id}", p.name)))
+        }
+        Err(e) => Err(e.into()),
     }
 }

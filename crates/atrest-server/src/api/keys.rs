@@ -89,8 +89,11 @@ pub(super) async fn dispatch(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> R
         Ok(_) => "ok".to_string(),
         Err(e) => e.code.clone(),
     };
-    if !target.is_empty() {
-        ctx.metrics.key_operation(&ctx.vault.name, &target, &op, &outcome);
+    // Per-key series only for operations that succeeded (so refusals and unknown names
+    // cannot grow the series without bound); the rest are counted per vault.
+    if !target.is_empty() && op != "unknown" {
+        let key = if outcome == "ok" { target.as_str() } else { "-" };
+        ctx.metrics.key_operation(&ctx.vault.name, key, &op, &outcome);
     }
     if let Err(e) = ctx.svc.audit(&chain, &who, &op, &target, &outcome, &detail).await {
         if !mutating {

@@ -35,6 +35,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Serve `/metrics`.
     pub metrics_enabled: bool,
+    /// The scraper's bearer secret for `/metrics` (else a deployment admin's token).
+    pub metrics_token: Option<atrest_crypto::SecretBytes>,
     /// Per-principal rate limit.
     pub limiter: crate::ratelimit::RateLimiter,
 }
@@ -226,6 +228,30 @@ async fn route(
         return Ok(health(state, &path));
     }
     if method == Method::GET && path == "/metrics" && state.metrics_enabled {
+        // Metrics name vaults and keys of every tenant: a scraper's own secret, or a
+        // deployment admin's token.
+        let bearer =
+            headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "));
+        let allowed = match (&state.metrics_token, bearer) {
+            (Some(secret), Some(b)) => {
+                atrest_crypto::secret::constant_time_eq(secret.expose_secret(), b.trim().as_bytes())
+            }
+            (None, Some(_)) => {
+                authenticate(state, &headers).await?.is_some_and(|p| p.role == atrest_vault::Role::DeploymentAdmin)
+            }
+            (_, None) => false,
+        };
+        if !allowed {
+            state.metrics.auth_failure(if bearer.is_some() { "invalid" } else { "missing" });
+            return Err(ApiError {
+                challenge: Some("Bearer".into()),
+                ..ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "/metrics needs the metrics token (--metrics-token-file) or a deployment admin's token",
+                )
+            });
+        }
         let text = state.metrics.render(state.svc.audit_append_counts());
         let mut r = (StatusCode::OK, text).into_response();
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
