@@ -122,7 +122,7 @@ const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("delete", "/admin/vaults/{vault}/policies/{principal}", "AdminRemovePolicy", "Remove a policy", "tenant-admin"),
     ("get", "/healthz", "Health", "Liveness", "none"),
     ("get", "/readyz", "Ready", "Readiness and operational warnings", "none"),
-    ("get", "/metrics", "Metrics", "Prometheus metrics", "none"),
+    ("get", "/metrics", "Metrics", "Prometheus metrics", "the metrics token or a deployment-admin token"),
     ("get", "/audit/signing-key", "AuditSigningKey", "Public JWK that signs audit checkpoints", "none"),
 ];
 
@@ -136,7 +136,8 @@ pub(crate) fn document() -> Value {
             .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
-        if !path.starts_with("/admin") && !public {
+        let keys_api = ["/keys", "/deletedkeys", "/rng"].iter().any(|p| path.starts_with(p));
+        if keys_api {
             params.push(json!({"name": "api-version", "in": "query", "required": true, "schema": {"type": "string", "example": "7.5"}}));
         }
         let mut op = json!({
@@ -189,5 +190,8 @@ mod tests {
         let n: usize = d["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
         assert_eq!(n, super::ROUTES.len());
         assert_eq!(d["paths"]["/keys/{name}/{version}/unwrapkey"]["post"]["operationId"], "UnwrapKey");
+        let metrics = &d["paths"]["/metrics"]["get"];
+        assert!(metrics.get("security").is_none(), "/metrics needs a token");
+        assert_eq!(metrics["parameters"].as_array().unwrap().len(), 0, "no api-version outside the keys API");
     }
 }
