@@ -24,20 +24,12 @@ pub struct ObjectId<'a> {
 }
 
 impl ObjectId<'_> {
-    /// Context parts for a seal (the generation as 8 big-endian bytes).
-    #[must_use]
-    pub fn context(&self, label: &'static [u8]) -> [Vec<u8>; 4] {
-        [
-            label.to_vec(),
-            self.resource.as_bytes().to_vec(),
-            self.object.as_bytes().to_vec(),
-            self.generation.to_be_bytes().to_vec(),
-        ]
+    /// Runs `f` with the seal context `label ‖ resource ‖ object ‖ generation` (the
+    /// generation as 8 big-endian bytes).
+    pub fn with_context<T>(&self, label: &[u8], f: impl FnOnce(&[&[u8]]) -> T) -> T {
+        let generation = self.generation.to_be_bytes();
+        f(&[label, self.resource.as_bytes(), self.object.as_bytes(), &generation])
     }
-}
-
-fn parts(c: &[Vec<u8>; 4]) -> [&[u8]; 4] {
-    [&c[0], &c[1], &c[2], &c[3]]
 }
 
 /// Creates a resource key and wraps it with `kek`.
@@ -77,8 +69,7 @@ pub async fn rewrap(vault: &dyn KeyVault, old: &KeyRef, wrapped: &WrappedKey, ne
 /// RNG failure.
 pub fn new_data_key(resource_key: &SecretKey, id: ObjectId<'_>) -> Result<(SecretKey, Vec<u8>)> {
     let dek = SecretKey::generate()?;
-    let ctx = id.context(b"atrest/dek");
-    let wrapped = record::seal(resource_key, &parts(&ctx), dek.expose_secret())?;
+    let wrapped = id.with_context(b"atrest/dek", |ctx| record::seal(resource_key, ctx, dek.expose_secret()))?;
     Ok((dek, wrapped))
 }
 
@@ -87,9 +78,8 @@ pub fn new_data_key(resource_key: &SecretKey, id: ObjectId<'_>) -> Result<(Secre
 /// # Errors
 /// `Integrity` if it was modified or belongs to another object or generation.
 pub fn open_data_key(resource_key: &SecretKey, id: ObjectId<'_>, wrapped: &[u8]) -> Result<SecretKey> {
-    let ctx = id.context(b"atrest/dek");
     let bytes = zeroize::Zeroizing::new(
-        record::open(resource_key, &parts(&ctx), wrapped)
+        id.with_context(b"atrest/dek", |ctx| record::open(resource_key, ctx, wrapped))
             .map_err(|_| StoreError::Integrity(format!("the data key of object {}/{}", id.resource, id.object)))?,
     );
     SecretKey::from_slice(&bytes)

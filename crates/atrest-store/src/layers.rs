@@ -42,18 +42,14 @@ pub struct Sealed {
     pub wrapped_dek: Vec<u8>,
 }
 
-fn ctx_parts(c: &[Vec<u8>; 4]) -> [&[u8]; 4] {
-    [&c[0], &c[1], &c[2], &c[3]]
-}
-
 /// Seals `plaintext` as object `id` under both layers.
 ///
 /// # Errors
 /// Crypto failures (RNG).
 pub fn seal(infra: &InfraLayer, resource_key: &SecretKey, id: ObjectId<'_>, plaintext: &[u8]) -> Result<Sealed> {
     let (dek, wrapped_dek) = new_data_key(resource_key, id)?;
-    let inner = record::seal(&dek, &ctx_parts(&id.context(b"atrest/object")), plaintext)?;
-    let body = record::seal(&infra.key, &ctx_parts(&id.context(b"atrest/infra")), &inner)?;
+    let inner = id.with_context(b"atrest/object", |ctx| record::seal(&dek, ctx, plaintext))?;
+    let body = id.with_context(b"atrest/infra", |ctx| record::seal(&infra.key, ctx, &inner))?;
     Ok(Sealed { body, wrapped_dek })
 }
 
@@ -64,7 +60,8 @@ pub fn seal(infra: &InfraLayer, resource_key: &SecretKey, id: ObjectId<'_>, plai
 /// generation, or a wrong key.
 pub fn open(infra: &InfraLayer, resource_key: &SecretKey, id: ObjectId<'_>, sealed: &Sealed) -> Result<Vec<u8>> {
     let what = || StoreError::Integrity(format!("object {}/{} generation {}", id.resource, id.object, id.generation));
-    let inner = record::open(&infra.key, &ctx_parts(&id.context(b"atrest/infra")), &sealed.body).map_err(|_| what())?;
+    let inner =
+        id.with_context(b"atrest/infra", |ctx| record::open(&infra.key, ctx, &sealed.body)).map_err(|_| what())?;
     let dek = open_data_key(resource_key, id, &sealed.wrapped_dek)?;
-    record::open(&dek, &ctx_parts(&id.context(b"atrest/object")), &inner).map_err(|_| what())
+    id.with_context(b"atrest/object", |ctx| record::open(&dek, ctx, &inner)).map_err(|_| what())
 }

@@ -218,8 +218,8 @@ pub(super) async fn dispatch(ctx: &AdminCtx<'_>, method: &Method, path: &[&str])
 
 /// Admin lookups report a missing tenant, principal or vault as `NotFound`, not the
 /// keys API's `KeyNotFound`.
-fn not_found_code(e: atrest_vault::VaultError) -> ApiError {
-    let mut a = ApiError::from(e);
+fn not_found_code(e: impl Into<ApiError>) -> ApiError {
+    let mut a = e.into();
     if a.code == "KeyNotFound" {
         a.code = "NotFound".into();
     }
@@ -227,12 +227,7 @@ fn not_found_code(e: atrest_vault::VaultError) -> ApiError {
 }
 
 async fn route(ctx: &AdminCtx<'_>, method: &Method, path: &[&str]) -> Result<Response, ApiError> {
-    route_inner(ctx, method, path).await.map_err(|mut e| {
-        if e.code == "KeyNotFound" {
-            e.code = "NotFound".into();
-        }
-        e
-    })
+    route_inner(ctx, method, path).await.map_err(not_found_code)
 }
 
 async fn route_inner(ctx: &AdminCtx<'_>, method: &Method, path: &[&str]) -> Result<Response, ApiError> {

@@ -230,8 +230,7 @@ async fn route(
     if method == Method::GET && path == "/metrics" && state.metrics_enabled {
         // Metrics name vaults and keys of every tenant: a scraper's own secret, or a
         // deployment admin's token.
-        let bearer =
-            headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "));
+        let bearer = bearer_token(&headers);
         let allowed = match (&state.metrics_token, bearer) {
             (Some(secret), Some(b)) => {
                 atrest_crypto::secret::constant_time_eq(secret.expose_secret(), b.trim().as_bytes())
@@ -336,11 +335,14 @@ async fn route(
     keys::dispatch(&ctx, &method, &segments).await
 }
 
+/// The `Authorization: Bearer` credential, if any.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "))
+}
+
 /// The principal a request's bearer token names; `None` when there is no valid one.
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
-    let bearer =
-        headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "));
-    match bearer {
+    match bearer_token(headers) {
         None => Ok(None),
         Some(t) => match state.svc.authenticate(t.trim()).await {
             Ok(p) => Ok(Some(p)),
