@@ -1,6 +1,8 @@
-//! Errors of the data service core, with stable codes.
+//! Errors of the data service, with stable codes and HTTP statuses.
 
-/// Errors of the key hierarchy and the layers.
+use atrest_vault::VaultError;
+
+/// Errors of the data service.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The vault refused or could not be reached: the resource's data cannot be opened.
@@ -14,13 +16,52 @@ pub enum StoreError {
         reason: String,
         /// What to do.
         fix: String,
+        /// The vault could not be reached (as opposed to refusing): cached keys stay
+        /// usable for the grace period.
+        transient: bool,
     },
     /// A stored object, wrapped key or its metadata was modified or moved.
     #[error("IntegrityCheckFailed: {0} does not open: it was modified, truncated or moved from another object")]
     Integrity(String),
+    /// Nothing by that name (or outside the caller's tenant).
+    #[error("{0}")]
+    NotFound(String),
+    /// The name is taken, or the state does not allow it.
+    #[error("{0}")]
+    Conflict(String),
+    /// `If-Match` / `If-None-Match` did not hold.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// The request is wrong; the message says how.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The caller lacks a role on the resource.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A customer key cannot be used for this resource; the message says what to fix.
+    #[error("{0}")]
+    KeyRejected(String),
+    /// The vault failed for another reason.
+    #[error("{0}")]
+    Vault(#[from] VaultError),
+    /// The database or blob storage failed.
+    #[error("storage unavailable: {0}")]
+    Storage(String),
     /// The crypto core failed.
     #[error("{0}")]
     Crypto(#[from] atrest_crypto::CryptoError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Storage(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Storage(e.to_string())
+    }
 }
 
 impl StoreError {
@@ -30,8 +71,35 @@ impl StoreError {
         match self {
             StoreError::KeyInaccessible { .. } => "KeyInaccessible",
             StoreError::Integrity(_) => "IntegrityCheckFailed",
+            StoreError::NotFound(_) => "NotFound",
+            StoreError::Conflict(_) => "Conflict",
+            StoreError::PreconditionFailed(_) => "PreconditionFailed",
+            StoreError::BadRequest(_) => "BadParameter",
+            StoreError::Forbidden(_) => "Forbidden",
+            StoreError::KeyRejected(_) => "CustomerKeyRejected",
+            StoreError::Vault(e) => e.code(),
+            StoreError::Storage(_) => "ServiceUnavailable",
             StoreError::Crypto(_) => "CryptoError",
         }
+    }
+
+    /// HTTP status.
+    #[must_use]
+    pub fn status(&self) -> u16 {
+        match self {
+            StoreError::KeyInaccessible { .. } | StoreError::Forbidden(_) => 403,
+            StoreError::Integrity(_) | StoreError::Crypto(_) => 500,
+            StoreError::NotFound(_) => 404,
+            StoreError::Conflict(_) => 409,
+            StoreError::PreconditionFailed(_) => 412,
+            StoreError::BadRequest(_) | StoreError::KeyRejected(_) => 400,
+            StoreError::Vault(e) => e.status(),
+            StoreError::Storage(_) => 503,
+        }
+    }
+
+    pub(crate) fn bad(m: impl Into<String>) -> Self {
+        StoreError::BadRequest(m.into())
     }
 }
 

@@ -85,3 +85,11 @@ pub fn open_data_key(resource_key: &SecretKey, id: ObjectId<'_>, wrapped: &[u8])
     SecretKey::from_slice(&bytes)
         .map_err(|_| StoreError::Integrity(format!("the data key of object {}/{}", id.resource, id.object)))
 }
+
+/// Wraps an existing data key of object `id` under another resource key (re-key).
+///
+/// # Errors
+/// RNG failure.
+pub fn rewrap_data_key(resource_key: &SecretKey, id: ObjectId<'_>, dek: &SecretKey) -> Result<Vec<u8>> {
+    Ok(id.with_context(b"atrest/dek", |ctx| record::seal(resource_key, ctx, dek.expose_secret()))?)
+}

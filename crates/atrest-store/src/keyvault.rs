@@ -5,7 +5,7 @@
 
 use crate::error::{Result, StoreError};
 use atrest_crypto::SecretBytes;
-use atrest_vault::model::Kty;
+use atrest_vault::model::{KeyBundle, Kty, VaultInfo};
 use atrest_vault::{KeyOp, OpInput, Principal, VaultError, VaultService};
 use std::future::Future;
 use std::pin::Pin;
@@ -46,8 +46,43 @@ pub struct WrappedKey {
     pub bytes: Vec<u8>,
 }
 
-/// Wrap and unwrap through a vault.
+/// What the data service needs to know about a key-encryption key version (from `get`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The version `get` returned (the latest, for a versionless reference).
+    pub version: String,
+    /// `RSA`, `EC` or `oct` (an `-HSM` suffix is dropped).
+    pub kty: String,
+    /// RSA modulus bits, or 256 for oct; 0 when unknown.
+    pub size_bits: u32,
+    /// Enabled.
+    pub enabled: bool,
+    /// Not before.
+    pub nbf: Option<i64>,
+    /// Expiry.
+    pub exp: Option<i64>,
+    /// AKV `recoveryLevel`: `Recoverable` means soft delete with purge protection.
+    pub recovery_level: String,
+    /// Permitted operations.
+    pub key_ops: Vec<String>,
+}
+
+impl KeyInfo {
+    /// The wrap algorithm for this key type.
+    #[must_use]
+    pub fn wrap_alg(&self) -> Option<&'static str> {
+        match self.kty.as_str() {
+            "RSA" => Some("RSA-OAEP-256"),
+            "oct" => Some("A256KW"),
+            _ => None,
+        }
+    }
+}
+
+/// Get, wrap and unwrap through a vault, as the resource's identity.
 pub trait KeyVault: Send + Sync {
+    /// Reads the key (its pinned version, or the latest): what `get` permits.
+    fn get<'a>(&'a self, kek: &'a KeyRef) -> BoxFuture<'a, Result<KeyInfo>>;
     /// Wraps `key` (32 bytes) with `kek`.
     fn wrap<'a>(&'a self, kek: &'a KeyRef, key: &'a [u8]) -> BoxFuture<'a, Result<WrappedKey>>;
     /// Unwraps with the version recorded in `wrapped`.
@@ -56,17 +91,18 @@ pub trait KeyVault: Send + Sync {
 
 /// A vault in the same process, used as `identity` (the resource's principal): the
 /// vault's access policies apply exactly as over HTTP, and every use is audited on the
-/// vault's chain.
+/// vault's chain with the resource named.
 pub struct InProcessVault {
     svc: Arc<VaultService>,
     identity: Principal,
+    resource: String,
 }
 
 impl InProcessVault {
-    /// The vault service, acting as `identity`.
+    /// The vault service, acting as `identity` for `resource` (named in audit entries).
     #[must_use]
-    pub fn new(svc: Arc<VaultService>, identity: Principal) -> Self {
-        Self { svc, identity }
+    pub fn new(svc: Arc<VaultService>, identity: Principal, resource: &str) -> Self {
+        Self { svc, identity, resource: resource.to_string() }
     }
 
     fn refused(&self, kek: &KeyRef, operation: &str, e: &VaultError) -> StoreError {
@@ -78,7 +114,23 @@ impl InProcessVault {
             VaultError::NotFound(_) => "recover the key if it was deleted, or configure another key".to_string(),
             _ => "retry; if it persists, check the vault".to_string(),
         };
-        StoreError::KeyInaccessible { key: kek.to_string(), operation: operation.into(), reason: e.to_string(), fix }
+        StoreError::KeyInaccessible {
+            key: kek.to_string(),
+            operation: operation.into(),
+            reason: e.to_string(),
+            fix,
+            transient: matches!(e, VaultError::Storage(_)),
+        }
+    }
+
+    async fn read(&self, kek: &KeyRef, version: Option<&str>) -> Result<(VaultInfo, KeyBundle)> {
+        let vault = self.svc.vault(&kek.vault).await.map_err(|e| self.refused(kek, "get", &e))?;
+        self.svc
+            .authorize(&vault, &self.identity, "get", Some(&kek.name))
+            .await
+            .map_err(|e| self.refused(kek, "get", &e))?;
+        let key = self.svc.get_key(&vault, &kek.name, version).await.map_err(|e| self.refused(kek, "get", &e))?;
+        Ok((vault, key))
     }
 
     async fn call(
@@ -88,12 +140,7 @@ impl InProcessVault {
         version: Option<&str>,
         value: &[u8],
     ) -> Result<(String, String, SecretBytes)> {
-        let vault = self.svc.vault(&kek.vault).await.map_err(|e| self.refused(kek, op.name(), &e))?;
-        self.svc
-            .authorize(&vault, &self.identity, "get", Some(&kek.name))
-            .await
-            .map_err(|e| self.refused(kek, "get", &e))?;
-        let key = self.svc.get_key(&vault, &kek.name, version).await.map_err(|e| self.refused(kek, "get", &e))?;
+        let (vault, key) = self.read(kek, version).await?;
         let alg = match key.kty {
             Kty::Rsa => "RSA-OAEP-256",
             Kty::Oct => "A256KW",
@@ -103,6 +150,7 @@ impl InProcessVault {
                     operation: op.name().into(),
                     reason: "EC keys cannot wrap".into(),
                     fix: "use an RSA (2048 or more) or oct-256 key".into(),
+                    transient: false,
                 });
             }
         };
@@ -118,19 +166,42 @@ impl InProcessVault {
             .map_err(|e| self.refused(kek, op.name(), &e))?;
         // No key use leaves the vault unrecorded: without its audit entry, no result.
         let target = format!("{}/{}", kek.name, out.version);
-        self.svc.audit(&vault.id, &self.identity.name, op.name(), &target, "ok", &Default::default()).await.map_err(
-            |e| StoreError::KeyInaccessible {
+        let detail = serde_json::json!({"resource": self.resource});
+        self.svc.audit(&vault.id, &self.identity.name, op.name(), &target, "ok", &detail).await.map_err(|e| {
+            StoreError::KeyInaccessible {
                 key: kek.to_string(),
                 operation: op.name().into(),
                 reason: format!("the vault's audit trail could not be written ({e})"),
                 fix: "retry; check the vault's database".into(),
-            },
-        )?;
+                transient: true,
+            }
+        })?;
         Ok((out.version, alg.to_string(), out.value))
     }
 }
 
 impl KeyVault for InProcessVault {
+    fn get<'a>(&'a self, kek: &'a KeyRef) -> BoxFuture<'a, Result<KeyInfo>> {
+        Box::pin(async move {
+            let (_, key) = self.read(kek, kek.version.as_deref()).await?;
+            let (kty, size_bits) = match key.kty {
+                Kty::Rsa => ("RSA", rsa_bits(key.public.n.as_deref())),
+                Kty::Ec => ("EC", 0),
+                Kty::Oct => ("oct", 256),
+            };
+            Ok(KeyInfo {
+                version: key.version,
+                kty: kty.into(),
+                size_bits,
+                enabled: key.attributes.enabled,
+                nbf: key.attributes.nbf,
+                exp: key.attributes.exp,
+                recovery_level: key.attributes.recovery_level,
+                key_ops: key.key_ops,
+            })
+        })
+    }
+
     fn wrap<'a>(&'a self, kek: &'a KeyRef, key: &'a [u8]) -> BoxFuture<'a, Result<WrappedKey>> {
         Box::pin(async move {
             let (version, alg, bytes) = self.call(kek, KeyOp::WrapKey, kek.version.as_deref(), key).await?;
@@ -141,4 +212,18 @@ impl KeyVault for InProcessVault {
     fn unwrap<'a>(&'a self, kek: &'a KeyRef, wrapped: &'a WrappedKey) -> BoxFuture<'a, Result<SecretBytes>> {
         Box::pin(async move { Ok(self.call(kek, KeyOp::UnwrapKey, Some(&wrapped.version), &wrapped.bytes).await?.2) })
     }
+}
+
+/// Bits of an RSA modulus given as base64url (leading zero bytes are not counted).
+pub(crate) fn rsa_bits(n: Option<&str>) -> u32 {
+    use base64::Engine as _;
+    let Some(bytes) = n.and_then(|n| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(n).ok()) else {
+        return 0;
+    };
+    let trimmed: &[u8] = match bytes.iter().position(|&b| b != 0) {
+        Some(i) => &bytes[i..],
+        None => return 0,
+    };
+    let lead = trimmed[0];
+    u32::try_from(trimmed.len() * 8).unwrap_or(u32::MAX) - lead.leading_zeros()
 }

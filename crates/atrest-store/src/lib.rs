@@ -1,30 +1,55 @@
-//! The core of atrest's encrypted data service, without storage or HTTP: the key
-//! hierarchy and the two encryption layers every stored object goes through.
+//! atrest's encrypted data service: resources holding records, blobs and transient
+//! messages, encrypted before they touch storage, under platform- or customer-managed
+//! keys.
 //!
 //! ```text
 //! key-encryption key (in a vault: platform-managed, or the customer's key)
 //!   └─ wraps ─ resource key (one per resource; stored only wrapped)
 //!        └─ wraps ─ data key (fresh per write; stored wrapped in the object's metadata)
-//!             └─ seals ─ the object (record format, context = resource ‖ object ‖ generation)
+//!             └─ seals ─ the object and its name (context = resource ‖ object ‖ generation)
 //! infrastructure key (from a second, platform-owned root)
-//!   └─ seals ─ what the layer above produced (record format, same context)
+//!   └─ seals ─ what the layer above produced (same context)
 //! ```
 //!
 //! # Invariants
-//! - No long-lived key seals data directly: both layers use the record format, which
-//!   derives a working key per object from a random salt (see `atrest-crypto`).
+//! - No long-lived key seals data directly: records use the record format and blobs the
+//!   stream format, both of which derive a working key per object from a random salt.
 //! - Identifiers (resource, object, generation) are the context of every seal and wrap,
 //!   so a ciphertext or wrapped key moved to another object does not open.
-//! - Re-wrapping the resource key under a new key-encryption key never touches data.
+//! - Changing the key-encryption key re-wraps the resource key and never touches data.
 //! - The vault is reached only through [`keyvault::KeyVault`], as the resource's
-//!   identity: a refusal there is [`StoreError::KeyInaccessible`], never a silent fallback.
+//!   identity: a refusal there makes the resource `KeyInaccessible`, never a silent
+//!   fallback. Unwrapped resource keys live in memory for at most the cache lifetime
+//!   (plus the grace period while the vault is unreachable).
+//! - Every metadata row carries a MAC under a key from the infrastructure root; names
+//!   are stored only sealed, found by a keyed hash.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod blobs;
+mod cache;
+mod commit;
+mod encryption;
 mod error;
 pub mod hierarchy;
+mod jobs;
 pub mod keyvault;
 pub mod layers;
+mod messages;
+mod metrics;
+pub mod model;
+mod objects;
+pub mod remote;
+mod service;
+mod usage;
 
-pub use error::StoreError;
+pub use blobs::BlobRead;
+pub use encryption::EncryptionRequest;
+pub use error::{Result, StoreError};
+pub use jobs::KINDS as JOB_KINDS;
+pub use messages::MAX_MESSAGE;
+pub use metrics::StoreMetrics;
+pub use objects::{MAX_NAME, MAX_RECORD, Precondition};
+pub use service::{MIGRATIONS, StoreConfig, StoreService};
+pub use usage::{KeyUsage, VersionUsage};

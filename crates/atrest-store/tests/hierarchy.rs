@@ -40,7 +40,7 @@ async fn env() -> Env {
     svc.create_key(&vault, "pmk", CreateKey { kty: "oct".into(), ..CreateKey::default() }).await.unwrap();
     let perms: Vec<String> = ["get", "wrapKey", "unwrapKey"].iter().map(|s| (*s).to_string()).collect();
     svc.set_policy(&vault, &identity, &perms).await.unwrap();
-    let kv = InProcessVault::new(svc.clone(), identity.clone());
+    let kv = InProcessVault::new(svc.clone(), identity.clone(), "bot");
     Env { svc, vault, identity, kv }
 }
 

@@ -164,6 +164,13 @@ impl VaultService {
     /// `Conflict` if the name exists.
     pub async fn create_tenant(&self, name: &str) -> Result<Tenant> {
         crate::keys::check_name(name, "tenant")?;
+        if crate::platform::is_platform(name) {
+            return Err(VaultError::bad(format!("the tenant name {name} is reserved for the deployment")));
+        }
+        self.insert_tenant(name).await
+    }
+
+    pub(crate) async fn insert_tenant(&self, name: &str) -> Result<Tenant> {
         let t = Tenant { id: crate::keys::new_id()?, name: name.to_ascii_lowercase() };
         let now = self.now();
         let mac = self.mac.tag("tenants", &[Field::Text(&t.id), Field::Text(&t.name), Field::Int(now)]);

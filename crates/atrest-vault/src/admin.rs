@@ -57,6 +57,9 @@ impl VaultService {
     /// `NotFound`, `Integrity`.
     pub async fn visible_tenant(&self, actor: &Principal, name: &str) -> Result<Tenant> {
         let t = self.tenant(name).await?;
+        if crate::platform::is_platform(&t.name) {
+            return Err(VaultError::NotFound(format!("no tenant named {name}")));
+        }
         if actor.role == Role::DeploymentAdmin || actor.tenant_id == t.id {
             return Ok(t);
         }
@@ -79,7 +82,9 @@ impl VaultService {
     /// `Forbidden` for a member of the vault's tenant.
     pub async fn administered_vault(&self, actor: &Principal, name: &str, what: &str) -> Result<VaultInfo> {
         let v = self.vault(name).await?;
-        if actor.role != Role::DeploymentAdmin && actor.tenant_id != v.tenant_id {
+        if crate::platform::is_platform(&v.name)
+            || (actor.role != Role::DeploymentAdmin && actor.tenant_id != v.tenant_id)
+        {
             return Err(VaultError::NotFound(format!("no vault named {name}")));
         }
         if Self::administers(actor, &v.tenant_id) { Ok(v) } else { Err(not_admin(actor, what)) }
@@ -117,6 +122,9 @@ impl VaultService {
             sqlx::query_scalar("SELECT name FROM tenants ORDER BY name").fetch_all(self.db.pool()).await?;
         let mut out = Vec::new();
         for n in names {
+            if crate::platform::is_platform(&n) {
+                continue;
+            }
             let t = self.tenant(&n).await?;
             if actor.role == Role::DeploymentAdmin || actor.tenant_id == t.id {
                 out.push(t);

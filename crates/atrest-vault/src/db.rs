@@ -90,23 +90,33 @@ impl Db {
     /// # Errors
     /// Database errors; a failed migration rolls back and leaves the schema as it was.
     pub async fn migrate(&self) -> Result<()> {
+        self.migrate_with(MIGRATIONS).await
+    }
+
+    /// Applies another component's migrations (the data service's) with the same rules,
+    /// in the same tracking table: their version numbers must not overlap the vault's
+    /// (the data service uses 1001 and up).
+    ///
+    /// # Errors
+    /// As [`Self::migrate`].
+    pub async fn migrate_with(&self, migrations: &[(i64, &str)]) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
         if self.engine == Engine::Postgres {
             conn.execute(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})").as_str()).await?;
         }
-        let result = Self::migrate_on(&mut conn).await;
+        let result = Self::migrate_on(&mut conn, migrations).await;
         if self.engine == Engine::Postgres {
             conn.execute(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})").as_str()).await?;
         }
         result
     }
 
-    async fn migrate_on(conn: &mut sqlx::AnyConnection) -> Result<()> {
+    async fn migrate_on(conn: &mut sqlx::AnyConnection, migrations: &[(i64, &str)]) -> Result<()> {
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
         )
         .await?;
-        for &(version, sql) in MIGRATIONS {
+        for &(version, sql) in migrations {
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
                 .bind(version)

@@ -24,8 +24,9 @@ mod error;
 mod keys;
 pub mod model;
 mod ops;
+pub mod platform;
 mod rotation;
-mod rowmac;
+pub mod rowmac;
 mod service;
 
 pub use access::{IssuedToken, PERMISSIONS, Principal, PrincipalKind, Role, Tenant};

@@ -14,30 +14,46 @@ use atrest_crypto::kdf::{MacKey, hkdf_sha256};
 const VERSION: u8 = 1;
 
 /// A column value as the MAC sees it.
-pub(crate) enum Field<'a> {
+#[derive(Debug, Clone, Copy)]
+pub enum Field<'a> {
+    /// Text.
     Text(&'a str),
+    /// An integer.
     Int(i64),
+    /// An optional integer.
     OptInt(Option<i64>),
+    /// Bytes.
     Bytes(&'a [u8]),
 }
 
 /// The row-MAC key.
-pub(crate) struct RowMac(MacKey);
+pub struct RowMac(MacKey);
 
 impl RowMac {
     /// Derives the row-MAC key from the root key.
     ///
     /// # Errors
     /// Never in practice (HKDF of 32 bytes).
-    pub(crate) fn new(root: &SecretKey) -> Result<Self> {
+    pub fn new(root: &SecretKey) -> Result<Self> {
+        Self::derive(root, b"atrest/v1/root", b"row-mac")
+    }
+
+    /// A row-MAC key derived from another root (the data service derives its own from
+    /// the infrastructure root), domain-separated by `salt` and `label`.
+    ///
+    /// # Errors
+    /// Never in practice (HKDF of 32 bytes).
+    pub fn derive(root: &SecretKey, salt: &[u8], label: &[u8]) -> Result<Self> {
         let mut k = [0u8; 32];
-        hkdf_sha256(root.expose_secret(), b"atrest/v1/root", &[b"row-mac"], &mut k)?;
+        hkdf_sha256(root.expose_secret(), salt, &[label], &mut k)?;
         let key = SecretKey::from_slice(&k)?;
         k.fill(0);
         Ok(Self(MacKey::new(&key)))
     }
 
-    pub(crate) fn encode(table: &str, fields: &[Field<'_>]) -> Vec<u8> {
+    /// The framed encoding the MAC covers.
+    #[must_use]
+    pub fn encode(table: &str, fields: &[Field<'_>]) -> Vec<u8> {
         let mut buf = Vec::with_capacity(256);
         let mut put = |ty: u8, bytes: &[u8]| {
             buf.push(ty);
@@ -58,20 +74,15 @@ impl RowMac {
     }
 
     /// The MAC column value for a row.
-    pub(crate) fn tag(&self, table: &str, fields: &[Field<'_>]) -> Vec<u8> {
+    #[must_use]
+    pub fn tag(&self, table: &str, fields: &[Field<'_>]) -> Vec<u8> {
         let mut out = vec![VERSION];
         out.extend_from_slice(&self.0.sign(&[&Self::encode(table, fields)]));
         out
     }
 
     /// Verifies a row; `what` names it in the error (identifiers only, never secrets).
-    pub(crate) fn check(
-        &self,
-        table: &str,
-        fields: &[Field<'_>],
-        mac: &[u8],
-        what: impl FnOnce() -> String,
-    ) -> Result<()> {
+    pub fn check(&self, table: &str, fields: &[Field<'_>], mac: &[u8], what: impl FnOnce() -> String) -> Result<()> {
         let ok = mac.first() == Some(&VERSION) && self.0.verify(&[&Self::encode(table, fields)], &mac[1..]).is_ok();
         if ok { Ok(()) } else { Err(VaultError::Integrity { what: what() }) }
     }

@@ -101,6 +101,13 @@ impl VaultService {
     /// `Conflict` if the name exists; `BadParameter` for invalid settings or name.
     pub async fn create_vault(&self, tenant_id: &str, name: &str, settings: VaultSettings) -> Result<VaultInfo> {
         crate::keys::check_name(name, "vault")?;
+        if crate::platform::is_platform(name) {
+            return Err(VaultError::bad(format!("the vault name {name} is reserved for the deployment")));
+        }
+        self.insert_vault(tenant_id, name, settings).await
+    }
+
+    pub(crate) async fn insert_vault(&self, tenant_id: &str, name: &str, settings: VaultSettings) -> Result<VaultInfo> {
         Self::check_settings(&settings)?;
         let id = crate::keys::new_id()?;
         let v = VaultInfo { id, tenant_id: tenant_id.to_string(), name: name.to_ascii_lowercase(), settings };

@@ -284,6 +284,10 @@ async fn route(
     let vault_name = vault_name(state, &host)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "VaultNotFound", format!("no vault answers at {host}")))?;
     let vault = match state.svc.vault(&vault_name).await {
+        // The platform namespace answers to no customer-facing request.
+        Ok(v) if atrest_vault::platform::is_platform(&v.name) => {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "VaultNotFound", format!("no vault named {vault_name}")));
+        }
         Ok(v) => v,
         Err(VaultError::NotFound(_)) => {
             return Err(ApiError::new(StatusCode::NOT_FOUND, "VaultNotFound", format!("no vault named {vault_name}")));

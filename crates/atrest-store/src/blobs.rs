@@ -1,0 +1,328 @@
+//! Blobs: streamed in both directions with constant memory. The body is the stream
+//! format twice — under the object's data key, then under the infrastructure key —
+//! written to `<blob-dir>/<resource>/<object>.<generation>`. A read decrypts only the
+//! segments its range touches (both layers are seekable), and a long transfer re-checks
+//! key access every `recheck_segments` segments, so revocation stops it mid-stream.
+
+use crate::cache::Slot;
+use crate::commit::{ObjectRow, Outcome};
+use crate::error::{Result, StoreError};
+use crate::hierarchy::ObjectId;
+use crate::model::{DataRole, ObjectInfo, ObjectKind, Resource};
+use crate::objects::{Precondition, check_name};
+use crate::service::StoreService;
+use atrest_crypto::SecretKey;
+use atrest_crypto::stream::{EncryptingWriter, SeekableReader};
+use atrest_vault::Principal;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Plaintext bytes per chunk handed to and from the HTTP layer (one segment).
+const CHUNK: usize = 64 * 1024;
+
+/// A blob being read: its metadata, the byte range served, and the plaintext chunks.
+pub struct BlobRead {
+    /// Metadata.
+    pub info: ObjectInfo,
+    /// First byte served.
+    pub offset: u64,
+    /// Bytes served.
+    pub len: u64,
+    /// Plaintext, in order; an `Err` ends the stream (tampering found mid-way, or key
+    /// access lost): the HTTP layer aborts the response so it cannot pass as complete.
+    pub chunks: mpsc::Receiver<std::result::Result<Bytes, std::io::Error>>,
+}
+
+type Layers = SeekableReader<SeekableReader<std::fs::File>>;
+
+fn open_layers(infra: &SecretKey, dek: &SecretKey, id: ObjectId<'_>, path: &std::path::Path) -> Result<Layers> {
+    let file = std::fs::File::open(path)?;
+    let outer = id.with_context(b"atrest/infra", |ctx| SeekableReader::new(infra, ctx, file))?;
+    Ok(id.with_context(b"atrest/object", |ctx| SeekableReader::new(dek, ctx, outer))?)
+}
+
+/// Reads `len` plaintext bytes from `offset` on a blocking thread, in chunks.
+fn produce(mut reader: Layers, offset: u64, len: u64) -> mpsc::Receiver<std::result::Result<Bytes, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(2);
+    tokio::task::spawn_blocking(move || {
+        let mut left = len;
+        let mut run = || -> std::io::Result<()> {
+            reader.seek(SeekFrom::Start(offset))?;
+            while left > 0 {
+                let n = usize::try_from(left.min(CHUNK as u64)).unwrap_or(CHUNK);
+                let mut buf = vec![0u8; n];
+                reader.read_exact(&mut buf)?;
+                left -= n as u64;
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = run() {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    rx
+}
+
+impl StoreService {
+    /// Opens both layers of a blob's file (header and final segments authenticated).
+    async fn open_blob(&self, r: &Resource, o: &ObjectRow, dek: SecretKey) -> Result<Layers> {
+        let path = self.blob_path(r, o);
+        let infra = SecretKey::from_slice(self.infra.key.expose_secret())?;
+        let (res, obj, generation) = (r.id.clone(), o.id.clone(), u64::try_from(o.generation).unwrap_or(0));
+        let reader = tokio::task::spawn_blocking(move || {
+            let id = ObjectId { resource: &res, object: &obj, generation };
+            open_layers(&infra, &dek, id, &path)
+        })
+        .await
+        .map_err(|e| StoreError::Storage(e.to_string()))?
+        .map_err(|e| match e {
+            StoreError::Storage(m) if m.contains("No such file") => {
+                self.integrity(r, &format!("the body of blob {} in resource {} (missing)", o.id, r.name))
+            }
+            _ => self.integrity(r, &format!("the body of blob {} in resource {}", o.id, r.name)),
+        })?;
+        if Some(reader.len()) != u64::try_from(o.size).ok() {
+            return Err(self.integrity(r, &format!("the body of blob {} in resource {} (length)", o.id, r.name)));
+        }
+        Ok(reader)
+    }
+
+    /// The whole plaintext of a blob as a stream (for jobs).
+    pub(crate) async fn blob_reader(
+        &self,
+        r: &Resource,
+        o: &ObjectRow,
+        dek: SecretKey,
+    ) -> Result<impl Stream<Item = std::result::Result<Bytes, std::io::Error>> + Unpin + use<>> {
+        let reader = self.open_blob(r, o, dek).await?;
+        let len = reader.len();
+        let mut rx = produce(reader, 0, len);
+        Ok(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+    }
+
+    pub(crate) fn blob_path(&self, r: &Resource, o: &ObjectRow) -> PathBuf {
+        self.cfg.blob_dir.join(&r.id).join(format!("{}.{}", o.id, o.generation))
+    }
+
+    pub(crate) fn remove_blob_file(&self, r: &Resource, o: &ObjectRow) {
+        let p = self.blob_path(r, o);
+        if let Err(e) = std::fs::remove_file(&p)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %p.display(), error = %e, "could not remove a blob file");
+        }
+    }
+
+    /// Seals `input` (plaintext chunks) into a new file for `row`, in constant memory,
+    /// re-checking key access every `recheck_segments` chunks. Returns the plaintext size.
+    pub(crate) async fn write_blob_file<S, E>(
+        &self,
+        r: &Resource,
+        row: &ObjectRow,
+        dek: SecretKey,
+        mut input: S,
+    ) -> Result<(PathBuf, u64)>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let dir = self.cfg.blob_dir.join(&r.id);
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!(".tmp-{}", hex::encode(atrest_crypto::rand::bytes::<8>()?)));
+        let path = self.blob_path(r, row);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+        let infra = SecretKey::from_slice(self.infra.key.expose_secret())?;
+        let (res, obj, generation) = (r.id.clone(), row.id.clone(), u64::try_from(row.generation).unwrap_or(0));
+        let tmp2 = tmp.clone();
+        let writer = tokio::task::spawn_blocking(move || -> Result<u64> {
+            let id = ObjectId { resource: &res, object: &obj, generation };
+            let file = std::fs::File::create(&tmp2)?;
+            let buf = std::io::BufWriter::with_capacity(256 * 1024, file);
+            let outer = id.with_context(b"atrest/infra", |ctx| EncryptingWriter::new(&infra, ctx, buf))?;
+            let mut inner = id.with_context(b"atrest/object", |ctx| EncryptingWriter::new(&dek, ctx, outer))?;
+            let mut total = 0u64;
+            while let Some(chunk) = rx.blocking_recv() {
+                inner.write_all(&chunk)?;
+                total += chunk.len() as u64;
+            }
+            let buf = inner.finish()?.finish()?;
+            let file = buf.into_inner().map_err(|e| StoreError::Storage(e.to_string()))?;
+            file.sync_all()?;
+            Ok(total)
+        });
+        let mut chunks = 0u64;
+        let mut failure: Option<StoreError> = None;
+        while let Some(item) = input.next().await {
+            match item {
+                Ok(b) => {
+                    chunks += 1;
+                    if chunks % self.cfg.recheck_segments == 0
+                        && let Err(e) = self.recheck_access(r).await
+                    {
+                        failure = Some(e);
+                        break;
+                    }
+                    if tx.send(b).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failure = Some(StoreError::bad(format!("the upload was interrupted: {e}")));
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = writer.await.map_err(|e| StoreError::Storage(e.to_string()))?;
+        let result = match (failure, written) {
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(total)) => {
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(&dir).and_then(|d| d.sync_all())?;
+                Ok((path, total))
+            }
+        };
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Key access for a long stream: a fresh cached key is enough, else the vault is
+    /// asked (and a refusal stops the stream).
+    pub(crate) async fn recheck_access(&self, r: &Resource) -> Result<()> {
+        let cur = self.resource_by_id(&r.id).await?;
+        self.key(&cur, Slot::Resource(cur.rk_epoch)).await.map(|_| ())
+    }
+
+    /// Uploads blob `name` from a stream of chunks.
+    ///
+    /// # Errors
+    /// `Forbidden`, `PreconditionFailed`, `KeyInaccessible`, storage errors.
+    pub async fn put_blob<S, E>(
+        &self,
+        actor: &Principal,
+        resource: &str,
+        name: &str,
+        cond: &Precondition,
+        input: S,
+    ) -> Result<ObjectInfo>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        check_name(name)?;
+        let r = self.authorized(actor, resource, DataRole::Writer).await?;
+        Self::check_usable(&r)?;
+        let cur = self.find_object(&r, ObjectKind::Blob, name).await?;
+        Self::check_precondition(name, cur.as_ref(), cond)?;
+        let (mut row, dek) = self.next_row(&r, ObjectKind::Blob, name, cur.as_ref(), 0).await?;
+        let (path, total) = self.write_blob_file(&r, &row, dek, input).await?;
+        row.size = i64::try_from(total).unwrap_or(i64::MAX);
+        row.mac = self.object_mac(&row);
+        let info = ObjectInfo {
+            name: name.to_string(),
+            size: total,
+            generation: row.generation,
+            etag: crate::objects::etag(&row.id, row.generation),
+            created: row.created,
+            updated: row.updated,
+        };
+        let oid = row.id.clone();
+        match self.committer.write(row, cur.as_ref().map(|o| o.generation)).await {
+            Ok(Outcome::Written) => {}
+            other => {
+                let _ = std::fs::remove_file(&path);
+                other?;
+                return Err(StoreError::PreconditionFailed(format!(
+                    "{name}: another upload of it finished first; read it again and retry"
+                )));
+            }
+        }
+        if let Some(old) = &cur {
+            self.remove_blob_file(&r, old);
+        }
+        if r.diagnostics {
+            self.audit(&r, &actor.name, "blob-put", &oid, "ok", serde_json::json!({"size": total})).await?;
+        }
+        Ok(info)
+    }
+
+    /// Reads blob `name`, or the range `offset..offset+len` of it (`len` `None`: to the
+    /// end). Header and final segment of both layers are authenticated before this
+    /// returns; later segments as they are read.
+    ///
+    /// # Errors
+    /// `NotFound`, `Integrity`, `KeyInaccessible`, `Forbidden`; `BadParameter` for a
+    /// range outside the blob.
+    pub async fn get_blob(
+        self: &Arc<Self>,
+        actor: &Principal,
+        resource: &str,
+        name: &str,
+        range: Option<(u64, Option<u64>)>,
+    ) -> Result<BlobRead> {
+        let r = self.authorized(actor, resource, DataRole::Reader).await?;
+        Self::check_usable(&r)?;
+        let o = self
+            .find_object(&r, ObjectKind::Blob, name)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no blob named {name} in resource {resource}")))?;
+        let dek = self.data_key(&r, &o).await?;
+        let info = self.info(&r, &o, &dek)?;
+        let size = info.size;
+        let (offset, len) = match range {
+            None => (0, size),
+            Some((start, _)) if start >= size && size > 0 => {
+                return Err(StoreError::bad(format!("the range starts at {start}, past the blob's {size} bytes")));
+            }
+            Some((start, end)) => {
+                let end = end.map_or(size, |e| e.min(size));
+                (start, end.saturating_sub(start))
+            }
+        };
+        let reader = self.open_blob(&r, &o, dek).await?;
+        if r.diagnostics {
+            self.audit(&r, &actor.name, "blob-get", &o.id, "ok", serde_json::json!({"offset": offset, "len": len}))
+                .await?;
+        }
+        let mut prx = produce(reader, offset, len);
+        let store = self.clone();
+        let res_label = (r.clone(), o.id.clone());
+        // Relay: counts segments and re-checks key access on the way out.
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(async move {
+            let (r, oid) = res_label;
+            let mut n = 0u64;
+            while let Some(item) = prx.recv().await {
+                let item = match item {
+                    Ok(b) => {
+                        n += 1;
+                        if n % store.cfg.recheck_segments == 0
+                            && let Err(e) = store.recheck_access(&r).await
+                        {
+                            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                            return;
+                        }
+                        Ok(b)
+                    }
+                    Err(e) => {
+                        let _ = store.integrity(&r, &format!("a segment of blob {oid} in resource {}", r.name));
+                        Err(e)
+                    }
+                };
+                if tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(BlobRead { info, offset, len, chunks: rx })
+    }
+}

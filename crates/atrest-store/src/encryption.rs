@@ -1,0 +1,264 @@
+//! Encryption settings of a resource: switching between platform and customer keys,
+//! validating a customer key before use, and following the latest version of a
+//! versionless key. Every change re-wraps the 32-byte resource key and nothing else.
+
+use crate::cache::Slot;
+use crate::error::{Result, StoreError};
+use crate::keyvault::{KeyInfo, KeyRef, KeyVault, WrappedKey};
+use crate::model::{DataRole, KeySource, Resource, ResourceState};
+use crate::remote::HttpVault;
+use crate::service::StoreService;
+use atrest_vault::Principal;
+
+/// What the caller asks for.
+#[derive(Debug, Clone)]
+pub enum EncryptionRequest {
+    /// Back to the platform key.
+    Platform,
+    /// A key in a vault of this deployment.
+    Customer {
+        /// The URI as given (`https://HOST/keys/NAME[/VERSION]`).
+        uri: String,
+        /// The key it names (the vault resolved from the host by the caller).
+        kek: KeyRef,
+    },
+    /// A key in a vault on another server (atrest or AKV-compatible), reached over HTTPS
+    /// with the given bearer credential (stored sealed).
+    Remote {
+        /// The URI as given.
+        uri: String,
+        /// The key it names (vault is the URI's origin).
+        kek: KeyRef,
+        /// Bearer token for that vault.
+        credential: atrest_crypto::SecretBytes,
+    },
+}
+
+fn reject(what: impl Into<String>) -> StoreError {
+    StoreError::KeyRejected(what.into())
+}
+
+/// Checks a key against the rules for a customer key, saying what to fix.
+fn validate(uri: &str, info: &KeyInfo, now: i64) -> Result<()> {
+    if !info.enabled {
+        return Err(reject(format!("key {uri} is disabled: enable it (atrest key update --enabled true) first")));
+    }
+    if info.nbf.is_some_and(|nbf| nbf > now) {
+        return Err(reject(format!("key {uri} is not valid yet (nbf is in the future): wait, or change nbf")));
+    }
+    if info.exp.is_some_and(|exp| exp <= now) {
+        return Err(reject(format!("key {uri} has expired: rotate it or extend exp")));
+    }
+    match (info.kty.as_str(), info.size_bits) {
+        ("RSA", bits) if bits >= 2048 => {}
+        ("oct", 256) => {}
+        (kty, bits) => {
+            return Err(reject(format!(
+                "key {uri} is {kty} ({bits} bits): a customer key must be RSA of 2048 bits or more, or oct-256"
+            )));
+        }
+    }
+    for op in ["wrapKey", "unwrapKey"] {
+        if !info.key_ops.iter().any(|o| o == op) {
+            return Err(reject(format!("key {uri} does not permit {op}: add it to the key's key_ops")));
+        }
+    }
+    if info.recovery_level != "Recoverable" && info.recovery_level != "CustomizedRecoverable" {
+        return Err(reject(format!(
+            "the vault of key {uri} does not have purge protection on (recovery level {}): turn on soft delete and purge \
+             protection (atrest vault update --purge-protection true), so the key cannot be destroyed by mistake",
+            info.recovery_level
+        )));
+    }
+    Ok(())
+}
+
+impl StoreService {
+    /// Changes a resource's key-encryption key: validates the new key as the resource's
+    /// identity (for a customer key: enabled, in date, RSA ≥ 2048 or oct-256, purge
+    /// protection on, same tenant, and get/wrapKey/unwrapKey granted, proven by wrapping
+    /// and unwrapping the resource key), then stores the resource key re-wrapped. Data
+    /// is not touched; the old key is needed to unwrap, so the resource must be usable.
+    ///
+    /// # Errors
+    /// `CustomerKeyRejected` with what to fix; `KeyInaccessible`.
+    pub async fn set_encryption(&self, actor: &Principal, name: &str, req: EncryptionRequest) -> Result<Resource> {
+        let r = self.authorized(actor, name, DataRole::Owner).await?;
+        if r.state == ResourceState::KeyInaccessible {
+            return Err(StoreError::KeyInaccessible {
+                key: r.key_uri.clone(),
+                operation: "unwrapKey".into(),
+                reason: format!("resource {} is KeyInaccessible: its current key is needed to re-wrap", r.name),
+                fix: "restore access to the current key first; without it the resource key cannot be re-wrapped \
+                      (data stays unreadable until access returns, or delete the resource)"
+                    .into(),
+                transient: false,
+            });
+        }
+        let rk = self.key(&r, Slot::Resource(r.rk_epoch)).await?;
+        let (source, uri, kek, remote_cred, vault): (KeySource, String, KeyRef, Vec<u8>, Box<dyn KeyVault>) = match req
+        {
+            EncryptionRequest::Platform => {
+                (KeySource::Platform, "platform".into(), Self::platform_kek(), Vec::new(), self.platform_vault(&r.name))
+            }
+            EncryptionRequest::Customer { uri, kek } => {
+                let v = match self.vault.vault(&kek.vault).await {
+                    Ok(v) if !atrest_vault::platform::is_platform(&v.name) && v.tenant_id == r.tenant_id => v,
+                    Ok(_) => {
+                        return Err(reject(format!(
+                            "key {uri} is in a vault of another tenant: use a vault of the resource's tenant"
+                        )));
+                    }
+                    Err(atrest_vault::VaultError::NotFound(_)) => {
+                        return Err(reject(format!("no vault answers for {uri}: check the host in the key URI")));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let identity = self.vault.principal(&r.identity_id).await?;
+                let vault: Box<dyn KeyVault> =
+                    Box::new(crate::keyvault::InProcessVault::new(self.vault.clone(), identity, &r.name));
+                let _ = v;
+                (KeySource::Customer, uri, kek, Vec::new(), vault)
+            }
+            EncryptionRequest::Remote { uri, kek, credential } => {
+                let sealed = self.seal_credential(&r.id, credential.expose_secret())?;
+                let vault: Box<dyn KeyVault> = Box::new(HttpVault::new(self.http(), &uri, credential)?);
+                (KeySource::Customer, uri, kek, sealed, vault)
+            }
+        };
+        let label = Self::label(&r);
+        let identity_name = format!("res-{}", r.name);
+        let explain = |e: StoreError| match e {
+            StoreError::KeyInaccessible { operation, reason, transient: false, .. } => reject(format!(
+                "the resource identity {identity_name} cannot {operation} with key {uri}: {reason}; grant get, wrapKey \
+                 and unwrapKey on the key to principal {identity_name}"
+            )),
+            e => e,
+        };
+        if source == KeySource::Customer {
+            let info = vault.get(&kek).await.map_err(explain)?;
+            self.metrics.vault_call(&label, "get", true);
+            validate(&uri, &info, self.now())?;
+        }
+        let wrapped = vault.wrap(&kek, rk.expose_secret()).await.map_err(explain)?;
+        self.metrics.vault_call(&label, "wrapKey", true);
+        // Prove unwrapKey now, not at the first read after the change.
+        let back = crate::hierarchy::open_resource_key(vault.as_ref(), &kek, &wrapped).await.map_err(explain)?;
+        self.metrics.vault_call(&label, "unwrapKey", true);
+        if back.expose_secret() != rk.expose_secret() {
+            return Err(reject(format!("key {uri} did not give back what it wrapped")));
+        }
+        let old_uri = r.key_uri.clone();
+        let new = self.store_wrapping(&r, source, &uri, &kek, remote_cred, wrapped).await?;
+        self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&r.id);
+        self.audit(
+            &new,
+            &actor.name,
+            "set-encryption",
+            &new.name,
+            "ok",
+            serde_json::json!({"from": old_uri, "to": uri, "version": new.wrapped.version}),
+        )
+        .await?;
+        Ok(new)
+    }
+
+    /// Writes a new wrapping of the resource key (the re-wrap's one write).
+    async fn store_wrapping(
+        &self,
+        r: &Resource,
+        source: KeySource,
+        uri: &str,
+        kek: &KeyRef,
+        remote_cred: Vec<u8>,
+        wrapped: WrappedKey,
+    ) -> Result<Resource> {
+        let _g = self.write_guard().await;
+        let mut cur = self.resource_by_id(&r.id).await?;
+        if cur.rk_epoch != r.rk_epoch {
+            return Err(StoreError::Conflict(format!("resource {} was re-keyed meanwhile: retry", r.name)));
+        }
+        if cur.old_wrapped.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "resource {} has a re-key job running: change the key after it finishes (atrest job watch)",
+                r.name
+            )));
+        }
+        cur.key_source = source;
+        cur.key_uri = uri.to_string();
+        cur.kek = kek.clone();
+        cur.remote_cred = remote_cred;
+        cur.wrapped = wrapped;
+        cur.updated = self.now();
+        self.save_resource(self.db.pool(), &cur).await?;
+        Ok(cur)
+    }
+
+    /// One pass over resources with a versionless key (including every platform-managed
+    /// one): when the key's latest version changed and is enabled, the resource key is
+    /// re-wrapped with it; when the latest is disabled, the current wrapping stays and a
+    /// warning is raised. Returns `(resource, new version)` for each re-wrap.
+    ///
+    /// # Errors
+    /// Database errors (a resource that fails is logged and skipped).
+    pub async fn follow_latest(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for r in self.all_resources().await? {
+            if r.kek.version.is_some() || r.state != ResourceState::Active || r.old_wrapped.is_some() {
+                continue;
+            }
+            match self.follow_one(&r).await {
+                Ok(Some(v)) => out.push((r.name.clone(), v)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(resource = %r.name, error = %e, "could not check the key's latest version"),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn follow_one(&self, r: &Resource) -> Result<Option<String>> {
+        let label = Self::label(r);
+        let vault = self.kek_vault(r).await?;
+        let info = vault.get(&r.kek).await;
+        self.metrics.vault_call(&label, "get", info.is_ok());
+        let info = match info {
+            Ok(i) => i,
+            Err(e @ StoreError::KeyInaccessible { transient: false, .. }) => {
+                self.mark_inaccessible(r, &e).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        if info.version == r.wrapped.version {
+            self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&r.id);
+            return Ok(None);
+        }
+        if !info.enabled {
+            let w = format!(
+                "the latest version {} of key {} is disabled; the resource stays on version {}",
+                info.version, r.key_uri, r.wrapped.version
+            );
+            tracing::warn!(resource = %r.name, "{w}");
+            self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(r.id.clone(), w);
+            return Ok(None);
+        }
+        let rk = self.key(r, Slot::Resource(r.rk_epoch)).await?;
+        let pinned = KeyRef { version: Some(info.version.clone()), ..r.kek.clone() };
+        let wrapped = vault.wrap(&pinned, rk.expose_secret()).await;
+        self.metrics.vault_call(&label, "wrapKey", wrapped.is_ok());
+        let wrapped = wrapped?;
+        let new = self.store_wrapping(r, r.key_source, &r.key_uri, &r.kek, r.remote_cred.clone(), wrapped).await?;
+        self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&r.id);
+        self.audit(
+            &new,
+            "system",
+            "rewrap",
+            &new.name,
+            "ok",
+            serde_json::json!({"key": r.key_uri, "from": r.wrapped.version, "to": new.wrapped.version}),
+        )
+        .await?;
+        tracing::info!(resource = %r.name, from = %r.wrapped.version, to = %new.wrapped.version, "resource key re-wrapped with the latest key version");
+        Ok(Some(new.wrapped.version))
+    }
+}

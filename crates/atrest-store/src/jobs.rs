@@ -1,0 +1,343 @@
+//! Re-key and re-encrypt jobs, resumable after a crash.
+//!
+//! - **re-key**: a new resource key (wrapped by the current key-encryption key) takes
+//!   over new writes at once; the job re-wraps every data key from the old resource key
+//!   to the new one, then destroys the old one. Data bytes are not touched.
+//! - **re-encrypt**: every object gets a new data key and its data is rewritten.
+//!
+//! Progress lives in the objects themselves (`rk_epoch`, `enc_epoch` lower than the
+//! resource's mark the objects still to do), so a job that dies resumes where its last
+//! committed batch ended: no object is lost or done twice in a way that matters.
+
+use crate::cache::Slot;
+use crate::commit::ObjectRow;
+use crate::error::{Result, StoreError};
+use crate::hierarchy;
+use crate::layers;
+use crate::model::{DataRole, Job, ObjectKind, Resource};
+use crate::objects::OBJ_COLS;
+use crate::service::StoreService;
+use atrest_vault::Principal;
+use sqlx::Row;
+use std::sync::Arc;
+
+/// Job kinds.
+pub const KINDS: &[&str] = &["rekey", "reencrypt"];
+
+const JOB_COLS: &str = "id, resource_id, kind, state, done, total, error, created, updated";
+
+impl StoreService {
+    fn job_from_row(row: &sqlx::any::AnyRow, resource: &str) -> Result<Job> {
+        Ok(Job {
+            id: row.try_get("id")?,
+            resource: resource.to_string(),
+            kind: row.try_get("kind")?,
+            state: row.try_get("state")?,
+            done: row.try_get("done")?,
+            total: row.try_get("total")?,
+            error: row.try_get("error")?,
+            created: row.try_get("created")?,
+            updated: row.try_get("updated")?,
+        })
+    }
+
+    /// Starts a job on a resource (one at a time per resource).
+    ///
+    /// # Errors
+    /// `Forbidden` unless owner; `Conflict` while another job runs; `KeyInaccessible`.
+    pub async fn start_job(&self, actor: &Principal, resource: &str, kind: &str) -> Result<Job> {
+        if !KINDS.contains(&kind) {
+            return Err(StoreError::bad(format!("unknown job kind {kind}: use rekey or reencrypt")));
+        }
+        let r = self.authorized(actor, resource, DataRole::Owner).await?;
+        Self::check_usable(&r)?;
+        // A new resource key is wrapped before anything is written.
+        let new_wrapped = if kind == "rekey" {
+            let vault = self.kek_vault(&r).await?;
+            let (key, wrapped) = hierarchy::new_resource_key(vault.as_ref(), &r.kek).await?;
+            self.metrics.vault_call(&Self::label(&r), "wrapKey", true);
+            Some((key, wrapped))
+        } else {
+            None
+        };
+        let now = self.now();
+        let id = hex::encode(atrest_crypto::rand::bytes::<16>()?);
+        let _g = self.write_guard().await;
+        let mut tx = self.db.pool().begin().await?;
+        let running: Option<String> =
+            sqlx::query_scalar("SELECT id FROM store_jobs WHERE resource_id = $1 AND state = 'running'")
+                .bind(&r.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(j) = running {
+            return Err(StoreError::Conflict(format!(
+                "job {j} is still running on resource {resource}: wait for it (atrest job watch {j})"
+            )));
+        }
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM store_objects WHERE resource_id = $1")
+            .bind(&r.id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut cur = self.resource_by_id(&r.id).await?;
+        match &new_wrapped {
+            Some((_, w)) => {
+                cur.old_wrapped = Some(std::mem::replace(&mut cur.wrapped, w.clone()));
+                cur.rk_epoch += 1;
+            }
+            None => cur.enc_epoch += 1,
+        }
+        cur.updated = now;
+        self.save_resource(&mut *tx, &cur).await?;
+        sqlx::query(&format!("INSERT INTO store_jobs ({JOB_COLS}) VALUES ($1, $2, $3, 'running', 0, $4, '', $5, $5)"))
+            .bind(&id)
+            .bind(&r.id)
+            .bind(kind)
+            .bind(total)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        drop(_g);
+        if let Some((key, _)) = new_wrapped {
+            self.cache.put(&r.id, Slot::Resource(cur.rk_epoch), Arc::new(key));
+        }
+        self.metrics.job(&Self::label(&r), 0, total);
+        self.audit(&cur, &actor.name, &format!("start-{kind}"), &id, "ok", serde_json::json!({"objects": total}))
+            .await?;
+        self.job(actor, &id).await
+    }
+
+    /// A job, if the actor owns its resource.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub async fn job(&self, actor: &Principal, id: &str) -> Result<Job> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLS} FROM store_jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
+        let rid: String = row.try_get("resource_id")?;
+        let r = self.resource_by_id(&rid).await.map_err(|_| StoreError::NotFound(format!("no job {id}")))?;
+        match self.role_of(actor, &r).await? {
+            Some(DataRole::Owner) => Self::job_from_row(&row, &r.name),
+            _ => Err(StoreError::NotFound(format!("no job {id}"))),
+        }
+    }
+
+    /// Jobs on the actor's resources (newest first), optionally of one resource.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn list_jobs(&self, actor: &Principal, resource: Option<&str>) -> Result<Vec<Job>> {
+        let mut out = Vec::new();
+        for (r, role) in self.list_resources(actor).await? {
+            if role != DataRole::Owner || resource.is_some_and(|n| n != r.name) {
+                continue;
+            }
+            let rows = sqlx::query(&format!("SELECT {JOB_COLS} FROM store_jobs WHERE resource_id = $1"))
+                .bind(&r.id)
+                .fetch_all(self.db.pool())
+                .await?;
+            for row in &rows {
+                out.push(Self::job_from_row(row, &r.name)?);
+            }
+        }
+        out.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+        Ok(out)
+    }
+
+    /// Runs every running job to completion (or until it must wait for key access).
+    /// Returns how many jobs finished. Called by the server's job loop, and at start to
+    /// resume jobs a crash interrupted.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn run_jobs(&self) -> Result<usize> {
+        let rows = sqlx::query(&format!("SELECT {JOB_COLS} FROM store_jobs WHERE state = 'running' ORDER BY created"))
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut finished = 0;
+        for row in &rows {
+            let job = Self::job_from_row(row, "")?;
+            let rid: String = row.try_get("resource_id")?;
+            match self.run_job(&job, &rid).await {
+                Ok(true) => finished += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(job = %job.id, error = %e, "job is waiting; it retries on the next pass");
+                    self.set_job(&job.id, None, None, &format!("waiting: {e}")).await?;
+                }
+            }
+        }
+        Ok(finished)
+    }
+
+    async fn set_job(&self, id: &str, state: Option<&str>, done: Option<i64>, error: &str) -> Result<()> {
+        let _g = self.write_guard().await;
+        sqlx::query(
+            "UPDATE store_jobs SET state = COALESCE($2, state), done = COALESCE($3, done), error = $4, updated = $5 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(done)
+        .bind(error)
+        .bind(self.now())
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Runs one job; `Ok(true)` when it finished.
+    async fn run_job(&self, job: &Job, resource_id: &str) -> Result<bool> {
+        let crash_after: Option<u64> =
+            std::env::var("ATREST_TEST_CRASH_AFTER_BATCHES").ok().and_then(|v| v.parse().ok());
+        let mut batches = 0u64;
+        loop {
+            let r = self.resource_by_id(resource_id).await?;
+            Self::check_usable(&r)?;
+            let column = if job.kind == "rekey" { "rk_epoch" } else { "enc_epoch" };
+            let target = if job.kind == "rekey" { r.rk_epoch } else { r.enc_epoch };
+            let rows = sqlx::query(&format!(
+                "SELECT {OBJ_COLS} FROM store_objects WHERE resource_id = $1 AND {column} < $2 LIMIT $3"
+            ))
+            .bind(&r.id)
+            .bind(target)
+            .bind(i64::try_from(self.cfg.job_batch).unwrap_or(500))
+            .fetch_all(self.db.pool())
+            .await?;
+            if rows.is_empty() {
+                self.finish_job(job, &r).await?;
+                return Ok(true);
+            }
+            let mut done_now = 0i64;
+            let mut updates = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let o = self.object_from_row(&r, row)?;
+                let new =
+                    if job.kind == "rekey" { self.rekeyed(&r, &o).await? } else { self.reencrypted(&r, &o).await? };
+                updates.push((o, new));
+            }
+            {
+                let _g = self.write_guard().await;
+                let mut tx = self.db.pool().begin().await?;
+                for (old, new) in &updates {
+                    let n = sqlx::query(
+                        "UPDATE store_objects SET generation = $4, rk_epoch = $5, enc_epoch = $6, name_sealed = $7, \
+                         wrapped_dek = $8, body = $9, mac = $10 WHERE resource_id = $1 AND kind = $2 AND name_hash = $3 \
+                         AND generation = $11",
+                    )
+                    .bind(&new.resource_id)
+                    .bind(new.kind)
+                    .bind(&new.name_hash)
+                    .bind(new.generation)
+                    .bind(new.rk_epoch)
+                    .bind(new.enc_epoch)
+                    .bind(&new.name_sealed)
+                    .bind(&new.wrapped_dek)
+                    .bind(new.body.as_deref())
+                    .bind(&new.mac)
+                    .bind(old.generation)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    done_now += i64::try_from(n).unwrap_or(0);
+                }
+                sqlx::query("UPDATE store_jobs SET done = done + $2, error = '', updated = $3 WHERE id = $1")
+                    .bind(&job.id)
+                    .bind(done_now)
+                    .bind(self.now())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
+            // Old blob files go only after their replacement is committed.
+            for (old, new) in &updates {
+                if old.kind == "blob" && new.generation != old.generation {
+                    self.remove_blob_file(&r, old);
+                }
+            }
+            batches += 1;
+            let done: i64 = sqlx::query_scalar("SELECT done FROM store_jobs WHERE id = $1")
+                .bind(&job.id)
+                .fetch_one(self.db.pool())
+                .await?;
+            self.metrics.job(&Self::label(&r), done, job.total);
+            if crash_after.is_some_and(|n| batches >= n) {
+                tracing::error!(job = %job.id, "ATREST_TEST_CRASH_AFTER_BATCHES reached: aborting the process (test drill)");
+                std::process::abort();
+            }
+        }
+    }
+
+    /// The object's data key re-wrapped under the current resource key.
+    async fn rekeyed(&self, r: &Resource, o: &ObjectRow) -> Result<ObjectRow> {
+        let dek = self.data_key(r, o).await?;
+        let rk = self.key(r, Slot::Resource(r.rk_epoch)).await?;
+        let mut new = o.clone();
+        new.rk_epoch = r.rk_epoch;
+        new.wrapped_dek = hierarchy::rewrap_data_key(&rk, Self::oid(r, o), &dek)?;
+        new.mac = self.object_mac(&new);
+        Ok(new)
+    }
+
+    /// The object under a new data key: a record is resealed in place; a blob is
+    /// rewritten as the next generation (its file is replaced only once committed).
+    async fn reencrypted(&self, r: &Resource, o: &ObjectRow) -> Result<ObjectRow> {
+        let dek = self.data_key(r, o).await?;
+        let name = layers::open_name(&self.infra, &dek, Self::oid(r, o), &o.name_sealed)
+            .map_err(|_| self.integrity(r, &format!("the name of object {}", o.id)))?;
+        let rk = self.key(r, Slot::Resource(r.rk_epoch)).await?;
+        let mut new = o.clone();
+        new.rk_epoch = r.rk_epoch;
+        new.enc_epoch = r.enc_epoch;
+        if o.kind == ObjectKind::Blob.as_str() {
+            new.generation = o.generation + 1;
+        }
+        let (dek2, wrapped) = hierarchy::new_data_key(&rk, Self::oid(r, &new))?;
+        new.wrapped_dek = wrapped;
+        new.name_sealed = layers::seal_name(&self.infra, &dek2, Self::oid(r, &new), &name)?;
+        if o.kind == ObjectKind::Record.as_str() {
+            let plain = layers::open_with(
+                &self.infra,
+                &dek,
+                Self::oid(r, o),
+                b"atrest/object",
+                o.body.as_deref().unwrap_or_default(),
+            )
+            .map_err(|_| self.integrity(r, &format!("the body of object {}", o.id)))?;
+            new.body = Some(layers::seal_with(&self.infra, &dek2, Self::oid(r, &new), b"atrest/object", &plain)?);
+        } else {
+            let read = self.blob_reader(r, o, dek).await?;
+            let (_, size) = self.write_blob_file(r, &new, dek2, read).await?;
+            if i64::try_from(size).ok() != Some(o.size) {
+                return Err(self.integrity(r, &format!("the body of blob {} (length)", o.id)));
+            }
+        }
+        new.mac = self.object_mac(&new);
+        Ok(new)
+    }
+
+    async fn finish_job(&self, job: &Job, r: &Resource) -> Result<()> {
+        let _g = self.write_guard().await;
+        let mut cur = self.resource_by_id(&r.id).await?;
+        let old_epoch = cur.rk_epoch - 1;
+        if job.kind == "rekey" && cur.old_wrapped.is_some() {
+            // The old resource key is destroyed: only its wrapping ever existed at rest.
+            cur.old_wrapped = None;
+            cur.updated = self.now();
+            self.save_resource(self.db.pool(), &cur).await?;
+        }
+        sqlx::query("UPDATE store_jobs SET state = 'succeeded', error = '', updated = $2 WHERE id = $1")
+            .bind(&job.id)
+            .bind(self.now())
+            .execute(self.db.pool())
+            .await?;
+        drop(_g);
+        if job.kind == "rekey" {
+            self.cache.forget_slot(&r.id, Slot::Resource(old_epoch));
+        }
+        self.forget_for_real().await;
+        self.audit(&cur, "system", &format!("finish-{}", job.kind), &job.id, "ok", serde_json::json!({})).await
+    }
+}
