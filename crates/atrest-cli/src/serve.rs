@@ -76,6 +76,32 @@ pub(crate) struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "ATREST_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
+    /// File holding the infrastructure root, the data service's second secret (64 hex
+    /// digits or base64url) [default: <data-dir>/infra.key, generated]. ATREST_INFRA_ROOT_KEY
+    /// gives the key itself.
+    #[arg(long, env = "ATREST_INFRA_ROOT_KEY_FILE")]
+    infra_root_key_file: Option<PathBuf>,
+    /// Database URL of the data service [default: <data-dir>/store.db, or --database when
+    /// that is PostgreSQL].
+    #[arg(long = "store-database", env = "ATREST_STORE_DATABASE_URL")]
+    store_database_url: Option<String>,
+    /// How long an unwrapped resource key is cached, in seconds [default: 60].
+    #[arg(long, env = "ATREST_KEY_CACHE_TTL")]
+    key_cache_ttl: Option<u64>,
+    /// How long a cached resource key stays usable while its vault is unreachable (not
+    /// refusing), in seconds [default: 300].
+    #[arg(long, env = "ATREST_VAULT_GRACE")]
+    vault_grace: Option<u64>,
+    /// How often versionless keys are checked for a new latest version, in seconds
+    /// [default: 300].
+    #[arg(long, env = "ATREST_KEY_FOLLOW_INTERVAL")]
+    key_follow_interval: Option<u64>,
+    /// Platform key rotation period, ISO-8601 [default: P90D].
+    #[arg(long, env = "ATREST_PLATFORM_KEY_ROTATION")]
+    platform_key_rotation: Option<String>,
+    /// CA bundle (PEM) trusted for vaults on other servers [default: the system bundle].
+    #[arg(long, env = "ATREST_REMOTE_VAULT_CA")]
+    remote_vault_ca: Option<PathBuf>,
 }
 
 /// The config file: the same settings, by flag name.
@@ -102,6 +128,13 @@ struct FileConfig {
     rotation_interval: Option<u64>,
     checkpoint_interval: Option<u64>,
     log_format: Option<String>,
+    infra_root_key_file: Option<PathBuf>,
+    store_database: Option<String>,
+    key_cache_ttl: Option<u64>,
+    vault_grace: Option<u64>,
+    key_follow_interval: Option<u64>,
+    platform_key_rotation: Option<String>,
+    remote_vault_ca: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -160,6 +193,19 @@ impl ServeArgs {
                 .checkpoint_interval
                 .or(file.checkpoint_interval)
                 .unwrap_or(d.checkpoint_interval_secs),
+            infra_root_key_file: self.infra_root_key_file.or(file.infra_root_key_file),
+            store_database_url: self.store_database_url.or(file.store_database),
+            key_cache_ttl_secs: self.key_cache_ttl.or(file.key_cache_ttl).unwrap_or(d.key_cache_ttl_secs),
+            vault_grace_secs: self.vault_grace.or(file.vault_grace).unwrap_or(d.vault_grace_secs),
+            key_follow_interval_secs: self
+                .key_follow_interval
+                .or(file.key_follow_interval)
+                .unwrap_or(d.key_follow_interval_secs),
+            platform_key_rotation: self
+                .platform_key_rotation
+                .or(file.platform_key_rotation)
+                .unwrap_or(d.platform_key_rotation),
+            remote_vault_ca: self.remote_vault_ca.or(file.remote_vault_ca),
         };
         Ok((cfg, log_format))
     }

@@ -32,6 +32,8 @@ pub struct Bootstrapped {
     pub admin_token: PathBuf,
     /// Operational warnings (shown at start and in `/readyz`).
     pub warnings: Vec<String>,
+    /// The data service.
+    pub store: Arc<atrest_store::StoreService>,
 }
 
 fn parse_key(text: &str, origin: &str) -> Result<SecretKey, ServerError> {
@@ -132,6 +134,71 @@ fn root_key(cfg: &ServeConfig) -> Result<(SecretKey, Option<String>), ServerErro
     Ok((key, Some(warning)))
 }
 
+/// Loads (or on first start generates) the infrastructure root, the data service's
+/// second secret; returns it and an optional warning.
+fn infra_root(cfg: &ServeConfig, vault_root: &SecretKey) -> Result<(SecretKey, Option<String>), ServerError> {
+    let (key, warning) = if let Ok(v) = std::env::var("ATREST_INFRA_ROOT_KEY") {
+        (parse_key(&v, "ATREST_INFRA_ROOT_KEY")?, None)
+    } else if let Some(path) = &cfg.infra_root_key_file {
+        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| ServerError::io(path, e))?);
+        (parse_key(&text, &path.display().to_string())?, None)
+    } else {
+        let path = cfg.data_dir.join("infra.key");
+        let key = if path.exists() {
+            let text = zeroize::Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| ServerError::io(&path, e))?);
+            parse_key(&text, &path.display().to_string())?
+        } else {
+            let k = SecretKey::generate()?;
+            crate::files::write_private(&path, zeroize::Zeroizing::new(hex::encode(k.expose_secret())).as_bytes())?;
+            k
+        };
+        let warning = format!(
+            "the infrastructure root is stored in {} next to the data: keep it elsewhere in production \
+             (--infra-root-key-file on another volume, or ATREST_INFRA_ROOT_KEY), apart from the vault's root key",
+            path.display()
+        );
+        (key, Some(warning))
+    };
+    if atrest_crypto::secret::constant_time_eq(key.expose_secret(), vault_root.expose_secret()) {
+        return Err(ServerError::Config(
+            "the infrastructure root must differ from the vault's root key: two layers need two secrets".into(),
+        ));
+    }
+    Ok((key, warning))
+}
+
+/// The data service's database URL: its own SQLite file beside a SQLite vault, the same
+/// database as a PostgreSQL vault.
+fn store_url(cfg: &ServeConfig) -> String {
+    if let Some(u) = &cfg.store_database_url {
+        return u.clone();
+    }
+    match &cfg.database_url {
+        Some(u) if u.starts_with("postgres") => u.clone(),
+        _ => format!("sqlite://{}?mode=rwc", cfg.data_dir.join("store.db").display()),
+    }
+}
+
+/// Opens the data service beside `svc`.
+async fn open_store(
+    cfg: &ServeConfig,
+    svc: &Arc<VaultService>,
+    root: &SecretKey,
+) -> Result<(Arc<atrest_store::StoreService>, Option<String>), ServerError> {
+    let (infra, warning) = infra_root(cfg, root)?;
+    let db = Db::connect(&store_url(cfg)).await?;
+    let mut scfg = atrest_store::StoreConfig::new(&cfg.data_dir);
+    scfg.key_cache_ttl = std::time::Duration::from_secs(cfg.key_cache_ttl_secs.max(1));
+    scfg.vault_grace = std::time::Duration::from_secs(cfg.vault_grace_secs);
+    scfg.follow_interval = std::time::Duration::from_secs(cfg.key_follow_interval_secs.max(1));
+    scfg.platform_rotation = cfg.platform_key_rotation.clone();
+    scfg.remote_ca = cfg.remote_vault_ca.clone();
+    let store = atrest_store::StoreService::open(db, svc.clone(), &infra, scfg, Arc::new(SystemClock))
+        .await
+        .map_err(|e| ServerError::Config(format!("the data service cannot start: {e}")))?;
+    Ok((Arc::new(store), warning))
+}
+
 /// Opens the vault service of a data directory (root key, database, migrations) without
 /// creating anything else; used by `serve` and by local commands such as `audit verify`.
 ///
@@ -229,12 +296,14 @@ pub async fn bootstrap(cfg: &ServeConfig) -> Result<Bootstrapped, ServerError> {
         }
         _ => return Err(ServerError::Config("--tls-cert and --tls-key go together".into())),
     };
+    let (store, infra_warning) = open_store(cfg, &svc, &root).await?;
     Ok(Bootstrapped {
+        store,
         svc,
         tls: tls::server_config(chain, key, cfg.client_ca.as_deref())?,
         default_vault,
         ca_pem,
         admin_token,
-        warnings: warning.into_iter().collect(),
+        warnings: warning.into_iter().chain(infra_warning).collect(),
     })
 }

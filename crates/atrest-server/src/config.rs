@@ -43,6 +43,22 @@ pub struct ServeConfig {
     /// File holding the bearer secret a scraper sends to `/metrics` (else a deployment
     /// admin's token is required).
     pub metrics_token_file: Option<PathBuf>,
+    /// The infrastructure root (the data service's second secret), as 64 hex digits or
+    /// base64url in a file (default `<data-dir>/infra.key`, generated).
+    pub infra_root_key_file: Option<PathBuf>,
+    /// The data service's database (default: `<data-dir>/store.db` beside a SQLite vault
+    /// database, or the vault's database when that is PostgreSQL).
+    pub store_database_url: Option<String>,
+    /// How long an unwrapped resource key is cached, in seconds.
+    pub key_cache_ttl_secs: u64,
+    /// How long a cached resource key stays usable while its vault is unreachable.
+    pub vault_grace_secs: u64,
+    /// How often versionless keys (and the platform key) are checked for a new version.
+    pub key_follow_interval_secs: u64,
+    /// Platform key rotation period (ISO-8601 duration).
+    pub platform_key_rotation: String,
+    /// CA bundle trusted when resources use a vault on another server.
+    pub remote_vault_ca: Option<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -66,6 +82,13 @@ impl Default for ServeConfig {
             rate_burst: 2000,
             metrics: true,
             metrics_token_file: None,
+            infra_root_key_file: None,
+            store_database_url: None,
+            key_cache_ttl_secs: 60,
+            vault_grace_secs: 300,
+            key_follow_interval_secs: 300,
+            platform_key_rotation: "P90D".into(),
+            remote_vault_ca: None,
         }
     }
 }

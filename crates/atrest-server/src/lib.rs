@@ -67,6 +67,7 @@ pub struct Server {
     /// Warnings (also served at `/readyz`).
     pub warnings: Vec<String>,
     svc: Arc<atrest_vault::VaultService>,
+    store: Arc<atrest_store::StoreService>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -76,6 +77,12 @@ impl Server {
     #[must_use]
     pub fn service(&self) -> &Arc<atrest_vault::VaultService> {
         &self.svc
+    }
+
+    /// The data service behind the API.
+    #[must_use]
+    pub fn store(&self) -> &Arc<atrest_store::StoreService> {
+        &self.store
     }
 
     /// Graceful shutdown: stops accepting connections, lets requests in flight finish
@@ -135,6 +142,69 @@ pub async fn run_rotations(svc: &atrest_vault::VaultService) -> Result<usize, Se
     Ok(actions.len())
 }
 
+/// Runs `f` every `every` until the server stops.
+fn every<F, Fut>(stop: &watch::Sender<bool>, every: std::time::Duration, mut f: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let mut stopped = stop.subscribe();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = stopped.changed() => return,
+            }
+            f().await;
+        }
+    });
+}
+
+/// The data service's background work: access re-checks (and recovery) every key-cache
+/// lifetime, following the latest version of versionless keys (the platform key
+/// included), the message sweeper, and jobs (resumed at start).
+fn spawn_store_tasks(store: &Arc<atrest_store::StoreService>, stop: &watch::Sender<bool>, cfg: &ServeConfig) {
+    let s = store.clone();
+    every(stop, store.config().key_cache_ttl, move || {
+        let s = s.clone();
+        async move {
+            if let Err(e) = s.recheck().await {
+                tracing::error!(error = %e, "key access re-check failed");
+            }
+        }
+    });
+    let s = store.clone();
+    every(stop, store.config().follow_interval, move || {
+        let s = s.clone();
+        async move {
+            if let Err(e) = s.follow_latest().await {
+                tracing::error!(error = %e, "following the latest key versions failed");
+            }
+        }
+    });
+    let s = store.clone();
+    every(stop, std::time::Duration::from_secs(cfg.sweep_interval_secs.max(1)), move || {
+        let s = s.clone();
+        async move {
+            match s.sweep_messages().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "message sweeper removed expired messages"),
+                Err(e) => tracing::error!(error = %e, "message sweeper failed"),
+            }
+        }
+    });
+    // Passes never overlap: `every` awaits each before sleeping again.
+    let s = store.clone();
+    every(stop, std::time::Duration::from_millis(500), move || {
+        let s = s.clone();
+        async move {
+            if let Err(e) = s.run_jobs().await {
+                tracing::error!(error = %e, "job runner failed");
+            }
+        }
+    });
+}
+
 /// Builds a fresh TLS configuration from the watched files (keeping the generated
 /// certificate when only the client CA is user-supplied).
 fn reload_tls(
@@ -173,6 +243,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
     let addr = listener.local_addr().map_err(|e| ServerError::Config(e.to_string()))?;
     let state = Arc::new(api::AppState {
         svc: boot.svc.clone(),
+        store: boot.store.clone(),
         default_vault: boot.default_vault.name.clone(),
         vault_domain: cfg.vault_domain.clone(),
         warnings: boot.warnings.clone(),
@@ -271,6 +342,8 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         }
     });
 
+    spawn_store_tasks(&boot.store, &stop, &cfg);
+
     // Signed audit checkpoints, written outside the database.
     let cp_svc = boot.svc.clone();
     let mut cp_stop = stop.subscribe();
@@ -350,6 +423,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         admin_token: boot.admin_token,
         warnings: boot.warnings,
         svc: boot.svc,
+        store: boot.store,
         stop,
         task,
     })

@@ -5,6 +5,7 @@
 //! exactly. Errors are mapped to HTTP here and nowhere else.
 
 mod admin;
+mod data;
 mod json;
 mod keys;
 mod openapi;
@@ -25,6 +26,8 @@ const API_VERSIONS: &[&str] = &["2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4",
 pub struct AppState {
     /// The vault service.
     pub svc: Arc<VaultService>,
+    /// The data service.
+    pub store: Arc<atrest_store::StoreService>,
     /// Vault answering at the bare host.
     pub default_vault: String,
     /// With `D`, vault `NAME` answers at `NAME.D`.
@@ -167,18 +170,33 @@ fn vault_name(state: &AppState, host: &str) -> Option<String> {
     Some(state.default_vault.clone())
 }
 
+/// Largest request body outside blob uploads (records are at most 4 MiB).
+const MAX_BODY: usize = atrest_store::MAX_RECORD + 64 * 1024;
+
 /// The single entry point.
 pub async fn handle(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Response {
     let started = std::time::Instant::now();
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let label = route_label(&method, uri.path());
     let method_name = method.as_str().to_string();
-    let resp = match route(&state, method, uri, headers, body).await {
+    let result = if uri.path() == "/data" || uri.path().starts_with("/data/") {
+        // The data API streams blob bodies; it reads other bodies itself.
+        data::route(&state, &method, &uri, &headers, body).await
+    } else {
+        match axum::body::to_bytes(body, MAX_BODY).await {
+            Ok(bytes) => route(&state, method, uri, headers, bytes).await,
+            Err(_) => Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestTooLarge",
+                format!("the request body is over {MAX_BODY} bytes"),
+            )),
+        }
+    };
+    let resp = match result {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -191,6 +209,7 @@ fn route_label(method: &Method, path: &str) -> String {
     match path {
         "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/audit/signing-key" => path.to_string(),
         p if p == "/admin" || p.starts_with("/admin/") => "admin".into(),
+        p if p == "/data" || p.starts_with("/data/") => data::route_label(method, p),
         p => {
             let segments: Vec<&str> = p.trim_start_matches('/').split('/').collect();
             keys::describe(method, &segments).0
@@ -251,7 +270,8 @@ async fn route(
                 )
             });
         }
-        let text = state.metrics.render(state.svc.audit_append_counts());
+        let mut text = state.metrics.render(state.svc.audit_append_counts());
+        text.push_str(&state.store.metrics().render());
         let mut r = (StatusCode::OK, text).into_response();
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
         return Ok(r);

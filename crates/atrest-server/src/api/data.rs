@@ -1,0 +1,495 @@
+//! The data service's REST API, under `/data/`: resources, their encryption settings,
+//! roles and diagnostics, records, blobs (streamed, with Range), transient messages,
+//! jobs and the key-usage inventory. Authenticated by bearer token like the admin API;
+//! names in paths are percent-decoded.
+
+use super::{ApiError, AppState, authenticate, no_content, ok, rate_limit};
+use atrest_store::{EncryptionRequest, Precondition, StoreError, model::ObjectKind, model::Resource};
+use atrest_vault::Principal;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if matches!(e, StoreError::Storage(_)) {
+            tracing::error!(error = %e, "data service storage failed");
+        }
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+/// A bounded label for metrics: the operation, never names.
+pub(super) fn route_label(method: &Method, path: &str) -> String {
+    let seg: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let what = match seg.as_slice() {
+        ["data", "resources"] => "resources",
+        ["data", "resources", _] => "resource",
+        ["data", "resources", _, "records", ..] => "records",
+        ["data", "resources", _, "blobs", ..] => "blobs",
+        ["data", "resources", _, "messages", ..] => "messages",
+        ["data", "resources", _, "jobs"] | ["data", "jobs", ..] => "jobs",
+        ["data", "resources", _, sub, ..] => sub,
+        ["data", "key-usage"] => "key-usage",
+        _ => "other",
+    };
+    let what = match what {
+        "resources" | "resource" | "records" | "blobs" | "messages" | "jobs" | "key-usage" | "encryption" | "roles"
+        | "diagnostics" => what,
+        _ => "other",
+    };
+    format!("data:{what}:{}", method.as_str().to_ascii_lowercase())
+}
+
+fn decode(segment: &str) -> Result<String, ApiError> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ApiError::bad("a path segment is not percent-encoded UTF-8"))
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: header::HeaderName) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
+    let if_none = header_str(headers, header::IF_NONE_MATCH);
+    if if_none.is_some_and(|v| v.trim() != "*") {
+        return Err(ApiError::bad("only If-None-Match: * is supported on writes"));
+    }
+    Ok(Precondition {
+        if_match: header_str(headers, header::IF_MATCH).map(|s| s.trim().to_string()),
+        if_none_match: if_none.is_some(),
+    })
+}
+
+pub(super) fn resource_json(store: &atrest_store::StoreService, r: &Resource, role: Option<&str>) -> Value {
+    let mut v = json!({
+        "name": r.name,
+        "state": r.state.as_str(),
+        "stateReason": r.state_reason,
+        "identity": format!("res-{}", r.name),
+        "encryption": encryption_json(r),
+        "dataAudit": r.diagnostics,
+        "created": r.created,
+        "updated": r.updated,
+    });
+    if let Some(w) = store.warning(r) {
+        v["warning"] = json!(w);
+    }
+    if let Some(role) = role {
+        v["role"] = json!(role);
+    }
+    v
+}
+
+fn encryption_json(r: &Resource) -> Value {
+    json!({
+        "keySource": r.key_source.as_str(),
+        "keyUri": r.key_uri,
+        "keyVersion": r.wrapped.version,
+        "versionless": r.kek.version.is_none(),
+        "remote": !r.remote_cred.is_empty(),
+        "rekeyInProgress": r.old_wrapped.is_some(),
+    })
+}
+
+fn object_json(i: &atrest_store::model::ObjectInfo) -> Value {
+    json!({"name": i.name, "size": i.size, "generation": i.generation, "etag": i.etag, "created": i.created, "updated": i.updated})
+}
+
+fn job_json(j: &atrest_store::model::Job) -> Value {
+    json!({"id": j.id, "resource": j.resource, "kind": j.kind, "state": j.state, "done": j.done, "total": j.total,
+           "error": j.error, "created": j.created, "updated": j.updated})
+}
+
+fn with_status(status: StatusCode, v: Value) -> Response {
+    let mut r = ok(v);
+    *r.status_mut() = status;
+    r
+}
+
+fn with_etag(mut r: Response, etag: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
+    r
+}
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n` against a blob of unknown size: (start, end
+/// exclusive) with `-n` resolved later. Returns `None` for no Range header.
+fn parse_range(headers: &HeaderMap) -> Result<Option<RangeSpec>, ApiError> {
+    let Some(v) = header_str(headers, header::RANGE) else { return Ok(None) };
+    let bad = || {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "InvalidRange",
+            format!("unsupported Range {v:?}: use bytes=START-END, bytes=START- or bytes=-N"),
+        )
+    };
+    let spec = v.trim().strip_prefix("bytes=").ok_or_else(bad)?;
+    if spec.contains(',') {
+        return Err(bad());
+    }
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    match (a.trim(), b.trim()) {
+        ("", n) => Ok(Some(RangeSpec::Suffix(n.parse().map_err(|_| bad())?))),
+        (a, "") => Ok(Some(RangeSpec::From(a.parse().map_err(|_| bad())?, None))),
+        (a, b) => {
+            let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+            if b < a {
+                return Err(bad());
+            }
+            Ok(Some(RangeSpec::From(a, Some(b + 1))))
+        }
+    }
+}
+
+enum RangeSpec {
+    From(u64, Option<u64>),
+    Suffix(u64),
+}
+
+async fn body_bytes(body: Body) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, super::MAX_BODY).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLarge",
+            format!("the request body is over {} bytes: store large values as blobs", super::MAX_BODY),
+        )
+    })
+}
+
+async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    let b = body_bytes(body).await?;
+    serde_json::from_slice(&b).map_err(|e| ApiError::bad(format!("the request body does not fit this operation: {e}")))
+}
+
+/// Routes a `/data/…` request.
+pub(super) async fn route(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Some(actor) = authenticate(state, headers).await? else {
+        state.metrics.auth_failure(if headers.contains_key(header::AUTHORIZATION) { "invalid" } else { "missing" });
+        return Err(ApiError {
+            challenge: Some("Bearer".into()),
+            ..ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "a valid bearer token is required: send Authorization: Bearer <token>",
+            )
+        });
+    };
+    rate_limit(state, &actor)?;
+    let query: HashMap<String, String> =
+        axum::extract::Query::<HashMap<String, String>>::try_from_uri(uri).map(|q| q.0).unwrap_or_default();
+    let raw: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
+    let store = &state.store;
+    let a = &actor;
+    match (method, &raw[1..]) {
+        (&Method::GET, ["resources"]) => {
+            let list = store.list_resources(a).await?;
+            let items: Vec<Value> = list.iter().map(|(r, role)| resource_json(store, r, Some(role.as_str()))).collect();
+            Ok(ok(json!({"value": items})))
+        }
+        (&Method::GET, ["key-usage"]) => Ok(ok(key_usage_json(&store.key_usage(a).await?))),
+        (&Method::GET, ["jobs"]) => {
+            let jobs = store.list_jobs(a, None).await?;
+            Ok(ok(json!({"value": jobs.iter().map(job_json).collect::<Vec<_>>()})))
+        }
+        (&Method::GET, ["jobs", id]) => Ok(ok(job_json(&store.job(a, id).await?))),
+        (m, ["resources", name, rest @ ..]) => {
+            let name = decode(name)?;
+            resource_route(state, a, m, &name, rest, &query, headers, body).await
+        }
+        _ => Err(unknown(method, uri)),
+    }
+}
+
+fn unknown(method: &Method, uri: &Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!("no operation {method} {} (see /openapi.json)", uri.path()),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn resource_route(
+    state: &AppState,
+    a: &Principal,
+    method: &Method,
+    name: &str,
+    rest: &[&str],
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let store = &state.store;
+    let unknown = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("no operation {method} /data/resources/{name}/{} (see /openapi.json)", rest.join("/")),
+        )
+    };
+    match (method, rest) {
+        (&Method::PUT, []) => {
+            let r = store.create_resource(a, name).await?;
+            Ok(with_status(StatusCode::CREATED, resource_json(store, &r, Some("owner"))))
+        }
+        (&Method::GET, []) => {
+            let r = store.authorized(a, name, atrest_store::model::DataRole::Reader).await?;
+            let role = store.role_of(a, &r).await?.map(|r| r.as_str());
+            Ok(ok(resource_json(store, &r, role)))
+        }
+        (&Method::DELETE, []) => {
+            store.delete_resource(a, name).await?;
+            Ok(no_content())
+        }
+        (&Method::GET, ["encryption"]) => {
+            let r = store.authorized(a, name, atrest_store::model::DataRole::Reader).await?;
+            Ok(ok(encryption_json(&r)))
+        }
+        (&Method::PUT, ["encryption"]) => {
+            let req: EncryptionBody = json_body(body).await?;
+            let req = encryption_request(state, req)?;
+            let r = store.set_encryption(a, name, req).await?;
+            Ok(ok(encryption_json(&r)))
+        }
+        (&Method::PUT, ["diagnostics"]) => {
+            let req: Value = json_body(body).await?;
+            let on = req["dataAudit"].as_bool().ok_or_else(|| ApiError::bad("send {\"dataAudit\": true|false}"))?;
+            let r = store.set_diagnostics(a, name, on).await?;
+            Ok(ok(resource_json(store, &r, Some("owner"))))
+        }
+        (&Method::GET, ["roles"]) => {
+            let roles = store.roles(a, name).await?;
+            let items: Vec<Value> = roles.iter().map(|(p, r)| json!({"principal": p, "role": r.as_str()})).collect();
+            Ok(ok(json!({"value": items})))
+        }
+        (&Method::PUT, ["roles", principal]) => {
+            let req: Value = json_body(body).await?;
+            let role = req["role"]
+                .as_str()
+                .and_then(atrest_store::model::DataRole::parse)
+                .ok_or_else(|| ApiError::bad("send {\"role\": \"reader\"|\"writer\"|\"owner\"}"))?;
+            store.set_role(a, name, &decode(principal)?, Some(role)).await?;
+            Ok(ok(json!({"principal": decode(principal)?, "role": role.as_str()})))
+        }
+        (&Method::DELETE, ["roles", principal]) => {
+            store.set_role(a, name, &decode(principal)?, None).await?;
+            Ok(no_content())
+        }
+        (&Method::GET, ["records"]) => list(store, a, name, ObjectKind::Record, query).await,
+        (&Method::GET, ["blobs"]) => list(store, a, name, ObjectKind::Blob, query).await,
+        (m, ["records", key @ ..]) if !key.is_empty() => {
+            let key = key.iter().map(|s| decode(s)).collect::<Result<Vec<_>, _>>()?.join("/");
+            match *m {
+                Method::PUT => {
+                    let cond = precondition(headers)?;
+                    let b = body_bytes(body).await?;
+                    let info = store.put_record(a, name, &key, &b, &cond).await?;
+                    let status = if info.generation == 1 { StatusCode::CREATED } else { StatusCode::OK };
+                    Ok(with_etag(with_status(status, object_json(&info)), &info.etag))
+                }
+                Method::GET => {
+                    let (info, value) = store.get_record(a, name, &key).await?;
+                    if header_str(headers, header::IF_NONE_MATCH) == Some(info.etag.as_str()) {
+                        let r = Response::builder()
+                            .status(StatusCode::NOT_MODIFIED)
+                            .body(Body::empty())
+                            .unwrap_or_default();
+                        return Ok(with_etag(r, &info.etag));
+                    }
+                    let mut r = (StatusCode::OK, value).into_response();
+                    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+                    r.headers_mut().insert("x-atrest-generation", HeaderValue::from(info.generation));
+                    Ok(with_etag(r, &info.etag))
+                }
+                Method::DELETE => {
+                    store.delete_object(a, name, ObjectKind::Record, &key, &precondition(headers)?).await?;
+                    Ok(no_content())
+                }
+                _ => Err(unknown()),
+            }
+        }
+        (m, ["blobs", key @ ..]) if !key.is_empty() => {
+            let key = key.iter().map(|s| decode(s)).collect::<Result<Vec<_>, _>>()?.join("/");
+            match *m {
+                Method::PUT => {
+                    let cond = precondition(headers)?;
+                    let info = store.put_blob(a, name, &key, &cond, body.into_data_stream()).await?;
+                    let status = if info.generation == 1 { StatusCode::CREATED } else { StatusCode::OK };
+                    Ok(with_etag(with_status(status, object_json(&info)), &info.etag))
+                }
+                Method::GET | Method::HEAD => get_blob(state, a, name, &key, headers, m == Method::HEAD).await,
+                Method::DELETE => {
+                    store.delete_object(a, name, ObjectKind::Blob, &key, &precondition(headers)?).await?;
+                    Ok(no_content())
+                }
+                _ => Err(unknown()),
+            }
+        }
+        (&Method::POST, ["messages"]) => {
+            let ttl = query
+                .get("ttl")
+                .map(|t| t.parse::<i64>())
+                .transpose()
+                .map_err(|_| ApiError::bad("ttl must be seconds"))?;
+            let b = body_bytes(body).await?;
+            let (id, expires) = store.send_message(a, name, &b, ttl).await?;
+            Ok(with_status(StatusCode::CREATED, json!({"id": id, "expires": expires})))
+        }
+        (&Method::POST, ["messages", "receive"]) => {
+            use base64::Engine as _;
+            let max = query.get("max").and_then(|m| m.parse().ok()).unwrap_or(1);
+            let vis = query.get("visibility").and_then(|m| m.parse().ok()).unwrap_or(30);
+            let msgs = store.receive_messages(a, name, max, vis).await?;
+            let items: Vec<Value> = msgs
+                .iter()
+                .map(|m| {
+                    json!({"id": m.id, "receipt": m.receipt, "deliveries": m.deliveries, "expires": m.expires,
+                           "body": base64::engine::general_purpose::STANDARD.encode(&m.body)})
+                })
+                .collect();
+            Ok(ok(json!({"value": items})))
+        }
+        (&Method::DELETE, ["messages", id]) => {
+            let receipt =
+                query.get("receipt").ok_or_else(|| ApiError::bad("the receipt query parameter is required"))?;
+            store.ack_message(a, name, id, receipt).await?;
+            Ok(no_content())
+        }
+        (&Method::POST, ["jobs"]) => {
+            let req: Value = json_body(body).await?;
+            let kind = req["kind"].as_str().ok_or_else(|| ApiError::bad("send {\"kind\": \"rekey\"|\"reencrypt\"}"))?;
+            let job = store.start_job(a, name, kind).await?;
+            Ok(with_status(StatusCode::ACCEPTED, job_json(&job)))
+        }
+        (&Method::GET, ["jobs"]) => {
+            let jobs = store.list_jobs(a, Some(name)).await?;
+            Ok(ok(json!({"value": jobs.iter().map(job_json).collect::<Vec<_>>()})))
+        }
+        _ => Err(unknown()),
+    }
+}
+
+async fn list(
+    store: &atrest_store::StoreService,
+    a: &Principal,
+    name: &str,
+    kind: ObjectKind,
+    query: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let limit = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(1000usize).clamp(1, 5000);
+    let prefix = query.get("prefix").map_or("", String::as_str);
+    let (items, more) =
+        store.list_objects(a, name, kind, prefix, query.get("after").map(String::as_str), limit).await?;
+    let next = if more { items.last().map(|i| i.name.clone()) } else { None };
+    Ok(ok(json!({"value": items.iter().map(object_json).collect::<Vec<_>>(), "nextAfter": next})))
+}
+
+async fn get_blob(
+    state: &AppState,
+    a: &Principal,
+    name: &str,
+    key: &str,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response, ApiError> {
+    let range = parse_range(headers)?;
+    // A suffix range needs the size: resolve it with a metadata read first.
+    let spec = match range {
+        None => None,
+        Some(RangeSpec::From(s, e)) => Some((s, e)),
+        Some(RangeSpec::Suffix(n)) => {
+            let probe = state.store.get_blob(a, name, key, Some((0, Some(0)))).await?;
+            let size = probe.info.size;
+            Some((size.saturating_sub(n), None))
+        }
+    };
+    let read = state.store.get_blob(a, name, key, spec).await?;
+    let size = read.info.size;
+    let status = if range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
+    let mut rx = read.chunks;
+    let body =
+        if head { Body::empty() } else { Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))) };
+    let mut r = Response::builder().status(status).body(body).unwrap_or_default();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(read.len));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert("x-atrest-generation", HeaderValue::from(read.info.generation));
+    if range.is_some()
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "bytes {}-{}/{size}",
+            read.offset,
+            (read.offset + read.len).saturating_sub(1)
+        ))
+    {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    Ok(with_etag(r, &read.info.etag))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EncryptionBody {
+    key_source: String,
+    key_uri: Option<String>,
+    /// Bearer token for a vault on another server.
+    credential: Option<String>,
+}
+
+fn encryption_request(state: &AppState, b: EncryptionBody) -> Result<EncryptionRequest, ApiError> {
+    match (b.key_source.as_str(), b.key_uri, b.credential) {
+        ("platform", None, None) => Ok(EncryptionRequest::Platform),
+        ("platform", _, _) => Err(ApiError::bad("keySource platform takes no keyUri or credential")),
+        ("customer", Some(uri), credential) => {
+            let (origin, key, version) = atrest_store::remote::parse_key_uri(&uri)?;
+            match credential {
+                Some(c) => Ok(EncryptionRequest::Remote {
+                    kek: atrest_store::keyvault::KeyRef { vault: origin, name: key, version },
+                    uri,
+                    credential: atrest_crypto::SecretBytes::new(c.trim().as_bytes().to_vec()),
+                }),
+                None => {
+                    let host = origin.trim_start_matches("https://");
+                    let vault = super::vault_name(state, host)
+                        .ok_or_else(|| ApiError::bad(format!("no vault of this deployment answers at {host}")))?;
+                    Ok(EncryptionRequest::Customer {
+                        kek: atrest_store::keyvault::KeyRef { vault, name: key, version },
+                        uri,
+                    })
+                }
+            }
+        }
+        ("customer", None, _) => {
+            Err(ApiError::bad("keySource customer needs keyUri: https://HOST/keys/NAME[/VERSION]"))
+        }
+        (other, _, _) => Err(ApiError::bad(format!("keySource must be platform or customer, not {other}"))),
+    }
+}
+
+fn key_usage_json(usage: &[atrest_store::KeyUsage]) -> Value {
+    let items: Vec<Value> = usage
+        .iter()
+        .map(|k| {
+            json!({
+                "key": k.key,
+                "vault": k.vault,
+                "name": k.name,
+                "versions": k.versions.iter().map(|v| json!({"version": v.version, "resources": v.resources, "needed": v.needed})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({"value": items})
+}
