@@ -291,3 +291,366 @@ async fn customer_key_story_end_to_end() {
     assert_eq!(blobs, 0, "blob files remain after delete");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn customer_key_on_a_second_atrest_server() {
+    // Server B holds the key; server A's resource reaches it over HTTPS with a token of B.
+    let dir_b = temp_dir("atrest-data-remote-b");
+    let (server_b, b) = start(fast(&dir_b)).await;
+    let (s, _) = b.call(M::PATCH, "/admin/vaults/default", Some(json!({"purge_protection": true}))).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = b.call(M::POST, "/keys/remote-cmk/create", Some(json!({"kty": "oct", "key_size": 256}))).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = b.call(M::POST, "/admin/tenants/default/principals", Some(json!({"name": "server-a"}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, tok) = b.call(M::POST, "/admin/tenants/default/principals/server-a/tokens", None).await;
+    let credential = tok["token"].as_str().unwrap().to_string();
+    let grant = json!({"permissions": ["get", "wrapKey", "unwrapKey"]});
+    let (s, _) = b.call(M::PUT, "/admin/vaults/default/policies/server-a", Some(grant.clone())).await;
+    assert_eq!(s, StatusCode::OK);
+
+    let dir_a = temp_dir("atrest-data-remote-a");
+    let cfg = ServeConfig { remote_vault_ca: server_b.ca_pem.clone(), ..fast(&dir_a) };
+    let (server_a, a) = start(cfg).await;
+    let (s, _) = a.call(M::PUT, "/data/resources/bot", None).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let blob = blob_bytes(70_000);
+    for i in 0..3 {
+        a.put_bytes(&format!("/data/resources/bot/records/user%2F{i}"), format!("{{\"n\":{i}}}").into_bytes()).await;
+    }
+    a.put_bytes("/data/resources/bot/blobs/photo.bin", blob.clone()).await;
+    let set =
+        json!({"keySource": "customer", "keyUri": format!("{}/keys/remote-cmk", b.base), "credential": credential});
+    let (s, e) = a.call(M::PUT, "/data/resources/bot/encryption", Some(set)).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert_eq!(e["remote"], true);
+    read_all(&a, 3, &blob).await;
+    // The credential is stored sealed, not in clear.
+    let db = std::fs::read(dir_a.0.join("store.db")).unwrap();
+    let wal = std::fs::read(dir_a.0.join("store.db-wal")).unwrap_or_default();
+    let cred = tok["token"].as_str().unwrap().as_bytes();
+    assert!(!db.windows(cred.len()).any(|w| w == cred) && !wal.windows(cred.len()).any(|w| w == cred));
+
+    // Revoked at B → A refuses within the bound; restored → A recovers.
+    let (s, _) = b.call(M::DELETE, "/admin/vaults/default/policies/server-a", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let took = until(10, "403 after remote revocation", || async {
+        a.get_bytes("/data/resources/bot/records/user%2F0").await.0 == StatusCode::FORBIDDEN
+    })
+    .await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let (_, e) = a.call(M::GET, "/data/resources/bot/records/user%2F0", None).await;
+    assert_eq!(e["error"]["code"], "KeyInaccessible");
+    let (s, _) = b.call(M::PUT, "/admin/vaults/default/policies/server-a", Some(grant)).await;
+    assert_eq!(s, StatusCode::OK);
+    until(10, "recovery", || async { a.get_bytes("/data/resources/bot/records/user%2F0").await.0 == StatusCode::OK })
+        .await;
+    read_all(&a, 3, &blob).await;
+    // B's audit trail shows A's key uses.
+    let svc = server_b.service().clone();
+    let vault = svc.vault("default").await.unwrap();
+    let entries = svc.audit_entries(&vault.id, &atrest_vault::audit::AuditFilter::default()).await.unwrap();
+    assert!(entries.iter().any(|e| e.operation == "unwrapKey" && e.principal == "server-a"));
+    server_a.shutdown().await;
+    server_b.shutdown().await;
+}
+
+#[tokio::test]
+async fn transient_messages_expire_and_are_acknowledged_once() {
+    let dir = temp_dir("atrest-data-messages");
+    let (server, api) = start(fast(&dir)).await;
+    api.call(M::PUT, "/data/resources/q", None).await;
+    let (s, e) = api.call(M::POST, "/data/resources/q/messages?ttl=90000", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "a TTL over 24 h is refused: {e}");
+    let send = |body: &'static str, ttl: u32| {
+        let api = &api;
+        async move {
+            let resp = api
+                .client
+                .post(format!("{}/data/resources/q/messages?ttl={ttl}", api.base))
+                .bearer_auth(&api.token)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::CREATED);
+        }
+    };
+    send("short-lived", 1).await;
+    send("durable", 600).await;
+    // Receive hides a message for the visibility timeout; a stale receipt cannot ack it.
+    let (_, got) = api.call(M::POST, "/data/resources/q/messages/receive?max=10&visibility=1", None).await;
+    let got = got["value"].as_array().unwrap().clone();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let (_, again) = api.call(M::POST, "/data/resources/q/messages/receive?max=10", None).await;
+    assert!(again["value"].as_array().unwrap().is_empty(), "invisible during the timeout");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // After its TTL a message is never returned (and the sweeper deletes it).
+    let (_, got2) = api.call(M::POST, "/data/resources/q/messages/receive?max=10&visibility=30", None).await;
+    let got2 = got2["value"].as_array().unwrap().clone();
+    assert_eq!(got2.len(), 1, "{got2:?}");
+    use base64::Engine as _;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD.decode(got2[0]["body"].as_str().unwrap()).unwrap(),
+        b"durable"
+    );
+    assert_eq!(got2[0]["deliveries"], 2);
+    let id = got2[0]["id"].as_str().unwrap();
+    let stale = got.iter().find(|m| m["id"] == id).unwrap()["receipt"].as_str().unwrap();
+    let (s, _) = api.call(M::DELETE, &format!("/data/resources/q/messages/{id}?receipt={stale}"), None).await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED);
+    let receipt = got2[0]["receipt"].as_str().unwrap();
+    let (s, _) = api.call(M::DELETE, &format!("/data/resources/q/messages/{id}?receipt={receipt}"), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = api.call(M::DELETE, &format!("/data/resources/q/messages/{id}?receipt={receipt}"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // The acknowledged one is gone; the sweeper (every second here) removes the expired one.
+    let db = dir.0.join("store.db");
+    until(5, "the sweeper to delete the expired message", || async {
+        use sqlx::ConnectOptions as _;
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new().filename(&db).connect().await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM store_messages").fetch_one(&mut conn).await.unwrap();
+        n == 0
+    })
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn data_plane_roles_and_tenant_isolation() {
+    let dir = temp_dir("atrest-data-authz");
+    let (server, admin) = start(fast(&dir)).await;
+    admin.call(M::PUT, "/data/resources/bot", None).await;
+    admin.put_bytes("/data/resources/bot/records/k", b"v".to_vec()).await;
+    let mut tokens = Vec::new();
+    for p in ["reader1", "writer1", "nobody"] {
+        let (s, _) = admin.call(M::POST, "/admin/tenants/default/principals", Some(json!({"name": p}))).await;
+        assert_eq!(s, StatusCode::CREATED);
+        let (_, t) = admin.call(M::POST, &format!("/admin/tenants/default/principals/{p}/tokens"), None).await;
+        tokens.push(admin.with_token(t["token"].as_str().unwrap()));
+    }
+    let [reader, writer, nobody] = <[Api; 3]>::try_from(tokens).ok().unwrap();
+    admin.call(M::PUT, "/data/resources/bot/roles/reader1", Some(json!({"role": "reader"}))).await;
+    let (s, _) = admin.call(M::PUT, "/data/resources/bot/roles/writer1", Some(json!({"role": "writer"}))).await;
+    assert_eq!(s, StatusCode::OK);
+
+    assert_eq!(reader.get_bytes("/data/resources/bot/records/k").await, (StatusCode::OK, b"v".to_vec()));
+    let (s, e) = reader.put_bytes("/data/resources/bot/records/k", b"x".to_vec()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("needs writer"), "{e}");
+    let (s, _) = writer.put_bytes("/data/resources/bot/records/k", b"w".to_vec()).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = writer.call(M::PUT, "/data/resources/bot/encryption", Some(json!({"keySource": "platform"}))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "only owners change encryption");
+    let (s, _) = writer.call(M::DELETE, "/data/resources/bot", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // No role: the resource does not exist for that principal.
+    let (s, _) = nobody.call(M::GET, "/data/resources/bot/records/k", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = nobody.call(M::PUT, "/data/resources/other", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "members cannot create resources");
+    let (_, list) = nobody.call(M::GET, "/data/resources", None).await;
+    assert!(list["value"].as_array().unwrap().is_empty());
+
+    // ETags: If-Match with a stale tag fails, with the current one succeeds.
+    let resp = writer
+        .client
+        .get(format!("{}/data/resources/bot/records/k", writer.base))
+        .bearer_auth(&writer.token)
+        .send()
+        .await
+        .unwrap();
+    let etag = resp.headers()["etag"].to_str().unwrap().to_string();
+    let put_if = |tag: &str| {
+        writer
+            .client
+            .put(format!("{}/data/resources/bot/records/k", writer.base))
+            .bearer_auth(&writer.token)
+            .header("if-match", tag)
+            .body("z")
+            .send()
+    };
+    assert_eq!(put_if("\"0.0\"").await.unwrap().status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(put_if(&etag).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(put_if(&etag).await.unwrap().status(), StatusCode::PRECONDITION_FAILED, "the ETag changed");
+    let create_only = writer
+        .client
+        .put(format!("{}/data/resources/bot/records/k", writer.base))
+        .bearer_auth(&writer.token)
+        .header("if-none-match", "*")
+        .body("n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create_only.status(), StatusCode::PRECONDITION_FAILED);
+
+    // Another tenant's admin sees nothing of it, and its resources are its own.
+    let (s, _) = admin.call(M::POST, "/admin/tenants", Some(json!({"name": "acme"}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    admin.call(M::POST, "/admin/tenants/acme/principals", Some(json!({"name": "boss", "role": "tenant-admin"}))).await;
+    let (_, t) = admin.call(M::POST, "/admin/tenants/acme/principals/boss/tokens", None).await;
+    let boss = admin.with_token(t["token"].as_str().unwrap());
+    let (s, _) = boss.call(M::GET, "/data/resources/bot/records/k", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = boss.call(M::DELETE, "/data/resources/bot", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = boss.call(M::PUT, "/data/resources/bot", None).await;
+    assert_eq!(s, StatusCode::CREATED, "names are per tenant");
+    let (_, b) = boss.get_bytes("/data/resources/bot/records/k").await;
+    assert_ne!(b, b"z".to_vec());
+    // A tenant's resource cannot use another tenant's key.
+    let (s, e) = boss
+        .call(
+            M::PUT,
+            "/data/resources/bot/encryption",
+            Some(json!({"keySource": "customer", "keyUri": format!("{}/keys/anything", admin.base)})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("another tenant"), "{e}");
+    // The platform namespace is invisible.
+    let (s, _) = admin.call(M::GET, "/admin/tenants/atrest-platform", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, ts) = admin.call(M::GET, "/admin/tenants", None).await;
+    assert!(!ts.to_string().contains("atrest-platform"), "{ts}");
+    server.shutdown().await;
+}
+
+/// Flips a byte of a column of one object row, straight in the SQLite file.
+async fn tamper_row(db: &std::path::Path, column: &str, resource_name: &str) {
+    use sqlx::ConnectOptions as _;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new().filename(db).connect().await.unwrap();
+    let rid: String = sqlx::query_scalar("SELECT id FROM store_resources WHERE name = ?")
+        .bind(resource_name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let (hash, mut value): (Vec<u8>, Vec<u8>) = sqlx::query_as(&format!(
+        "SELECT name_hash, {column} FROM store_objects WHERE resource_id = ? AND kind = 'record' LIMIT 1"
+    ))
+    .bind(&rid)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let i = value.len() / 2;
+    value[i] ^= 1;
+    sqlx::query(&format!("UPDATE store_objects SET {column} = ? WHERE name_hash = ?"))
+        .bind(value)
+        .bind(hash)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn tampering_is_detected_never_served() {
+    let dir = temp_dir("atrest-data-tamper");
+    let (server, api) = start(fast(&dir)).await;
+    api.call(M::PUT, "/data/resources/bot", None).await;
+    api.put_bytes("/data/resources/bot/records/a", b"alpha".to_vec()).await;
+    api.put_bytes("/data/resources/bot/records/b", b"bravo".to_vec()).await;
+    let blob = blob_bytes(1_000_000);
+    api.put_bytes("/data/resources/bot/blobs/big", blob.clone()).await;
+    let db = dir.0.join("store.db");
+    let integrity = |path: &'static str| {
+        let api = &api;
+        async move {
+            let (s, e) = api.call(M::GET, path, None).await;
+            (s, e["error"]["code"].as_str().unwrap_or_default().to_string())
+        }
+    };
+
+    // Each column of a record row, one at a time.
+    for column in ["body", "wrapped_dek", "name_sealed"] {
+        let before =
+            [integrity("/data/resources/bot/records/a").await, integrity("/data/resources/bot/records/b").await];
+        assert!(before.iter().all(|(s, _)| *s == StatusCode::OK), "{before:?}");
+        tamper_row(&db, column, "bot").await;
+        let after =
+            [integrity("/data/resources/bot/records/a").await, integrity("/data/resources/bot/records/b").await];
+        assert!(
+            after.iter().any(|(s, c)| *s == StatusCode::INTERNAL_SERVER_ERROR && c == "IntegrityCheckFailed"),
+            "{column}: {after:?}"
+        );
+        tamper_row(&db, column, "bot").await; // flip back
+    }
+    // Readable metadata (size) and moving one record's body onto another.
+    {
+        use sqlx::ConnectOptions as _;
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new().filename(&db).connect().await.unwrap();
+        sqlx::query("UPDATE store_objects SET size = size + 1 WHERE kind = 'record'").execute(&mut conn).await.unwrap();
+        drop(conn);
+        let (s, c) = integrity("/data/resources/bot/records/a").await;
+        assert_eq!((s, c.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "IntegrityCheckFailed"));
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new().filename(&db).connect().await.unwrap();
+        sqlx::query("UPDATE store_objects SET size = size - 1 WHERE kind = 'record'").execute(&mut conn).await.unwrap();
+        let bodies: Vec<(Vec<u8>, Vec<u8>)> =
+            sqlx::query_as("SELECT name_hash, body FROM store_objects WHERE kind = 'record'")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        sqlx::query("UPDATE store_objects SET body = ? WHERE name_hash = ?")
+            .bind(&bodies[1].1)
+            .bind(&bodies[0].0)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let results = [integrity("/data/resources/bot/records/a").await, integrity("/data/resources/bot/records/b").await];
+    assert!(
+        results.iter().any(|(s, c)| *s == StatusCode::INTERNAL_SERVER_ERROR && c == "IntegrityCheckFailed"),
+        "{results:?}"
+    );
+
+    // A blob file: a byte in the middle fails the stream (never wrong bytes), one in the
+    // header fails the request up front.
+    let rdir = std::fs::read_dir(dir.0.join("blobs")).unwrap().next().unwrap().unwrap().path();
+    let file = std::fs::read_dir(&rdir).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&file, &bytes).unwrap();
+    let resp = api
+        .client
+        .get(format!("{}/data/resources/bot/blobs/big", api.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    let got = resp.bytes().await;
+    assert!(got.is_err() || got.as_ref().unwrap().len() < blob.len(), "a tampered blob was served in full");
+    if let Ok(b) = got {
+        assert_eq!(&blob[..b.len()], &b[..], "only authentic prefix bytes");
+    }
+    // A range that avoids the damaged segments still reads.
+    let resp = api
+        .client
+        .get(format!("{}/data/resources/bot/blobs/big", api.base))
+        .bearer_auth(&api.token)
+        .header("range", "bytes=0-99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(resp.headers()["content-range"], "bytes 0-99/1000000");
+    assert_eq!(&resp.bytes().await.unwrap()[..], &blob[..100]);
+    bytes[mid] ^= 1;
+    bytes[10] ^= 1;
+    std::fs::write(&file, &bytes).unwrap();
+    let (s, c) = integrity("/data/resources/bot/blobs/big").await;
+    assert_eq!((s, c.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "IntegrityCheckFailed"));
+    let metrics = api
+        .client
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics.lines().find(|l| l.starts_with("atrest_store_integrity_errors_total{")).unwrap();
+    let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 5, "{line}");
+    server.shutdown().await;
+}
