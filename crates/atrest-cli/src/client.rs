@@ -184,13 +184,39 @@ impl Api {
         if status.is_success() {
             return Ok(v);
         }
-        let code = v.pointer("/error/code").and_then(Value::as_str).unwrap_or("Error");
-        let inner = v.pointer("/error/innererror/code").and_then(Value::as_str);
-        let message = v.pointer("/error/message").and_then(Value::as_str).unwrap_or("");
-        Err(match inner {
-            Some(i) => format!("{} {code} ({i}): {message}", status.as_u16()),
-            None => format!("{} {code}: {message}", status.as_u16()),
-        })
+        Err(error_text(status, &v))
+    }
+
+    /// Calls the data API (`path` below `/data`).
+    pub(crate) async fn data(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, String> {
+        self.send(method, format!("{}/data{path}", self.base), body).await
+    }
+
+    /// A request to the data API, authenticated, for raw bodies and headers.
+    pub(crate) fn data_request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}/data{path}", self.base)).bearer_auth(&self.token)
+    }
+
+    /// Sends a raw request; an error status becomes the server's message.
+    pub(crate) async fn raw(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
+        let resp = req.send().await.map_err(|e| format!("cannot reach {}: {e}", self.base))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Err(error_text(status, &v))
+    }
+}
+
+fn error_text(status: reqwest::StatusCode, v: &Value) -> String {
+    let code = v.pointer("/error/code").and_then(Value::as_str).unwrap_or("Error");
+    let inner = v.pointer("/error/innererror/code").and_then(Value::as_str);
+    let message = v.pointer("/error/message").and_then(Value::as_str).unwrap_or("");
+    match inner {
+        Some(i) => format!("{} {code} ({i}): {message}", status.as_u16()),
+        None => format!("{} {code}: {message}", status.as_u16()),
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod audit;
 mod client;
+mod data;
 mod inspect;
 mod manage;
 mod serve;
@@ -40,8 +41,18 @@ enum Command {
     Token(manage::Managed<manage::TokenCmd>),
     /// Access policies: which principal may do what on a vault.
     Policy(manage::Managed<manage::PolicyCmd>),
-    /// Keys of a vault (through the AKV-compatible keys API).
+    /// Keys of a vault (through the AKV-compatible keys API), and their usage.
     Key(manage::Managed<manage::KeyCmd>),
+    /// Data-service resources: create, show, list, delete, encryption, roles.
+    Resource(manage::Managed<data::ResourceCmd>),
+    /// Records of a resource (key → bytes, with ETags).
+    Record(manage::Managed<data::RecordCmd>),
+    /// Blobs of a resource (streamed, any size).
+    Blob(manage::Managed<data::BlobCmd>),
+    /// Transient messages of a resource (TTL ≤ 24 h).
+    Message(manage::Managed<data::MessageCmd>),
+    /// Re-key and re-encrypt jobs.
+    Job(manage::Managed<data::JobCmd>),
     /// Describe a sealed record or stream file from its header: format, version,
     /// algorithms, segment size and plaintext length. Reads no key and no plaintext.
     Inspect {
@@ -74,6 +85,11 @@ fn main() -> ExitCode {
         Command::Token(m) => manage::token(m),
         Command::Policy(m) => manage::policy(m),
         Command::Key(m) => manage::key(m),
+        Command::Resource(m) => data::resource(m),
+        Command::Record(m) => data::record(m),
+        Command::Blob(m) => data::blob(m),
+        Command::Message(m) => data::message(m),
+        Command::Job(m) => data::job(m),
     };
     match result {
         Ok(text) => {

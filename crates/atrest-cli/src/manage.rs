@@ -15,6 +15,16 @@ pub(crate) struct Managed<C: Subcommand> {
     conn: Conn,
 }
 
+impl<C: Subcommand> Managed<C> {
+    pub(crate) fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
+    pub(crate) fn into_cmd(self) -> C {
+        self.cmd
+    }
+}
+
 #[derive(Subcommand)]
 pub(crate) enum TenantCmd {
     /// List the tenants you can see.
@@ -156,6 +166,9 @@ pub(crate) enum PolicyCmd {
 
 #[derive(Subcommand)]
 pub(crate) enum KeyCmd {
+    /// Which data-service resources use which key versions, and which versions no
+    /// resource needs any more.
+    Usage,
     /// Create a key (RSA 2048/3072/4096, EC P-256/P-384, oct 256).
     Create {
         name: String,
@@ -499,6 +512,7 @@ pub(crate) fn key(m: Managed<KeyCmd>) -> Result<String, String> {
 
 async fn key_cmd(api: &Api, cmd: KeyCmd, out: crate::Output) -> Result<String, String> {
     let v = match cmd {
+        KeyCmd::Usage => return crate::data::key_usage(api, out).await,
         KeyCmd::Create { name, kty, size, curve, attrs } => {
             check_names(&[&name])?;
             let mut body = json!({ "kty": kty });

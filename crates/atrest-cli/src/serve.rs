@@ -102,6 +102,9 @@ pub(crate) struct ServeArgs {
     /// CA bundle (PEM) trusted for vaults on other servers [default: the system bundle].
     #[arg(long, env = "ATREST_REMOTE_VAULT_CA")]
     remote_vault_ca: Option<PathBuf>,
+    /// Objects per transaction in re-key and re-encrypt jobs [default: 500].
+    #[arg(long, env = "ATREST_JOB_BATCH")]
+    job_batch: Option<usize>,
 }
 
 /// The config file: the same settings, by flag name.
@@ -135,6 +138,7 @@ struct FileConfig {
     key_follow_interval: Option<u64>,
     platform_key_rotation: Option<String>,
     remote_vault_ca: Option<PathBuf>,
+    job_batch: Option<usize>,
 }
 
 impl ServeArgs {
@@ -206,6 +210,7 @@ impl ServeArgs {
                 .or(file.platform_key_rotation)
                 .unwrap_or(d.platform_key_rotation),
             remote_vault_ca: self.remote_vault_ca.or(file.remote_vault_ca),
+            job_batch: self.job_batch.or(file.job_batch).unwrap_or(d.job_batch),
         };
         Ok((cfg, log_format))
     }

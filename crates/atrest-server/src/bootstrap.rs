@@ -193,6 +193,7 @@ async fn open_store(
     scfg.follow_interval = std::time::Duration::from_secs(cfg.key_follow_interval_secs.max(1));
     scfg.platform_rotation = cfg.platform_key_rotation.clone();
     scfg.remote_ca = cfg.remote_vault_ca.clone();
+    scfg.job_batch = cfg.job_batch.max(1);
     let store = atrest_store::StoreService::open(db, svc.clone(), &infra, scfg, Arc::new(SystemClock))
         .await
         .map_err(|e| ServerError::Config(format!("the data service cannot start: {e}")))?;

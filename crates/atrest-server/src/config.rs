@@ -59,6 +59,8 @@ pub struct ServeConfig {
     pub platform_key_rotation: String,
     /// CA bundle trusted when resources use a vault on another server.
     pub remote_vault_ca: Option<PathBuf>,
+    /// Objects per transaction in re-key and re-encrypt jobs.
+    pub job_batch: usize,
 }
 
 impl Default for ServeConfig {
@@ -89,6 +91,7 @@ impl Default for ServeConfig {
             key_follow_interval_secs: 300,
             platform_key_rotation: "P90D".into(),
             remote_vault_ca: None,
+            job_batch: 500,
         }
     }
 }
