@@ -163,7 +163,7 @@ impl StoreService {
             match item {
                 Ok(b) => {
                     chunks += 1;
-                    if chunks % self.cfg.recheck_segments == 0
+                    if chunks.is_multiple_of(self.cfg.recheck_segments)
                         && let Err(e) = self.recheck_access(r).await
                     {
                         failure = Some(e);
@@ -305,7 +305,7 @@ impl StoreService {
                 let item = match item {
                     Ok(b) => {
                         n += 1;
-                        if n % store.cfg.recheck_segments == 0
+                        if n.is_multiple_of(store.cfg.recheck_segments)
                             && let Err(e) = store.recheck_access(&r).await
                         {
                             let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;

@@ -37,8 +37,14 @@ impl StoreService {
     /// sees the platform key.
     ///
     /// # Errors
-    /// Database and vault errors.
+    /// `Forbidden` unless a tenant admin; database and vault errors.
     pub async fn key_usage(&self, actor: &Principal) -> Result<Vec<KeyUsage>> {
+        if !matches!(actor.role, Role::TenantAdmin | Role::DeploymentAdmin) {
+            return Err(crate::StoreError::Forbidden(format!(
+                "principal {} cannot read the key-usage inventory: it is for tenant admins",
+                actor.name
+            )));
+        }
         let mut used: BTreeMap<(String, String, String), BTreeMap<String, Vec<String>>> = BTreeMap::new();
         let see_platform = actor.role == Role::DeploymentAdmin;
         for r in self.all_resources().await? {

@@ -51,7 +51,7 @@ fn decode(segment: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::bad("a path segment is not percent-encoded UTF-8"))
 }
 
-fn header_str<'h>(headers: &'h HeaderMap, name: header::HeaderName) -> Option<&'h str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 

@@ -41,6 +41,44 @@ const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ),
     ("post", "/deletedkeys/{name}/recover", "RecoverDeletedKey", "Recover a soft-deleted key", "recover"),
     ("post", "/rng", "GetRandomBytes", "Random bytes (1-128)", "member of the vault's tenant"),
+    ("get", "/data/resources", "DataListResources", "Resources the caller holds a role on", "any principal"),
+    ("put", "/data/resources/{resource}", "DataCreateResource", "Create a resource (platform keys)", "tenant-admin"),
+    ("get", "/data/resources/{resource}", "DataGetResource", "State, encryption, identity", "reader"),
+    ("delete", "/data/resources/{resource}", "DataDeleteResource", "Delete by crypto-erasure", "owner"),
+    ("get", "/data/resources/{resource}/encryption", "DataGetEncryption", "Key source, URI, version", "reader"),
+    (
+        "put",
+        "/data/resources/{resource}/encryption",
+        "DataSetEncryption",
+        "{keySource: platform|customer, keyUri?, credential?}: validates, re-wraps",
+        "owner",
+    ),
+    ("put", "/data/resources/{resource}/diagnostics", "DataSetDiagnostics", "{dataAudit: bool}", "owner"),
+    ("get", "/data/resources/{resource}/roles", "DataListRoles", "Roles granted", "owner"),
+    ("put", "/data/resources/{resource}/roles/{principal}", "DataSetRole", "{role: reader|writer|owner}", "owner"),
+    ("delete", "/data/resources/{resource}/roles/{principal}", "DataRemoveRole", "Remove a role", "owner"),
+    ("get", "/data/resources/{resource}/records", "DataListRecords", "?prefix&after&limit", "reader"),
+    ("put", "/data/resources/{resource}/records/{key}", "DataPutRecord", "Raw body; If-Match, If-None-Match: *", "writer"),
+    ("get", "/data/resources/{resource}/records/{key}", "DataGetRecord", "Raw body with ETag", "reader"),
+    ("delete", "/data/resources/{resource}/records/{key}", "DataDeleteRecord", "Crypto-erasure; If-Match", "writer"),
+    ("get", "/data/resources/{resource}/blobs", "DataListBlobs", "?prefix&after&limit", "reader"),
+    ("put", "/data/resources/{resource}/blobs/{name}", "DataPutBlob", "Streamed raw body; If-Match", "writer"),
+    ("get", "/data/resources/{resource}/blobs/{name}", "DataGetBlob", "Streamed; Range: bytes=…", "reader"),
+    ("delete", "/data/resources/{resource}/blobs/{name}", "DataDeleteBlob", "Crypto-erasure", "writer"),
+    ("post", "/data/resources/{resource}/messages", "DataSendMessage", "Raw body; ?ttl (≤ 86400 s)", "writer"),
+    (
+        "post",
+        "/data/resources/{resource}/messages/receive",
+        "DataReceiveMessages",
+        "?max&visibility; bodies in base64",
+        "writer",
+    ),
+    ("delete", "/data/resources/{resource}/messages/{id}", "DataAckMessage", "?receipt", "writer"),
+    ("post", "/data/resources/{resource}/jobs", "DataStartJob", "{kind: rekey|reencrypt}", "owner"),
+    ("get", "/data/resources/{resource}/jobs", "DataListResourceJobs", "Jobs of a resource", "owner"),
+    ("get", "/data/jobs", "DataListJobs", "Jobs on resources the caller owns", "owner"),
+    ("get", "/data/jobs/{id}", "DataGetJob", "State and progress", "owner"),
+    ("get", "/data/key-usage", "DataKeyUsage", "Which resources use which key versions", "tenant-admin"),
     ("get", "/admin/whoami", "AdminWhoami", "The caller's principal", "any principal"),
     ("get", "/admin/tenants", "AdminListTenants", "Tenants the caller can see", "any principal"),
     ("post", "/admin/tenants", "AdminCreateTenant", "Create a tenant", "deployment-admin"),
@@ -166,7 +204,7 @@ pub(crate) fn document() -> Value {
         "info": {
             "title": "atrest",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Key vault (Azure Key Vault keys API subset) and administration API."
+            "description": "Key vault (Azure Key Vault keys API subset), administration API, and the encrypted data service (/data)."
         },
         "security": [{"bearer": []}],
         "components": {
@@ -190,6 +228,7 @@ mod tests {
         let n: usize = d["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
         assert_eq!(n, super::ROUTES.len());
         assert_eq!(d["paths"]["/keys/{name}/{version}/unwrapkey"]["post"]["operationId"], "UnwrapKey");
+        assert_eq!(d["paths"]["/data/resources/{resource}/blobs/{name}"]["get"]["operationId"], "DataGetBlob");
         let metrics = &d["paths"]["/metrics"]["get"];
         assert!(metrics.get("security").is_none(), "/metrics needs a token");
         assert_eq!(metrics["parameters"].as_array().unwrap().len(), 0, "no api-version outside the keys API");
