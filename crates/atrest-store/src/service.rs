@@ -89,9 +89,10 @@ const RES_COLS: &str = "id, tenant_id, name, identity_id, state, state_reason, k
      kek_name, kek_version, remote_cred, wrapped_version, wrapped_alg, wrapped_key, rk_epoch, old_wrapped, enc_epoch, \
      msg_version, msg_alg, msg_key, diagnostics, created, updated, mac";
 
-/// Frames a wrapped key as `u8 len ‖ version ‖ u8 len ‖ alg ‖ bytes`.
+/// Frames a wrapped key as `0x01 ‖ u8 len ‖ version ‖ u8 len ‖ alg ‖ bytes`.
 pub(crate) fn encode_wrapped(w: &WrappedKey) -> Vec<u8> {
     let mut out = Vec::with_capacity(w.bytes.len() + 64);
+    out.push(WRAPPED_FORMAT);
     for s in [&w.version, &w.alg] {
         out.push(u8::try_from(s.len()).unwrap_or(u8::MAX));
         out.extend_from_slice(s.as_bytes());
@@ -100,8 +101,11 @@ pub(crate) fn encode_wrapped(w: &WrappedKey) -> Vec<u8> {
     out
 }
 
+/// Version byte of the wrapped-key framing.
+const WRAPPED_FORMAT: u8 = 1;
+
 pub(crate) fn decode_wrapped(b: &[u8]) -> Option<WrappedKey> {
-    let mut rest = b;
+    let (&WRAPPED_FORMAT, mut rest) = b.split_first()? else { return None };
     let mut take = || -> Option<String> {
         let (&n, tail) = rest.split_first()?;
         let n = usize::from(n);

@@ -1,0 +1,375 @@
+//! The data service over HTTPS against the real server on loopback:
+//!
+//! 1. record puts and gets (1 KiB) at concurrency 1, 16 and 64, next to the rate of a
+//!    raw 4 KiB append + fdatasync in the same directory (group commit must beat it);
+//! 2. blob upload and download GB/s, next to one raw AES-256-GCM pass on one core;
+//! 3. the time to change a resource's key (platform → customer, then to a new version)
+//!    for resources holding 1 k, 100 k and 1 M objects (seeded in bulk: must be flat);
+//! 4. re-key job objects/s;
+//! 5. peak RSS of the process while a large blob goes up and down (client included).
+//!
+//! `cargo bench -p atrest-server --bench data` prints Markdown tables. Settings:
+//! `ATREST_BENCH_SECS` (per cell, default 3), `ATREST_BENCH_DIR`, `ATREST_BENCH_BLOB_MIB`
+//! (default 512), `ATREST_BENCH_MAX_OBJECTS` (default 1000000), `ATREST_BENCH_BIG_GIB`
+//! (default 4; 0 skips).
+
+use atrest_crypto::SecretKey;
+use atrest_crypto::aead::AeadKey;
+use atrest_server::ServeConfig;
+use futures_util::StreamExt;
+use reqwest::{Client, Method};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+struct Cell {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: u64,
+}
+
+async fn drive(client: &Client, token: &str, base: &str, put: bool, conc: usize, secs: f64, keys: usize) -> Cell {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let body = bytes::Bytes::from(vec![0x5a; 1024]);
+    let mut tasks = Vec::new();
+    for t in 0..conc {
+        let (client, token, base, body) = (client.clone(), token.to_string(), base.to_string(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            let mut i = 0usize;
+            while Instant::now() < deadline {
+                let url = if put {
+                    format!("{base}/data/resources/bench/records/c{conc}-t{t}-{i}")
+                } else {
+                    format!("{base}/data/resources/bench/records/k{}", (t * 7919 + i) % keys)
+                };
+                i += 1;
+                let req = if put { client.put(url).body(body.clone()) } else { client.get(url) };
+                let t0 = Instant::now();
+                match req.bearer_auth(&token).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        lat.push(t0.elapsed());
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied();
+    Cell {
+        rps: all.len() as f64 / elapsed,
+        p50: pct(0.5).unwrap_or_default(),
+        p99: pct(0.99).unwrap_or_default(),
+        errors,
+    }
+}
+
+/// 4 KiB appends, each followed by fdatasync, per second.
+fn raw_fsync_rate(dir: &std::path::Path, secs: f64) -> f64 {
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+    let buf = [0u8; 4096];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        f.write_all(&buf).unwrap();
+        f.sync_data().unwrap();
+        n += 1;
+    }
+    let _ = std::fs::remove_file(&path);
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// One AES-256-GCM pass over 64 KiB buffers, bytes per second, one core.
+fn raw_gcm_rate(secs: f64) -> f64 {
+    let key = AeadKey::new(&SecretKey::from_slice(&[7; 32]).unwrap()).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut nonce = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        nonce += 1;
+        let mut iv = [0u8; 12];
+        iv[4..].copy_from_slice(&nonce.to_be_bytes());
+        std::hint::black_box(key.seal_in_place(iv, &[], &mut buf).unwrap());
+        n += buf.len() as u64;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn peak_rss_mib() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// A body of `len` bytes produced in 256 KiB chunks (never held whole).
+fn generated(len: u64) -> reqwest::Body {
+    let chunk = bytes::Bytes::from(vec![0xa5u8; 256 * 1024]);
+    let n = len.div_ceil(chunk.len() as u64);
+    let stream = futures_util::stream::iter((0..n).map(move |i| {
+        let take = (len - i * chunk.len() as u64).min(chunk.len() as u64) as usize;
+        Ok::<_, std::io::Error>(chunk.slice(..take))
+    }));
+    reqwest::Body::wrap_stream(stream)
+}
+
+async fn blob_round_trip(client: &Client, token: &str, base: &str, name: &str, len: u64) -> (f64, f64) {
+    let url = format!("{base}/data/resources/bench/blobs/{name}");
+    let t = Instant::now();
+    let r = client.put(&url).bearer_auth(token).body(generated(len)).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let up = len as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let r = client.get(&url).bearer_auth(token).send().await.unwrap();
+    assert!(r.status().is_success());
+    let mut got = 0u64;
+    let mut s = r.bytes_stream();
+    while let Some(c) = s.next().await {
+        got += c.unwrap().len() as u64;
+    }
+    assert_eq!(got, len);
+    (up, len as f64 / t.elapsed().as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() {
+    let secs: f64 = env("ATREST_BENCH_SECS", 3.0);
+    let blob_mib: u64 = env("ATREST_BENCH_BLOB_MIB", 512);
+    let max_objects: u64 = env("ATREST_BENCH_MAX_OBJECTS", 1_000_000);
+    let big_gib: u64 = env("ATREST_BENCH_BIG_GIB", 4);
+    let parent = std::env::var_os("ATREST_BENCH_DIR").map_or_else(std::env::temp_dir, std::path::PathBuf::from);
+    let dir = parent.join(format!("atrest-data-bench-{}", std::process::id()));
+    let cfg = ServeConfig {
+        data_dir: dir.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        rate_limit: 0,
+        key_follow_interval_secs: 3600,
+        ..ServeConfig::default()
+    };
+    let server = atrest_server::start(cfg).await.unwrap();
+    let ca = std::fs::read(server.ca_pem.as_ref().unwrap()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let client = Client::builder().use_preconfigured_tls(tls).http1_only().pool_max_idle_per_host(128).build().unwrap();
+    let token = std::fs::read_to_string(&server.admin_token).unwrap().trim().to_string();
+    let base = format!("https://localhost:{}", server.addr.port());
+    let call = |m: Method, path: String, body: Option<Value>| {
+        let (client, token, url) = (client.clone(), token.clone(), format!("{base}{path}"));
+        async move {
+            let mut r = client.request(m, url).bearer_auth(token);
+            if let Some(b) = body {
+                r = r.json(&b);
+            }
+            let r = r.send().await.unwrap();
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+            r.json::<Value>().await.unwrap_or(Value::Null)
+        }
+    };
+    call(Method::PUT, "/data/resources/bench".into(), None).await;
+
+    // 1. Records.
+    let keys = 2000;
+    let seed = drive_seed(&client, &token, &base, keys).await;
+    assert_eq!(seed, 0, "seeding failed");
+    let fsync = raw_fsync_rate(&dir, (secs / 2.0).max(1.0));
+    println!("\n### Records, 1 KiB, over HTTPS (raw 4 KiB append+fdatasync here: {fsync:.0}/s)\n");
+    println!("| operation | concurrency | req/s | p50 ms | p99 ms | ÷ raw fsync rate | errors |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for put in [true, false] {
+        for conc in [1, 16, 64] {
+            let c = drive(&client, &token, &base, put, conc, secs, keys).await;
+            println!(
+                "| {} | {conc} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+                if put { "put" } else { "get" },
+                c.rps,
+                c.p50.as_secs_f64() * 1e3,
+                c.p99.as_secs_f64() * 1e3,
+                c.rps / fsync,
+                c.errors
+            );
+        }
+    }
+
+    // 2. Blobs.
+    let gcm = raw_gcm_rate((secs / 2.0).max(1.0));
+    let (up, down) = blob_round_trip(&client, &token, &base, "blob", blob_mib << 20).await;
+    println!("\n### Blobs, {blob_mib} MiB over HTTPS (raw AES-256-GCM, one pass, one core: {:.2} GB/s)\n", gcm / 1e9);
+    println!("| direction | GB/s | ÷ raw AES-256-GCM |");
+    println!("|---|---:|---:|");
+    println!("| upload | {:.3} | {:.2} |", up / 1e9, up / gcm);
+    println!("| download | {:.3} | {:.2} |", down / 1e9, down / gcm);
+
+    // 3. Key change time against object count.
+    call(Method::PATCH, "/admin/vaults/default".into(), Some(json!({"purge_protection": true}))).await;
+    let k =
+        call(Method::POST, "/keys/cmk/create?api-version=7.5".into(), Some(json!({"kty": "RSA", "key_size": 2048})))
+            .await;
+    let v1 = k["key"]["kid"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    let k2 = call(Method::POST, "/keys/cmk/rotate?api-version=7.5".into(), None).await;
+    let v2 = k2["key"]["kid"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    println!("\n### Changing the key-encryption key (re-wrap only)\n");
+    println!("| objects | platform → customer ms | → new key version ms | seeding s |");
+    println!("|---:|---:|---:|---:|");
+    let mut n = 1000u64;
+    while n <= max_objects {
+        let name = format!("rot{n}");
+        call(Method::PUT, format!("/data/resources/{name}"), None).await;
+        let t = Instant::now();
+        seed_bulk(&dir, &client, &token, &base, &name, n).await;
+        let seeding = t.elapsed().as_secs_f64();
+        call(
+            Method::PUT,
+            format!("/admin/vaults/default/policies/res-{name}"),
+            Some(json!({"permissions": ["get", "wrapKey", "unwrapKey"]})),
+        )
+        .await;
+        let t = Instant::now();
+        call(
+            Method::PUT,
+            format!("/data/resources/{name}/encryption"),
+            Some(json!({"keySource": "customer", "keyUri": format!("{base}/keys/cmk/{v1}")})),
+        )
+        .await;
+        let first = t.elapsed();
+        let t = Instant::now();
+        call(
+            Method::PUT,
+            format!("/data/resources/{name}/encryption"),
+            Some(json!({"keySource": "customer", "keyUri": format!("{base}/keys/cmk/{v2}")})),
+        )
+        .await;
+        let second = t.elapsed();
+        println!("| {n} | {:.1} | {:.1} | {seeding:.1} |", first.as_secs_f64() * 1e3, second.as_secs_f64() * 1e3);
+        n *= if n == 1000 { 100 } else { 10 };
+    }
+
+    // 4. Re-key job over the bench resource's records.
+    let total_before = call(Method::GET, "/data/resources/bench/jobs".into(), None).await;
+    drop(total_before);
+    let t = Instant::now();
+    let job = call(Method::POST, "/data/resources/bench/jobs".into(), Some(json!({"kind": "rekey"}))).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let done = loop {
+        let j = call(Method::GET, format!("/data/jobs/{id}"), None).await;
+        if j["state"] != "running" {
+            break j;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let objects = done["done"].as_f64().unwrap();
+    println!("\n### Re-key job\n");
+    println!("| objects | seconds | objects/s |");
+    println!("|---:|---:|---:|");
+    println!("| {objects:.0} | {:.2} | {:.0} |", t.elapsed().as_secs_f64(), objects / t.elapsed().as_secs_f64());
+
+    // 5. Peak RSS for a large blob.
+    if big_gib > 0 {
+        reset_peak_rss();
+        let before = peak_rss_mib();
+        let (up, down) = blob_round_trip(&client, &token, &base, "big", big_gib << 30).await;
+        println!("\n### {big_gib} GiB blob\n");
+        println!("| peak RSS before MiB | peak RSS during MiB | upload GB/s | download GB/s |");
+        println!("|---:|---:|---:|---:|");
+        println!("| {before:.0} | {:.0} | {:.3} | {:.3} |", peak_rss_mib(), up / 1e9, down / 1e9);
+    }
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Writes `keys` records k0…k{keys-1} for the get benchmark; returns the failures.
+async fn drive_seed(client: &Client, token: &str, base: &str, keys: usize) -> u64 {
+    let mut tasks = Vec::new();
+    for t in 0..32 {
+        let (client, token, base) = (client.clone(), token.to_string(), base.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut errors = 0;
+            for i in (t..keys).step_by(32) {
+                let r = client
+                    .put(format!("{base}/data/resources/bench/records/k{i}"))
+                    .bearer_auth(&token)
+                    .body(vec![0x5a; 1024])
+                    .send()
+                    .await;
+                if !r.is_ok_and(|r| r.status().is_success()) {
+                    errors += 1;
+                }
+            }
+            errors
+        }));
+    }
+    let mut e = 0;
+    for t in tasks {
+        e += t.await.unwrap();
+    }
+    e
+}
+
+/// Copies one real record row `n - 1` times under fresh ids, straight in SQLite (the
+/// copies never get read: a key change does not touch objects).
+async fn seed_bulk(dir: &std::path::Path, client: &Client, token: &str, base: &str, resource: &str, n: u64) {
+    let r = client
+        .put(format!("{base}/data/resources/{resource}/records/seed"))
+        .bearer_auth(token)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    use sqlx::ConnectOptions as _;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.join("store.db"))
+        .busy_timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .unwrap();
+    let rid: String = sqlx::query_scalar("SELECT id FROM store_resources WHERE name = ?")
+        .bind(resource)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) \
+         INSERT INTO store_objects SELECT o.resource_id, o.kind, randomblob(32), lower(hex(randomblob(16))), o.generation, \
+         o.size, o.rk_epoch, o.enc_epoch, o.name_sealed, o.wrapped_dek, o.body, o.created, o.updated, o.mac \
+         FROM c, (SELECT * FROM store_objects WHERE resource_id = ? LIMIT 1) o",
+    )
+    .bind(i64::try_from(n - 1).unwrap())
+    .bind(&rid)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+}
