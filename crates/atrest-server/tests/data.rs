@@ -654,3 +654,69 @@ async fn tampering_is_detected_never_served() {
     assert!(n >= 5, "{line}");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn platform_rotation_rewraps_and_a_disabled_latest_version_warns() {
+    let dir = temp_dir("atrest-data-follow");
+    let cfg = ServeConfig { key_follow_interval_secs: 3600, ..fast(&dir) };
+    let (server, api) = start(cfg).await;
+    api.call(M::PUT, "/data/resources/bot", None).await;
+    api.put_bytes("/data/resources/bot/records/k", b"v".to_vec()).await;
+    let (_, before) = api.call(M::GET, "/data/resources/bot/encryption", None).await;
+
+    // The platform key rotates (as its 90-day policy would): resources follow, data intact.
+    let svc = server.service().clone();
+    let platform = svc.vault(atrest_vault::platform::PLATFORM).await.unwrap();
+    let rotated = svc.rotate_key(&platform, atrest_vault::platform::PLATFORM_KEK).await.unwrap();
+    let moved = server.store().follow_latest().await.unwrap();
+    assert_eq!(moved, vec![("bot".to_string(), rotated.version.clone())]);
+    let (_, after) = api.call(M::GET, "/data/resources/bot/encryption", None).await;
+    assert_ne!(before["keyVersion"], after["keyVersion"]);
+    assert_eq!(after["keyVersion"], rotated.version.as_str());
+    assert_eq!(api.get_bytes("/data/resources/bot/records/k").await, (StatusCode::OK, b"v".to_vec()));
+    let policy = svc.get_rotation_policy(&platform, atrest_vault::platform::PLATFORM_KEK).await.unwrap();
+    assert_eq!(policy.lifetime_actions[0].trigger.time_after_create.as_deref(), Some("P90D"));
+
+    // A customer key whose latest version is disabled: stay on the current one, warn.
+    api.call(M::PATCH, "/admin/vaults/default", Some(json!({"purge_protection": true}))).await;
+    api.call(M::POST, "/keys/cmk/create", Some(json!({"kty": "oct", "key_size": 256}))).await;
+    api.call(
+        M::PUT,
+        "/admin/vaults/default/policies/res-bot",
+        Some(json!({"permissions": ["get", "wrapKey", "unwrapKey"]})),
+    )
+    .await;
+    let (s, e) = api
+        .call(
+            M::PUT,
+            "/data/resources/bot/encryption",
+            Some(json!({"keySource": "customer", "keyUri": format!("{}/keys/cmk", api.base)})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let v1 = e["keyVersion"].as_str().unwrap().to_string();
+    let (_, k2) = api.call(M::POST, "/keys/cmk/rotate", None).await;
+    let v2 = k2["key"]["kid"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    let (s, _) = api.call(M::PATCH, &format!("/keys/cmk/{v2}"), Some(json!({"attributes": {"enabled": false}}))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(server.store().follow_latest().await.unwrap().is_empty());
+    let (_, r) = api.call(M::GET, "/data/resources/bot", None).await;
+    assert_eq!(r["encryption"]["keyVersion"], v1.as_str());
+    assert!(r["warning"].as_str().unwrap().contains("disabled"), "{r}");
+    assert_eq!(api.get_bytes("/data/resources/bot/records/k").await.0, StatusCode::OK);
+
+    // Data reads and writes reach the resource's audit chain only when asked.
+    let chain = |svc: std::sync::Arc<atrest_vault::VaultService>| async move {
+        let chains = svc.audit_chains().await.unwrap();
+        let c = chains.iter().find(|c| c.starts_with("resource:")).unwrap().clone();
+        svc.audit_entries(&c, &atrest_vault::audit::AuditFilter::default()).await.unwrap()
+    };
+    let n = chain(svc.clone()).await.iter().filter(|e| e.operation == "record-get").count();
+    assert_eq!(n, 0);
+    api.call(M::PUT, "/data/resources/bot/diagnostics", Some(json!({"dataAudit": true}))).await;
+    api.get_bytes("/data/resources/bot/records/k").await;
+    let entries = chain(svc.clone()).await;
+    assert!(entries.iter().any(|e| e.operation == "record-get" && e.principal == "admin"));
+    assert!(entries.iter().any(|e| e.operation == "set-encryption"));
+    server.shutdown().await;
+}
