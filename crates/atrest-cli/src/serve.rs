@@ -81,6 +81,10 @@ pub(crate) struct ServeArgs {
     /// gives the key itself.
     #[arg(long, env = "ATREST_INFRA_ROOT_KEY_FILE")]
     infra_root_key_file: Option<PathBuf>,
+    /// While rotating the infrastructure root: a file holding the previous one (the data
+    /// service's master secret is re-sealed under the new root at start).
+    #[arg(long, env = "ATREST_INFRA_ROOT_PREVIOUS_KEY_FILE")]
+    infra_root_previous_key_file: Option<PathBuf>,
     /// Database URL of the data service [default: <data-dir>/store.db, or --database when
     /// that is PostgreSQL].
     #[arg(long = "store-database", env = "ATREST_STORE_DATABASE_URL")]
@@ -132,6 +136,7 @@ struct FileConfig {
     checkpoint_interval: Option<u64>,
     log_format: Option<String>,
     infra_root_key_file: Option<PathBuf>,
+    infra_root_previous_key_file: Option<PathBuf>,
     store_database: Option<String>,
     key_cache_ttl: Option<u64>,
     vault_grace: Option<u64>,
@@ -198,6 +203,7 @@ impl ServeArgs {
                 .or(file.checkpoint_interval)
                 .unwrap_or(d.checkpoint_interval_secs),
             infra_root_key_file: self.infra_root_key_file.or(file.infra_root_key_file),
+            infra_root_previous_key_file: self.infra_root_previous_key_file.or(file.infra_root_previous_key_file),
             store_database_url: self.store_database_url.or(file.store_database),
             key_cache_ttl_secs: self.key_cache_ttl.or(file.key_cache_ttl).unwrap_or(d.key_cache_ttl_secs),
             vault_grace_secs: self.vault_grace.or(file.vault_grace).unwrap_or(d.vault_grace_secs),

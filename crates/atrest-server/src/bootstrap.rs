@@ -186,6 +186,14 @@ async fn open_store(
     root: &SecretKey,
 ) -> Result<(Arc<atrest_store::StoreService>, Option<String>), ServerError> {
     let (infra, warning) = infra_root(cfg, root)?;
+    let previous = match &cfg.infra_root_previous_key_file {
+        Some(p) => {
+            let text = zeroize::Zeroizing::new(std::fs::read_to_string(p).map_err(|e| ServerError::io(p, e))?);
+            Some(parse_key(&text, &p.display().to_string())?)
+        }
+        None => None,
+    };
+    let roots: Vec<&SecretKey> = std::iter::once(&infra).chain(previous.as_ref()).collect();
     let db = Db::connect(&store_url(cfg)).await?;
     let mut scfg = atrest_store::StoreConfig::new(&cfg.data_dir);
     scfg.key_cache_ttl = std::time::Duration::from_secs(cfg.key_cache_ttl_secs.max(1));
@@ -194,7 +202,7 @@ async fn open_store(
     scfg.platform_rotation = cfg.platform_key_rotation.clone();
     scfg.remote_ca = cfg.remote_vault_ca.clone();
     scfg.job_batch = cfg.job_batch.max(1);
-    let store = atrest_store::StoreService::open(db, svc.clone(), &infra, scfg, Arc::new(SystemClock))
+    let store = atrest_store::StoreService::open(db, svc.clone(), &roots, scfg, Arc::new(SystemClock))
         .await
         .map_err(|e| ServerError::Config(format!("the data service cannot start: {e}")))?;
     Ok((Arc::new(store), warning))

@@ -46,6 +46,9 @@ pub struct ServeConfig {
     /// The infrastructure root (the data service's second secret), as 64 hex digits or
     /// base64url in a file (default `<data-dir>/infra.key`, generated).
     pub infra_root_key_file: Option<PathBuf>,
+    /// The previous infrastructure root, while rotating it (the master secret is
+    /// re-sealed under the current one at start).
+    pub infra_root_previous_key_file: Option<PathBuf>,
     /// The data service's database (default: `<data-dir>/store.db` beside a SQLite vault
     /// database, or the vault's database when that is PostgreSQL).
     pub store_database_url: Option<String>,
@@ -85,6 +88,7 @@ impl Default for ServeConfig {
             metrics: true,
             metrics_token_file: None,
             infra_root_key_file: None,
+            infra_root_previous_key_file: None,
             store_database_url: None,
             key_cache_ttl_secs: 60,
             vault_grace_secs: 300,

@@ -720,3 +720,43 @@ async fn platform_rotation_rewraps_and_a_disabled_latest_version_warns() {
     assert!(entries.iter().any(|e| e.operation == "set-encryption"));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_infrastructure_root_rotates_without_touching_data() {
+    let dir = temp_dir("atrest-data-infra-rotation");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let key = |name: &str| {
+        let p = dir.0.join(name);
+        std::fs::write(&p, hex::encode(atrest_crypto::rand::bytes::<32>().unwrap())).unwrap();
+        p
+    };
+    let (old, new) = (key("infra-old.key"), key("infra-new.key"));
+    let cfg = |current: &std::path::Path, previous: Option<&std::path::Path>| ServeConfig {
+        infra_root_key_file: Some(current.to_path_buf()),
+        infra_root_previous_key_file: previous.map(std::path::Path::to_path_buf),
+        ..fast(&dir)
+    };
+    let (server, api) = start(cfg(&old, None)).await;
+    api.call(M::PUT, "/data/resources/bot", None).await;
+    api.put_bytes("/data/resources/bot/records/k", b"kept".to_vec()).await;
+    api.put_bytes("/data/resources/bot/blobs/b", blob_bytes(200_000)).await;
+    let blob_file = std::fs::read_dir(dir.0.join("blobs")).unwrap().next().unwrap().unwrap().path();
+    let blob_before = std::fs::read(std::fs::read_dir(&blob_file).unwrap().next().unwrap().unwrap().path()).unwrap();
+    server.shutdown().await;
+
+    // A new root alone does not open the store: the error says how to rotate.
+    let err = atrest_server::start(cfg(&new, None)).await.err().expect("a wrong infrastructure root must be refused");
+    assert!(err.to_string().contains("--infra-root-previous-key-file"), "{err}");
+    // New root plus the previous one: re-sealed at start, everything reads.
+    let (server, api) = start(cfg(&new, Some(&old))).await;
+    assert_eq!(api.get_bytes("/data/resources/bot/records/k").await, (StatusCode::OK, b"kept".to_vec()));
+    server.shutdown().await;
+    // From now on the new root alone is enough, and the old one no longer opens it.
+    let (server, api) = start(cfg(&new, None)).await;
+    assert_eq!(api.get_bytes("/data/resources/bot/blobs/b").await, (StatusCode::OK, blob_bytes(200_000)));
+    server.shutdown().await;
+    assert!(atrest_server::start(cfg(&old, None)).await.is_err());
+    // No data was rewritten.
+    let blob_after = std::fs::read(std::fs::read_dir(&blob_file).unwrap().next().unwrap().unwrap().path()).unwrap();
+    assert!(blob_before == blob_after);
+}

@@ -4,8 +4,8 @@
 //!    key wraps (see `hierarchy`). This is the layer the customer's key controls. The
 //!    object's name is sealed under the same data key.
 //! 2. **Infrastructure layer**: that ciphertext sealed again under a key derived from
-//!    the platform's infrastructure root — a second secret, configured apart from the
-//!    vault's root key. Records use the record format and blobs the stream format, both
+//!    the data service's master secret, which the platform's infrastructure root (a
+//!    second secret, configured apart from the vault's root key) seals. Records use the record format and blobs the stream format, both
 //!    of which derive a working key per object from a random salt, so the infrastructure
 //!    key never seals data directly either.
 //!
@@ -17,7 +17,7 @@ use crate::hierarchy::{ObjectId, new_data_key, open_data_key};
 use atrest_crypto::kdf::{MacKey, hkdf_sha256};
 use atrest_crypto::{SecretKey, record};
 
-/// Keys derived from the infrastructure root.
+/// The infrastructure layer's key (derived from the master secret).
 pub struct InfraLayer {
     pub(crate) key: SecretKey,
 }

@@ -7,7 +7,7 @@
 //!   └─ wraps ─ resource key (one per resource; stored only wrapped)
 //!        └─ wraps ─ data key (fresh per write; stored wrapped in the object's metadata)
 //!             └─ seals ─ the object and its name (context = resource ‖ object ‖ generation)
-//! infrastructure key (from a second, platform-owned root)
+//! infrastructure key (from the master secret, sealed by a second, platform-owned root)
 //!   └─ seals ─ what the layer above produced (same context)
 //! ```
 //!
@@ -21,7 +21,7 @@
 //!   identity: a refusal there makes the resource `KeyInaccessible`, never a silent
 //!   fallback. Unwrapped resource keys live in memory for at most the cache lifetime
 //!   (plus the grace period while the vault is unreachable).
-//! - Every metadata row carries a MAC under a key from the infrastructure root; names
+//! - Every metadata row carries a MAC under a key from the master secret; names
 //!   are stored only sealed, found by a keyed hash.
 
 #![forbid(unsafe_code)]

@@ -46,6 +46,17 @@ impl StoreMetrics {
         self.with(resource, |c| c.inaccessible = inaccessible);
     }
 
+    /// Marks exactly the resources in `labels` as inaccessible.
+    pub(crate) fn sync_inaccessible(&self, labels: &std::collections::HashSet<String>) {
+        let mut m = self.by_resource.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (label, c) in m.iter_mut() {
+            c.inaccessible = labels.contains(label);
+        }
+        for label in labels {
+            m.entry(label.clone()).or_default().inaccessible = true;
+        }
+    }
+
     pub(crate) fn job(&self, resource: &str, done: i64, total: i64) {
         self.with(resource, |c| c.job_done = Some((done, total)));
     }

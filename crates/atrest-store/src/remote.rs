@@ -182,3 +182,40 @@ impl KeyVault for HttpVault {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_key_uri;
+
+    #[test]
+    fn key_uris() {
+        assert_eq!(
+            parse_key_uri("https://v.example:8443/keys/cmk").unwrap(),
+            ("https://v.example:8443".into(), "cmk".into(), None)
+        );
+        assert_eq!(
+            parse_key_uri("https://v.example/keys/cmk/0a1b/").unwrap(),
+            ("https://v.example".into(), "cmk".into(), Some("0a1b".into()))
+        );
+        for bad in [
+            "http://v/keys/k",
+            "https://v/secrets/k",
+            "https:///keys/k",
+            "https://v/keys/",
+            "https://v/keys/k/v/x",
+            "https://v/keys/k%2F",
+        ] {
+            assert!(parse_key_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rsa_modulus_bits() {
+        use base64::Engine as _;
+        let n = |bytes: Vec<u8>| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        assert_eq!(crate::keyvault::rsa_bits(Some(&n([vec![0x80], vec![0; 255]].concat()))), 2048);
+        assert_eq!(crate::keyvault::rsa_bits(Some(&n([vec![0, 0x80], vec![0; 255]].concat()))), 2048);
+        assert_eq!(crate::keyvault::rsa_bits(Some(&n([vec![0x7f], vec![0; 255]].concat()))), 2047);
+        assert_eq!(crate::keyvault::rsa_bits(None), 0);
+    }
+}

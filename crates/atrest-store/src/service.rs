@@ -22,7 +22,50 @@ use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard};
 
 /// The data service's schema (versions 1001 and up, beside the vault's).
-pub const MIGRATIONS: &[(i64, &str)] = &[(1001, include_str!("schema/1001_store.sql"))];
+pub const MIGRATIONS: &[(i64, &str)] =
+    &[(1001, include_str!("schema/1001_store.sql")), (1002, include_str!("schema/1002_infra_master.sql"))];
+
+/// Opens (or on first start creates) the data service's master secret, sealed under the
+/// infrastructure root. When only a previous root opens it, it is re-sealed under the
+/// current one: that is how the infrastructure root rotates, without touching data.
+async fn infra_master(db: &Db, roots: &[&SecretKey], now: i64) -> Result<SecretKey> {
+    const CTX: &[&[u8]] = &[b"atrest/v1/infra-master"];
+    let current = roots.first().ok_or_else(|| StoreError::bad("no infrastructure root given"))?;
+    let sealed: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT sealed FROM store_infra WHERE id = 1").fetch_optional(db.pool()).await?;
+    let Some(sealed) = sealed else {
+        let master = SecretKey::generate()?;
+        let sealed = record::seal(current, CTX, master.expose_secret())?;
+        sqlx::query("INSERT INTO store_infra (id, sealed, created, updated) VALUES (1, $1, $2, $2)")
+            .bind(sealed)
+            .bind(now)
+            .execute(db.pool())
+            .await?;
+        return Ok(master);
+    };
+    for (i, root) in roots.iter().enumerate() {
+        let Ok(bytes) = record::open(root, CTX, &sealed) else { continue };
+        let bytes = zeroize::Zeroizing::new(bytes);
+        let master = SecretKey::from_slice(&bytes)?;
+        if i > 0 {
+            let resealed = record::seal(current, CTX, master.expose_secret())?;
+            sqlx::query("UPDATE store_infra SET sealed = $1, updated = $2 WHERE id = 1")
+                .bind(resealed)
+                .bind(now)
+                .execute(db.pool())
+                .await?;
+            tracing::warn!(
+                "the infrastructure root was rotated: the data service's master secret is now sealed under the new \
+                 root; the previous root is no longer needed once every node runs with the new one"
+            );
+        }
+        return Ok(master);
+    }
+    Err(StoreError::bad(
+        "the infrastructure root does not open this data service: start with the infrastructure root it was created \
+         with, or pass the previous one (--infra-root-previous-key-file) to rotate",
+    ))
+}
 
 /// Settings of the data service.
 #[derive(Debug, Clone)]
@@ -135,20 +178,23 @@ pub(crate) fn check_resource_name(name: &str) -> Result<()> {
 }
 
 impl StoreService {
-    /// Opens the data service over `db` (migrating it), beside `vault`. `infra_root` is
-    /// the second root secret: the infrastructure layer, row MACs, name hashes and
-    /// sealed credentials derive from it; it is not kept.
+    /// Opens the data service over `db` (migrating it), beside `vault`. `infra_roots` are
+    /// the second root secret, current first, then previous ones (for a rotation): it
+    /// seals the data service's master secret, from which the infrastructure layer, row
+    /// MACs, name hashes and sealed credentials derive. Neither is kept beyond derivation.
     ///
     /// # Errors
     /// Database and vault errors.
     pub async fn open(
         db: Db,
         vault: Arc<VaultService>,
-        infra_root: &SecretKey,
+        infra_roots: &[&SecretKey],
         cfg: StoreConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         db.migrate_with(MIGRATIONS).await?;
+        let master = infra_master(&db, infra_roots, clock.now()).await?;
+        let infra_root = &master;
         let platform = vault.ensure_platform_namespace(&cfg.platform_rotation).await?;
         std::fs::create_dir_all(&cfg.blob_dir)?;
         let cfg_remote_ca = cfg.remote_ca.clone();
@@ -619,14 +665,16 @@ impl StoreService {
     /// Database errors.
     pub async fn recheck(&self) -> Result<Vec<String>> {
         self.cache.expire(self.cfg.key_cache_ttl, self.cfg.vault_grace);
+        let rows = sqlx::query(&format!("SELECT {RES_COLS} FROM store_resources WHERE state = $1"))
+            .bind(ResourceState::KeyInaccessible.as_str())
+            .fetch_all(self.db.pool())
+            .await?;
+        let inaccessible: Vec<Resource> = rows.iter().filter_map(|r| self.resource_from_row(r).ok()).collect();
+        // Another node (or an earlier run) may have changed states: the gauge follows the rows.
+        self.metrics.sync_inaccessible(&inaccessible.iter().map(Self::label).collect());
         let mut recovered = Vec::new();
-        for r in self.all_resources().await? {
+        for r in inaccessible {
             let label = Self::label(&r);
-            if r.state != ResourceState::KeyInaccessible {
-                self.metrics.state(&label, false);
-                continue;
-            }
-            self.metrics.state(&label, true);
             let Ok(key) = self.unwrap_slot(&r, Slot::Resource(r.rk_epoch)).await else { continue };
             let _g = self.write_guard().await;
             let mut cur = self.resource_by_id(&r.id).await?;
@@ -865,6 +913,36 @@ impl StoreService {
             && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(self.db.pool()).await
         {
             tracing::warn!(error = %e, "WAL checkpoint after a delete failed; it runs again on the next delete");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_key_framing_round_trips_and_refuses_garbage() {
+        let w = WrappedKey { version: "0123abcd".into(), alg: "RSA-OAEP-256".into(), bytes: vec![9; 256] };
+        let enc = encode_wrapped(&w);
+        assert_eq!(enc[0], WRAPPED_FORMAT);
+        assert_eq!(decode_wrapped(&enc), Some(w.clone()));
+        let mut other_version = enc.clone();
+        other_version[0] = 2;
+        assert_eq!(decode_wrapped(&other_version), None);
+        assert_eq!(decode_wrapped(&enc[..5]), None, "cut inside the version");
+        assert_eq!(decode_wrapped(&[]), None);
+        let empty = WrappedKey { version: String::new(), alg: String::new(), bytes: Vec::new() };
+        assert_eq!(decode_wrapped(&encode_wrapped(&empty)), Some(empty));
+    }
+
+    #[test]
+    fn resource_names() {
+        for ok in ["bot", "a", "my-bot-2"] {
+            assert!(check_resource_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Bot", "a/b", "a b", &"x".repeat(64)] {
+            assert!(check_resource_name(bad).is_err(), "{bad}");
         }
     }
 }
