@@ -508,6 +508,14 @@ async fn data_plane_roles_and_tenant_isolation() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
     assert!(e["error"]["message"].as_str().unwrap().contains("another tenant"), "{e}");
+    // A resource never takes over a user's principal as its identity.
+    let (s, _) = admin
+        .call(M::POST, "/admin/tenants/default/principals", Some(json!({"name": "res-clash", "kind": "user"})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, e) = admin.call(M::PUT, "/data/resources/clash", None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("not a service identity"), "{e}");
     // The platform namespace is invisible.
     let (s, _) = admin.call(M::GET, "/admin/tenants/atrest-platform", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -759,4 +767,52 @@ async fn the_infrastructure_root_rotates_without_touching_data() {
     // No data was rewritten.
     let blob_after = std::fs::read(std::fs::read_dir(&blob_file).unwrap().next().unwrap().unwrap().path()).unwrap();
     assert!(blob_before == blob_after);
+}
+
+#[tokio::test]
+async fn an_unreachable_vault_is_bridged_for_the_grace_period_only() {
+    let dir_b = temp_dir("atrest-data-grace-b");
+    let (server_b, b) = start(fast(&dir_b)).await;
+    let port_b = server_b.addr.port();
+    b.call(M::PATCH, "/admin/vaults/default", Some(json!({"purge_protection": true}))).await;
+    b.call(M::POST, "/keys/k/create", Some(json!({"kty": "oct", "key_size": 256}))).await;
+    b.call(M::POST, "/admin/tenants/default/principals", Some(json!({"name": "server-a"}))).await;
+    let (_, tok) = b.call(M::POST, "/admin/tenants/default/principals/server-a/tokens", None).await;
+    b.call(
+        M::PUT,
+        "/admin/vaults/default/policies/server-a",
+        Some(json!({"permissions": ["get", "wrapKey", "unwrapKey"]})),
+    )
+    .await;
+
+    let dir_a = temp_dir("atrest-data-grace-a");
+    let cfg = ServeConfig { remote_vault_ca: server_b.ca_pem.clone(), vault_grace_secs: 3, ..fast(&dir_a) };
+    let (server_a, a) = start(cfg).await;
+    a.call(M::PUT, "/data/resources/bot", None).await;
+    a.put_bytes("/data/resources/bot/records/k", b"v".to_vec()).await;
+    let set = json!({"keySource": "customer", "keyUri": format!("{}/keys/k", b.base), "credential": tok["token"]});
+    let (s, e) = a.call(M::PUT, "/data/resources/bot/encryption", Some(set)).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+
+    // B goes away: past the 1 s lifetime the cached key still serves (grace 3 s)...
+    server_b.shutdown().await;
+    let down = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(a.get_bytes("/data/resources/bot/records/k").await.0, StatusCode::OK, "within the grace period");
+    // ...then the resource becomes KeyInaccessible, saying the vault is unreachable.
+    until(10, "403 after the grace period", || async {
+        a.get_bytes("/data/resources/bot/records/k").await.0 == StatusCode::FORBIDDEN
+    })
+    .await;
+    let after = down.elapsed();
+    assert!(after >= Duration::from_secs(3), "refused after {after:?}, before lifetime + grace");
+    let (_, e) = a.call(M::GET, "/data/resources/bot/records/k", None).await;
+    assert!(e["error"]["message"].as_str().unwrap().contains("unreachable"), "{e}");
+
+    // B comes back on the same address: A recovers by itself.
+    let cfg_b = ServeConfig { listen: format!("127.0.0.1:{port_b}").parse().unwrap(), ..fast(&dir_b) };
+    let server_b = atrest_server::start(cfg_b).await.unwrap();
+    until(10, "recovery", || async { a.get_bytes("/data/resources/bot/records/k").await.0 == StatusCode::OK }).await;
+    server_a.shutdown().await;
+    server_b.shutdown().await;
 }

@@ -718,6 +718,14 @@ impl StoreService {
                 // Left over from a create that failed half-way, or from a deleted resource.
                 Err(VaultError::Conflict(_)) => {
                     let p = self.vault.principal_by_name(&tenant, &identity_name).await?;
+                    // Only a service identity left by an earlier resource of that name:
+                    // never a user's or an admin's principal, whose tokens would act for it.
+                    if p.kind != PrincipalKind::Service || p.role != Role::Member {
+                        return Err(StoreError::Conflict(format!(
+                            "principal {identity_name} exists and is not a service identity; the resource {name} needs \
+                             that name for its identity: rename the principal or choose another resource name"
+                        )));
+                    }
                     if p.disabled { self.vault.set_principal_disabled(&p, false).await? } else { p }
                 }
                 Err(e) => return Err(e.into()),
