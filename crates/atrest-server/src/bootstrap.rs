@@ -50,6 +50,22 @@ fn parse_key(text: &str, origin: &str) -> Result<SecretKey, ServerError> {
     })
 }
 
+/// Reads a key file (64 hex digits or base64url).
+fn read_key_file(path: &std::path::Path) -> Result<SecretKey, ServerError> {
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| ServerError::io(path, e))?);
+    parse_key(&text, &path.display().to_string())
+}
+
+/// Reads `path`, or on first start generates a key there (0600).
+fn load_or_generate(path: &std::path::Path) -> Result<SecretKey, ServerError> {
+    if path.exists() {
+        return read_key_file(path);
+    }
+    let k = SecretKey::generate()?;
+    crate::files::write_private(path, zeroize::Zeroizing::new(hex::encode(k.expose_secret())).as_bytes())?;
+    Ok(k)
+}
+
 /// Argon2id parameters for a passphrase root key: 64 MiB, 3 passes, 1 lane (about half a
 /// second here), recorded with the salt in `<data-dir>/root.salt` so they can change
 /// later without locking out existing deployments.
@@ -114,18 +130,10 @@ fn root_key(cfg: &ServeConfig) -> Result<(SecretKey, Option<String>), ServerErro
         return Ok((passphrase_key(&cfg.data_dir, &p)?, None));
     }
     if let Some(path) = &cfg.root_key_file {
-        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| ServerError::io(path, e))?);
-        return Ok((parse_key(&text, &path.display().to_string())?, None));
+        return Ok((read_key_file(path)?, None));
     }
     let path = cfg.data_dir.join("root.key");
-    let key = if path.exists() {
-        let text = zeroize::Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| ServerError::io(&path, e))?);
-        parse_key(&text, &path.display().to_string())?
-    } else {
-        let k = SecretKey::generate()?;
-        crate::files::write_private(&path, zeroize::Zeroizing::new(hex::encode(k.expose_secret())).as_bytes())?;
-        k
-    };
+    let key = load_or_generate(&path)?;
     let warning = format!(
         "the root key is stored in {} next to the data: a copy of the data directory is a copy of every key; \
          for production keep it elsewhere (--root-key-file on another volume, or ATREST_ROOT_KEY)",
@@ -186,13 +194,7 @@ async fn open_store(
     root: &SecretKey,
 ) -> Result<(Arc<atrest_store::StoreService>, Option<String>), ServerError> {
     let (infra, warning) = infra_root(cfg, root)?;
-    let previous = match &cfg.infra_root_previous_key_file {
-        Some(p) => {
-            let text = zeroize::Zeroizing::new(std::fs::read_to_string(p).map_err(|e| ServerError::io(p, e))?);
-            Some(parse_key(&text, &p.display().to_string())?)
-        }
-        None => None,
-    };
+    let previous = cfg.infra_root_previous_key_file.as_deref().map(read_key_file).transpose()?;
     let roots: Vec<&SecretKey> = std::iter::once(&infra).chain(previous.as_ref()).collect();
     let db = Db::connect(&store_url(cfg)).await?;
     let mut scfg = atrest_store::StoreConfig::new(&cfg.data_dir);

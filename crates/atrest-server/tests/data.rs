@@ -49,6 +49,18 @@ impl Api {
         (s, resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
     }
 
+    async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     fn with_token(&self, token: &str) -> Api {
         Api { client: self.client.clone(), base: self.base.clone(), token: token.to_string() }
     }
@@ -224,16 +236,7 @@ async fn customer_key_story_end_to_end() {
     }
     let (s, e) = api.call(M::PUT, "/data/resources/bot/encryption", Some(json!({"keySource": "platform"}))).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "switching back needs the customer key: {e}");
-    let metrics = api
-        .client
-        .get(format!("{}/metrics", api.base))
-        .bearer_auth(&api.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics().await;
     assert!(metrics.contains("atrest_store_resources_key_inaccessible 1"), "{metrics}");
 
     // Restore: the resource recovers by itself, with nothing lost.
@@ -269,16 +272,7 @@ async fn customer_key_story_end_to_end() {
             && e.detail.contains("\"resource\":\"bot\""))
     );
     assert!(svc.verify_audit_chain(&vault.id, None).await.unwrap().ok());
-    let metrics = api
-        .client
-        .get(format!("{}/metrics", api.base))
-        .bearer_auth(&api.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics().await;
     assert!(metrics.contains("atrest_store_vault_calls_total{resource="), "{metrics}");
     assert!(metrics.contains("atrest_store_resources_key_inaccessible 0"), "{metrics}");
 
@@ -292,22 +286,29 @@ async fn customer_key_story_end_to_end() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn customer_key_on_a_second_atrest_server() {
-    // Server B holds the key; server A's resource reaches it over HTTPS with a token of B.
-    let dir_b = temp_dir("atrest-data-remote-b");
-    let (server_b, b) = start(fast(&dir_b)).await;
+/// A second atrest server holding oct key `key`, with purge protection on and a
+/// principal `server-a` allowed get/wrapKey/unwrapKey; returns it and that principal's token.
+async fn key_server(dir: &TempDir, key: &str) -> (atrest_server::Server, Api, String) {
+    let (server, b) = start(fast(dir)).await;
     let (s, _) = b.call(M::PATCH, "/admin/vaults/default", Some(json!({"purge_protection": true}))).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = b.call(M::POST, "/keys/remote-cmk/create", Some(json!({"kty": "oct", "key_size": 256}))).await;
+    let (s, _) = b.call(M::POST, &format!("/keys/{key}/create"), Some(json!({"kty": "oct", "key_size": 256}))).await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = b.call(M::POST, "/admin/tenants/default/principals", Some(json!({"name": "server-a"}))).await;
     assert_eq!(s, StatusCode::CREATED);
     let (_, tok) = b.call(M::POST, "/admin/tenants/default/principals/server-a/tokens", None).await;
-    let credential = tok["token"].as_str().unwrap().to_string();
     let grant = json!({"permissions": ["get", "wrapKey", "unwrapKey"]});
-    let (s, _) = b.call(M::PUT, "/admin/vaults/default/policies/server-a", Some(grant.clone())).await;
+    let (s, _) = b.call(M::PUT, "/admin/vaults/default/policies/server-a", Some(grant)).await;
     assert_eq!(s, StatusCode::OK);
+    (server, b, tok["token"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn customer_key_on_a_second_atrest_server() {
+    // Server B holds the key; server A's resource reaches it over HTTPS with a token of B.
+    let dir_b = temp_dir("atrest-data-remote-b");
+    let (server_b, b, credential) = key_server(&dir_b, "remote-cmk").await;
+    let grant = json!({"permissions": ["get", "wrapKey", "unwrapKey"]});
 
     let dir_a = temp_dir("atrest-data-remote-a");
     let cfg = ServeConfig { remote_vault_ca: server_b.ca_pem.clone(), ..fast(&dir_a) };
@@ -328,7 +329,7 @@ async fn customer_key_on_a_second_atrest_server() {
     // The credential is stored sealed, not in clear.
     let db = std::fs::read(dir_a.0.join("store.db")).unwrap();
     let wal = std::fs::read(dir_a.0.join("store.db-wal")).unwrap_or_default();
-    let cred = tok["token"].as_str().unwrap().as_bytes();
+    let cred = credential.as_bytes();
     assert!(!db.windows(cred.len()).any(|w| w == cred) && !wal.windows(cred.len()).any(|w| w == cred));
 
     // Revoked at B → A refuses within the bound; restored → A recovers.
@@ -647,16 +648,7 @@ async fn tampering_is_detected_never_served() {
     std::fs::write(&file, &bytes).unwrap();
     let (s, c) = integrity("/data/resources/bot/blobs/big").await;
     assert_eq!((s, c.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "IntegrityCheckFailed"));
-    let metrics = api
-        .client
-        .get(format!("{}/metrics", api.base))
-        .bearer_auth(&api.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics().await;
     let line = metrics.lines().find(|l| l.starts_with("atrest_store_integrity_errors_total{")).unwrap();
     let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(n >= 5, "{line}");
@@ -772,25 +764,15 @@ async fn the_infrastructure_root_rotates_without_touching_data() {
 #[tokio::test]
 async fn an_unreachable_vault_is_bridged_for_the_grace_period_only() {
     let dir_b = temp_dir("atrest-data-grace-b");
-    let (server_b, b) = start(fast(&dir_b)).await;
+    let (server_b, b, credential) = key_server(&dir_b, "k").await;
     let port_b = server_b.addr.port();
-    b.call(M::PATCH, "/admin/vaults/default", Some(json!({"purge_protection": true}))).await;
-    b.call(M::POST, "/keys/k/create", Some(json!({"kty": "oct", "key_size": 256}))).await;
-    b.call(M::POST, "/admin/tenants/default/principals", Some(json!({"name": "server-a"}))).await;
-    let (_, tok) = b.call(M::POST, "/admin/tenants/default/principals/server-a/tokens", None).await;
-    b.call(
-        M::PUT,
-        "/admin/vaults/default/policies/server-a",
-        Some(json!({"permissions": ["get", "wrapKey", "unwrapKey"]})),
-    )
-    .await;
 
     let dir_a = temp_dir("atrest-data-grace-a");
     let cfg = ServeConfig { remote_vault_ca: server_b.ca_pem.clone(), vault_grace_secs: 3, ..fast(&dir_a) };
     let (server_a, a) = start(cfg).await;
     a.call(M::PUT, "/data/resources/bot", None).await;
     a.put_bytes("/data/resources/bot/records/k", b"v".to_vec()).await;
-    let set = json!({"keySource": "customer", "keyUri": format!("{}/keys/k", b.base), "credential": tok["token"]});
+    let set = json!({"keySource": "customer", "keyUri": format!("{}/keys/k", b.base), "credential": credential});
     let (s, e) = a.call(M::PUT, "/data/resources/bot/encryption", Some(set)).await;
     assert_eq!(s, StatusCode::OK, "{e}");
 

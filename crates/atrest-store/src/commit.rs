@@ -8,6 +8,7 @@
 //! [`Outcome::Moved`] and decides (retry, or 412 for `If-Match`).
 
 use crate::error::{Result, StoreError};
+use crate::objects::OBJ_COLS;
 use atrest_vault::db::{Db, Engine};
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -98,58 +99,50 @@ impl GroupCommit {
     }
 }
 
+/// Replaces an object row if it is still at generation `$15` (binds: [`bind_row`], then
+/// the expected generation).
+pub(crate) const UPDATE_SQL: &str = "UPDATE store_objects SET id = $4, generation = $5, size = $6, rk_epoch = $7, \
+     enc_epoch = $8, name_sealed = $9, wrapped_dek = $10, body = $11, created = $12, updated = $13, mac = $14 \
+     WHERE resource_id = $1 AND kind = $2 AND name_hash = $3 AND generation = $15";
+
+/// Binds a row's columns in `OBJ_COLS` order ($1 … $14).
+pub(crate) fn bind_row<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    r: &ObjectRow,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(r.resource_id.clone())
+        .bind(r.kind)
+        .bind(r.name_hash.clone())
+        .bind(r.id.clone())
+        .bind(r.generation)
+        .bind(r.size)
+        .bind(r.rk_epoch)
+        .bind(r.enc_epoch)
+        .bind(r.name_sealed.clone())
+        .bind(r.wrapped_dek.clone())
+        .bind(r.body.clone())
+        .bind(r.created)
+        .bind(r.updated)
+        .bind(r.mac.clone())
+}
+
 async fn write_batch(db: &Db, batch: &[Op]) -> Result<Vec<Outcome>> {
     let mut tx = db.pool().begin().await?;
     let mut out = Vec::with_capacity(batch.len());
     for op in batch {
         let r = &op.row;
-        let n = match op.prev {
-            None => sqlx::query(
-                "INSERT INTO store_objects (resource_id, kind, name_hash, id, generation, size, rk_epoch, enc_epoch, \
-                 name_sealed, wrapped_dek, body, created, updated, mac) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                 $11, $12, $13, $14) ON CONFLICT (resource_id, kind, name_hash) DO NOTHING",
-            )
-            .bind(&r.resource_id)
-            .bind(r.kind)
-            .bind(&r.name_hash)
-            .bind(&r.id)
-            .bind(r.generation)
-            .bind(r.size)
-            .bind(r.rk_epoch)
-            .bind(r.enc_epoch)
-            .bind(&r.name_sealed)
-            .bind(&r.wrapped_dek)
-            .bind(r.body.as_deref())
-            .bind(r.created)
-            .bind(r.updated)
-            .bind(&r.mac)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
-            Some(prev) => sqlx::query(
-                "UPDATE store_objects SET id = $4, generation = $5, size = $6, rk_epoch = $7, enc_epoch = $8, \
-                 name_sealed = $9, wrapped_dek = $10, body = $11, created = $12, updated = $13, mac = $14 \
-                 WHERE resource_id = $1 AND kind = $2 AND name_hash = $3 AND generation = $15",
-            )
-            .bind(&r.resource_id)
-            .bind(r.kind)
-            .bind(&r.name_hash)
-            .bind(&r.id)
-            .bind(r.generation)
-            .bind(r.size)
-            .bind(r.rk_epoch)
-            .bind(r.enc_epoch)
-            .bind(&r.name_sealed)
-            .bind(&r.wrapped_dek)
-            .bind(r.body.as_deref())
-            .bind(r.created)
-            .bind(r.updated)
-            .bind(&r.mac)
-            .bind(prev)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
+        let sql = match op.prev {
+            None => format!(
+                "INSERT INTO store_objects ({OBJ_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                 $13, $14) ON CONFLICT (resource_id, kind, name_hash) DO NOTHING"
+            ),
+            Some(_) => UPDATE_SQL.to_string(),
         };
+        let mut q = bind_row(sqlx::query(&sql), r);
+        if let Some(prev) = op.prev {
+            q = q.bind(prev);
+        }
+        let n = q.execute(&mut *tx).await?.rows_affected();
         out.push(if n == 1 { Outcome::Written } else { Outcome::Moved });
     }
     tx.commit().await?;

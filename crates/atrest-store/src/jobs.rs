@@ -222,25 +222,11 @@ impl StoreService {
                 let _g = self.write_guard().await;
                 let mut tx = self.db.pool().begin().await?;
                 for (old, new) in &updates {
-                    let n = sqlx::query(
-                        "UPDATE store_objects SET generation = $4, rk_epoch = $5, enc_epoch = $6, name_sealed = $7, \
-                         wrapped_dek = $8, body = $9, mac = $10 WHERE resource_id = $1 AND kind = $2 AND name_hash = $3 \
-                         AND generation = $11",
-                    )
-                    .bind(&new.resource_id)
-                    .bind(new.kind)
-                    .bind(&new.name_hash)
-                    .bind(new.generation)
-                    .bind(new.rk_epoch)
-                    .bind(new.enc_epoch)
-                    .bind(&new.name_sealed)
-                    .bind(&new.wrapped_dek)
-                    .bind(new.body.as_deref())
-                    .bind(&new.mac)
-                    .bind(old.generation)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                    let n = crate::commit::bind_row(sqlx::query(crate::commit::UPDATE_SQL), new)
+                        .bind(old.generation)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
                     done_now += i64::try_from(n).unwrap_or(0);
                 }
                 sqlx::query("UPDATE store_jobs SET done = done + $2, error = '', updated = $3 WHERE id = $1")

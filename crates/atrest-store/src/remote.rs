@@ -141,6 +141,13 @@ impl HttpVault {
     }
 }
 
+/// The base64url `value` member of an answer.
+fn value_of(v: &Value) -> Option<Vec<u8>> {
+    v["value"]
+        .as_str()
+        .and_then(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok())
+}
+
 fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
@@ -160,9 +167,7 @@ impl KeyVault for HttpVault {
             let v = self
                 .call(kek, "wrapKey", reqwest::Method::POST, &format!("/{}/wrapkey", info.version), Some(body))
                 .await?;
-            let bytes = v["value"]
-                .as_str()
-                .and_then(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok())
+            let bytes = value_of(&v)
                 .ok_or_else(|| Self::fail(kek, "wrapKey", "the vault's answer has no value".into(), true))?;
             Ok(WrappedKey { version: info.version, alg: alg.into(), bytes })
         })
@@ -174,9 +179,7 @@ impl KeyVault for HttpVault {
             let v = self
                 .call(kek, "unwrapKey", reqwest::Method::POST, &format!("/{}/unwrapkey", wrapped.version), Some(body))
                 .await?;
-            let bytes = v["value"]
-                .as_str()
-                .and_then(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok())
+            let bytes = value_of(&v)
                 .ok_or_else(|| Self::fail(kek, "unwrapKey", "the vault's answer has no value".into(), true))?;
             Ok(SecretBytes::new(bytes))
         })

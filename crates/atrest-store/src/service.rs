@@ -362,79 +362,62 @@ impl StoreService {
         self.mac.tag("store_resources", &Self::resource_fields(r, &bufs))
     }
 
-    /// Writes every column of `r` (an update of an existing row).
+    /// Writes every column of `r` over the existing row. An UPDATE, never an upsert: a
+    /// resource deleted meanwhile must stay deleted (its keys erased).
     pub(crate) async fn save_resource<'e, E>(&self, exec: E, r: &Resource) -> Result<()>
     where
         E: sqlx::Executor<'e, Database = sqlx::Any>,
     {
-        let bufs = Self::resource_bufs(r);
-        let mac = self.resource_mac(r);
-        sqlx::query(
-            "UPDATE store_resources SET state = $2, state_reason = $3, key_source = $4, key_uri = $5, kek_vault = $6, \
-             kek_name = $7, kek_version = $8, remote_cred = $9, wrapped_version = $10, wrapped_alg = $11, \
-             wrapped_key = $12, rk_epoch = $13, old_wrapped = $14, enc_epoch = $15, msg_version = $16, msg_alg = $17, \
-             msg_key = $18, diagnostics = $19, updated = $20, mac = $21 WHERE id = $1",
-        )
-        .bind(&r.id)
-        .bind(r.state.as_str())
-        .bind(&r.state_reason)
-        .bind(r.key_source.as_str())
-        .bind(&r.key_uri)
-        .bind(&r.kek.vault)
-        .bind(&r.kek.name)
-        .bind(r.kek.version.clone().unwrap_or_default())
-        .bind(&r.remote_cred)
-        .bind(&r.wrapped.version)
-        .bind(&r.wrapped.alg)
-        .bind(&r.wrapped.bytes)
-        .bind(r.rk_epoch)
-        .bind(&bufs.1)
-        .bind(r.enc_epoch)
-        .bind(&r.msg_wrapped.version)
-        .bind(&r.msg_wrapped.alg)
-        .bind(&r.msg_wrapped.bytes)
-        .bind(i64::from(r.diagnostics))
-        .bind(r.updated)
-        .bind(mac)
-        .execute(exec)
-        .await?;
+        let set: Vec<String> =
+            RES_COLS.split(',').map(str::trim).enumerate().map(|(i, c)| format!("{c} = ${}", i + 1)).collect();
+        let sql = format!("UPDATE store_resources SET {} WHERE id = $1", set.join(", "));
+        self.bind_resource(sqlx::query(&sql), r).execute(exec).await?;
         Ok(())
     }
 
-    async fn insert_resource(&self, r: &Resource) -> Result<()> {
+    fn insert_sql() -> String {
+        let params: Vec<String> = (1..=RES_COLS.split(',').count()).map(|i| format!("${i}")).collect();
+        format!("INSERT INTO store_resources ({RES_COLS}) VALUES ({})", params.join(", "))
+    }
+
+    /// Binds every column of `r`, in `RES_COLS` order.
+    fn bind_resource<'q>(
+        &self,
+        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        r: &Resource,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
         let bufs = Self::resource_bufs(r);
         let mac = self.resource_mac(r);
-        sqlx::query(&format!(
-            "INSERT INTO store_resources ({RES_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-             $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)"
-        ))
-        .bind(&r.id)
-        .bind(&r.tenant_id)
-        .bind(&r.name)
-        .bind(&r.identity_id)
-        .bind(r.state.as_str())
-        .bind(&r.state_reason)
-        .bind(r.key_source.as_str())
-        .bind(&r.key_uri)
-        .bind(&r.kek.vault)
-        .bind(&r.kek.name)
-        .bind(r.kek.version.clone().unwrap_or_default())
-        .bind(&r.remote_cred)
-        .bind(&r.wrapped.version)
-        .bind(&r.wrapped.alg)
-        .bind(&r.wrapped.bytes)
-        .bind(r.rk_epoch)
-        .bind(&bufs.1)
-        .bind(r.enc_epoch)
-        .bind(&r.msg_wrapped.version)
-        .bind(&r.msg_wrapped.alg)
-        .bind(&r.msg_wrapped.bytes)
-        .bind(i64::from(r.diagnostics))
-        .bind(r.created)
-        .bind(r.updated)
-        .bind(mac)
-        .execute(self.db.pool())
-        .await?;
+        q.bind(r.id.clone())
+            .bind(r.tenant_id.clone())
+            .bind(r.name.clone())
+            .bind(r.identity_id.clone())
+            .bind(r.state.as_str())
+            .bind(r.state_reason.clone())
+            .bind(r.key_source.as_str())
+            .bind(r.key_uri.clone())
+            .bind(r.kek.vault.clone())
+            .bind(r.kek.name.clone())
+            .bind(r.kek.version.clone().unwrap_or_default())
+            .bind(r.remote_cred.clone())
+            .bind(r.wrapped.version.clone())
+            .bind(r.wrapped.alg.clone())
+            .bind(r.wrapped.bytes.clone())
+            .bind(r.rk_epoch)
+            .bind(bufs.1)
+            .bind(r.enc_epoch)
+            .bind(r.msg_wrapped.version.clone())
+            .bind(r.msg_wrapped.alg.clone())
+            .bind(r.msg_wrapped.bytes.clone())
+            .bind(i64::from(r.diagnostics))
+            .bind(r.created)
+            .bind(r.updated)
+            .bind(mac)
+    }
+
+    async fn insert_resource(&self, r: &Resource) -> Result<()> {
+        let sql = Self::insert_sql();
+        self.bind_resource(sqlx::query(&sql), r).execute(self.db.pool()).await?;
         Ok(())
     }
 

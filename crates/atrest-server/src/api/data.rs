@@ -3,7 +3,7 @@
 //! jobs and the key-usage inventory. Authenticated by bearer token like the admin API;
 //! names in paths are percent-decoded.
 
-use super::{ApiError, AppState, authenticate, no_content, ok, rate_limit};
+use super::{ApiError, AppState, no_content, ok};
 use atrest_store::{EncryptionRequest, Precondition, StoreError, model::ObjectKind, model::Resource};
 use atrest_vault::Principal;
 use axum::body::Body;
@@ -176,18 +176,7 @@ pub(super) async fn route(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Some(actor) = authenticate(state, headers).await? else {
-        state.metrics.auth_failure(if headers.contains_key(header::AUTHORIZATION) { "invalid" } else { "missing" });
-        return Err(ApiError {
-            challenge: Some("Bearer".into()),
-            ..ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "a valid bearer token is required: send Authorization: Bearer <token>",
-            )
-        });
-    };
-    rate_limit(state, &actor)?;
+    let actor = super::require_principal(state, headers).await?;
     let query: HashMap<String, String> =
         axum::extract::Query::<HashMap<String, String>>::try_from_uri(uri).map(|q| q.0).unwrap_or_default();
     let raw: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();

@@ -285,18 +285,7 @@ async fn route(
     }
     let host = host_of(&headers, &uri).ok_or_else(|| ApiError::bad("the request has no Host"))?;
     if path == "/admin" || path.starts_with("/admin/") {
-        let Some(actor) = authenticate(state, &headers).await? else {
-            state.metrics.auth_failure(if headers.contains_key(header::AUTHORIZATION) { "invalid" } else { "missing" });
-            return Err(ApiError {
-                challenge: Some("Bearer".into()),
-                ..ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "Unauthorized",
-                    "a valid bearer token is required: send Authorization: Bearer <token>",
-                )
-            });
-        };
-        rate_limit(state, &actor)?;
+        let actor = require_principal(state, &headers).await?;
         let segments: Vec<&str> = path["/admin".len()..].trim_matches('/').split('/').collect();
         let ctx = admin::AdminCtx { state, actor, host, body };
         return admin::dispatch(&ctx, &method, &segments).await;
@@ -362,6 +351,24 @@ async fn route(
 /// The `Authorization: Bearer` credential, if any.
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "))
+}
+
+/// The authenticated, rate-limited caller of the admin and data APIs (a plain `Bearer`
+/// challenge when there is no valid token).
+async fn require_principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let Some(actor) = authenticate(state, headers).await? else {
+        state.metrics.auth_failure(if headers.contains_key(header::AUTHORIZATION) { "invalid" } else { "missing" });
+        return Err(ApiError {
+            challenge: Some("Bearer".into()),
+            ..ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "a valid bearer token is required: send Authorization: Bearer <token>",
+            )
+        });
+    };
+    rate_limit(state, &actor)?;
+    Ok(actor)
 }
 
 /// The principal a request's bearer token names; `None` when there is no valid one.
