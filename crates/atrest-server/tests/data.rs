@@ -66,8 +66,44 @@ impl Api {
     }
 }
 
+/// With `ATREST_TEST_PG=postgres://USER@HOST:PORT` the suite runs on PostgreSQL: each
+/// data directory gets its own database (the vault and the data service share it).
+fn database_for(dir: &TempDir) -> Option<String> {
+    let admin = std::env::var("ATREST_TEST_PG").ok()?;
+    let name = format!(
+        "t_{}",
+        hex::encode(atrest_crypto::hash::sha256(&[dir.0.to_string_lossy().as_bytes()]))[..16].to_string()
+    );
+    let create = format!("CREATE DATABASE {name}");
+    let url = format!("{}/postgres", admin.trim_end_matches('/'));
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async move {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            // Several restarts of one data directory reuse its database.
+            let _ = sqlx::query(&create).execute(&mut conn).await;
+        });
+    })
+    .join()
+    .unwrap();
+    Some(format!("{}/{name}", admin.trim_end_matches('/')))
+}
+
+/// A connection to the data service's database of `dir` (SQLite file or PostgreSQL).
+async fn store_conn(dir: &TempDir) -> sqlx::AnyConnection {
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let url = database_for(dir).unwrap_or_else(|| format!("sqlite://{}", dir.0.join("store.db").display()));
+    sqlx::AnyConnection::connect(&url).await.unwrap()
+}
+
+fn on_postgres() -> bool {
+    std::env::var_os("ATREST_TEST_PG").is_some()
+}
+
 fn fast(dir: &TempDir) -> ServeConfig {
     ServeConfig {
+        database_url: database_for(dir),
         data_dir: dir.0.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
         key_cache_ttl_secs: 1,
@@ -157,9 +193,17 @@ async fn customer_key_story_end_to_end() {
     );
 
     // Nothing readable reaches storage: names and bodies are not in the database file.
-    let db = std::fs::read(dir.0.join("store.db")).unwrap_or_default();
-    let wal = std::fs::read(dir.0.join("store.db-wal")).unwrap_or_default();
-    for hay in [&db, &wal] {
+    // The rows hold no name or body in clear; on SQLite, neither do the files (WAL too).
+    let mut conn = store_conn(&dir).await;
+    let rows: Vec<(Vec<u8>, Vec<u8>)> =
+        sqlx::query_as("SELECT name_sealed, COALESCE(body, name_sealed) FROM store_objects").fetch_all(&mut conn).await.unwrap();
+    assert_eq!(rows.len(), N + 1);
+    let mut hays: Vec<Vec<u8>> = rows.into_iter().flat_map(|(a, b)| [a, b]).collect();
+    if !on_postgres() {
+        hays.push(std::fs::read(dir.0.join("store.db")).unwrap());
+        hays.push(std::fs::read(dir.0.join("store.db-wal")).unwrap_or_default());
+    }
+    for hay in &hays {
         assert!(!hay.windows(6).any(|w| w == b"user/1"), "a record name is stored in clear");
         assert!(!hay.windows(6).any(|w| w == b"{\"n\":1"), "a record body is stored in clear");
     }
@@ -327,7 +371,7 @@ async fn customer_key_on_a_second_atrest_server() {
     assert_eq!(e["remote"], true);
     read_all(&a, 3, &blob).await;
     // The credential is stored sealed, not in clear.
-    let db = std::fs::read(dir_a.0.join("store.db")).unwrap();
+    let db = std::fs::read(dir_a.0.join("store.db")).unwrap_or_default();
     let wal = std::fs::read(dir_a.0.join("store.db-wal")).unwrap_or_default();
     let cred = credential.as_bytes();
     assert!(!db.windows(cred.len()).any(|w| w == cred) && !wal.windows(cred.len()).any(|w| w == cred));
@@ -406,10 +450,8 @@ async fn transient_messages_expire_and_are_acknowledged_once() {
     let (s, _) = api.call(M::DELETE, &format!("/data/resources/q/messages/{id}?receipt={receipt}"), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // The acknowledged one is gone; the sweeper (every second here) removes the expired one.
-    let db = dir.0.join("store.db");
     until(5, "the sweeper to delete the expired message", || async {
-        use sqlx::ConnectOptions as _;
-        let mut conn = sqlx::sqlite::SqliteConnectOptions::new().filename(&db).connect().await.unwrap();
+        let mut conn = store_conn(&dir).await;
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM store_messages").fetch_one(&mut conn).await.unwrap();
         n == 0
     })
@@ -525,17 +567,16 @@ async fn data_plane_roles_and_tenant_isolation() {
     server.shutdown().await;
 }
 
-/// Flips a byte of a column of one object row, straight in the SQLite file.
-async fn tamper_row(db: &std::path::Path, column: &str, resource_name: &str) {
-    use sqlx::ConnectOptions as _;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new().filename(db).connect().await.unwrap();
-    let rid: String = sqlx::query_scalar("SELECT id FROM store_resources WHERE name = ?")
+/// Flips a byte of a column of one object row, straight in the database.
+async fn tamper_row(dir: &TempDir, column: &str, resource_name: &str) {
+    let mut conn = store_conn(dir).await;
+    let rid: String = sqlx::query_scalar("SELECT id FROM store_resources WHERE name = $1")
         .bind(resource_name)
         .fetch_one(&mut conn)
         .await
         .unwrap();
     let (hash, mut value): (Vec<u8>, Vec<u8>) = sqlx::query_as(&format!(
-        "SELECT name_hash, {column} FROM store_objects WHERE resource_id = ? AND kind = 'record' LIMIT 1"
+        "SELECT name_hash, {column} FROM store_objects WHERE resource_id = $1 AND kind = 'record' ORDER BY name_hash LIMIT 1"
     ))
     .bind(&rid)
     .fetch_one(&mut conn)
@@ -543,7 +584,7 @@ async fn tamper_row(db: &std::path::Path, column: &str, resource_name: &str) {
     .unwrap();
     let i = value.len() / 2;
     value[i] ^= 1;
-    sqlx::query(&format!("UPDATE store_objects SET {column} = ? WHERE name_hash = ?"))
+    sqlx::query(&format!("UPDATE store_objects SET {column} = $1 WHERE name_hash = $2"))
         .bind(value)
         .bind(hash)
         .execute(&mut conn)
@@ -560,7 +601,6 @@ async fn tampering_is_detected_never_served() {
     api.put_bytes("/data/resources/bot/records/b", b"bravo".to_vec()).await;
     let blob = blob_bytes(1_000_000);
     api.put_bytes("/data/resources/bot/blobs/big", blob.clone()).await;
-    let db = dir.0.join("store.db");
     let integrity = |path: &'static str| {
         let api = &api;
         async move {
@@ -574,31 +614,30 @@ async fn tampering_is_detected_never_served() {
         let before =
             [integrity("/data/resources/bot/records/a").await, integrity("/data/resources/bot/records/b").await];
         assert!(before.iter().all(|(s, _)| *s == StatusCode::OK), "{before:?}");
-        tamper_row(&db, column, "bot").await;
+        tamper_row(&dir, column, "bot").await;
         let after =
             [integrity("/data/resources/bot/records/a").await, integrity("/data/resources/bot/records/b").await];
         assert!(
             after.iter().any(|(s, c)| *s == StatusCode::INTERNAL_SERVER_ERROR && c == "IntegrityCheckFailed"),
             "{column}: {after:?}"
         );
-        tamper_row(&db, column, "bot").await; // flip back
+        tamper_row(&dir, column, "bot").await; // flip back
     }
     // Readable metadata (size) and moving one record's body onto another.
     {
-        use sqlx::ConnectOptions as _;
-        let mut conn = sqlx::sqlite::SqliteConnectOptions::new().filename(&db).connect().await.unwrap();
+        let mut conn = store_conn(&dir).await;
         sqlx::query("UPDATE store_objects SET size = size + 1 WHERE kind = 'record'").execute(&mut conn).await.unwrap();
         drop(conn);
         let (s, c) = integrity("/data/resources/bot/records/a").await;
         assert_eq!((s, c.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "IntegrityCheckFailed"));
-        let mut conn = sqlx::sqlite::SqliteConnectOptions::new().filename(&db).connect().await.unwrap();
+        let mut conn = store_conn(&dir).await;
         sqlx::query("UPDATE store_objects SET size = size - 1 WHERE kind = 'record'").execute(&mut conn).await.unwrap();
         let bodies: Vec<(Vec<u8>, Vec<u8>)> =
-            sqlx::query_as("SELECT name_hash, body FROM store_objects WHERE kind = 'record'")
+            sqlx::query_as("SELECT name_hash, body FROM store_objects WHERE kind = 'record' ORDER BY name_hash")
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
-        sqlx::query("UPDATE store_objects SET body = ? WHERE name_hash = ?")
+        sqlx::query("UPDATE store_objects SET body = $1 WHERE name_hash = $2")
             .bind(&bodies[1].1)
             .bind(&bodies[0].0)
             .execute(&mut conn)
