@@ -70,10 +70,8 @@ impl Api {
 /// data directory gets its own database (the vault and the data service share it).
 fn database_for(dir: &TempDir) -> Option<String> {
     let admin = std::env::var("ATREST_TEST_PG").ok()?;
-    let name = format!(
-        "t_{}",
-        hex::encode(atrest_crypto::hash::sha256(&[dir.0.to_string_lossy().as_bytes()]))[..16].to_string()
-    );
+    let digest = hex::encode(atrest_crypto::hash::sha256(&[dir.0.to_string_lossy().as_bytes()]));
+    let name = format!("t_{}", &digest[..16]);
     let create = format!("CREATE DATABASE {name}");
     let url = format!("{}/postgres", admin.trim_end_matches('/'));
     std::thread::spawn(move || {
@@ -196,7 +194,10 @@ async fn customer_key_story_end_to_end() {
     // The rows hold no name or body in clear; on SQLite, neither do the files (WAL too).
     let mut conn = store_conn(&dir).await;
     let rows: Vec<(Vec<u8>, Vec<u8>)> =
-        sqlx::query_as("SELECT name_sealed, COALESCE(body, name_sealed) FROM store_objects").fetch_all(&mut conn).await.unwrap();
+        sqlx::query_as("SELECT name_sealed, COALESCE(body, name_sealed) FROM store_objects")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
     assert_eq!(rows.len(), N + 1);
     let mut hays: Vec<Vec<u8>> = rows.into_iter().flat_map(|(a, b)| [a, b]).collect();
     if !on_postgres() {
