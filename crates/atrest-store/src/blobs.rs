@@ -107,8 +107,12 @@ impl StoreService {
         Ok(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
     }
 
+    /// `<blob-dir>/<resource>/<object>.<generation>.<tag>`: the tag (from the sealed name,
+    /// which has a fresh salt per write) makes the path unique to one write, so a write
+    /// that loses its commit removes only its own file, never the winner's.
     pub(crate) fn blob_path(&self, r: &Resource, o: &ObjectRow) -> PathBuf {
-        self.cfg.blob_dir.join(&r.id).join(format!("{}.{}", o.id, o.generation))
+        let tag = hex::encode(&atrest_crypto::hash::sha256(&[&o.name_sealed])[..8]);
+        self.cfg.blob_dir.join(&r.id).join(format!("{}.{}.{tag}", o.id, o.generation))
     }
 
     pub(crate) fn remove_blob_file(&self, r: &Resource, o: &ObjectRow) {
@@ -157,17 +161,20 @@ impl StoreService {
             file.sync_all()?;
             Ok(total)
         });
-        let mut chunks = 0u64;
+        // Re-checked by bytes, not by the client's frame sizes.
+        let every = self.cfg.recheck_segments * CHUNK as u64;
+        let mut since_check = 0u64;
         let mut failure: Option<StoreError> = None;
         while let Some(item) = input.next().await {
             match item {
                 Ok(b) => {
-                    chunks += 1;
-                    if chunks.is_multiple_of(self.cfg.recheck_segments)
-                        && let Err(e) = self.recheck_access(r).await
-                    {
-                        failure = Some(e);
-                        break;
+                    since_check += b.len() as u64;
+                    if since_check >= every {
+                        since_check = 0;
+                        if let Err(e) = self.recheck_access(r).await {
+                            failure = Some(e);
+                            break;
+                        }
                     }
                     if tx.send(b).await.is_err() {
                         break;
@@ -224,9 +231,9 @@ impl StoreService {
         let cur = self.find_object(&r, ObjectKind::Blob, name).await?;
         Self::check_precondition(name, cur.as_ref(), cond)?;
         let (mut row, dek) = self.next_row(&r, ObjectKind::Blob, name, cur.as_ref(), 0).await?;
+        let dek_copy = SecretKey::from_slice(dek.expose_secret())?;
         let (path, total) = self.write_blob_file(&r, &row, dek, input).await?;
         row.size = i64::try_from(total).unwrap_or(i64::MAX);
-        row.mac = self.object_mac(&row);
         let info = ObjectInfo {
             name: name.to_string(),
             size: total,
@@ -236,15 +243,42 @@ impl StoreService {
             updated: row.updated,
         };
         let oid = row.id.clone();
-        match self.committer.write(row, cur.as_ref().map(|o| o.generation)).await {
-            Ok(Outcome::Written) => {}
-            other => {
-                let _ = std::fs::remove_file(&path);
-                other?;
-                return Err(StoreError::PreconditionFailed(format!(
-                    "{name}: another upload of it finished first; read it again and retry"
-                )));
+        // A re-key that finished during the upload: wrap the data key under the current
+        // resource key and commit again (the file does not change).
+        let mut outcome = Outcome::Stale;
+        for _ in 0..4 {
+            let now = self.resource_by_id(&r.id).await;
+            let now = match now {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
+            };
+            if now.rk_epoch != row.rk_epoch {
+                let rk = self.key(&now, crate::cache::Slot::Resource(now.rk_epoch)).await?;
+                row.rk_epoch = now.rk_epoch;
+                row.wrapped_dek = crate::hierarchy::rewrap_data_key(&rk, Self::oid(&now, &row), &dek_copy)?;
             }
+            row.mac = self.object_mac(&row);
+            match self.committer.write(row.clone(), cur.as_ref().map(|o| o.generation)).await {
+                Ok(Outcome::Stale) => continue,
+                Ok(o) => {
+                    outcome = o;
+                    break;
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
+            }
+        }
+        if outcome != Outcome::Written {
+            // Only this write's own file: its name is unique to this write.
+            let _ = std::fs::remove_file(&path);
+            return Err(StoreError::PreconditionFailed(format!(
+                "{name}: another write of it finished first; read it again and retry"
+            )));
         }
         if let Some(old) = &cur {
             self.remove_blob_file(&r, old);

@@ -39,6 +39,9 @@ pub(crate) enum Outcome {
     Written,
     /// The object changed since the writer read it.
     Moved,
+    /// The resource was re-keyed since the writer sealed: its data key must be wrapped
+    /// under the current resource key (nothing was written).
+    Stale,
 }
 
 struct Op {
@@ -129,8 +132,19 @@ pub(crate) fn bind_row<'q>(
 async fn write_batch(db: &Db, batch: &[Op]) -> Result<Vec<Outcome>> {
     let mut tx = db.pool().begin().await?;
     let mut out = Vec::with_capacity(batch.len());
+    // On PostgreSQL the resource row is share-locked until commit, so a re-key cannot
+    // finish (clear the old resource key) between this check and the write.
+    let epoch_sql = match db.engine() {
+        Engine::Postgres => "SELECT rk_epoch FROM store_resources WHERE id = $1 FOR SHARE",
+        Engine::Sqlite => "SELECT rk_epoch FROM store_resources WHERE id = $1",
+    };
     for op in batch {
         let r = &op.row;
+        let epoch: Option<i64> = sqlx::query_scalar(epoch_sql).bind(&r.resource_id).fetch_optional(&mut *tx).await?;
+        if epoch != Some(r.rk_epoch) {
+            out.push(Outcome::Stale);
+            continue;
+        }
         let sql = match op.prev {
             None => format!(
                 "INSERT INTO store_objects ({OBJ_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \

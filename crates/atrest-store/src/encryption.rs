@@ -184,6 +184,14 @@ impl StoreService {
                 r.name
             )));
         }
+        // The new wrapping was computed from `r`: if the key settings moved meanwhile (an
+        // owner's change racing the follower), this one must not undo that one.
+        if cur.key_uri != r.key_uri || cur.kek != r.kek || cur.wrapped != r.wrapped {
+            return Err(StoreError::Conflict(format!(
+                "the encryption settings of resource {} changed meanwhile; read them again and retry",
+                r.name
+            )));
+        }
         cur.key_source = source;
         cur.key_uri = uri.to_string();
         cur.kek = kek.clone();

@@ -18,17 +18,23 @@ use crate::model::{DataRole, Job, ObjectKind, Resource};
 use crate::objects::OBJ_COLS;
 use crate::service::StoreService;
 use atrest_vault::Principal;
+use atrest_vault::rowmac::Field;
 use sqlx::Row;
 use std::sync::Arc;
 
 /// Job kinds.
 pub const KINDS: &[&str] = &["rekey", "reencrypt"];
 
-const JOB_COLS: &str = "id, resource_id, kind, state, done, total, error, created, updated";
+const JOB_COLS: &str = "id, resource_id, kind, state, done, total, error, created, updated, mac";
 
 impl StoreService {
-    fn job_from_row(row: &sqlx::any::AnyRow, resource: &str) -> Result<Job> {
-        Ok(Job {
+    fn job_mac(&self, id: &str, resource_id: &str, kind: &str, created: i64) -> Vec<u8> {
+        self.mac.tag("store_jobs", &[Field::Text(id), Field::Text(resource_id), Field::Text(kind), Field::Int(created)])
+    }
+
+    /// A job row, its MAC checked (what the job is; its progress is not authenticated).
+    fn job_from_row(&self, row: &sqlx::any::AnyRow, resource: &str) -> Result<Job> {
+        let job = Job {
             id: row.try_get("id")?,
             resource: resource.to_string(),
             kind: row.try_get("kind")?,
@@ -38,7 +44,14 @@ impl StoreService {
             error: row.try_get("error")?,
             created: row.try_get("created")?,
             updated: row.try_get("updated")?,
-        })
+        };
+        let rid: String = row.try_get("resource_id")?;
+        let mac: Vec<u8> = row.try_get("mac")?;
+        let expect = self.job_mac(&job.id, &rid, &job.kind, job.created);
+        if !atrest_crypto::secret::constant_time_eq(&expect, &mac) {
+            return Err(StoreError::Integrity(format!("job {}", job.id)));
+        }
+        Ok(job)
     }
 
     /// Starts a job on a resource (one at a time per resource).
@@ -88,14 +101,27 @@ impl StoreService {
         }
         cur.updated = now;
         self.save_resource(&mut *tx, &cur).await?;
-        sqlx::query(&format!("INSERT INTO store_jobs ({JOB_COLS}) VALUES ($1, $2, $3, 'running', 0, $4, '', $5, $5)"))
-            .bind(&id)
-            .bind(&r.id)
-            .bind(kind)
-            .bind(total)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO store_jobs ({JOB_COLS}) VALUES ($1, $2, $3, 'running', 0, $4, '', $5, $5, $6)"
+        ))
+        .bind(&id)
+        .bind(&r.id)
+        .bind(kind)
+        .bind(total)
+        .bind(now)
+        .bind(self.job_mac(&id, &r.id, kind, now))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            // The unique index on running jobs: another node started one meanwhile.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!(
+                    "another job is running on resource {resource}; wait for it"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
         tx.commit().await?;
         drop(_g);
         if let Some((key, _)) = new_wrapped {
@@ -120,7 +146,7 @@ impl StoreService {
         let rid: String = row.try_get("resource_id")?;
         let r = self.resource_by_id(&rid).await.map_err(|_| StoreError::NotFound(format!("no job {id}")))?;
         match self.role_of(actor, &r).await? {
-            Some(DataRole::Owner) => Self::job_from_row(&row, &r.name),
+            Some(DataRole::Owner) => self.job_from_row(&row, &r.name),
             _ => Err(StoreError::NotFound(format!("no job {id}"))),
         }
     }
@@ -140,7 +166,7 @@ impl StoreService {
                 .fetch_all(self.db.pool())
                 .await?;
             for row in &rows {
-                out.push(Self::job_from_row(row, &r.name)?);
+                out.push(self.job_from_row(row, &r.name)?);
             }
         }
         out.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
@@ -159,7 +185,7 @@ impl StoreService {
             .await?;
         let mut finished = 0;
         for row in &rows {
-            let job = Self::job_from_row(row, "")?;
+            let job = self.job_from_row(row, "")?;
             let rid: String = row.try_get("resource_id")?;
             match self.run_job(&job, &rid).await {
                 Ok(true) => finished += 1,
@@ -207,8 +233,10 @@ impl StoreService {
             .fetch_all(self.db.pool())
             .await?;
             if rows.is_empty() {
-                self.finish_job(job, &r).await?;
-                return Ok(true);
+                if self.finish_job(job, &r).await? {
+                    return Ok(true);
+                }
+                continue;
             }
             let mut done_now = 0i64;
             let mut updates = Vec::with_capacity(rows.len());
@@ -218,6 +246,7 @@ impl StoreService {
                     if job.kind == "rekey" { self.rekeyed(&r, &o).await? } else { self.reencrypted(&r, &o).await? };
                 updates.push((o, new));
             }
+            let mut applied = Vec::with_capacity(updates.len());
             {
                 let _g = self.write_guard().await;
                 let mut tx = self.db.pool().begin().await?;
@@ -227,6 +256,7 @@ impl StoreService {
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
+                    applied.push(n == 1);
                     done_now += i64::try_from(n).unwrap_or(0);
                 }
                 sqlx::query("UPDATE store_jobs SET done = done + $2, error = '', updated = $3 WHERE id = $1")
@@ -237,10 +267,12 @@ impl StoreService {
                     .await?;
                 tx.commit().await?;
             }
-            // Old blob files go only after their replacement is committed.
-            for (old, new) in &updates {
+            // A rewritten blob's old file goes once its replacement is committed; a
+            // replacement that lost to a concurrent write goes instead (each path belongs
+            // to one write).
+            for ((old, new), ok) in updates.iter().zip(applied) {
                 if old.kind == "blob" && new.generation != old.generation {
-                    self.remove_blob_file(&r, old);
+                    self.remove_blob_file(&r, if ok { old } else { new });
                 }
             }
             batches += 1;
@@ -304,26 +336,44 @@ impl StoreService {
         Ok(new)
     }
 
-    async fn finish_job(&self, job: &Job, r: &Resource) -> Result<()> {
+    /// Marks the job done — for a re-key, destroying the old resource key — unless an
+    /// object still needs it (a write sealed before the re-key began that committed
+    /// late): then the job goes on. Returns whether it finished.
+    async fn finish_job(&self, job: &Job, r: &Resource) -> Result<bool> {
         let _g = self.write_guard().await;
+        let mut tx = self.db.pool().begin().await?;
         let mut cur = self.resource_by_id(&r.id).await?;
         let old_epoch = cur.rk_epoch - 1;
         if job.kind == "rekey" && cur.old_wrapped.is_some() {
             // The old resource key is destroyed: only its wrapping ever existed at rest.
+            // The row update comes first: on PostgreSQL it waits for writers holding the
+            // row (see commit.rs), so the count below sees what they wrote.
             cur.old_wrapped = None;
             cur.updated = self.now();
-            self.save_resource(self.db.pool(), &cur).await?;
+            self.save_resource(&mut *tx, &cur).await?;
+            let left: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM store_objects WHERE resource_id = $1 AND rk_epoch < $2")
+                    .bind(&r.id)
+                    .bind(cur.rk_epoch)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if left > 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
         }
         sqlx::query("UPDATE store_jobs SET state = 'succeeded', error = '', updated = $2 WHERE id = $1")
             .bind(&job.id)
             .bind(self.now())
-            .execute(self.db.pool())
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         drop(_g);
         if job.kind == "rekey" {
             self.cache.forget_slot(&r.id, Slot::Resource(old_epoch));
         }
         self.forget_for_real().await;
-        self.audit(&cur, "system", &format!("finish-{}", job.kind), &job.id, "ok", serde_json::json!({})).await
+        self.audit(&cur, "system", &format!("finish-{}", job.kind), &job.id, "ok", serde_json::json!({})).await?;
+        Ok(true)
     }
 }

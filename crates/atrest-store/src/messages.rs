@@ -72,6 +72,9 @@ impl StoreService {
         }
         let r = self.authorized(actor, resource, DataRole::Writer).await?;
         Self::check_usable(&r)?;
+        // Messages are sealed under the platform key, but a revoked customer key stops
+        // them too: the resource key's access is checked (a cache hit while fresh).
+        self.key(&r, Slot::Resource(r.rk_epoch)).await?;
         let mk = self.key(&r, Slot::Messages).await?;
         let id = hex::encode(atrest_crypto::rand::bytes::<16>()?);
         let oid = Self::msg_id(&r, &id);
@@ -151,6 +154,9 @@ impl StoreService {
         }
         let r = self.authorized(actor, resource, DataRole::Writer).await?;
         Self::check_usable(&r)?;
+        // Messages are sealed under the platform key, but a revoked customer key stops
+        // them too: the resource key's access is checked (a cache hit while fresh).
+        self.key(&r, Slot::Resource(r.rk_epoch)).await?;
         let mk = self.key(&r, Slot::Messages).await?;
         let now = self.now();
         let _g = self.write_guard().await;

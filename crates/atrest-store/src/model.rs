@@ -134,6 +134,9 @@ pub struct Resource {
     pub created: i64,
     /// Updated (Unix seconds).
     pub updated: i64,
+    /// The MAC the row had when read: a save is a compare-and-swap on it, so concurrent
+    /// read-modify-writes (several nodes) cannot silently undo each other.
+    pub(crate) loaded_mac: Vec<u8>,
 }
 
 /// Kinds of stored objects.

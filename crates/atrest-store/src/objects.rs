@@ -211,11 +211,16 @@ impl StoreService {
                 "a record holds at most {MAX_RECORD} bytes; store larger values as blobs"
             )));
         }
-        let r = self.authorized(actor, resource, DataRole::Writer).await?;
+        let mut r = self.authorized(actor, resource, DataRole::Writer).await?;
         Self::check_usable(&r)?;
         // A concurrent writer may move the object between our read and our commit: the
-        // commit is conditional, and an unconditional put simply tries again.
-        for _ in 0..16 {
+        // commit is conditional, and an unconditional put simply tries again. So does a
+        // put that a re-key overtook (sealed under the previous resource key).
+        for attempt in 0..16 {
+            if attempt > 0 {
+                r = self.resource_by_id(&r.id).await?;
+                Self::check_usable(&r)?;
+            }
             let cur = self.find_object(&r, ObjectKind::Record, name).await?;
             Self::check_precondition(name, cur.as_ref(), cond)?;
             let (mut row, dek) = self.next_row(&r, ObjectKind::Record, name, cur.as_ref(), body.len()).await?;
@@ -250,7 +255,7 @@ impl StoreService {
                         "{name}: it changed while this write was in flight; read it again and retry"
                     )));
                 }
-                Outcome::Moved => {}
+                Outcome::Moved | Outcome::Stale => {}
             }
         }
         Err(StoreError::Conflict(format!("{name}: too many concurrent writers; retry")))

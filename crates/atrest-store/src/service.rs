@@ -344,8 +344,9 @@ impl StoreService {
             diagnostics: row.try_get::<i64, _>("diagnostics")? != 0,
             created: row.try_get("created")?,
             updated: row.try_get("updated")?,
+            loaded_mac: row.try_get("mac")?,
         };
-        let mac: Vec<u8> = row.try_get("mac")?;
+        let mac = r.loaded_mac.clone();
         let bufs = Self::resource_bufs(&r);
         self.mac
             .check("store_resources", &Self::resource_fields(&r, &bufs), &mac, || format!("resource {}", r.name))
@@ -362,16 +363,24 @@ impl StoreService {
         self.mac.tag("store_resources", &Self::resource_fields(r, &bufs))
     }
 
-    /// Writes every column of `r` over the existing row. An UPDATE, never an upsert: a
-    /// resource deleted meanwhile must stay deleted (its keys erased).
+    /// Writes every column of `r` over the row it was read from: an UPDATE (a resource
+    /// deleted meanwhile stays deleted, its keys erased) that only applies if the row is
+    /// still as read (compare-and-swap on its MAC), else `Conflict`.
     pub(crate) async fn save_resource<'e, E>(&self, exec: E, r: &Resource) -> Result<()>
     where
         E: sqlx::Executor<'e, Database = sqlx::Any>,
     {
         let set: Vec<String> =
             RES_COLS.split(',').map(str::trim).enumerate().map(|(i, c)| format!("{c} = ${}", i + 1)).collect();
-        let sql = format!("UPDATE store_resources SET {} WHERE id = $1", set.join(", "));
-        self.bind_resource(sqlx::query(&sql), r).execute(exec).await?;
+        let n = RES_COLS.split(',').count() + 1;
+        let sql = format!("UPDATE store_resources SET {} WHERE id = $1 AND mac = ${n}", set.join(", "));
+        let done = self.bind_resource(sqlx::query(&sql), r).bind(r.loaded_mac.clone()).execute(exec).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "resource {} was changed or deleted concurrently; read it again and retry",
+                r.name
+            )));
+        }
         Ok(())
     }
 
@@ -709,6 +718,12 @@ impl StoreService {
                              that name for its identity: rename the principal or choose another resource name"
                         )));
                     }
+                    // Whatever tokens it had stop working: only the data service acts as it.
+                    for t in self.vault.list_tokens(&p).await? {
+                        if !t.revoked {
+                            self.vault.revoke_token(&t.id).await?;
+                        }
+                    }
                     if p.disabled { self.vault.set_principal_disabled(&p, false).await? } else { p }
                 }
                 Err(e) => return Err(e.into()),
@@ -738,6 +753,7 @@ impl StoreService {
             diagnostics: false,
             created: now,
             updated: now,
+            loaded_mac: Vec::new(),
         };
         {
             let _g = self.write_guard().await;
@@ -883,8 +899,8 @@ impl StoreService {
             }
             sqlx::query("DELETE FROM store_resources WHERE id = $1").bind(&r.id).execute(&mut *tx).await?;
             tx.commit().await?;
-            self.forget_for_real().await;
         }
+        self.forget_for_real().await;
         self.cache.forget(&r.id);
         self.metrics.remove(&Self::label(&r));
         let dir = self.cfg.blob_dir.join(&r.id);
@@ -898,12 +914,24 @@ impl StoreService {
     }
 
     /// On SQLite, moves the WAL's copies of deleted rows into the main file (where
-    /// `secure_delete` has zeroed them) and truncates the WAL.
+    /// `secure_delete` has zeroed them) and truncates the WAL. Runs under the write lock
+    /// (so the committer cannot hold the WAL open meanwhile); a checkpoint that readers
+    /// keep from finishing is reported, and the next delete tries again.
     pub(crate) async fn forget_for_real(&self) {
-        if self.db.engine() == Engine::Sqlite
-            && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(self.db.pool()).await
-        {
-            tracing::warn!(error = %e, "WAL checkpoint after a delete failed; it runs again on the next delete");
+        if self.db.engine() != Engine::Sqlite {
+            return;
+        }
+        let _g = self.write_guard().await;
+        match sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").fetch_optional(self.db.pool()).await {
+            Ok(Some(row)) if row.try_get::<i64, _>(0).unwrap_or(1) != 0 => {
+                tracing::warn!(
+                    "WAL checkpoint after a delete was blocked by readers; it runs again on the next delete"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint after a delete failed; it runs again on the next delete")
+            }
         }
     }
 }

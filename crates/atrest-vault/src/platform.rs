@@ -55,6 +55,12 @@ impl VaultService {
             }
             Err(e) => return Err(e),
         };
+        if vault.tenant_id != tenant.id {
+            return Err(VaultError::Conflict(format!(
+                "a vault named {PLATFORM} belongs to another tenant: the name is reserved for the deployment's platform \
+                 keys; rename that vault (back it up, restore it under another name) before starting this version"
+            )));
+        }
         let identity = match self.principal_by_name(&tenant, PLATFORM_IDENTITY).await {
             Ok(p) => p,
             Err(VaultError::NotFound(_)) => {

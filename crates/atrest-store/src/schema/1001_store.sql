@@ -1,5 +1,6 @@
 -- The data service's metadata. Every row carries a MAC under a key derived from the
--- infrastructure root, over every column but the MAC (bodies are AEAD-sealed instead).
+-- master secret, over every column but the MAC (bodies are AEAD-sealed instead). Job rows
+-- MAC what a job is (id, resource, kind, created), not its progress.
 CREATE TABLE store_resources (
     id              TEXT PRIMARY KEY,
     tenant_id       TEXT NOT NULL,
@@ -80,5 +81,8 @@ CREATE TABLE store_jobs (
     total       BIGINT NOT NULL,
     error       TEXT NOT NULL,
     created     BIGINT NOT NULL,
-    updated     BIGINT NOT NULL
-)
+    updated     BIGINT NOT NULL,
+    mac         BYTEA NOT NULL
+);
+
+CREATE UNIQUE INDEX store_jobs_one_running ON store_jobs (resource_id) WHERE state = 'running'
