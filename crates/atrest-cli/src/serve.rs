@@ -109,6 +109,10 @@ pub(crate) struct ServeArgs {
     /// Objects per transaction in re-key and re-encrypt jobs [default: 500].
     #[arg(long, env = "ATREST_JOB_BATCH")]
     job_batch: Option<usize>,
+    /// Seconds a node holds a job's lease without renewing it; with several nodes, how
+    /// soon another takes over the jobs of one that died [default: 30].
+    #[arg(long, env = "ATREST_JOB_LEASE")]
+    job_lease: Option<u64>,
 }
 
 /// The config file: the same settings, by flag name.
@@ -144,6 +148,7 @@ struct FileConfig {
     platform_key_rotation: Option<String>,
     remote_vault_ca: Option<PathBuf>,
     job_batch: Option<usize>,
+    job_lease: Option<u64>,
 }
 
 impl ServeArgs {
@@ -217,6 +222,7 @@ impl ServeArgs {
                 .unwrap_or(d.platform_key_rotation),
             remote_vault_ca: self.remote_vault_ca.or(file.remote_vault_ca),
             job_batch: self.job_batch.or(file.job_batch).unwrap_or(d.job_batch),
+            job_lease_secs: self.job_lease.or(file.job_lease).unwrap_or(d.job_lease_secs),
         };
         Ok((cfg, log_format))
     }

@@ -197,6 +197,8 @@ async fn open_store(
     let previous = cfg.infra_root_previous_key_file.as_deref().map(read_key_file).transpose()?;
     let roots: Vec<&SecretKey> = std::iter::once(&infra).chain(previous.as_ref()).collect();
     let db = Db::connect(&store_url(cfg)).await?;
+    // Leases live in the vault's database: one deployment, one set of leases.
+    let leases = atrest_vault::lease::Leases::for_db(svc.db())?;
     let mut scfg = atrest_store::StoreConfig::new(&cfg.data_dir);
     scfg.key_cache_ttl = std::time::Duration::from_secs(cfg.key_cache_ttl_secs.max(1));
     scfg.vault_grace = std::time::Duration::from_secs(cfg.vault_grace_secs);
@@ -204,7 +206,8 @@ async fn open_store(
     scfg.platform_rotation = cfg.platform_key_rotation.clone();
     scfg.remote_ca = cfg.remote_vault_ca.clone();
     scfg.job_batch = cfg.job_batch.max(1);
-    let store = atrest_store::StoreService::open(db, svc.clone(), &roots, scfg, Arc::new(SystemClock))
+    scfg.job_lease = std::time::Duration::from_secs(cfg.job_lease_secs.max(1));
+    let store = atrest_store::StoreService::open(db, svc.clone(), &roots, scfg, Arc::new(SystemClock), leases.clone())
         .await
         .map_err(|e| ServerError::Config(format!("the data service cannot start: {e}")))?;
     Ok((Arc::new(store), warning))
@@ -239,6 +242,28 @@ async fn open(cfg: &ServeConfig) -> Result<(Arc<VaultService>, SecretKey, Option
 /// # Errors
 /// Configuration, file, database and TLS errors, with what to fix.
 pub async fn bootstrap(cfg: &ServeConfig) -> Result<Bootstrapped, ServerError> {
+    // Several nodes starting at once on one PostgreSQL race to create the same first rows
+    // (default tenant and vault, platform namespace, the data service's master secret):
+    // every step is "load, else create", so the loser of a race simply tries again.
+    let mut attempt = 0;
+    loop {
+        match bootstrap_once(cfg).await {
+            Err(e) if attempt < 5 && is_creation_race(&e) => {
+                attempt += 1;
+                tracing::info!(error = %e, "another node is bootstrapping the same database; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_creation_race(e: &ServerError) -> bool {
+    let m = e.to_string();
+    ["already exists", "duplicate key", "UNIQUE constraint"].iter().any(|s| m.contains(s))
+}
+
+async fn bootstrap_once(cfg: &ServeConfig) -> Result<Bootstrapped, ServerError> {
     let (svc, root, warning) = open(cfg).await?;
     let admin_token = cfg.data_dir.join("admin.token");
 

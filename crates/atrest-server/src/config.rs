@@ -64,6 +64,9 @@ pub struct ServeConfig {
     pub remote_vault_ca: Option<PathBuf>,
     /// Objects per transaction in re-key and re-encrypt jobs.
     pub job_batch: usize,
+    /// Seconds a node holds a job's lease without renewing it (several nodes: how soon
+    /// another node takes over the jobs of one that died).
+    pub job_lease_secs: u64,
 }
 
 impl Default for ServeConfig {
@@ -96,6 +99,7 @@ impl Default for ServeConfig {
             platform_key_rotation: "P90D".into(),
             remote_vault_ca: None,
             job_batch: 500,
+            job_lease_secs: 30,
         }
     }
 }

@@ -142,20 +142,34 @@ pub async fn run_rotations(svc: &atrest_vault::VaultService) -> Result<usize, Se
     Ok(actions.len())
 }
 
-/// Runs `f` every `every` until the server stops.
-fn every<F, Fut>(stop: &watch::Sender<bool>, every: std::time::Duration, mut f: F)
-where
+/// Runs `f` every `every` until the server stops, on one node of the deployment: each
+/// pass first takes (or renews) the lease `name` for three periods, so when the node
+/// holding it dies another one carries on.
+fn every<F, Fut>(
+    stop: &watch::Sender<bool>,
+    leases: &atrest_vault::lease::Leases,
+    name: &'static str,
+    every: std::time::Duration,
+    mut f: F,
+) where
     F: FnMut() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let mut stopped = stop.subscribe();
+    let leases = leases.clone();
+    let ttl = i64::try_from(every.as_secs().max(1) * 3).unwrap_or(i64::MAX);
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
                 _ = stopped.changed() => return,
             }
-            f().await;
+            let now = atrest_vault::clock::Clock::now(&atrest_vault::clock::SystemClock);
+            match leases.acquire(name, now, ttl).await {
+                Ok(true) => f().await,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(task = name, error = %e, "could not take the task's lease"),
+            }
         }
     });
 }
@@ -164,8 +178,9 @@ where
 /// lifetime, following the latest version of versionless keys (the platform key
 /// included), the message sweeper, and jobs (resumed at start).
 fn spawn_store_tasks(store: &Arc<atrest_store::StoreService>, stop: &watch::Sender<bool>, cfg: &ServeConfig) {
+    let leases = store.leases().clone();
     let s = store.clone();
-    every(stop, store.config().key_cache_ttl, move || {
+    every(stop, &leases, "store:recheck", store.config().key_cache_ttl, move || {
         let s = s.clone();
         async move {
             if let Err(e) = s.recheck().await {
@@ -174,7 +189,7 @@ fn spawn_store_tasks(store: &Arc<atrest_store::StoreService>, stop: &watch::Send
         }
     });
     let s = store.clone();
-    every(stop, store.config().follow_interval, move || {
+    every(stop, &leases, "store:follow", store.config().follow_interval, move || {
         let s = s.clone();
         async move {
             if let Err(e) = s.follow_latest().await {
@@ -183,7 +198,7 @@ fn spawn_store_tasks(store: &Arc<atrest_store::StoreService>, stop: &watch::Send
         }
     });
     let s = store.clone();
-    every(stop, std::time::Duration::from_secs(cfg.sweep_interval_secs.max(1)), move || {
+    every(stop, &leases, "store:messages", std::time::Duration::from_secs(cfg.sweep_interval_secs.max(1)), move || {
         let s = s.clone();
         async move {
             match s.sweep_messages().await {
@@ -193,9 +208,10 @@ fn spawn_store_tasks(store: &Arc<atrest_store::StoreService>, stop: &watch::Send
             }
         }
     });
-    // Passes never overlap: `every` awaits each before sleeping again.
+    // Passes never overlap: `every` awaits each before sleeping again. Jobs take a lease
+    // each (several nodes may run different jobs); jobs a crash interrupted resume here.
     let s = store.clone();
-    every(stop, std::time::Duration::from_millis(500), move || {
+    every(stop, &atrest_vault::lease::Leases::Local, "store:jobs", std::time::Duration::from_millis(500), move || {
         let s = s.clone();
         async move {
             if let Err(e) = s.run_jobs().await {
@@ -308,39 +324,35 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         });
     }
 
-    // The purge sweeper.
+    // The purge sweeper and the rotation scheduler (performs due Rotate actions, reports
+    // Notify ones), each on one node of the deployment.
+    let leases = boot.store.leases().clone();
     let sweeper_svc = boot.svc.clone();
-    let mut sweeper_stop = stop.subscribe();
-    let interval = std::time::Duration::from_secs(cfg.sweep_interval_secs.max(1));
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                _ = sweeper_stop.changed() => return,
-            }
-            match sweeper_svc.purge_due().await {
+    every(&stop, &leases, "vault:purge", std::time::Duration::from_secs(cfg.sweep_interval_secs.max(1)), move || {
+        let svc = sweeper_svc.clone();
+        async move {
+            match svc.purge_due().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(purged = n, "purge sweeper removed keys past their scheduled purge date"),
                 Err(e) => tracing::error!(error = %e, "purge sweeper failed"),
             }
         }
     });
-
-    // The rotation scheduler: performs due Rotate actions, reports Notify ones.
     let rot_svc = boot.svc.clone();
-    let mut rot_stop = stop.subscribe();
-    let rot_every = std::time::Duration::from_secs(cfg.rotation_interval_secs.max(1));
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(rot_every) => {}
-                _ = rot_stop.changed() => return,
+    every(
+        &stop,
+        &leases,
+        "vault:rotation",
+        std::time::Duration::from_secs(cfg.rotation_interval_secs.max(1)),
+        move || {
+            let svc = rot_svc.clone();
+            async move {
+                if let Err(e) = run_rotations(&svc).await {
+                    tracing::error!(error = %e, "rotation scheduler failed");
+                }
             }
-            if let Err(e) = run_rotations(&rot_svc).await {
-                tracing::error!(error = %e, "rotation scheduler failed");
-            }
-        }
-    });
+        },
+    );
 
     spawn_store_tasks(&boot.store, &stop, &cfg);
 

@@ -263,6 +263,7 @@ async fn customer_key_story_end_to_end() {
         api.get_bytes("/data/resources/bot/records/user%2F0").await.0 == StatusCode::FORBIDDEN
     })
     .await;
+    eprintln!("revocation took effect after {took:?} (cache lifetime 1 s)");
     assert!(took < Duration::from_secs(3), "revocation took {took:?}, over the 1 s cache lifetime + request");
     let (s, e) = api.call(M::GET, "/data/resources/bot/records/user%2F1", None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -422,7 +423,8 @@ async fn transient_messages_expire_and_are_acknowledged_once() {
             assert_eq!(resp.status(), StatusCode::CREATED);
         }
     };
-    send("short-lived", 1).await;
+    // TTLs are whole seconds: 2 s leaves at least one whole second to receive it.
+    send("short-lived", 2).await;
     send("durable", 600).await;
     // Receive hides a message for the visibility timeout; a stale receipt cannot ack it.
     let (_, got) = api.call(M::POST, "/data/resources/q/messages/receive?max=10&visibility=1", None).await;
@@ -430,7 +432,7 @@ async fn transient_messages_expire_and_are_acknowledged_once() {
     assert_eq!(got.len(), 2, "{got:?}");
     let (_, again) = api.call(M::POST, "/data/resources/q/messages/receive?max=10", None).await;
     assert!(again["value"].as_array().unwrap().is_empty(), "invisible during the timeout");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     // After its TTL a message is never returned (and the sweeper deletes it).
     let (_, got2) = api.call(M::POST, "/data/resources/q/messages/receive?max=10&visibility=30", None).await;
     let got2 = got2["value"].as_array().unwrap().clone();

@@ -187,7 +187,16 @@ impl StoreService {
         for row in &rows {
             let job = self.job_from_row(row, "")?;
             let rid: String = row.try_get("resource_id")?;
-            match self.run_job(&job, &rid).await {
+            // One node per job: the lease is renewed every batch; if its holder dies,
+            // another node takes it when it expires and resumes from the data.
+            if !self.job_lease(&job.id).await? {
+                continue;
+            }
+            let result = self.run_job(&job, &rid).await;
+            if matches!(result, Ok(true)) {
+                self.leases.release(&format!("job:{}", job.id)).await?;
+            }
+            match result {
                 Ok(true) => finished += 1,
                 Ok(false) => {}
                 Err(e) => {
@@ -197,6 +206,11 @@ impl StoreService {
             }
         }
         Ok(finished)
+    }
+
+    async fn job_lease(&self, id: &str) -> Result<bool> {
+        let ttl = i64::try_from(self.cfg.job_lease.as_secs()).unwrap_or(30).max(1);
+        Ok(self.leases.acquire(&format!("job:{id}"), self.now(), ttl).await?)
     }
 
     async fn set_job(&self, id: &str, state: Option<&str>, done: Option<i64>, error: &str) -> Result<()> {
@@ -220,6 +234,10 @@ impl StoreService {
             std::env::var("ATREST_TEST_CRASH_AFTER_BATCHES").ok().and_then(|v| v.parse().ok());
         let mut batches = 0u64;
         loop {
+            if !self.job_lease(&job.id).await? {
+                tracing::warn!(job = %job.id, "another node took this job's lease over; leaving it");
+                return Ok(false);
+            }
             let r = self.resource_by_id(resource_id).await?;
             Self::check_usable(&r)?;
             let column = if job.kind == "rekey" { "rk_epoch" } else { "enc_epoch" };

@@ -88,6 +88,9 @@ pub struct StoreConfig {
     pub platform_rotation: String,
     /// CA bundle trusted for remote vaults (default: the system bundle).
     pub remote_ca: Option<PathBuf>,
+    /// How long a node holds a job's lease without renewing it (it renews every batch);
+    /// after a node dies, another takes its jobs over after this long.
+    pub job_lease: Duration,
 }
 
 impl StoreConfig {
@@ -104,6 +107,7 @@ impl StoreConfig {
             recheck_segments: 64,
             platform_rotation: "P90D".into(),
             remote_ca: None,
+            job_lease: Duration::from_secs(30),
         }
     }
 }
@@ -124,6 +128,8 @@ pub struct StoreService {
     pub(crate) committer: crate::commit::GroupCommit,
     pub(crate) clock: Arc<dyn Clock>,
     http: reqwest::Client,
+    /// Run-once-per-deployment leases (jobs).
+    pub(crate) leases: atrest_vault::lease::Leases,
     /// Warnings per resource (e.g. "the latest key version is disabled").
     pub(crate) warnings: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
@@ -191,6 +197,7 @@ impl StoreService {
         infra_roots: &[&SecretKey],
         cfg: StoreConfig,
         clock: Arc<dyn Clock>,
+        leases: atrest_vault::lease::Leases,
     ) -> Result<Self> {
         db.migrate_with(MIGRATIONS).await?;
         let master = infra_master(&db, infra_roots, clock.now()).await?;
@@ -215,6 +222,7 @@ impl StoreService {
             write_lock,
             clock,
             http: crate::remote::http_client(cfg_remote_ca.as_deref())?,
+            leases,
             warnings: std::sync::Mutex::default(),
         })
     }
@@ -229,6 +237,12 @@ impl StoreService {
     #[must_use]
     pub fn config(&self) -> &StoreConfig {
         &self.cfg
+    }
+
+    /// This node's leases (shared with the server's background loops).
+    #[must_use]
+    pub fn leases(&self) -> &atrest_vault::lease::Leases {
+        &self.leases
     }
 
     /// The vault service beside it.
@@ -953,6 +967,11 @@ mod tests {
         assert_eq!(decode_wrapped(&[]), None);
         let empty = WrappedKey { version: String::new(), alg: String::new(), bytes: Vec::new() };
         assert_eq!(decode_wrapped(&encode_wrapped(&empty)), Some(empty));
+    }
+
+    #[test]
+    fn migrations_split_into_whole_statements() {
+        atrest_vault::db::assert_splittable(MIGRATIONS);
     }
 
     #[test]

@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("schema/0002_access.sql")),
     (3, include_str!("schema/0003_audit.sql")),
     (4, include_str!("schema/0004_rotation.sql")),
+    (5, include_str!("schema/0005_leases.sql")),
 ];
 
 impl Db {
@@ -141,3 +142,25 @@ impl Db {
 
 /// Advisory-lock id that serializes migrations across nodes ("atrest" in ASCII).
 const MIGRATION_LOCK: i64 = 0x61_74_72_65_73_74;
+
+/// Migrations are split into statements on `;`: a `;` inside a comment line leaves the
+/// rest of that line outside the comment (one at the very end of the line is harmless).
+///
+/// # Panics
+/// When a comment line of a migration holds a `;` followed by more text.
+pub fn assert_splittable(migrations: &[(i64, &str)]) {
+    for (version, sql) in migrations {
+        for line in sql.lines().filter(|l| l.trim_start().starts_with("--")) {
+            let cut = line.split_once(';').is_some_and(|(_, rest)| !rest.trim().is_empty());
+            assert!(!cut, "migration {version}: a comment holds ';', which splits the statement: {line}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_split_into_whole_statements() {
+        super::assert_splittable(super::MIGRATIONS);
+    }
+}

@@ -22,6 +22,7 @@ pub mod clock;
 pub mod db;
 mod error;
 mod keys;
+pub mod lease;
 pub mod model;
 mod ops;
 pub mod platform;

@@ -62,6 +62,12 @@ impl VaultService {
         (self.audit_counts[0].load(Relaxed), self.audit_counts[1].load(Relaxed))
     }
 
+    /// The database (for components that share it, e.g. leases).
+    #[must_use]
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// The current time.
     #[must_use]
     pub fn now(&self) -> i64 {
