@@ -51,7 +51,6 @@ impl StoreService {
             let label =
                 if r.tenant_id == actor.tenant_id { r.name.clone() } else { format!("{}/{}", r.tenant_id, r.name) };
             if see_platform {
-                used.entry(("platform".into(), r.kek.vault.clone(), r.kek.name.clone())).or_default();
                 let e =
                     used.entry(("platform".into(), Self::platform_kek().vault, Self::platform_kek().name)).or_default();
                 e.entry(r.msg_wrapped.version.clone()).or_default().push(format!("{label} (messages)"));
@@ -74,9 +73,6 @@ impl StoreService {
         }
         let mut out = Vec::new();
         for ((key, vault, name), versions) in used {
-            if versions.is_empty() && key == "platform" && vault != Self::platform_kek().vault {
-                continue;
-            }
             let mut all: Vec<String> = Vec::new();
             if !vault.starts_with("https://")
                 && let Ok(v) = self.vault.vault(&vault).await
