@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// Run the server. On first start creates the data directory, a root key, a local CA
     /// and server certificate, the default tenant and vault, and an admin token.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Verify, list and export the audit trail of a data directory.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -76,7 +76,7 @@ pub(crate) enum Output {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Inspect { file, output } => inspect::run(&file, output),
         Command::Tenant(m) => manage::tenant(m),

@@ -113,6 +113,10 @@ pub(crate) struct ServeArgs {
     /// soon another takes over the jobs of one that died [default: 30].
     #[arg(long, env = "ATREST_JOB_LEASE")]
     job_lease: Option<u64>,
+    /// Where blob bodies go: a directory, or `s3://BUCKET[/PREFIX]?endpoint=URL&region=R`
+    /// with credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY [default: <data-dir>/blobs].
+    #[arg(long, env = "ATREST_BLOB_STORE")]
+    blob_store: Option<String>,
 }
 
 /// The config file: the same settings, by flag name.
@@ -149,6 +153,7 @@ struct FileConfig {
     remote_vault_ca: Option<PathBuf>,
     job_batch: Option<usize>,
     job_lease: Option<u64>,
+    blob_store: Option<String>,
 }
 
 impl ServeArgs {
@@ -223,6 +228,7 @@ impl ServeArgs {
             remote_vault_ca: self.remote_vault_ca.or(file.remote_vault_ca),
             job_batch: self.job_batch.or(file.job_batch).unwrap_or(d.job_batch),
             job_lease_secs: self.job_lease.or(file.job_lease).unwrap_or(d.job_lease_secs),
+            blob_store: self.blob_store.or(file.blob_store),
         };
         Ok((cfg, log_format))
     }

@@ -207,6 +207,7 @@ async fn open_store(
     scfg.remote_ca = cfg.remote_vault_ca.clone();
     scfg.job_batch = cfg.job_batch.max(1);
     scfg.job_lease = std::time::Duration::from_secs(cfg.job_lease_secs.max(1));
+    scfg.blob_store.clone_from(&cfg.blob_store);
     let store = atrest_store::StoreService::open(db, svc.clone(), &roots, scfg, Arc::new(SystemClock), leases.clone())
         .await
         .map_err(|e| ServerError::Config(format!("the data service cannot start: {e}")))?;

@@ -67,6 +67,9 @@ pub struct ServeConfig {
     /// Seconds a node holds a job's lease without renewing it (several nodes: how soon
     /// another node takes over the jobs of one that died).
     pub job_lease_secs: u64,
+    /// Where blob bodies go: a directory or `s3://BUCKET?endpoint=…&region=…` (default
+    /// `<data-dir>/blobs`).
+    pub blob_store: Option<String>,
 }
 
 impl Default for ServeConfig {
@@ -100,6 +103,7 @@ impl Default for ServeConfig {
             remote_vault_ca: None,
             job_batch: 500,
             job_lease_secs: 30,
+            blob_store: None,
         }
     }
 }

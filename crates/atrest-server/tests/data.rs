@@ -95,6 +95,77 @@ async fn store_conn(dir: &TempDir) -> sqlx::AnyConnection {
     sqlx::AnyConnection::connect(&url).await.unwrap()
 }
 
+/// With `ATREST_TEST_S3=http://HOST:PORT` (credentials in `AWS_ACCESS_KEY_ID` and
+/// `AWS_SECRET_ACCESS_KEY`) blob bodies go to bucket `atrest` of that S3 server, under a
+/// prefix per data directory.
+fn blob_store_for(dir: &TempDir) -> Option<String> {
+    let endpoint = std::env::var("ATREST_TEST_S3").ok()?;
+    Some(format!("s3://atrest/{}?endpoint={endpoint}&region=us-east-1", prefix_for(dir)))
+}
+
+fn prefix_for(dir: &TempDir) -> String {
+    let digest = hex::encode(atrest_crypto::hash::sha256(&[dir.0.to_string_lossy().as_bytes()]));
+    format!("t_{}", &digest[..16])
+}
+
+fn s3() -> Option<object_store::aws::AmazonS3> {
+    let endpoint = std::env::var("ATREST_TEST_S3").ok()?;
+    Some(
+        object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name("atrest")
+            .with_region("us-east-1")
+            .with_endpoint(endpoint)
+            .with_allow_http(true)
+            .build()
+            .unwrap(),
+    )
+}
+
+/// The stored blob bodies of `dir`'s deployment, as `resource/name`, wherever they are.
+async fn blob_bodies(dir: &TempDir) -> Vec<String> {
+    use futures_util::StreamExt as _;
+    let mut out = Vec::new();
+    if let Some(s3) = s3() {
+        use object_store::ObjectStore as _;
+        let prefix = object_store::path::Path::from(prefix_for(dir));
+        let mut list = s3.list(Some(&prefix));
+        while let Some(m) = list.next().await {
+            let key = m.unwrap().location.to_string();
+            out.push(key.split_once('/').unwrap().1.to_string());
+        }
+    } else if let Ok(resources) = std::fs::read_dir(dir.0.join("blobs")) {
+        for r in resources {
+            let r = r.unwrap();
+            for f in std::fs::read_dir(r.path()).unwrap() {
+                let f = f.unwrap();
+                out.push(format!("{}/{}", r.file_name().to_string_lossy(), f.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn read_body(dir: &TempDir, key: &str) -> Vec<u8> {
+    if let Some(s3) = s3() {
+        use object_store::ObjectStoreExt as _;
+        let path = object_store::path::Path::from(format!("{}/{key}", prefix_for(dir)));
+        s3.get(&path).await.unwrap().bytes().await.unwrap().to_vec()
+    } else {
+        std::fs::read(dir.0.join("blobs").join(key)).unwrap()
+    }
+}
+
+async fn write_body(dir: &TempDir, key: &str, bytes: &[u8]) {
+    if let Some(s3) = s3() {
+        use object_store::ObjectStoreExt as _;
+        let path = object_store::path::Path::from(format!("{}/{key}", prefix_for(dir)));
+        s3.put(&path, bytes.to_vec().into()).await.unwrap();
+    } else {
+        std::fs::write(dir.0.join("blobs").join(key), bytes).unwrap();
+    }
+}
+
 fn on_postgres() -> bool {
     std::env::var_os("ATREST_TEST_PG").is_some()
 }
@@ -102,6 +173,7 @@ fn on_postgres() -> bool {
 fn fast(dir: &TempDir) -> ServeConfig {
     ServeConfig {
         database_url: database_for(dir),
+        blob_store: blob_store_for(dir),
         data_dir: dir.0.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
         key_cache_ttl_secs: 1,
@@ -327,8 +399,7 @@ async fn customer_key_story_end_to_end() {
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _) = api.call(M::GET, "/data/resources/bot", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let blobs = std::fs::read_dir(dir.0.join("blobs")).unwrap().count();
-    assert_eq!(blobs, 0, "blob files remain after delete");
+    assert_eq!(blob_bodies(&dir).await, Vec::<String>::new(), "blob bodies remain after delete");
     server.shutdown().await;
 }
 
@@ -655,12 +726,11 @@ async fn tampering_is_detected_never_served() {
 
     // A blob file: a byte in the middle fails the stream (never wrong bytes), one in the
     // header fails the request up front.
-    let rdir = std::fs::read_dir(dir.0.join("blobs")).unwrap().next().unwrap().unwrap().path();
-    let file = std::fs::read_dir(&rdir).unwrap().next().unwrap().unwrap().path();
-    let mut bytes = std::fs::read(&file).unwrap();
+    let file = blob_bodies(&dir).await.remove(0);
+    let mut bytes = read_body(&dir, &file).await;
     let mid = bytes.len() / 2;
     bytes[mid] ^= 1;
-    std::fs::write(&file, &bytes).unwrap();
+    write_body(&dir, &file, &bytes).await;
     let resp = api
         .client
         .get(format!("{}/data/resources/bot/blobs/big", api.base))
@@ -687,7 +757,7 @@ async fn tampering_is_detected_never_served() {
     assert_eq!(&resp.bytes().await.unwrap()[..], &blob[..100]);
     bytes[mid] ^= 1;
     bytes[10] ^= 1;
-    std::fs::write(&file, &bytes).unwrap();
+    write_body(&dir, &file, &bytes).await;
     let (s, c) = integrity("/data/resources/bot/blobs/big").await;
     assert_eq!((s, c.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "IntegrityCheckFailed"));
     let metrics = api.metrics().await;
@@ -782,8 +852,8 @@ async fn the_infrastructure_root_rotates_without_touching_data() {
     api.call(M::PUT, "/data/resources/bot", None).await;
     api.put_bytes("/data/resources/bot/records/k", b"kept".to_vec()).await;
     api.put_bytes("/data/resources/bot/blobs/b", blob_bytes(200_000)).await;
-    let blob_file = std::fs::read_dir(dir.0.join("blobs")).unwrap().next().unwrap().unwrap().path();
-    let blob_before = std::fs::read(std::fs::read_dir(&blob_file).unwrap().next().unwrap().unwrap().path()).unwrap();
+    let blob_file = blob_bodies(&dir).await.remove(0);
+    let blob_before = read_body(&dir, &blob_file).await;
     server.shutdown().await;
 
     // A new root alone does not open the store: the error says how to rotate.
@@ -799,7 +869,7 @@ async fn the_infrastructure_root_rotates_without_touching_data() {
     server.shutdown().await;
     assert!(atrest_server::start(cfg(&old, None)).await.is_err());
     // No data was rewritten.
-    let blob_after = std::fs::read(std::fs::read_dir(&blob_file).unwrap().next().unwrap().unwrap().path()).unwrap();
+    let blob_after = read_body(&dir, &blob_file).await;
     assert!(blob_before == blob_after);
 }
 

@@ -31,7 +31,17 @@ async fn blob_memory_is_flat_from_256_mib_to_1_gib() {
         return;
     }
     let dir = temp_dir("atrest-memory");
-    let cfg = ServeConfig { data_dir: dir.0.clone(), listen: "127.0.0.1:0".parse().unwrap(), ..ServeConfig::default() };
+    // With ATREST_TEST_S3 (see tests/data.rs) the bodies go to S3: a part buffer and a
+    // read window per transfer, still flat.
+    let blob_store = std::env::var("ATREST_TEST_S3")
+        .ok()
+        .map(|e| format!("s3://atrest/memory-{}?endpoint={e}&region=us-east-1", std::process::id()));
+    let cfg = ServeConfig {
+        data_dir: dir.0.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        blob_store,
+        ..ServeConfig::default()
+    };
     let server = atrest_server::start(cfg).await.unwrap();
     let client = client_for(server.ca_pem.as_ref().unwrap());
     let token = std::fs::read_to_string(&server.admin_token).unwrap().trim().to_string();

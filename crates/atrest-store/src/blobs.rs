@@ -1,9 +1,11 @@
 //! Blobs: streamed in both directions with constant memory. The body is the stream
 //! format twice — under the object's data key, then under the infrastructure key —
-//! written to `<blob-dir>/<resource>/<object>.<generation>`. A read decrypts only the
+//! handed to the blob store (a directory or a bucket, see [`crate::blobstore`]) as
+//! `<resource>/<object>.<generation>.<tag>`. A read decrypts only the
 //! segments its range touches (both layers are seekable), and a long transfer re-checks
 //! key access every `recheck_segments` segments, so revocation stops it mid-stream.
 
+use crate::blobstore::{BlobSource, is_integrity_error};
 use crate::cache::Slot;
 use crate::commit::{ObjectRow, Outcome};
 use crate::error::{Result, StoreError};
@@ -17,7 +19,6 @@ use atrest_vault::Principal;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -37,12 +38,27 @@ pub struct BlobRead {
     pub chunks: mpsc::Receiver<std::result::Result<Bytes, std::io::Error>>,
 }
 
-type Layers = SeekableReader<SeekableReader<std::fs::File>>;
+type Layers = SeekableReader<SeekableReader<BlobSource>>;
 
-fn open_layers(infra: &SecretKey, dek: &SecretKey, id: ObjectId<'_>, path: &std::path::Path) -> Result<Layers> {
-    let file = std::fs::File::open(path)?;
-    let outer = id.with_context(b"atrest/infra", |ctx| SeekableReader::new(infra, ctx, file))?;
-    Ok(id.with_context(b"atrest/object", |ctx| SeekableReader::new(dek, ctx, outer))?)
+/// Why a body did not open: its bytes are wrong, it is missing, or the store failed.
+enum OpenFailure {
+    Tampered,
+    Missing,
+    Store(std::io::Error),
+}
+
+fn open_layers(
+    infra: &SecretKey,
+    dek: &SecretKey,
+    id: ObjectId<'_>,
+    source: BlobSource,
+) -> Result<Layers, OpenFailure> {
+    let classify = |e: atrest_crypto::CryptoError| match e {
+        atrest_crypto::CryptoError::Io(e) if !is_integrity_error(&e) => OpenFailure::Store(e),
+        _ => OpenFailure::Tampered,
+    };
+    let outer = id.with_context(b"atrest/infra", |ctx| SeekableReader::new(infra, ctx, source)).map_err(classify)?;
+    id.with_context(b"atrest/object", |ctx| SeekableReader::new(dek, ctx, outer)).map_err(classify)
 }
 
 /// Reads `len` plaintext bytes from `offset` on a blocking thread, in chunks.
@@ -73,20 +89,26 @@ fn produce(mut reader: Layers, offset: u64, len: u64) -> mpsc::Receiver<std::res
 impl StoreService {
     /// Opens both layers of a blob's file (header and final segments authenticated).
     async fn open_blob(&self, r: &Resource, o: &ObjectRow, dek: SecretKey) -> Result<Layers> {
-        let path = self.blob_path(r, o);
+        let name = Self::blob_name(o);
         let infra = SecretKey::from_slice(self.infra.key.expose_secret())?;
         let (res, obj, generation) = (r.id.clone(), o.id.clone(), u64::try_from(o.generation).unwrap_or(0));
+        let blobs = self.blobs.clone();
         let reader = tokio::task::spawn_blocking(move || {
+            let source = blobs.open(&res, &name).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => OpenFailure::Missing,
+                _ => OpenFailure::Store(e),
+            })?;
             let id = ObjectId { resource: &res, object: &obj, generation };
-            open_layers(&infra, &dek, id, &path)
+            open_layers(&infra, &dek, id, source)
         })
         .await
         .map_err(|e| StoreError::Storage(e.to_string()))?
         .map_err(|e| match e {
-            StoreError::Storage(m) if m.contains("No such file") => {
+            OpenFailure::Missing => {
                 self.integrity(r, &format!("the body of blob {} in resource {} (missing)", o.id, r.name))
             }
-            _ => self.integrity(r, &format!("the body of blob {} in resource {}", o.id, r.name)),
+            OpenFailure::Tampered => self.integrity(r, &format!("the body of blob {} in resource {}", o.id, r.name)),
+            OpenFailure::Store(e) => StoreError::Storage(format!("{e}; nothing was lost, retry when it is back")),
         })?;
         if Some(reader.len()) != u64::try_from(o.size).ok() {
             return Err(self.integrity(r, &format!("the body of blob {} in resource {} (length)", o.id, r.name)));
@@ -107,21 +129,24 @@ impl StoreService {
         Ok(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
     }
 
-    /// `<blob-dir>/<resource>/<object>.<generation>.<tag>`: the tag (from the sealed name,
-    /// which has a fresh salt per write) makes the path unique to one write, so a write
-    /// that loses its commit removes only its own file, never the winner's.
-    pub(crate) fn blob_path(&self, r: &Resource, o: &ObjectRow) -> PathBuf {
+    /// `<object>.<generation>.<tag>` (under the resource): the tag (from the sealed name,
+    /// which has a fresh salt per write) makes the key unique to one write, so a write
+    /// that loses its commit removes only its own body, never the winner's.
+    pub(crate) fn blob_name(o: &ObjectRow) -> String {
         let tag = hex::encode(&atrest_crypto::hash::sha256(&[&o.name_sealed])[..8]);
-        self.cfg.blob_dir.join(&r.id).join(format!("{}.{}.{tag}", o.id, o.generation))
+        format!("{}.{}.{tag}", o.id, o.generation)
     }
 
-    pub(crate) fn remove_blob_file(&self, r: &Resource, o: &ObjectRow) {
-        let p = self.blob_path(r, o);
-        if let Err(e) = std::fs::remove_file(&p)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %p.display(), error = %e, "could not remove a blob file");
+    /// Removes one body; a failure is logged (the body is crypto-erased already: its
+    /// data key is gone with its row), never returned.
+    pub(crate) async fn remove_blob_body(&self, resource_id: &str, name: &str) {
+        if let Err(e) = self.blobs.remove(resource_id, name).await {
+            tracing::warn!(store = %self.blobs.describe(), blob = name, error = %e, "could not remove a blob body");
         }
+    }
+
+    pub(crate) async fn remove_blob_file(&self, r: &Resource, o: &ObjectRow) {
+        self.remove_blob_body(&r.id, &Self::blob_name(o)).await;
     }
 
     /// Seals `input` (plaintext chunks) into a new file for `row`, in constant memory,
@@ -132,33 +157,29 @@ impl StoreService {
         row: &ObjectRow,
         dek: SecretKey,
         mut input: S,
-    ) -> Result<(PathBuf, u64)>
+    ) -> Result<(String, u64)>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let dir = self.cfg.blob_dir.join(&r.id);
-        std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join(format!(".tmp-{}", hex::encode(atrest_crypto::rand::bytes::<8>()?)));
-        let path = self.blob_path(r, row);
+        let name = Self::blob_name(row);
         let (tx, mut rx) = mpsc::channel::<Bytes>(4);
         let infra = SecretKey::from_slice(self.infra.key.expose_secret())?;
         let (res, obj, generation) = (r.id.clone(), row.id.clone(), u64::try_from(row.generation).unwrap_or(0));
-        let tmp2 = tmp.clone();
+        let (blobs, name2) = (self.blobs.clone(), name.clone());
+        // The body becomes visible only at `commit`, whole; an error or a dropped sink
+        // leaves nothing behind.
         let writer = tokio::task::spawn_blocking(move || -> Result<u64> {
             let id = ObjectId { resource: &res, object: &obj, generation };
-            let file = std::fs::File::create(&tmp2)?;
-            let buf = std::io::BufWriter::with_capacity(256 * 1024, file);
-            let outer = id.with_context(b"atrest/infra", |ctx| EncryptingWriter::new(&infra, ctx, buf))?;
+            let sink = blobs.create(&res, &name2)?;
+            let outer = id.with_context(b"atrest/infra", |ctx| EncryptingWriter::new(&infra, ctx, sink))?;
             let mut inner = id.with_context(b"atrest/object", |ctx| EncryptingWriter::new(&dek, ctx, outer))?;
             let mut total = 0u64;
             while let Some(chunk) = rx.blocking_recv() {
                 inner.write_all(&chunk)?;
                 total += chunk.len() as u64;
             }
-            let buf = inner.finish()?.finish()?;
-            let file = buf.into_inner().map_err(|e| StoreError::Storage(e.to_string()))?;
-            file.sync_all()?;
+            inner.finish()?.finish()?.commit()?;
             Ok(total)
         });
         // Re-checked by bytes, not by the client's frame sizes.
@@ -188,18 +209,10 @@ impl StoreService {
         }
         drop(tx);
         let written = writer.await.map_err(|e| StoreError::Storage(e.to_string()))?;
-        let result = match (failure, written) {
+        match (failure, written) {
             (Some(e), _) | (None, Err(e)) => Err(e),
-            (None, Ok(total)) => {
-                std::fs::rename(&tmp, &path)?;
-                std::fs::File::open(&dir).and_then(|d| d.sync_all())?;
-                Ok((path, total))
-            }
-        };
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+            (None, Ok(total)) => Ok((name, total)),
         }
-        result
     }
 
     /// Key access for a long stream: a fresh cached key is enough, else the vault is
@@ -232,7 +245,7 @@ impl StoreService {
         Self::check_precondition(name, cur.as_ref(), cond)?;
         let (mut row, dek) = self.next_row(&r, ObjectKind::Blob, name, cur.as_ref(), 0).await?;
         let dek_copy = SecretKey::from_slice(dek.expose_secret())?;
-        let (path, total) = self.write_blob_file(&r, &row, dek, input).await?;
+        let (body, total) = self.write_blob_file(&r, &row, dek, input).await?;
         row.size = i64::try_from(total).unwrap_or(i64::MAX);
         let info = ObjectInfo {
             name: name.to_string(),
@@ -251,7 +264,7 @@ impl StoreService {
             let now = match now {
                 Ok(n) => n,
                 Err(e) => {
-                    let _ = std::fs::remove_file(&path);
+                    self.remove_blob_body(&r.id, &body).await;
                     return Err(e);
                 }
             };
@@ -268,20 +281,20 @@ impl StoreService {
                     break;
                 }
                 Err(e) => {
-                    let _ = std::fs::remove_file(&path);
+                    self.remove_blob_body(&r.id, &body).await;
                     return Err(e);
                 }
             }
         }
         if outcome != Outcome::Written {
-            // Only this write's own file: its name is unique to this write.
-            let _ = std::fs::remove_file(&path);
+            // Only this write's own body: its name is unique to this write.
+            self.remove_blob_body(&r.id, &body).await;
             return Err(StoreError::PreconditionFailed(format!(
                 "{name}: another write of it finished first; read it again and retry"
             )));
         }
         if let Some(old) = &cur {
-            self.remove_blob_file(&r, old);
+            self.remove_blob_file(&r, old).await;
         }
         if r.diagnostics {
             self.audit(&r, &actor.name, "blob-put", &oid, "ok", serde_json::json!({"size": total})).await?;
@@ -347,8 +360,12 @@ impl StoreService {
                         }
                         Ok(b)
                     }
-                    Err(e) => {
+                    Err(e) if is_integrity_error(&e) => {
                         let _ = store.integrity(&r, &format!("a segment of blob {oid} in resource {}", r.name));
+                        Err(e)
+                    }
+                    Err(e) => {
+                        tracing::warn!(resource = %r.name, blob = %oid, error = %e, "a blob read stopped: the blob store failed");
                         Err(e)
                     }
                 };

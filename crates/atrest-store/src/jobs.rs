@@ -290,7 +290,7 @@ impl StoreService {
             // to one write).
             for ((old, new), ok) in updates.iter().zip(applied) {
                 if old.kind == "blob" && new.generation != old.generation {
-                    self.remove_blob_file(&r, if ok { old } else { new });
+                    self.remove_blob_file(&r, if ok { old } else { new }).await;
                 }
             }
             batches += 1;
@@ -345,8 +345,9 @@ impl StoreService {
             new.body = Some(layers::seal_with(&self.infra, &dek2, Self::oid(r, &new), b"atrest/object", &plain)?);
         } else {
             let read = self.blob_reader(r, o, dek).await?;
-            let (_, size) = self.write_blob_file(r, &new, dek2, read).await?;
+            let (body, size) = self.write_blob_file(r, &new, dek2, read).await?;
             if i64::try_from(size).ok() != Some(o.size) {
+                self.remove_blob_body(&r.id, &body).await;
                 return Err(self.integrity(r, &format!("the body of blob {} (length)", o.id)));
             }
         }

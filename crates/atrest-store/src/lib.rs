@@ -21,6 +21,7 @@
 //!   identity: a refusal there makes the resource `KeyInaccessible`, never a silent
 //!   fallback. Unwrapped resource keys live in memory for at most the cache lifetime
 //!   (plus the grace period while the vault is unreachable).
+//! - Blob stores ([`blobstore`]) receive only bodies sealed by both layers.
 //! - Every metadata row carries a MAC under a key from the master secret; names
 //!   are stored only sealed, found by a keyed hash.
 
@@ -28,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod blobs;
+pub mod blobstore;
 mod cache;
 mod commit;
 mod encryption;

@@ -1,6 +1,7 @@
 //! The data service of one deployment: resources, their rows and roles, and the path
 //! from a request to an unwrapped resource key (cache, vault, `KeyInaccessible`).
 
+use crate::blobstore::BlobStore;
 use crate::cache::{KeyCache, Lookup, Slot};
 use crate::error::{Result, StoreError};
 use crate::hierarchy;
@@ -70,8 +71,11 @@ async fn infra_master(db: &Db, roots: &[&SecretKey], now: i64) -> Result<SecretK
 /// Settings of the data service.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// Where blob bodies live (`<data-dir>/blobs`).
+    /// Where blob bodies live by default (`<data-dir>/blobs`).
     pub blob_dir: PathBuf,
+    /// Where blob bodies live when not in `blob_dir`: a directory or
+    /// `s3://BUCKET[/PREFIX]?endpoint=…&region=…` (see [`crate::blobstore`]).
+    pub blob_store: Option<String>,
     /// How long an unwrapped resource key is used before the vault is asked again.
     pub key_cache_ttl: Duration,
     /// How long a cached key stays usable while the vault is unreachable (not refusing).
@@ -99,6 +103,7 @@ impl StoreConfig {
     pub fn new(data_dir: &std::path::Path) -> Self {
         Self {
             blob_dir: data_dir.join("blobs"),
+            blob_store: None,
             key_cache_ttl: Duration::from_secs(60),
             vault_grace: Duration::from_secs(300),
             follow_interval: Duration::from_secs(300),
@@ -128,6 +133,8 @@ pub struct StoreService {
     pub(crate) committer: crate::commit::GroupCommit,
     pub(crate) clock: Arc<dyn Clock>,
     http: reqwest::Client,
+    /// Where blob bodies live.
+    pub(crate) blobs: Arc<BlobStore>,
     /// Run-once-per-deployment leases (jobs).
     pub(crate) leases: atrest_vault::lease::Leases,
     /// Warnings per resource (e.g. "the latest key version is disabled").
@@ -203,7 +210,14 @@ impl StoreService {
         let master = infra_master(&db, infra_roots, clock.now()).await?;
         let infra_root = &master;
         let platform = vault.ensure_platform_namespace(&cfg.platform_rotation).await?;
-        std::fs::create_dir_all(&cfg.blob_dir)?;
+        let blobs = match &cfg.blob_store {
+            Some(loc) => BlobStore::from_location(loc)?,
+            None => BlobStore::Local(crate::blobstore::local::LocalDir::new(cfg.blob_dir.clone())),
+        };
+        blobs
+            .check()
+            .await
+            .map_err(|e| StoreError::Storage(format!("the blob store {} is not usable: {e}", blobs.describe())))?;
         let cfg_remote_ca = cfg.remote_ca.clone();
         let write_lock = Arc::new(Mutex::new(()));
         let db_for_commit = db.clone();
@@ -222,6 +236,7 @@ impl StoreService {
             write_lock,
             clock,
             http: crate::remote::http_client(cfg_remote_ca.as_deref())?,
+            blobs: Arc::new(blobs),
             leases,
             warnings: std::sync::Mutex::default(),
         })
@@ -917,9 +932,10 @@ impl StoreService {
         self.forget_for_real().await;
         self.cache.forget(&r.id);
         self.metrics.remove(&Self::label(&r));
-        let dir = self.cfg.blob_dir.join(&r.id);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
+        // The resource key is gone with its row (crypto-erasure); removing the bodies
+        // frees the space, and a failure here is logged rather than undoing the delete.
+        if let Err(e) = self.blobs.remove_resource(&r.id).await {
+            tracing::warn!(store = %self.blobs.describe(), resource = %r.name, error = %e, "could not remove a deleted resource's blob bodies");
         }
         if let Ok(p) = self.vault.principal(&r.identity_id).await {
             let _ = self.vault.set_principal_disabled(&p, true).await;
