@@ -1,12 +1,19 @@
-//! Several stateless nodes over one PostgreSQL (runs when `ATREST_TEST_PG` names a
-//! server, as `.ci/run` does): node A is a real `atrest serve` process, node B runs in
-//! this process; both share the database and the two root secrets, nothing else.
+//! Several stateless nodes over one PostgreSQL and one S3 bucket (runs when
+//! `ATREST_TEST_PG` names a PostgreSQL server, as `.ci/run` does; blob bodies go to the
+//! S3 server named by `ATREST_TEST_S3`, bucket `atrest`, when it is set): nodes are real
+//! `atrest serve` processes sharing the database, the bucket and the two root secrets,
+//! nothing else.
 //!
 //! - A re-key job started on A survives A's death: A aborts after its first batch (a real
 //!   `abort()`), B takes the job's lease when it expires and finishes it.
-//! - Records written on one node read back on the other.
+//! - Records and blobs written on one node read back on the other.
 //! - A revocation is honoured by both nodes within the key-cache lifetime, and both
 //!   recover when access returns.
+//! - Restore drill: a database dump, a copy of the bucket and the two root secrets make
+//!   a fresh deployment that reads everything back and verifies its audit chains.
+//! - Outages: with PostgreSQL or S3 cut off (through a proxy this test controls) calls
+//!   fail fast with `ServiceUnavailable` and a message naming what is down, nothing
+//!   else breaks, and everything works again when it returns.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -21,6 +28,8 @@ struct Cluster {
     dir: PathBuf,
     db: String,
     token: String,
+    /// `--blob-store`, when bodies go to S3.
+    blobs: Option<String>,
 }
 
 impl Drop for Cluster {
@@ -53,6 +62,7 @@ impl Cluster {
         ]
         .iter()
         .map(|s| (*s).to_string())
+        .chain(self.blobs.iter().flat_map(|b| ["--blob-store".to_string(), b.clone()]))
         .collect()
     }
 
@@ -97,6 +107,17 @@ impl Cluster {
     }
 }
 
+/// `--blob-store` for a fresh prefix of bucket `atrest` on the S3 server in
+/// `ATREST_TEST_S3` (credentials from the AWS environment variables), if set.
+fn bucket(prefix: &str) -> Option<String> {
+    let endpoint = std::env::var("ATREST_TEST_S3").ok()?;
+    Some(format!("s3://atrest/{prefix}?endpoint={endpoint}&region=us-east-1"))
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| u8::try_from((i * 31 + i / 4093) % 251).unwrap()).collect()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -130,8 +151,12 @@ fn two_nodes_one_database() {
         let bytes = atrest_crypto::rand::bytes::<32>().unwrap();
         std::fs::write(dir.join(f), bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()).unwrap();
     }
-    let mut cluster =
-        Cluster { dir: dir.clone(), db: format!("{}/{name}", admin.trim_end_matches('/')), token: String::new() };
+    let mut cluster = Cluster {
+        dir: dir.clone(),
+        db: format!("{}/{name}", admin.trim_end_matches('/')),
+        token: String::new(),
+        blobs: bucket(&format!("multinode-{}", std::process::id())),
+    };
 
     // Node A, which will die in the middle of a job.
     let port_a = free_port();
@@ -176,9 +201,15 @@ fn two_nodes_one_database() {
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["done"], 60);
 
-    // A comes back; records written on one node read on the other.
+    // A comes back; records and blobs written on one node read on the other.
     let (mut a_proc, a) = cluster.spawn("a", port_a, None);
     assert_eq!(cluster.ok(&b, &["record", "get", "bot", "r07"]), "v7");
+    let body = dir.join("body.bin");
+    std::fs::write(&body, pattern(3 << 20)).unwrap();
+    cluster.ok(&a, &["blob", "put", "bot", "photo", &body.to_string_lossy()]);
+    let back = dir.join("back.bin");
+    cluster.ok(&b, &["blob", "get", "bot", "photo", &back.to_string_lossy()]);
+    assert!(std::fs::read(&back).unwrap() == pattern(3 << 20), "a blob written on A reads back on B");
     cluster.ok(&b, &["record", "put", "bot", "from-b", "--value", "hello from b"]);
     assert_eq!(cluster.ok(&a, &["record", "get", "bot", "from-b"]), "hello from b");
     let names = cluster.json(&a, &["record", "list", "bot"]);
@@ -210,4 +241,250 @@ fn two_nodes_one_database() {
     let _ = Command::new("psql")
         .args([&format!("{}/postgres", admin.trim_end_matches('/')), "-q", "-c", &format!("DROP DATABASE {name}")])
         .status();
+}
+
+/// Creates database `name` on the server in `admin` and returns its URL.
+fn create_db(admin: &str, name: &str) -> String {
+    let admin = admin.trim_end_matches('/');
+    let st = Command::new("psql")
+        .args([&format!("{admin}/postgres"), "-q", "-c", &format!("CREATE DATABASE {name}")])
+        .status()
+        .unwrap();
+    assert!(st.success(), "CREATE DATABASE {name}");
+    format!("{admin}/{name}")
+}
+
+fn drop_db(admin: &str, name: &str) {
+    let admin = admin.trim_end_matches('/');
+    let _ = Command::new("psql")
+        .args([&format!("{admin}/postgres"), "-q", "-c", &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")])
+        .status();
+}
+
+fn new_cluster(tag: &str, db: String, blobs: Option<String>) -> Cluster {
+    let dir = std::env::temp_dir().join(format!("atrest-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["root.key", "infra.key"] {
+        let bytes = atrest_crypto::rand::bytes::<32>().unwrap();
+        std::fs::write(dir.join(f), bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()).unwrap();
+    }
+    Cluster { dir, db, token: String::new(), blobs }
+}
+
+/// Starts the first node of a deployment (which creates it) and reads its admin token.
+fn first_node(c: &mut Cluster, name: &str) -> (Child, Node) {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atrest"));
+    cmd.args(c.serve_args(name, port)).env("ATREST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null());
+    let child = cmd.spawn().unwrap();
+    let token_file = c.dir.join(name).join("admin.token");
+    until(30, "the first node's admin token", || token_file.exists());
+    c.token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+    let node = Node { url: format!("https://127.0.0.1:{port}"), ca: c.dir.join(name).join("tls/ca.pem") };
+    until(30, "the first node", || c.cli(&node, &["resource", "list"]).0);
+    (child, node)
+}
+
+fn stop(mut p: Child) {
+    p.kill().unwrap();
+    p.wait().unwrap();
+}
+
+/// Copies every object under `from/` to `to/` in bucket `atrest` (a bucket backup).
+fn copy_prefix(from: &str, to: &str) -> usize {
+    use futures_util::StreamExt as _;
+    use object_store::{ObjectStore as _, ObjectStoreExt as _};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let s3 = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name("atrest")
+            .with_region("us-east-1")
+            .with_endpoint(std::env::var("ATREST_TEST_S3").unwrap())
+            .with_allow_http(true)
+            .build()
+            .unwrap();
+        let prefix = object_store::path::Path::from(from);
+        let mut list = s3.list(Some(&prefix));
+        let mut n = 0;
+        while let Some(m) = list.next().await {
+            let m = m.unwrap();
+            let rest = m.location.as_ref().strip_prefix(&format!("{from}/")).unwrap().to_string();
+            s3.copy(&m.location, &object_store::path::Path::from(format!("{to}/{rest}"))).await.unwrap();
+            n += 1;
+        }
+        n
+    })
+}
+
+#[test]
+fn restore_into_a_fresh_deployment() {
+    let (Ok(admin), Some(_)) = (std::env::var("ATREST_TEST_PG"), std::env::var_os("ATREST_TEST_S3")) else {
+        eprintln!("skipped: set ATREST_TEST_PG and ATREST_TEST_S3 to run the restore drill");
+        return;
+    };
+    let pid = std::process::id();
+    let (src_db, dst_db) = (format!("restore_src_{pid}"), format!("restore_dst_{pid}"));
+    let (src_prefix, dst_prefix) = (format!("restore-src-{pid}"), format!("restore-dst-{pid}"));
+    let mut src = new_cluster("restore", create_db(&admin, &src_db), bucket(&src_prefix));
+
+    // A deployment with a customer-key resource holding records, a multipart blob and a
+    // message.
+    let (node, a) = first_node(&mut src, "a");
+    src.ok(&a, &["vault", "update", "default", "--purge-protection"]);
+    src.ok(&a, &["key", "create", "cmk", "--kty", "oct"]);
+    src.ok(&a, &["resource", "create", "bot"]);
+    src.ok(&a, &["policy", "set", "default", "res-bot", "--permissions", "get,wrapKey,unwrapKey"]);
+    src.ok(&a, &["resource", "encryption", "set", "bot", "--key-uri", &format!("{}/keys/cmk", a.url)]);
+    for i in 0..20 {
+        src.ok(&a, &["record", "put", "bot", &format!("r{i:02}"), "--value", &format!("v{i}")]);
+    }
+    let body = src.dir.join("body.bin");
+    std::fs::write(&body, pattern(20 << 20)).unwrap();
+    src.ok(&a, &["blob", "put", "bot", "big", &body.to_string_lossy()]);
+    src.ok(&a, &["message", "send", "bot", "--body", "still here"]);
+
+    // Backup, in this order: the database dump, then the bucket (bodies never change in
+    // place, so every body the dump refers to is in the copy), then the two secrets.
+    let dump = src.dir.join("db.dump");
+    let st = Command::new("pg_dump").args(["-Fc", "-f", &dump.to_string_lossy(), &src.db]).status().unwrap();
+    assert!(st.success(), "pg_dump");
+    assert!(copy_prefix(&src_prefix, &dst_prefix) >= 1, "the bucket copy holds the blob body");
+    stop(node);
+    drop_db(&admin, &src_db);
+
+    // Restore into a fresh deployment: new database, new bucket prefix, new data
+    // directory, the same two root secrets.
+    let dst_url = create_db(&admin, &dst_db);
+    let st = Command::new("pg_restore").args(["--no-owner", "-d", &dst_url, &dump.to_string_lossy()]).status().unwrap();
+    assert!(st.success(), "pg_restore");
+    let dst = Cluster { dir: src.dir.clone(), db: dst_url, token: src.token.clone(), blobs: bucket(&dst_prefix) };
+    let (node, b) = dst.spawn("restored", free_port(), None);
+    for i in [0, 7, 19] {
+        assert_eq!(dst.ok(&b, &["record", "get", "bot", &format!("r{i:02}")]), format!("v{i}"));
+    }
+    let back = dst.dir.join("back.bin");
+    dst.ok(&b, &["blob", "get", "bot", "big", &back.to_string_lossy()]);
+    assert!(std::fs::read(&back).unwrap() == pattern(20 << 20), "the restored blob reads back whole");
+    let got = dst.json(&b, &["message", "receive", "bot"]);
+    assert!(got.to_string().contains("still here"), "{got}");
+    let enc = dst.json(&b, &["resource", "encryption", "show", "bot"]);
+    assert!(enc.to_string().contains("/keys/cmk"), "still under the customer key: {enc}");
+    let verify = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .args(["audit", "verify", "--data-dir", &dst.dir.join("restored").to_string_lossy(), "--database", &dst.db])
+        .args(["--root-key-file", &dst.dir.join("root.key").to_string_lossy()])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "audit verify: {}", String::from_utf8_lossy(&verify.stderr));
+    stop(node);
+    drop_db(&admin, &dst_db);
+}
+
+/// A TCP proxy the test can cut: while down, live connections are shut and new ones
+/// are closed on accept, as when a server or the network goes away.
+struct Proxy {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(upstream: std::net::SocketAddr) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, live2) = (up.clone(), live.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(upstream) else { continue };
+                let mut l = live2.lock().unwrap();
+                l.push(client.try_clone().unwrap());
+                l.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, up, live }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+        if !up {
+            for s in self.live.lock().unwrap().drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+#[test]
+fn outages_of_the_database_and_the_blob_store() {
+    let (Ok(admin), Ok(s3)) = (std::env::var("ATREST_TEST_PG"), std::env::var("ATREST_TEST_S3")) else {
+        eprintln!("skipped: set ATREST_TEST_PG and ATREST_TEST_S3 to run the outage test");
+        return;
+    };
+    let addr = |url: &str| -> std::net::SocketAddr {
+        let hostport = url.split("://").nth(1).unwrap().rsplit('@').next().unwrap().split('/').next().unwrap();
+        hostport.parse().unwrap()
+    };
+    let (pg, bucket_proxy) = (Proxy::start(addr(&admin)), Proxy::start(addr(&s3)));
+    let pid = std::process::id();
+    let name = format!("outage_{pid}");
+    create_db(&admin, &name);
+    let user = admin.split("://").nth(1).unwrap().split('@').next().unwrap().to_string();
+    let db = format!("postgres://{user}@127.0.0.1:{}/{name}", pg.port);
+    let blobs = format!("s3://atrest/outage-{pid}?endpoint=http://127.0.0.1:{}&region=us-east-1", bucket_proxy.port);
+    let mut c = new_cluster("outage", db, Some(blobs));
+    let (node, a) = first_node(&mut c, "a");
+    c.ok(&a, &["resource", "create", "bot"]);
+    c.ok(&a, &["record", "put", "bot", "k", "--value", "kept"]);
+    let body = c.dir.join("body.bin");
+    std::fs::write(&body, pattern(1 << 20)).unwrap();
+    c.ok(&a, &["blob", "put", "bot", "b", &body.to_string_lossy()]);
+    let back = c.dir.join("back.bin");
+    let back_s = back.to_string_lossy().into_owned();
+
+    // S3 down: blob calls fail fast and say which store is down; records still work.
+    bucket_proxy.set_up(false);
+    let t = Instant::now();
+    let (ok, _, err) = c.cli(&a, &["blob", "get", "bot", "b", &back_s]);
+    assert!(!ok && err.contains("ServiceUnavailable") && err.contains("the blob store s3://atrest/"), "{err}");
+    assert!(!err.contains("IntegrityCheckFailed"), "an outage is not tampering: {err}");
+    let (ok, _, err) = c.cli(&a, &["blob", "put", "bot", "b2", &body.to_string_lossy()]);
+    assert!(!ok && err.contains("ServiceUnavailable"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(60), "S3 failures took {:?}", t.elapsed());
+    assert_eq!(c.ok(&a, &["record", "get", "bot", "k"]), "kept");
+    bucket_proxy.set_up(true);
+    c.ok(&a, &["blob", "get", "bot", "b", &back_s]);
+    assert!(std::fs::read(&back).unwrap() == pattern(1 << 20));
+    c.ok(&a, &["blob", "put", "bot", "b2", &body.to_string_lossy()]);
+
+    // PostgreSQL down: calls fail within seconds with a clear message; nothing is lost.
+    pg.set_up(false);
+    let t = Instant::now();
+    let (ok, _, err) = c.cli(&a, &["record", "get", "bot", "k"]);
+    assert!(!ok && err.contains("ServiceUnavailable") && err.contains("database is unreachable"), "{err}");
+    let (ok, _, err) = c.cli(&a, &["record", "put", "bot", "k2", "--value", "v"]);
+    assert!(!ok && err.contains("ServiceUnavailable"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(30), "database failures took {:?}", t.elapsed());
+    pg.set_up(true);
+    until(20, "recovery after the database returns", || c.cli(&a, &["record", "get", "bot", "k"]).0);
+    assert_eq!(c.ok(&a, &["record", "get", "bot", "k"]), "kept");
+    c.ok(&a, &["record", "put", "bot", "k2", "--value", "v"]);
+    c.ok(&a, &["blob", "get", "bot", "b2", &back_s]);
+    assert!(std::fs::read(&back).unwrap() == pattern(1 << 20));
+    stop(node);
+    drop_db(&admin, &name);
+    let _ = std::fs::remove_dir_all(&c.dir);
 }

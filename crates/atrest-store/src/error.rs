@@ -54,7 +54,7 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Storage(e.to_string())
+        StoreError::Storage(atrest_vault::describe_db_error(&e))
     }
 }
 

@@ -67,6 +67,12 @@ impl Db {
                 pool = pool.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
             }
         }
+        if engine == Engine::Postgres {
+            // An unreachable database becomes a clear 503 within seconds, not a request
+            // hanging for sqlx's default 30 s; connections are tested before use, so the
+            // pool recovers by itself when the database returns.
+            pool = pool.acquire_timeout(std::time::Duration::from_secs(5)).test_before_acquire(true);
+        }
         let pool = pool.connect_with(opts).await?;
         Ok(Self { pool, engine })
     }

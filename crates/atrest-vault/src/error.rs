@@ -83,8 +83,19 @@ pub enum VaultError {
 
 impl From<sqlx::Error> for VaultError {
     fn from(e: sqlx::Error) -> Self {
-        // sqlx messages name tables and constraints, never bound values.
-        VaultError::Storage(e.to_string())
+        VaultError::Storage(describe_db_error(&e))
+    }
+}
+
+/// A database error as users should read it: an unreachable database says so and what
+/// to do. (sqlx messages name tables and constraints, never bound values.)
+#[must_use]
+pub fn describe_db_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+            format!("the database is unreachable ({e}); committed data is safe: retry when it is back")
+        }
+        e => e.to_string(),
     }
 }
 

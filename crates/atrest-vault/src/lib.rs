@@ -32,7 +32,7 @@ mod service;
 
 pub use access::{IssuedToken, PERMISSIONS, Principal, PrincipalKind, Role, Tenant};
 pub use admin::TokenInfo;
-pub use error::{Refusal, Result, VaultError};
+pub use error::{Refusal, Result, VaultError, describe_db_error};
 pub use keys::{CreateKey, ImportJwk, NewKeyAttributes, UpdateKey};
 pub use ops::{GCM_LIMIT, KeyOp, OpInput, OpOutput};
 pub use rotation::{Action, LifetimeAction, PolicyAttributes, RotationPolicy, Trigger, parse_duration};
