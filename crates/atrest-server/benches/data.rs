@@ -8,6 +8,11 @@
 //! 4. re-key job objects/s;
 //! 5. peak RSS of the process while a large blob goes up and down (client included).
 //!
+//! With `ATREST_BENCH_SECTIONS=backends`, instead: records and blobs on the embedded
+//! default next to PostgreSQL + S3 with one and with two nodes (`ATREST_BENCH_PG`: a
+//! PostgreSQL server URL allowed to create databases; `ATREST_BENCH_S3`: an S3 endpoint
+//! with bucket `atrest`, credentials in the AWS environment variables).
+//!
 //! `cargo bench -p atrest-server --bench data` prints Markdown tables. Settings:
 //! `ATREST_BENCH_SECS` (per cell, default 3), `ATREST_BENCH_DIR`, `ATREST_BENCH_BLOB_MIB`
 //! (default 512), `ATREST_BENCH_MAX_OBJECTS` (default 1000000), `ATREST_BENCH_BIG_GIB`
@@ -34,13 +39,15 @@ struct Cell {
     errors: u64,
 }
 
-async fn drive(client: &Client, token: &str, base: &str, put: bool, conc: usize, secs: f64, keys: usize) -> Cell {
+/// `conc` tasks, task `t` talking to node `bases[t % bases.len()]`.
+async fn drive(client: &Client, token: &str, bases: &[String], put: bool, conc: usize, secs: f64, keys: usize) -> Cell {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
     let body = bytes::Bytes::from(vec![0x5a; 1024]);
     let mut tasks = Vec::new();
     for t in 0..conc {
-        let (client, token, base, body) = (client.clone(), token.to_string(), base.to_string(), body.clone());
+        let base = bases[t % bases.len()].clone();
+        let (client, token, body) = (client.clone(), token.to_string(), body.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
@@ -166,6 +173,10 @@ async fn main() {
     let big_gib: u64 = env("ATREST_BENCH_BIG_GIB", 4);
     let parent = std::env::var_os("ATREST_BENCH_DIR").map_or_else(std::env::temp_dir, std::path::PathBuf::from);
     let dir = parent.join(format!("atrest-data-bench-{}", std::process::id()));
+    if std::env::var("ATREST_BENCH_SECTIONS").as_deref() == Ok("backends") {
+        backends(secs, blob_mib, &dir).await;
+        return;
+    }
     let cfg = ServeConfig {
         data_dir: dir.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -179,12 +190,7 @@ async fn main() {
     for c in rustls_pemfile::certs(&mut ca.as_slice()) {
         roots.add(c.unwrap()).unwrap();
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let client = Client::builder().use_preconfigured_tls(tls).http1_only().pool_max_idle_per_host(128).build().unwrap();
+    let client = client_trusting(roots);
     let token = std::fs::read_to_string(&server.admin_token).unwrap().trim().to_string();
     let base = format!("https://localhost:{}", server.addr.port());
     let call = |m: Method, path: String, body: Option<Value>| {
@@ -211,7 +217,7 @@ async fn main() {
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for put in [true, false] {
         for conc in [1, 16, 64] {
-            let c = drive(&client, &token, &base, put, conc, secs, keys).await;
+            let c = drive(&client, &token, std::slice::from_ref(&base), put, conc, secs, keys).await;
             println!(
                 "| {} | {conc} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
                 if put { "put" } else { "get" },
@@ -372,4 +378,188 @@ async fn seed_bulk(dir: &std::path::Path, client: &Client, token: &str, base: &s
     .execute(&mut conn)
     .await
     .unwrap();
+}
+
+fn client_trusting(roots: rustls::RootCertStore) -> Client {
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Client::builder().use_preconfigured_tls(tls).http1_only().pool_max_idle_per_host(128).build().unwrap()
+}
+
+async fn pg_admin(admin: &str, sql: &str) {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(&format!("{}/postgres", admin.trim_end_matches('/'))).await.unwrap();
+    sqlx::query(sql).execute(&mut conn).await.unwrap();
+}
+
+/// The engines alone, in the same run: 1 KiB `INSERT`s each committed on its own at
+/// concurrency 16 and 64, and one body of `blob_mib` MiB put and got through
+/// `object_store` (no TLS, no encryption).
+async fn raw_engines(pg: &str, s3: &str, secs: f64, blob_mib: u64) {
+    use object_store::{ObjectStoreExt as _, WriteMultipart};
+    let name = format!("bench_raw_{}", std::process::id());
+    pg_admin(pg, &format!("CREATE DATABASE {name}")).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(64)
+        .connect(&format!("{}/{name}", pg.trim_end_matches('/')))
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY, v BYTEA)").execute(&pool).await.unwrap();
+    let mut rates = Vec::new();
+    for conc in [16, 64] {
+        let deadline = Instant::now() + Duration::from_secs_f64(secs);
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..conc)
+            .map(|t| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        sqlx::query("INSERT INTO t VALUES ($1, $2)")
+                            .bind(format!("c{conc}-{t}-{n}"))
+                            .bind(vec![0x5au8; 1024])
+                            .execute(&pool)
+                            .await
+                            .unwrap();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        rates.push(total as f64 / start.elapsed().as_secs_f64());
+    }
+    pool.close().await;
+    pg_admin(pg, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
+    let store = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name("atrest")
+        .with_region("us-east-1")
+        .with_endpoint(s3)
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    let path = object_store::path::Path::from(format!("{name}/raw"));
+    let len = blob_mib << 20;
+    let t = Instant::now();
+    let mut up = WriteMultipart::new_with_chunk_size(store.put_multipart(&path).await.unwrap(), 8 << 20);
+    let chunk = vec![0xa5u8; 1 << 20];
+    for _ in 0..blob_mib {
+        up.wait_for_capacity(2).await.unwrap();
+        up.write(&chunk);
+    }
+    up.finish().await.unwrap();
+    let put = len as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut got = 0u64;
+    let mut body = store.get(&path).await.unwrap().into_stream();
+    while let Some(c) = body.next().await {
+        got += c.unwrap().len() as u64;
+    }
+    assert_eq!(got, len);
+    let get = len as f64 / t.elapsed().as_secs_f64();
+    store.delete(&path).await.unwrap();
+    println!(
+        "\nRaw engines in this run: PostgreSQL 1 KiB INSERT+COMMIT {:.0}/s at concurrency 16, {:.0}/s at 64;",
+        rates[0], rates[1]
+    );
+    println!(
+        "S3 (SeaweedFS) {blob_mib} MiB body PUT {:.3} GB/s, GET {:.3} GB/s (plain HTTP, no encryption).\n",
+        put / 1e9,
+        get / 1e9
+    );
+}
+
+/// Records (1 KiB) and one blob on the embedded default, then on PostgreSQL + S3 with one
+/// node and with two nodes in this process (requests spread over both).
+async fn backends(secs: f64, blob_mib: u64, dir: &std::path::Path) {
+    let pg = std::env::var("ATREST_BENCH_PG").ok();
+    let s3 = std::env::var("ATREST_BENCH_S3").ok();
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["root.key", "infra.key"] {
+        let k = atrest_crypto::rand::bytes::<32>().unwrap();
+        std::fs::write(dir.join(f), k.iter().map(|b| format!("{b:02x}")).collect::<String>()).unwrap();
+    }
+    let mut runs: Vec<(&str, usize)> = vec![("SQLite + directory (embedded)", 1)];
+    if pg.is_some() && s3.is_some() {
+        runs.extend([("PostgreSQL + S3 (SeaweedFS)", 1), ("PostgreSQL + S3 (SeaweedFS)", 2)]);
+    } else {
+        eprintln!("set ATREST_BENCH_PG and ATREST_BENCH_S3 for the PostgreSQL + S3 rows");
+    }
+    if let (Some(pg), Some(s3)) = (&pg, &s3) {
+        raw_engines(pg, s3, secs, blob_mib).await;
+    }
+    println!("\n### Backends and nodes: records 1 KiB req/s, blob {blob_mib} MiB GB/s, over HTTPS\n");
+    println!("| backend | nodes | put c16 | put c64 | get c16 | get c64 | blob up GB/s | blob down GB/s |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (i, (label, nodes)) in runs.into_iter().enumerate() {
+        let embedded = i == 0;
+        let db_name = format!("bench_{}_{i}", std::process::id());
+        let (database_url, blob_store) = if embedded {
+            (None, None)
+        } else {
+            let admin = pg.as_deref().unwrap();
+            pg_admin(admin, &format!("CREATE DATABASE {db_name}")).await;
+            (
+                Some(format!("{}/{db_name}", admin.trim_end_matches('/'))),
+                Some(format!("s3://atrest/{db_name}?endpoint={}&region=us-east-1", s3.as_deref().unwrap())),
+            )
+        };
+        let mut servers = Vec::new();
+        let mut roots = rustls::RootCertStore::empty();
+        for n in 0..nodes {
+            let cfg = ServeConfig {
+                data_dir: dir.join(format!("run{i}-node{n}")),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                database_url: database_url.clone(),
+                blob_store: blob_store.clone(),
+                root_key_file: Some(dir.join("root.key")),
+                infra_root_key_file: Some(dir.join("infra.key")),
+                rate_limit: 0,
+                key_follow_interval_secs: 3600,
+                ..ServeConfig::default()
+            };
+            let server = atrest_server::start(cfg).await.unwrap();
+            let ca = std::fs::read(server.ca_pem.as_ref().unwrap()).unwrap();
+            for c in rustls_pemfile::certs(&mut ca.as_slice()) {
+                let _ = roots.add(c.unwrap());
+            }
+            servers.push(server);
+        }
+        let client = client_trusting(roots);
+        let token = std::fs::read_to_string(&servers[0].admin_token).unwrap().trim().to_string();
+        let bases: Vec<String> = servers.iter().map(|s| format!("https://localhost:{}", s.addr.port())).collect();
+        let r = client.put(format!("{}/data/resources/bench", bases[0])).bearer_auth(&token).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        let keys = 2000;
+        assert_eq!(drive_seed(&client, &token, &bases[0], keys).await, 0, "seeding failed");
+        let mut cells = Vec::new();
+        for put in [true, false] {
+            for conc in [16, 64] {
+                let c = drive(&client, &token, &bases, put, conc, secs, keys).await;
+                assert_eq!(c.errors, 0, "{label}: errors");
+                cells.push(format!("{:.0}", c.rps));
+            }
+        }
+        let (up, down) = if nodes == 1 {
+            let (u, d) = blob_round_trip(&client, &token, &bases[0], "blob", blob_mib << 20).await;
+            (format!("{:.3}", u / 1e9), format!("{:.3}", d / 1e9))
+        } else {
+            ("—".to_string(), "—".to_string())
+        };
+        println!("| {label} | {nodes} | {} | {up} | {down} |", cells.join(" | "));
+        for s in servers {
+            s.shutdown().await;
+        }
+        if !embedded {
+            pg_admin(pg.as_deref().unwrap(), &format!("DROP DATABASE {db_name} WITH (FORCE)")).await;
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

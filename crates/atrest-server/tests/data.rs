@@ -728,6 +728,8 @@ async fn tampering_is_detected_never_served() {
     // header fails the request up front.
     let file = blob_bodies(&dir).await.remove(0);
     let mut bytes = read_body(&dir, &file).await;
+    // Only ciphertext reaches the blob store (directory or bucket).
+    assert!(!bytes.windows(32).any(|w| w == &blob[1000..1032]), "plaintext in the stored body");
     let mid = bytes.len() / 2;
     bytes[mid] ^= 1;
     write_body(&dir, &file, &bytes).await;

@@ -1,10 +1,12 @@
 //! An S3-compatible bucket through the `object_store` crate: `[PREFIX/]<resource>/<name>`.
 //!
 //! Writes buffer one part (8 MiB): a body that fits is one `PUT`, a larger one a
-//! multipart upload, completed on commit and aborted when dropped uncommitted (an upload
-//! cut off by a crash stays incomplete and invisible; a bucket lifecycle rule
-//! "abort incomplete multipart uploads" reclaims its parts). Reads are ranged `GET`s
-//! through a window (4 MiB), so memory per transfer stays constant whatever the size.
+//! multipart upload — one part in flight while the next fills — completed on commit and
+//! aborted when dropped uncommitted (an upload cut off by a crash stays incomplete and
+//! invisible; a bucket lifecycle rule "abort incomplete multipart uploads" reclaims its
+//! parts). Reads are ranged `GET`s through a window (4 MiB), the next window fetched
+//! while the current one is used, so memory per transfer stays constant whatever the
+//! size (two parts up, two windows down).
 //! Both run on blocking threads and drive the async client with the runtime's handle.
 //!
 //! Retries are bounded (3 attempts within 15 s) so that an unreachable store becomes a
@@ -126,6 +128,7 @@ impl S3Bucket {
             key: self.key(resource, name),
             buf: Vec::with_capacity(PART),
             upload: None,
+            in_flight: None,
             done: false,
         })
     }
@@ -142,6 +145,7 @@ impl S3Bucket {
             pos: 0,
             window: bytes::Bytes::new(),
             start: 0,
+            ahead: None,
         })
     }
 
@@ -186,19 +190,29 @@ pub struct S3Sink {
     key: Path,
     buf: Vec<u8>,
     upload: Option<Box<dyn MultipartUpload>>,
+    /// The part being uploaded while the next one fills (at most one in flight).
+    in_flight: Option<tokio::task::JoinHandle<object_store::Result<()>>>,
     done: bool,
 }
 
 impl S3Sink {
+    fn wait_in_flight(&mut self) -> io::Result<()> {
+        if let Some(h) = self.in_flight.take() {
+            let r = self.rt.block_on(h).map_err(|e| other("an upload task failed", e))?;
+            r.map_err(|e| self.bucket.fail("upload a part", e))?;
+        }
+        Ok(())
+    }
+
     fn send_part(&mut self) -> io::Result<()> {
         let part = PutPayload::from(std::mem::replace(&mut self.buf, Vec::with_capacity(PART)));
         if self.upload.is_none() {
             let up = self.rt.block_on(self.bucket.store.put_multipart(&self.key));
             self.upload = Some(up.map_err(|e| self.bucket.fail("start an upload", e))?);
         }
-        let fut = self.upload.as_mut().map(|u| u.put_part(part));
-        if let Some(fut) = fut {
-            self.rt.block_on(fut).map_err(|e| self.bucket.fail("upload a part", e))?;
+        self.wait_in_flight()?;
+        if let Some(fut) = self.upload.as_mut().map(|u| u.put_part(part)) {
+            self.in_flight = Some(self.rt.spawn(fut));
         }
         Ok(())
     }
@@ -211,6 +225,7 @@ impl S3Sink {
             if !self.buf.is_empty() {
                 self.send_part()?;
             }
+            self.wait_in_flight()?;
             if let Some(up) = self.upload.as_mut() {
                 self.rt.block_on(up.complete()).map_err(|e| self.bucket.fail("complete an upload", e))?;
             }
@@ -237,15 +252,19 @@ impl Write for S3Sink {
 
 impl Drop for S3Sink {
     fn drop(&mut self) {
-        if !self.done
-            && let Some(up) = self.upload.as_mut()
-        {
-            let _ = self.rt.block_on(up.abort());
+        if !self.done {
+            if let Some(h) = self.in_flight.take() {
+                h.abort();
+            }
+            if let Some(up) = self.upload.as_mut() {
+                let _ = self.rt.block_on(up.abort());
+            }
         }
     }
 }
 
-/// A stored body read through ranged GETs.
+/// A stored body read through ranged GETs. A sequential reader gets the next window
+/// fetched while it works on the current one (at most two windows in memory).
 pub struct S3Source {
     rt: Handle,
     bucket: S3Bucket,
@@ -254,6 +273,39 @@ pub struct S3Source {
     pos: u64,
     window: bytes::Bytes,
     start: u64,
+    /// The window starting at `.0`, being fetched.
+    ahead: Option<(u64, tokio::task::JoinHandle<object_store::Result<bytes::Bytes>>)>,
+}
+
+impl S3Source {
+    fn fetch(&self, from: u64) -> tokio::task::JoinHandle<object_store::Result<bytes::Bytes>> {
+        let (store, key) = (self.bucket.store.clone(), self.key.clone());
+        let range = from..(from + WINDOW).min(self.len);
+        self.rt.spawn(async move { store.get_range(&key, range).await })
+    }
+
+    fn load(&mut self) -> io::Result<()> {
+        let handle = match self.ahead.take() {
+            Some((at, h)) if at == self.pos => h,
+            Some((_, h)) => {
+                h.abort();
+                self.fetch(self.pos)
+            }
+            None => self.fetch(self.pos),
+        };
+        let got = self.rt.block_on(handle).map_err(|e| other("a read task failed", e))?;
+        self.window = got.map_err(|e| self.bucket.fail("read a blob body", e))?;
+        self.start = self.pos;
+        let want = (self.pos + WINDOW).min(self.len) - self.pos;
+        if self.window.len() as u64 != want {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the blob body changed length while read"));
+        }
+        let next = self.start + want;
+        if next < self.len {
+            self.ahead = Some((next, self.fetch(next)));
+        }
+        Ok(())
+    }
 }
 
 impl Read for S3Source {
@@ -263,19 +315,21 @@ impl Read for S3Source {
         }
         let end = self.start + self.window.len() as u64;
         if self.pos < self.start || self.pos >= end {
-            let want = self.pos..(self.pos + WINDOW).min(self.len);
-            let got = self.rt.block_on(self.bucket.store.get_range(&self.key, want.clone()));
-            self.window = got.map_err(|e| self.bucket.fail("read a blob body", e))?;
-            self.start = self.pos;
-            if self.window.len() as u64 != want.end - want.start {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the blob body changed length while read"));
-            }
+            self.load()?;
         }
         let at = usize::try_from(self.pos - self.start).map_err(|e| other("offset", e))?;
         let n = out.len().min(self.window.len() - at);
         out[..n].copy_from_slice(&self.window[at..at + n]);
         self.pos += n as u64;
         Ok(n)
+    }
+}
+
+impl Drop for S3Source {
+    fn drop(&mut self) {
+        if let Some((_, h)) = self.ahead.take() {
+            h.abort();
+        }
     }
 }
 
