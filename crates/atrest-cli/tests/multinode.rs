@@ -155,7 +155,9 @@ fn two_nodes_one_database() {
         dir: dir.clone(),
         db: format!("{}/{name}", admin.trim_end_matches('/')),
         token: String::new(),
-        blobs: bucket(&format!("multinode-{}", std::process::id())),
+        // Without S3, a directory both nodes share (the documented alternative).
+        blobs: bucket(&format!("multinode-{}", std::process::id()))
+            .or_else(|| Some(dir.join("shared-blobs").to_string_lossy().into_owned())),
     };
 
     // Node A, which will die in the middle of a job.
@@ -398,12 +400,13 @@ impl Proxy {
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
+                let Ok(server) = std::net::TcpStream::connect(upstream) else { continue };
+                // Checked under the lock `set_up(false)` drains, so no connection
+                // accepted during a cut survives it.
+                let mut l = live2.lock().unwrap();
                 if !up2.load(Ordering::SeqCst) {
-                    drop(client);
                     continue;
                 }
-                let Ok(server) = std::net::TcpStream::connect(upstream) else { continue };
-                let mut l = live2.lock().unwrap();
                 l.push(client.try_clone().unwrap());
                 l.push(server.try_clone().unwrap());
                 for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
@@ -419,9 +422,10 @@ impl Proxy {
     }
 
     fn set_up(&self, up: bool) {
+        let mut live = self.live.lock().unwrap();
         self.up.store(up, std::sync::atomic::Ordering::SeqCst);
         if !up {
-            for s in self.live.lock().unwrap().drain(..) {
+            for s in live.drain(..) {
                 let _ = s.shutdown(std::net::Shutdown::Both);
             }
         }

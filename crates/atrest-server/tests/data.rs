@@ -395,6 +395,7 @@ async fn customer_key_story_end_to_end() {
     assert!(metrics.contains("atrest_store_resources_key_inaccessible 0"), "{metrics}");
 
     // Delete is crypto-erasure: rows and files are gone.
+    assert!(!blob_bodies(&dir).await.is_empty(), "the blob's body is stored before the delete");
     let (s, _) = api.call(M::DELETE, "/data/resources/bot", None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _) = api.call(M::GET, "/data/resources/bot", None).await;
@@ -911,4 +912,40 @@ async fn an_unreachable_vault_is_bridged_for_the_grace_period_only() {
     until(10, "recovery", || async { a.get_bytes("/data/resources/bot/records/k").await.0 == StatusCode::OK }).await;
     server_a.shutdown().await;
     server_b.shutdown().await;
+}
+
+/// An upload cut off mid-way (the client's body fails after 12 MiB: past the first 8 MiB
+/// part, so on S3 a multipart upload was under way) stores nothing, and the previous
+/// version of the blob stays readable.
+#[tokio::test]
+async fn an_interrupted_upload_stores_nothing() {
+    let dir = temp_dir("atrest-data-interrupted");
+    let (server, api) = start(fast(&dir)).await;
+    api.call(M::PUT, "/data/resources/bot", None).await;
+    let (s, _) = api.put_bytes("/data/resources/bot/blobs/b", blob_bytes(100_000)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let before = blob_bodies(&dir).await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    let chunk = bytes::Bytes::from(vec![7u8; 1 << 20]);
+    let body = futures_util::stream::iter(
+        (0..13).map(move |i| if i < 12 { Ok(chunk.clone()) } else { Err(std::io::Error::other("the client gave up")) }),
+    );
+    let sent = api
+        .client
+        .put(format!("{}/data/resources/bot/blobs/b", api.base))
+        .bearer_auth(&api.token)
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await;
+    assert!(sent.is_err() || !sent.unwrap().status().is_success(), "a cut-off upload was accepted");
+    let t = Instant::now();
+    while blob_bodies(&dir).await != before {
+        assert!(t.elapsed() < Duration::from_secs(10), "left behind: {:?}", blob_bodies(&dir).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And nothing appears later (a commit of the partial body would).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(blob_bodies(&dir).await, before);
+    assert_eq!(api.get_bytes("/data/resources/bot/blobs/b").await, (StatusCode::OK, blob_bytes(100_000)));
+    server.shutdown().await;
 }

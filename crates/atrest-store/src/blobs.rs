@@ -102,7 +102,16 @@ impl StoreService {
             open_layers(&infra, &dek, id, source)
         })
         .await
-        .map_err(|e| StoreError::Storage(e.to_string()))?
+        .map_err(|e| StoreError::Storage(e.to_string()))?;
+        let reader = match reader {
+            Err(OpenFailure::Missing) if self.superseded(o).await? => {
+                return Err(StoreError::Conflict(format!(
+                    "blob {} in resource {} was replaced or deleted while it was being opened; read it again",
+                    o.id, r.name
+                )));
+            }
+            other => other,
+        }
         .map_err(|e| match e {
             OpenFailure::Missing => {
                 self.integrity(r, &format!("the body of blob {} in resource {} (missing)", o.id, r.name))
@@ -114,6 +123,21 @@ impl StoreService {
             return Err(self.integrity(r, &format!("the body of blob {} in resource {} (length)", o.id, r.name)));
         }
         Ok(reader)
+    }
+
+    /// Whether `o` is no longer the current row of its object (replaced or deleted since
+    /// it was read), so a missing body is a race, not tampering.
+    async fn superseded(&self, o: &ObjectRow) -> Result<bool> {
+        // The body's name comes from the generation and the sealed name (fresh per write).
+        let now: Option<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT generation, name_sealed FROM store_objects WHERE resource_id = $1 AND kind = $2 AND name_hash = $3",
+        )
+        .bind(&o.resource_id)
+        .bind(o.kind)
+        .bind(&o.name_hash)
+        .fetch_optional(self.db.pool())
+        .await?;
+        Ok(now.is_none_or(|(g, n)| g != o.generation || n != o.name_sealed))
     }
 
     /// The whole plaintext of a blob as a stream (for jobs).
@@ -163,7 +187,10 @@ impl StoreService {
         E: std::fmt::Display,
     {
         let name = Self::blob_name(row);
-        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+        // `Some(chunk)`, then `None` once the input ended normally: only then does the
+        // writer commit. A failed check, a broken client stream or a dropped request
+        // closes the channel without `None`, and the sink goes uncommitted (nothing stored).
+        let (tx, mut rx) = mpsc::channel::<Option<Bytes>>(4);
         let infra = SecretKey::from_slice(self.infra.key.expose_secret())?;
         let (res, obj, generation) = (r.id.clone(), row.id.clone(), u64::try_from(row.generation).unwrap_or(0));
         let (blobs, name2) = (self.blobs.clone(), name.clone());
@@ -175,12 +202,19 @@ impl StoreService {
             let outer = id.with_context(b"atrest/infra", |ctx| EncryptingWriter::new(&infra, ctx, sink))?;
             let mut inner = id.with_context(b"atrest/object", |ctx| EncryptingWriter::new(&dek, ctx, outer))?;
             let mut total = 0u64;
-            while let Some(chunk) = rx.blocking_recv() {
-                inner.write_all(&chunk)?;
-                total += chunk.len() as u64;
+            loop {
+                match rx.blocking_recv() {
+                    Some(Some(chunk)) => {
+                        inner.write_all(&chunk)?;
+                        total += chunk.len() as u64;
+                    }
+                    Some(None) => {
+                        inner.finish()?.finish()?.commit()?;
+                        return Ok(total);
+                    }
+                    None => return Err(StoreError::bad("the upload ended before its last byte; nothing was stored")),
+                }
             }
-            inner.finish()?.finish()?.commit()?;
-            Ok(total)
         });
         // Re-checked by bytes, not by the client's frame sizes.
         let every = self.cfg.recheck_segments * CHUNK as u64;
@@ -197,7 +231,7 @@ impl StoreService {
                             break;
                         }
                     }
-                    if tx.send(b).await.is_err() {
+                    if tx.send(Some(b)).await.is_err() {
                         break;
                     }
                 }
@@ -206,6 +240,10 @@ impl StoreService {
                     break;
                 }
             }
+        }
+        if failure.is_none() {
+            // A writer that already stopped reports why through `writer` below.
+            let _ = tx.send(None).await;
         }
         drop(tx);
         let written = writer.await.map_err(|e| StoreError::Storage(e.to_string()))?;

@@ -92,7 +92,10 @@ impl From<sqlx::Error> for VaultError {
 #[must_use]
 pub fn describe_db_error(e: &sqlx::Error) -> String {
     match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+        sqlx::Error::PoolTimedOut => format!(
+            "the database is unreachable or every connection is busy ({e}); committed data is safe: retry when it is back"
+        ),
+        sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
             format!("the database is unreachable ({e}); committed data is safe: retry when it is back")
         }
         e => e.to_string(),

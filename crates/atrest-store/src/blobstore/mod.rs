@@ -54,7 +54,8 @@ impl BlobStore {
         }
     }
 
-    /// Checks the store is reachable and writable at start (creates the directory).
+    /// Checks at start that the store is reachable (creates the directory; lists the
+    /// bucket — credentials and bucket are then known good, write permission is not).
     ///
     /// # Errors
     /// The store cannot be reached or written.

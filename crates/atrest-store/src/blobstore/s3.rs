@@ -4,13 +4,15 @@
 //! multipart upload — one part in flight while the next fills — completed on commit and
 //! aborted when dropped uncommitted (an upload cut off by a crash stays incomplete and
 //! invisible; a bucket lifecycle rule "abort incomplete multipart uploads" reclaims its
-//! parts). Reads are ranged `GET`s through a window (4 MiB), the next window fetched
-//! while the current one is used, so memory per transfer stays constant whatever the
-//! size (two parts up, two windows down).
+//! parts). Reads are ranged `GET`s: 256 KiB after a seek (opening a body reads two
+//! headers and two final segments; a `Range` read starts anywhere), then 4 MiB windows
+//! with the next one fetched while the current one is used, so memory per transfer stays
+//! constant whatever the size (two parts up, two windows down).
 //! Both run on blocking threads and drive the async client with the runtime's handle.
 //!
-//! Retries are bounded (3 attempts within 15 s) so that an unreachable store becomes a
-//! clear `ServiceUnavailable` quickly instead of a request hanging for minutes.
+//! Retries are bounded (3 retries within 15 s; 5 s to connect, 30 s per request) so
+//! that an unreachable store becomes a clear `ServiceUnavailable` instead of a request
+//! hanging for minutes.
 
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -23,10 +25,22 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Handle;
 
-/// Bytes buffered per upload part (S3's minimum part is 5 MiB).
+/// Bytes buffered per upload part (S3's minimum part is 5 MiB) for the first
+/// [`PARTS_PER_STEP`] parts; the size doubles every that many parts, up to 128 MiB, so
+/// the 10,000 parts S3 allows hold about 880 GiB while memory stays at two 8 MiB parts
+/// for bodies under 8 GiB.
 const PART: usize = 8 * 1024 * 1024;
-/// Bytes fetched per ranged read.
+const PARTS_PER_STEP: usize = 1000;
+
+/// The size of part `n` (0-based).
+fn part_size(n: usize) -> usize {
+    PART << (n / PARTS_PER_STEP).min(4)
+}
+/// Bytes fetched per ranged read while reading sequentially.
 const WINDOW: u64 = 4 * 1024 * 1024;
+/// Bytes fetched after a seek (headers, a final segment, the start of a range): a few
+/// sealed segments of either layer, so opening a body costs little.
+const FIRST: u64 = 256 * 1024;
 
 /// An S3-compatible bucket.
 pub struct S3Bucket {
@@ -56,7 +70,7 @@ impl S3Bucket {
         let prefix = url.path().trim_matches('/').to_string();
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
         let mut options =
-            ClientOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout(Duration::from_secs(120));
+            ClientOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout(Duration::from_secs(30));
         let mut endpoint = String::from("AWS S3");
         for (k, v) in url.query_pairs() {
             match &*k {
@@ -127,6 +141,7 @@ impl S3Bucket {
             bucket: self.clone_ref(),
             key: self.key(resource, name),
             buf: Vec::with_capacity(PART),
+            parts: 0,
             upload: None,
             in_flight: None,
             done: false,
@@ -189,6 +204,8 @@ pub struct S3Sink {
     bucket: S3Bucket,
     key: Path,
     buf: Vec<u8>,
+    /// Parts sent so far.
+    parts: usize,
     upload: Option<Box<dyn MultipartUpload>>,
     /// The part being uploaded while the next one fills (at most one in flight).
     in_flight: Option<tokio::task::JoinHandle<object_store::Result<()>>>,
@@ -196,6 +213,10 @@ pub struct S3Sink {
 }
 
 impl S3Sink {
+    fn part_size(&self) -> usize {
+        part_size(self.parts)
+    }
+
     fn wait_in_flight(&mut self) -> io::Result<()> {
         if let Some(h) = self.in_flight.take() {
             let r = self.rt.block_on(h).map_err(|e| other("an upload task failed", e))?;
@@ -205,7 +226,9 @@ impl S3Sink {
     }
 
     fn send_part(&mut self) -> io::Result<()> {
-        let part = PutPayload::from(std::mem::replace(&mut self.buf, Vec::with_capacity(PART)));
+        self.parts += 1;
+        let next = Vec::with_capacity(self.part_size());
+        let part = PutPayload::from(std::mem::replace(&mut self.buf, next));
         if self.upload.is_none() {
             let up = self.rt.block_on(self.bucket.store.put_multipart(&self.key));
             self.upload = Some(up.map_err(|e| self.bucket.fail("start an upload", e))?);
@@ -237,9 +260,10 @@ impl S3Sink {
 
 impl Write for S3Sink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(PART - self.buf.len());
+        let size = self.part_size();
+        let n = data.len().min(size - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == PART {
+        if self.buf.len() == size {
             self.send_part()?;
         }
         Ok(n)
@@ -254,7 +278,9 @@ impl Drop for S3Sink {
     fn drop(&mut self) {
         if !self.done {
             if let Some(h) = self.in_flight.take() {
+                // Wait for it to stop, so no part lands after the upload is aborted.
                 h.abort();
+                let _ = self.rt.block_on(h);
             }
             if let Some(up) = self.upload.as_mut() {
                 let _ = self.rt.block_on(up.abort());
@@ -273,36 +299,43 @@ pub struct S3Source {
     pos: u64,
     window: bytes::Bytes,
     start: u64,
-    /// The window starting at `.0`, being fetched.
-    ahead: Option<(u64, tokio::task::JoinHandle<object_store::Result<bytes::Bytes>>)>,
+    /// The next window, being fetched.
+    ahead: Option<(std::ops::Range<u64>, tokio::task::JoinHandle<object_store::Result<bytes::Bytes>>)>,
 }
 
 impl S3Source {
-    fn fetch(&self, from: u64) -> tokio::task::JoinHandle<object_store::Result<bytes::Bytes>> {
+    fn range(&self, from: u64, size: u64) -> std::ops::Range<u64> {
+        from..(from + size).min(self.len)
+    }
+
+    fn fetch(&self, range: std::ops::Range<u64>) -> tokio::task::JoinHandle<object_store::Result<bytes::Bytes>> {
         let (store, key) = (self.bucket.store.clone(), self.key.clone());
-        let range = from..(from + WINDOW).min(self.len);
         self.rt.spawn(async move { store.get_range(&key, range).await })
     }
 
+    /// Loads the window at `pos`: a sequential read continues with full windows and one
+    /// fetched ahead; a read after a seek fetches a small window and nothing ahead.
     fn load(&mut self) -> io::Result<()> {
-        let handle = match self.ahead.take() {
-            Some((at, h)) if at == self.pos => h,
-            Some((_, h)) => {
-                h.abort();
-                self.fetch(self.pos)
+        let sequential = !self.window.is_empty() && self.pos == self.start + self.window.len() as u64;
+        let (range, handle) = match self.ahead.take() {
+            Some((r, h)) if r.start == self.pos => (r, h),
+            other => {
+                if let Some((_, h)) = other {
+                    h.abort();
+                }
+                let r = self.range(self.pos, if sequential { WINDOW } else { FIRST });
+                (r.clone(), self.fetch(r))
             }
-            None => self.fetch(self.pos),
         };
         let got = self.rt.block_on(handle).map_err(|e| other("a read task failed", e))?;
         self.window = got.map_err(|e| self.bucket.fail("read a blob body", e))?;
-        self.start = self.pos;
-        let want = (self.pos + WINDOW).min(self.len) - self.pos;
-        if self.window.len() as u64 != want {
+        self.start = range.start;
+        if self.window.len() as u64 != range.end - range.start {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the blob body changed length while read"));
         }
-        let next = self.start + want;
-        if next < self.len {
-            self.ahead = Some((next, self.fetch(next)));
+        if sequential && range.end < self.len {
+            let next = self.range(range.end, WINDOW);
+            self.ahead = Some((next.clone(), self.fetch(next)));
         }
         Ok(())
     }
@@ -342,5 +375,24 @@ impl Seek for S3Source {
         };
         self.pos = to.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
         Ok(self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_sizes_cover_large_bodies_within_the_part_limit() {
+        let mut total = 0u64;
+        let mut largest = 0;
+        for parts in 0..10_000 {
+            let size = part_size(parts);
+            total += size as u64;
+            largest = largest.max(size);
+        }
+        assert!(total > 800 << 30, "{total}");
+        assert_eq!(largest, 128 << 20);
+        assert_eq!(part_size(999), PART, "bodies under 8 GiB keep 8 MiB parts");
     }
 }
