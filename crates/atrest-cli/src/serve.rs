@@ -117,6 +117,10 @@ pub(crate) struct ServeArgs {
     /// with credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY [default: <data-dir>/blobs].
     #[arg(long, env = "ATREST_BLOB_STORE")]
     blob_store: Option<String>,
+    /// Seconds the body of a replaced or deleted blob stays in the blob store so that
+    /// running downloads finish [default: 0 for a directory, 300 for S3].
+    #[arg(long, env = "ATREST_BLOB_RETIRE_DELAY")]
+    blob_retire_delay: Option<u64>,
 }
 
 /// The config file: the same settings, by flag name.
@@ -154,6 +158,7 @@ struct FileConfig {
     job_batch: Option<usize>,
     job_lease: Option<u64>,
     blob_store: Option<String>,
+    blob_retire_delay: Option<u64>,
 }
 
 impl ServeArgs {
@@ -229,6 +234,7 @@ impl ServeArgs {
             job_batch: self.job_batch.or(file.job_batch).unwrap_or(d.job_batch),
             job_lease_secs: self.job_lease.or(file.job_lease).unwrap_or(d.job_lease_secs),
             blob_store: self.blob_store.or(file.blob_store),
+            blob_retire_delay_secs: self.blob_retire_delay.or(file.blob_retire_delay),
         };
         Ok((cfg, log_format))
     }

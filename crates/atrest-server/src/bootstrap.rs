@@ -208,6 +208,7 @@ async fn open_store(
     scfg.job_batch = cfg.job_batch.max(1);
     scfg.job_lease = std::time::Duration::from_secs(cfg.job_lease_secs.max(1));
     scfg.blob_store.clone_from(&cfg.blob_store);
+    scfg.blob_retire_delay = cfg.blob_retire_delay_secs.map(std::time::Duration::from_secs);
     let store = atrest_store::StoreService::open(db, svc.clone(), &roots, scfg, Arc::new(SystemClock), leases.clone())
         .await
         .map_err(|e| ServerError::Config(format!("the data service cannot start: {e}")))?;

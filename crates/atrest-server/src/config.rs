@@ -70,6 +70,9 @@ pub struct ServeConfig {
     /// Where blob bodies go: a directory or `s3://BUCKET?endpoint=…&region=…` (default
     /// `<data-dir>/blobs`).
     pub blob_store: Option<String>,
+    /// Seconds the body of a replaced or deleted blob stays, so running downloads finish
+    /// (default 0 for a directory, 300 for S3).
+    pub blob_retire_delay_secs: Option<u64>,
 }
 
 impl Default for ServeConfig {
@@ -104,6 +107,7 @@ impl Default for ServeConfig {
             job_batch: 500,
             job_lease_secs: 30,
             blob_store: None,
+            blob_retire_delay_secs: None,
         }
     }
 }

@@ -176,7 +176,8 @@ fn every<F, Fut>(
 
 /// The data service's background work: access re-checks (and recovery) every key-cache
 /// lifetime, following the latest version of versionless keys (the platform key
-/// included), the message sweeper, and jobs (resumed at start).
+/// included), the message sweeper, the removal of retired blob bodies, and jobs (resumed
+/// at start).
 fn spawn_store_tasks(store: &Arc<atrest_store::StoreService>, stop: &watch::Sender<bool>, cfg: &ServeConfig) {
     let leases = store.leases().clone();
     let s = store.clone();
@@ -208,6 +209,23 @@ fn spawn_store_tasks(store: &Arc<atrest_store::StoreService>, stop: &watch::Send
             }
         }
     });
+    let s = store.clone();
+    every(
+        stop,
+        &leases,
+        "store:blob-removals",
+        std::time::Duration::from_secs(cfg.sweep_interval_secs.max(1)),
+        move || {
+            let s = s.clone();
+            async move {
+                match s.sweep_blob_removals().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "removed retired blob bodies"),
+                    Err(e) => tracing::error!(error = %e, "removing retired blob bodies failed"),
+                }
+            }
+        },
+    );
     // Passes never overlap: `every` awaits each before sleeping again. Jobs take a lease
     // each (several nodes may run different jobs); jobs a crash interrupted resume here.
     let s = store.clone();

@@ -174,6 +174,7 @@ fn fast(dir: &TempDir) -> ServeConfig {
     ServeConfig {
         database_url: database_for(dir),
         blob_store: blob_store_for(dir),
+        blob_retire_delay_secs: Some(2),
         data_dir: dir.0.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
         key_cache_ttl_secs: 1,
@@ -947,5 +948,43 @@ async fn an_interrupted_upload_stores_nothing() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(blob_bodies(&dir).await, before);
     assert_eq!(api.get_bytes("/data/resources/bot/blobs/b").await, (StatusCode::OK, blob_bytes(100_000)));
+    server.shutdown().await;
+}
+
+/// A download running while its blob is replaced (or deleted) reads the old version to
+/// the end — on S3 too, where the old body stays for the retire delay (2 s here) — and
+/// then the old body goes.
+#[tokio::test]
+async fn a_replaced_blob_keeps_serving_running_downloads_then_goes() {
+    use futures_util::StreamExt as _;
+    let dir = temp_dir("atrest-data-retire");
+    let (server, api) = start(fast(&dir)).await;
+    api.call(M::PUT, "/data/resources/bot", None).await;
+    let old = blob_bytes(6 << 20);
+    api.put_bytes("/data/resources/bot/blobs/b", old.clone()).await;
+    let resp = api
+        .client
+        .get(format!("{}/data/resources/bot/blobs/b", api.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut stream = resp.bytes_stream();
+    let mut got = stream.next().await.unwrap().unwrap().to_vec();
+    assert!(got.len() < old.len() / 2, "the download is still running");
+    let (s, _) = api.put_bytes("/data/resources/bot/blobs/b", b"new".to_vec()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(blob_bodies(&dir).await.len(), 2, "the old body waits for the retire delay");
+    while let Some(c) = stream.next().await {
+        got.extend_from_slice(&c.expect("the running download was cut off"));
+    }
+    assert!(got == old, "the running download read the old version whole");
+    assert_eq!(api.get_bytes("/data/resources/bot/blobs/b").await, (StatusCode::OK, b"new".to_vec()));
+    let t = Instant::now();
+    while blob_bodies(&dir).await.len() != 1 {
+        assert!(t.elapsed() < Duration::from_secs(15), "the old body was not removed: {:?}", blob_bodies(&dir).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     server.shutdown().await;
 }

@@ -161,16 +161,82 @@ impl StoreService {
         format!("{}.{}.{tag}", o.id, o.generation)
     }
 
-    /// Removes one body; a failure is logged (the body is crypto-erased already: its
-    /// data key is gone with its row), never returned.
-    pub(crate) async fn remove_blob_body(&self, resource_id: &str, name: &str) {
+    /// Removes a body no row ever pointed at (a write that lost or failed) at once; a
+    /// removal that fails is queued and retried by the sweeper.
+    pub(crate) async fn discard_blob_body(&self, resource_id: &str, name: &str) {
         if let Err(e) = self.blobs.remove(resource_id, name).await {
-            tracing::warn!(store = %self.blobs.describe(), blob = name, error = %e, "could not remove a blob body");
+            tracing::warn!(store = %self.blobs.describe(), blob = name, error = %e, "could not remove a blob body; will retry");
+            self.queue_removal(resource_id, name, self.now()).await;
         }
     }
 
-    pub(crate) async fn remove_blob_file(&self, r: &Resource, o: &ObjectRow) {
-        self.remove_blob_body(&r.id, &Self::blob_name(o)).await;
+    /// Removes the body of a replaced or deleted blob (its data key is gone with its row,
+    /// so it is crypto-erased already) after the retire delay, so downloads of it that
+    /// are running finish; with no delay, at once (queued if that fails).
+    pub(crate) async fn retire_blob_body(&self, r: &Resource, o: &ObjectRow) {
+        let name = Self::blob_name(o);
+        let delay = self.retire_delay();
+        if delay == 0 {
+            self.discard_blob_body(&r.id, &name).await;
+        } else {
+            self.queue_removal(&r.id, &name, self.now().saturating_add(delay)).await;
+        }
+    }
+
+    /// Seconds a served body stays after its blob is replaced or deleted.
+    fn retire_delay(&self) -> i64 {
+        let d = self.cfg.blob_retire_delay.unwrap_or(match &*self.blobs {
+            crate::blobstore::BlobStore::Local(_) => std::time::Duration::ZERO,
+            crate::blobstore::BlobStore::S3(_) => std::time::Duration::from_secs(300),
+        });
+        i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    async fn queue_removal(&self, resource_id: &str, name: &str, due: i64) {
+        let q = sqlx::query(
+            "INSERT INTO store_blob_removals (resource_id, name, due) VALUES ($1, $2, $3) \
+             ON CONFLICT (resource_id, name) DO NOTHING",
+        )
+        .bind(resource_id)
+        .bind(name)
+        .bind(due)
+        .execute(self.db.pool())
+        .await;
+        if let Err(e) = q {
+            // The body stays as unreferenced ciphertext whose data key is gone.
+            tracing::error!(blob = name, error = %e, "could not queue a blob body for removal");
+        }
+    }
+
+    /// Removes the queued bodies that are due (at most 1,000 per pass); a removal that
+    /// fails stays queued for the next pass. Returns how many went.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn sweep_blob_removals(&self) -> Result<u64> {
+        let due: Vec<(String, String)> =
+            sqlx::query_as("SELECT resource_id, name FROM store_blob_removals WHERE due <= $1 ORDER BY due LIMIT 1000")
+                .bind(self.now())
+                .fetch_all(self.db.pool())
+                .await?;
+        let mut removed = 0;
+        for (resource_id, name) in due {
+            match self.blobs.remove(&resource_id, &name).await {
+                Ok(()) => {
+                    sqlx::query("DELETE FROM store_blob_removals WHERE resource_id = $1 AND name = $2")
+                        .bind(&resource_id)
+                        .bind(&name)
+                        .execute(self.db.pool())
+                        .await?;
+                    removed += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(store = %self.blobs.describe(), blob = name, error = %e, "could not remove a blob body; will retry");
+                    break;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Seals `input` (plaintext chunks) into a new file for `row`, in constant memory,
@@ -302,7 +368,7 @@ impl StoreService {
             let now = match now {
                 Ok(n) => n,
                 Err(e) => {
-                    self.remove_blob_body(&r.id, &body).await;
+                    self.discard_blob_body(&r.id, &body).await;
                     return Err(e);
                 }
             };
@@ -319,20 +385,20 @@ impl StoreService {
                     break;
                 }
                 Err(e) => {
-                    self.remove_blob_body(&r.id, &body).await;
+                    self.discard_blob_body(&r.id, &body).await;
                     return Err(e);
                 }
             }
         }
         if outcome != Outcome::Written {
             // Only this write's own body: its name is unique to this write.
-            self.remove_blob_body(&r.id, &body).await;
+            self.discard_blob_body(&r.id, &body).await;
             return Err(StoreError::PreconditionFailed(format!(
                 "{name}: another write of it finished first; read it again and retry"
             )));
         }
         if let Some(old) = &cur {
-            self.remove_blob_file(&r, old).await;
+            self.retire_blob_body(&r, old).await;
         }
         if r.diagnostics {
             self.audit(&r, &actor.name, "blob-put", &oid, "ok", serde_json::json!({"size": total})).await?;

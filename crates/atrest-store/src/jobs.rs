@@ -285,12 +285,16 @@ impl StoreService {
                     .await?;
                 tx.commit().await?;
             }
-            // A rewritten blob's old file goes once its replacement is committed; a
-            // replacement that lost to a concurrent write goes instead (each path belongs
-            // to one write).
+            // A rewritten blob's old body retires once its replacement is committed; a
+            // replacement that lost to a concurrent write goes at once instead (each body
+            // belongs to one write).
             for ((old, new), ok) in updates.iter().zip(applied) {
                 if old.kind == "blob" && new.generation != old.generation {
-                    self.remove_blob_file(&r, if ok { old } else { new }).await;
+                    if ok {
+                        self.retire_blob_body(&r, old).await;
+                    } else {
+                        self.discard_blob_body(&r.id, &Self::blob_name(new)).await;
+                    }
                 }
             }
             batches += 1;
@@ -347,7 +351,7 @@ impl StoreService {
             let read = self.blob_reader(r, o, dek).await?;
             let (body, size) = self.write_blob_file(r, &new, dek2, read).await?;
             if i64::try_from(size).ok() != Some(o.size) {
-                self.remove_blob_body(&r.id, &body).await;
+                self.discard_blob_body(&r.id, &body).await;
                 return Err(self.integrity(r, &format!("the body of blob {} (length)", o.id)));
             }
         }

@@ -321,7 +321,7 @@ impl StoreService {
             }
         }
         if kind == ObjectKind::Blob {
-            self.remove_blob_file(&r, &o).await;
+            self.retire_blob_body(&r, &o).await;
         }
         self.forget_for_real().await;
         self.audit(&r, &actor.name, &format!("{}-delete", kind.as_str()), &o.id, "ok", serde_json::json!({})).await

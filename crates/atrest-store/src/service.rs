@@ -23,8 +23,11 @@ use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard};
 
 /// The data service's schema (versions 1001 and up, beside the vault's).
-pub const MIGRATIONS: &[(i64, &str)] =
-    &[(1001, include_str!("schema/1001_store.sql")), (1002, include_str!("schema/1002_infra_master.sql"))];
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (1001, include_str!("schema/1001_store.sql")),
+    (1002, include_str!("schema/1002_infra_master.sql")),
+    (1003, include_str!("schema/1003_blob_removals.sql")),
+];
 
 /// Opens (or on first start creates) the data service's master secret, sealed under the
 /// infrastructure root. When only a previous root opens it, it is re-sealed under the
@@ -76,6 +79,10 @@ pub struct StoreConfig {
     /// Where blob bodies live when not in `blob_dir`: a directory or
     /// `s3://BUCKET[/PREFIX]?endpoint=…&region=…` (see [`crate::blobstore`]).
     pub blob_store: Option<String>,
+    /// How long the body of a replaced or deleted blob stays in the blob store, so
+    /// downloads already running finish (`None`: 0 for a directory, where an open file
+    /// outlives its removal; 300 s for S3).
+    pub blob_retire_delay: Option<Duration>,
     /// How long an unwrapped resource key is used before the vault is asked again.
     pub key_cache_ttl: Duration,
     /// How long a cached key stays usable while the vault is unreachable (not refusing).
@@ -104,6 +111,7 @@ impl StoreConfig {
         Self {
             blob_dir: data_dir.join("blobs"),
             blob_store: None,
+            blob_retire_delay: None,
             key_cache_ttl: Duration::from_secs(60),
             vault_grace: Duration::from_secs(300),
             follow_interval: Duration::from_secs(300),
@@ -920,7 +928,7 @@ impl StoreService {
         {
             let _g = self.write_guard().await;
             let mut tx = self.db.pool().begin().await?;
-            for table in ["store_objects", "store_messages", "store_roles", "store_jobs"] {
+            for table in ["store_objects", "store_messages", "store_roles", "store_jobs", "store_blob_removals"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE resource_id = $1"))
                     .bind(&r.id)
                     .execute(&mut *tx)
