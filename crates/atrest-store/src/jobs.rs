@@ -213,6 +213,23 @@ impl StoreService {
         Ok(self.leases.acquire(&format!("job:{id}"), self.now(), ttl).await?)
     }
 
+    /// Renews the job's lease every third of its lifetime while a batch runs (a batch
+    /// rewriting large blobs can outlast the lease), until the guard is dropped or
+    /// another node holds the lease.
+    fn keep_job_lease(&self, id: &str) -> LeaseKeeper {
+        let (leases, clock, name) = (self.leases.clone(), self.clock.clone(), format!("job:{id}"));
+        let ttl = i64::try_from(self.cfg.job_lease.as_secs()).unwrap_or(30).max(1);
+        let period = (self.cfg.job_lease / 3).max(std::time::Duration::from_millis(100));
+        LeaseKeeper(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                if !matches!(leases.acquire(&name, clock.now(), ttl).await, Ok(true)) {
+                    return;
+                }
+            }
+        }))
+    }
+
     async fn set_job(&self, id: &str, state: Option<&str>, done: Option<i64>, error: &str) -> Result<()> {
         let _g = self.write_guard().await;
         sqlx::query(
@@ -238,6 +255,7 @@ impl StoreService {
                 tracing::warn!(job = %job.id, "another node took this job's lease over; leaving it");
                 return Ok(false);
             }
+            let _renewing = self.keep_job_lease(&job.id);
             let r = self.resource_by_id(resource_id).await?;
             Self::check_usable(&r)?;
             let column = if job.kind == "rekey" { "rk_epoch" } else { "enc_epoch" };
@@ -398,5 +416,14 @@ impl StoreService {
         self.forget_for_real().await;
         self.audit(&cur, "system", &format!("finish-{}", job.kind), &job.id, "ok", serde_json::json!({})).await?;
         Ok(true)
+    }
+}
+
+/// Stops renewing a job's lease when dropped.
+struct LeaseKeeper(tokio::task::JoinHandle<()>);
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
