@@ -36,6 +36,7 @@ const PARTS_PER_STEP: usize = 1000;
 fn part_size(n: usize) -> usize {
     PART << (n / PARTS_PER_STEP).min(4)
 }
+
 /// Bytes fetched per ranged read while reading sequentially.
 const WINDOW: u64 = 4 * 1024 * 1024;
 /// Bytes fetched after a seek (headers, a final segment, the start of a range): a few
