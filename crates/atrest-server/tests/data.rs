@@ -988,3 +988,34 @@ async fn a_replaced_blob_keeps_serving_running_downloads_then_goes() {
     }
     server.shutdown().await;
 }
+
+/// A re-encrypt job that meets a tampered blob reports the tampering (and counts it),
+/// not a generic failure, and leaves the blob as it was.
+#[tokio::test]
+async fn a_reencrypt_job_reports_a_tampered_blob_as_tampering() {
+    let dir = temp_dir("atrest-data-job-tamper");
+    let (server, api) = start(fast(&dir)).await;
+    api.call(M::PUT, "/data/resources/bot", None).await;
+    api.put_bytes("/data/resources/bot/blobs/b", blob_bytes(300_000)).await;
+    let file = blob_bodies(&dir).await.remove(0);
+    let mut bytes = read_body(&dir, &file).await;
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    write_body(&dir, &file, &bytes).await;
+    let (s, job) = api.call(M::POST, "/data/resources/bot/jobs", Some(json!({"kind": "reencrypt"}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let t = Instant::now();
+    let error = loop {
+        let (_, j) = api.call(M::GET, &format!("/data/jobs/{id}"), None).await;
+        let e = j["error"].as_str().unwrap_or_default().to_string();
+        if !e.is_empty() {
+            break e;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "the job never reported the tampered blob: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(error.contains("IntegrityCheckFailed"), "{error}");
+    assert_eq!(blob_bodies(&dir).await, vec![file], "the job wrote nothing");
+    server.shutdown().await;
+}

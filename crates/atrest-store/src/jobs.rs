@@ -19,6 +19,7 @@ use crate::objects::OBJ_COLS;
 use crate::service::StoreService;
 use atrest_vault::Principal;
 use atrest_vault::rowmac::Field;
+use futures_util::StreamExt;
 use sqlx::Row;
 use std::sync::Arc;
 
@@ -366,8 +367,27 @@ impl StoreService {
             .map_err(|_| self.integrity(r, &format!("the body of object {}", o.id)))?;
             new.body = Some(layers::seal_with(&self.infra, &dek2, Self::oid(r, &new), b"atrest/object", &plain)?);
         } else {
-            let read = self.blob_reader(r, o, dek).await?;
-            let (body, size) = self.write_blob_file(r, &new, dek2, read).await?;
+            // The reader's own error (tampering, or the blob store failing) is kept aside
+            // so the job reports it, not the upload path's "interrupted".
+            let failed = Arc::new(std::sync::Mutex::new(None::<std::io::Error>));
+            let slot = failed.clone();
+            let read = self.blob_reader(r, o, dek).await?.map(move |item| {
+                item.map_err(|e| {
+                    let text = e.to_string();
+                    *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                    text
+                })
+            });
+            let written = self.write_blob_file(r, &new, dek2, read).await;
+            let read_error = failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            let (body, size) = match (written, read_error) {
+                (Ok(w), _) => w,
+                (Err(_), Some(e)) if crate::blobstore::is_integrity_error(&e) => {
+                    return Err(self.integrity(r, &format!("the body of blob {}", o.id)));
+                }
+                (Err(_), Some(e)) => return Err(StoreError::Storage(e.to_string())),
+                (Err(e), None) => return Err(e),
+            };
             if i64::try_from(size).ok() != Some(o.size) {
                 self.discard_blob_body(&r.id, &body).await;
                 return Err(self.integrity(r, &format!("the body of blob {} (length)", o.id)));
