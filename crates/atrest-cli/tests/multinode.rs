@@ -9,6 +9,8 @@
 //! - Records and blobs written on one node read back on the other.
 //! - A revocation is honoured by both nodes within the key-cache lifetime, and both
 //!   recover when access returns.
+//! - A batch that outlasts the job lease keeps its node (the lease is renewed while it
+//!   runs).
 //! - Restore drill: a database dump, a copy of the bucket and the two root secrets make
 //!   a fresh deployment that reads everything back and verifies its audit chains.
 //! - Outages: with PostgreSQL or S3 cut off (through a proxy this test controls) calls
@@ -30,6 +32,8 @@ struct Cluster {
     token: String,
     /// `--blob-store`, when bodies go to S3.
     blobs: Option<String>,
+    /// `--job-lease` in seconds.
+    lease_secs: u32,
 }
 
 impl Drop for Cluster {
@@ -58,7 +62,7 @@ impl Cluster {
             "--job-batch",
             "25",
             "--job-lease",
-            "2",
+            &self.lease_secs.to_string(),
         ]
         .iter()
         .map(|s| (*s).to_string())
@@ -158,6 +162,7 @@ fn two_nodes_one_database() {
         // Without S3, a directory both nodes share (the documented alternative).
         blobs: bucket(&format!("multinode-{}", std::process::id()))
             .or_else(|| Some(dir.join("shared-blobs").to_string_lossy().into_owned())),
+        lease_secs: 2,
     };
 
     // Node A, which will die in the middle of a job.
@@ -270,7 +275,7 @@ fn new_cluster(tag: &str, db: String, blobs: Option<String>) -> Cluster {
         let bytes = atrest_crypto::rand::bytes::<32>().unwrap();
         std::fs::write(dir.join(f), bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()).unwrap();
     }
-    Cluster { dir, db, token: String::new(), blobs }
+    Cluster { dir, db, token: String::new(), blobs, lease_secs: 2 }
 }
 
 /// Starts the first node of a deployment (which creates it) and reads its admin token.
@@ -359,7 +364,13 @@ fn restore_into_a_fresh_deployment() {
     let dst_url = create_db(&admin, &dst_db);
     let st = Command::new("pg_restore").args(["--no-owner", "-d", &dst_url, &dump.to_string_lossy()]).status().unwrap();
     assert!(st.success(), "pg_restore");
-    let dst = Cluster { dir: src.dir.clone(), db: dst_url, token: src.token.clone(), blobs: bucket(&dst_prefix) };
+    let dst = Cluster {
+        dir: src.dir.clone(),
+        db: dst_url,
+        token: src.token.clone(),
+        blobs: bucket(&dst_prefix),
+        lease_secs: 2,
+    };
     let (node, b) = dst.spawn("restored", free_port(), None);
     for i in [0, 7, 19] {
         assert_eq!(dst.ok(&b, &["record", "get", "bot", &format!("r{i:02}")]), format!("v{i}"));
@@ -489,6 +500,57 @@ fn outages_of_the_database_and_the_blob_store() {
     c.ok(&a, &["blob", "get", "bot", "b2", &back_s]);
     assert!(std::fs::read(&back).unwrap() == pattern(1 << 20));
     stop(node);
+    drop_db(&admin, &name);
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+/// A batch that outlasts the job lease (one 256 MiB blob re-encrypted under a 1 s lease)
+/// keeps its node: the node renews the lease while it works, so the other live node
+/// never takes the job over.
+#[test]
+fn a_long_batch_keeps_its_lease() {
+    let Ok(admin) = std::env::var("ATREST_TEST_PG") else {
+        eprintln!("skipped: set ATREST_TEST_PG to run the lease test");
+        return;
+    };
+    let pid = std::process::id();
+    let name = format!("longbatch_{pid}");
+    let db = create_db(&admin, &name);
+    let mut c = new_cluster("longbatch", db.clone(), None);
+    c.blobs = bucket(&format!("longbatch-{pid}")).or_else(|| Some(c.dir.join("shared-blobs").to_string_lossy().into()));
+    c.lease_secs = 1;
+    let (a_proc, a) = first_node(&mut c, "a");
+    let (b_proc, b) = c.spawn("b", free_port(), None);
+    c.ok(&a, &["resource", "create", "bot"]);
+    let body = c.dir.join("body.bin");
+    std::fs::write(&body, pattern(256 << 20)).unwrap();
+    c.ok(&a, &["blob", "put", "bot", "big", &body.to_string_lossy()]);
+    let job = c.json(&a, &["job", "start", "bot", "reencrypt"]);
+    let id = job["id"].as_str().unwrap().to_string();
+    let mut holders = std::collections::BTreeSet::new();
+    let t = Instant::now();
+    loop {
+        let out = Command::new("psql")
+            .args([&db, "-Atc", &format!("SELECT holder FROM leases WHERE name = 'job:{id}'")])
+            .output()
+            .unwrap();
+        let holder = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !holder.is_empty() {
+            holders.insert(holder);
+        }
+        if c.json(&b, &["job", "show", &id])["state"] == "succeeded" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(180), "the job did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(t.elapsed() > Duration::from_secs(3), "the batch was too short to outlast the lease: {:?}", t.elapsed());
+    assert_eq!(holders.len(), 1, "the job changed nodes while both were alive: {holders:?}");
+    let back = c.dir.join("back.bin");
+    c.ok(&b, &["blob", "get", "bot", "big", &back.to_string_lossy()]);
+    assert!(std::fs::read(&back).unwrap() == pattern(256 << 20));
+    stop(a_proc);
+    stop(b_proc);
     drop_db(&admin, &name);
     let _ = std::fs::remove_dir_all(&c.dir);
 }
