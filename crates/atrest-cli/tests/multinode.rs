@@ -143,27 +143,12 @@ fn two_nodes_one_database() {
         eprintln!("skipped: set ATREST_TEST_PG=postgres://USER@HOST:PORT to run the multi-node test");
         return;
     };
-    let dir = std::env::temp_dir().join(format!("atrest-multinode-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let name = format!("multinode_{}", std::process::id());
-    let status = Command::new("psql")
-        .args([&format!("{}/postgres", admin.trim_end_matches('/')), "-q", "-c", &format!("CREATE DATABASE {name}")])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    for f in ["root.key", "infra.key"] {
-        let bytes = atrest_crypto::rand::bytes::<32>().unwrap();
-        std::fs::write(dir.join(f), bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()).unwrap();
-    }
-    let mut cluster = Cluster {
-        dir: dir.clone(),
-        db: format!("{}/{name}", admin.trim_end_matches('/')),
-        token: String::new(),
-        // Without S3, a directory both nodes share (the documented alternative).
-        blobs: bucket(&format!("multinode-{}", std::process::id()))
-            .or_else(|| Some(dir.join("shared-blobs").to_string_lossy().into_owned())),
-        lease_secs: 2,
-    };
+    let mut cluster = new_cluster("multinode", create_db(&admin, &name), None);
+    let dir = cluster.dir.clone();
+    // Without S3, a directory both nodes share (the documented alternative).
+    cluster.blobs = bucket(&format!("multinode-{}", std::process::id()))
+        .or_else(|| Some(dir.join("shared-blobs").to_string_lossy().into_owned()));
 
     // Node A, which will die in the middle of a job.
     let port_a = free_port();
@@ -245,9 +230,7 @@ fn two_nodes_one_database() {
         p.kill().unwrap();
         p.wait().unwrap();
     }
-    let _ = Command::new("psql")
-        .args([&format!("{}/postgres", admin.trim_end_matches('/')), "-q", "-c", &format!("DROP DATABASE {name}")])
-        .status();
+    drop_db(&admin, &name);
 }
 
 /// Creates database `name` on the server in `admin` and returns its URL.
@@ -501,7 +484,6 @@ fn outages_of_the_database_and_the_blob_store() {
     assert!(std::fs::read(&back).unwrap() == pattern(1 << 20));
     stop(node);
     drop_db(&admin, &name);
-    let _ = std::fs::remove_dir_all(&c.dir);
 }
 
 /// A batch that outlasts the job lease (one 256 MiB blob re-encrypted under a 1 s lease)
@@ -552,5 +534,4 @@ fn a_long_batch_keeps_its_lease() {
     stop(a_proc);
     stop(b_proc);
     drop_db(&admin, &name);
-    let _ = std::fs::remove_dir_all(&c.dir);
 }

@@ -104,21 +104,23 @@ impl StoreService {
         .await
         .map_err(|e| StoreError::Storage(e.to_string()))?;
         let reader = match reader {
+            Ok(reader) => reader,
             Err(OpenFailure::Missing) if self.superseded(o).await? => {
                 return Err(StoreError::Conflict(format!(
                     "blob {} in resource {} was replaced or deleted while it was being opened; read it again",
                     o.id, r.name
                 )));
             }
-            other => other,
-        }
-        .map_err(|e| match e {
-            OpenFailure::Missing => {
-                self.integrity(r, &format!("the body of blob {} in resource {} (missing)", o.id, r.name))
+            Err(OpenFailure::Missing) => {
+                return Err(self.integrity(r, &format!("the body of blob {} in resource {} (missing)", o.id, r.name)));
             }
-            OpenFailure::Tampered => self.integrity(r, &format!("the body of blob {} in resource {}", o.id, r.name)),
-            OpenFailure::Store(e) => StoreError::Storage(format!("{e}; nothing was lost, retry when it is back")),
-        })?;
+            Err(OpenFailure::Tampered) => {
+                return Err(self.integrity(r, &format!("the body of blob {} in resource {}", o.id, r.name)));
+            }
+            Err(OpenFailure::Store(e)) => {
+                return Err(StoreError::Storage(format!("{e}; nothing was lost, retry when it is back")));
+            }
+        };
         if Some(reader.len()) != u64::try_from(o.size).ok() {
             return Err(self.integrity(r, &format!("the body of blob {} in resource {} (length)", o.id, r.name)));
         }

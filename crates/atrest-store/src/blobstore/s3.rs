@@ -43,7 +43,8 @@ const WINDOW: u64 = 4 * 1024 * 1024;
 /// sealed segments of either layer, so opening a body costs little.
 const FIRST: u64 = 256 * 1024;
 
-/// An S3-compatible bucket.
+/// An S3-compatible bucket (cheap to clone: the client is shared).
+#[derive(Clone)]
 pub struct S3Bucket {
     store: Arc<AmazonS3>,
     bucket: String,
@@ -108,12 +109,13 @@ impl S3Bucket {
         format!("s3://{}{p} at {}", self.bucket, self.endpoint)
     }
 
+    /// `rel` under the prefix.
+    fn path(&self, rel: &str) -> Path {
+        if self.prefix.is_empty() { Path::from(rel) } else { Path::from(format!("{}/{rel}", self.prefix)) }
+    }
+
     fn key(&self, resource: &str, name: &str) -> Path {
-        if self.prefix.is_empty() {
-            Path::from(format!("{resource}/{name}"))
-        } else {
-            Path::from(format!("{}/{resource}/{name}", self.prefix))
-        }
+        self.path(&format!("{resource}/{name}"))
     }
 
     fn fail(&self, what: &str, e: object_store::Error) -> io::Error {
@@ -139,7 +141,7 @@ impl S3Bucket {
     pub(super) fn create(&self, resource: &str, name: &str) -> io::Result<S3Sink> {
         Ok(S3Sink {
             rt: Handle::try_current().map_err(|e| other("no runtime", e))?,
-            bucket: self.clone_ref(),
+            bucket: self.clone(),
             key: self.key(resource, name),
             buf: Vec::with_capacity(PART),
             parts: 0,
@@ -155,7 +157,7 @@ impl S3Bucket {
         let meta = rt.block_on(self.store.head(&key)).map_err(|e| self.fail("read a blob body", e))?;
         Ok(S3Source {
             rt,
-            bucket: self.clone_ref(),
+            bucket: self.clone(),
             key,
             len: meta.size,
             pos: 0,
@@ -173,12 +175,7 @@ impl S3Bucket {
     }
 
     pub(super) async fn remove_resource(&self, resource: &str) -> io::Result<()> {
-        let prefix = if self.prefix.is_empty() {
-            Path::from(resource)
-        } else {
-            Path::from(format!("{}/{resource}", self.prefix))
-        };
-        let mut list = self.store.list(Some(&prefix));
+        let mut list = self.store.list(Some(&self.path(resource)));
         while let Some(meta) = list.next().await {
             let meta = meta.map_err(|e| self.fail("list a resource's blob bodies", e))?;
             match self.store.delete(&meta.location).await {
@@ -187,15 +184,6 @@ impl S3Bucket {
             }
         }
         Ok(())
-    }
-
-    fn clone_ref(&self) -> S3Bucket {
-        S3Bucket {
-            store: self.store.clone(),
-            bucket: self.bucket.clone(),
-            prefix: self.prefix.clone(),
-            endpoint: self.endpoint.clone(),
-        }
     }
 }
 
