@@ -500,7 +500,8 @@ async fn transient_messages_expire_and_are_acknowledged_once() {
     send("short-lived", 2).await;
     send("durable", 600).await;
     // Receive hides a message for the visibility timeout; a stale receipt cannot ack it.
-    let (_, got) = api.call(M::POST, "/data/resources/q/messages/receive?max=10&visibility=1", None).await;
+    // Times are whole seconds: a 2 s timeout hides it for at least one whole second.
+    let (_, got) = api.call(M::POST, "/data/resources/q/messages/receive?max=10&visibility=2", None).await;
     let got = got["value"].as_array().unwrap().clone();
     assert_eq!(got.len(), 2, "{got:?}");
     let (_, again) = api.call(M::POST, "/data/resources/q/messages/receive?max=10", None).await;
