@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod backup;
 mod client;
 mod data;
 mod inspect;
@@ -28,6 +29,28 @@ enum Command {
     /// Run the server. On first start creates the data directory, a root key, a local CA
     /// and server certificate, the default tenant and vault, and an admin token.
     Serve(Box<serve::ServeArgs>),
+    /// Online backup of the embedded default into a new directory: consistent copies of
+    /// both databases, the blob bodies, TLS material and a manifest with hashes (never the
+    /// root secrets). Runs beside a serving server.
+    Backup {
+        /// The directory to write (new or empty).
+        #[arg(long)]
+        to: std::path::PathBuf,
+        #[command(flatten)]
+        deployment: backup::Deployment,
+    },
+    /// Restore a backup into an empty data directory: verifies every hash and the root
+    /// secrets' fingerprints, checks the audit chains, re-sets the rollback anchor.
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: std::path::PathBuf,
+        #[command(flatten)]
+        deployment: backup::Deployment,
+    },
+    /// The rollback anchor: `reset` accepts databases older than what was acknowledged.
+    #[command(subcommand)]
+    Anchor(backup::AnchorCommand),
     /// Verify, list and export the audit trail of a data directory.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -78,6 +101,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Backup { to, deployment } => backup::backup(&deployment, &to),
+        Command::Restore { from, deployment } => backup::restore(&deployment, &from),
+        Command::Anchor(cmd) => backup::anchor(&cmd),
         Command::Inspect { file, output } => inspect::run(&file, output),
         Command::Tenant(m) => manage::tenant(m),
         Command::Vault(m) => manage::vault(m),

@@ -20,6 +20,23 @@ pub(crate) struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8443].
     #[arg(long, env = "ATREST_LISTEN")]
     listen: Option<SocketAddr>,
+    /// The rollback anchor file; on another volume than the data directory it also
+    /// catches a whole data directory put back [default: <data-dir>/anchor].
+    #[arg(long, env = "ATREST_ANCHOR_FILE")]
+    anchor_file: Option<PathBuf>,
+    /// Seconds a client has to complete the TLS handshake [default: 10].
+    #[arg(long, env = "ATREST_HANDSHAKE_TIMEOUT")]
+    handshake_timeout: Option<u64>,
+    /// Seconds a client has to send a request's headers [default: 30].
+    #[arg(long, env = "ATREST_HEADER_TIMEOUT")]
+    header_timeout: Option<u64>,
+    /// Seconds a connection may sit with no byte moving before it is closed (idle
+    /// keep-alive, stalled transfers; a transfer that moves is never cut) [default: 60].
+    #[arg(long, env = "ATREST_IDLE_TIMEOUT")]
+    idle_timeout: Option<u64>,
+    /// Connections served at once; more wait in the listen backlog [default: 1000].
+    #[arg(long, env = "ATREST_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// Extra host name for the generated certificate (repeatable; config: a list).
     #[arg(long = "hostname", env = "ATREST_HOSTNAMES", value_delimiter = ',')]
     hostnames: Vec<String>,
@@ -129,6 +146,11 @@ pub(crate) struct ServeArgs {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    anchor_file: Option<PathBuf>,
+    handshake_timeout: Option<u64>,
+    header_timeout: Option<u64>,
+    idle_timeout: Option<u64>,
+    max_connections: Option<usize>,
     #[serde(default)]
     hostname: Vec<String>,
     vault_domain: Option<String>,
@@ -192,6 +214,15 @@ impl ServeArgs {
         let cfg = ServeConfig {
             data_dir: self.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
             listen: self.listen.or(file.listen).unwrap_or(d.listen),
+            anchor_file: self.anchor_file.or(file.anchor_file),
+            handshake_timeout_secs: self
+                .handshake_timeout
+                .or(file.handshake_timeout)
+                .unwrap_or(d.handshake_timeout_secs)
+                .max(1),
+            header_timeout_secs: self.header_timeout.or(file.header_timeout).unwrap_or(d.header_timeout_secs).max(1),
+            idle_timeout_secs: self.idle_timeout.or(file.idle_timeout).unwrap_or(d.idle_timeout_secs).max(1),
+            max_connections: self.max_connections.or(file.max_connections).unwrap_or(d.max_connections).max(1),
             hostnames: if self.hostnames.is_empty() { file.hostname } else { self.hostnames },
             vault_domain: self.vault_domain.or(file.vault_domain),
             database_url: self.database_url.or(file.database),

@@ -12,6 +12,30 @@ pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
     out
 }
 
+/// Incremental SHA-256, for inputs read in pieces (backup files).
+pub struct Sha256(aws_lc_rs::digest::Context);
+
+impl Default for Sha256 {
+    fn default() -> Self {
+        Self(aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256))
+    }
+}
+
+impl Sha256 {
+    /// Adds `data`.
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    /// The digest.
+    #[must_use]
+    pub fn finish(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.finish().as_ref());
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -20,5 +44,9 @@ mod tests {
             hex::encode(super::sha256(&[b"a", b"bc"])),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+        let mut h = super::Sha256::default();
+        h.update(b"ab");
+        h.update(b"c");
+        assert_eq!(h.finish(), super::sha256(&[b"abc"]));
     }
 }

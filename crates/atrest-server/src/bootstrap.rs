@@ -34,6 +34,8 @@ pub struct Bootstrapped {
     pub warnings: Vec<String>,
     /// The data service.
     pub store: Arc<atrest_store::StoreService>,
+    /// The rollback anchor (a no-op on PostgreSQL).
+    pub anchor: crate::anchor::Anchor,
 }
 
 fn parse_key(text: &str, origin: &str) -> Result<SecretKey, ServerError> {
@@ -111,8 +113,9 @@ fn passphrase_key(data_dir: &std::path::Path, passphrase: &str) -> Result<Secret
     Ok(SecretKey::from_slice(&out[..])?)
 }
 
-/// Loads (or on first start generates) the root key; returns it and an optional warning.
-fn root_key(cfg: &ServeConfig) -> Result<(SecretKey, Option<String>), ServerError> {
+/// Loads (or on first start, with `generate`, creates) the root key; returns it and an
+/// optional warning.
+fn root_key(cfg: &ServeConfig, generate: bool) -> Result<(SecretKey, Option<String>), ServerError> {
     if let Ok(v) = std::env::var("ATREST_ROOT_KEY") {
         return Ok((parse_key(&v, "ATREST_ROOT_KEY")?, None));
     }
@@ -133,6 +136,9 @@ fn root_key(cfg: &ServeConfig) -> Result<(SecretKey, Option<String>), ServerErro
         return Ok((read_key_file(path)?, None));
     }
     let path = cfg.data_dir.join("root.key");
+    if !generate && !path.exists() {
+        return Err(missing_root(&path, "--root-key-file, ATREST_ROOT_KEY or a root passphrase"));
+    }
     let key = load_or_generate(&path)?;
     let warning = format!(
         "the root key is stored in {} next to the data: a copy of the data directory is a copy of every key; \
@@ -144,7 +150,11 @@ fn root_key(cfg: &ServeConfig) -> Result<(SecretKey, Option<String>), ServerErro
 
 /// Loads (or on first start generates) the infrastructure root, the data service's
 /// second secret; returns it and an optional warning.
-fn infra_root(cfg: &ServeConfig, vault_root: &SecretKey) -> Result<(SecretKey, Option<String>), ServerError> {
+fn infra_root(
+    cfg: &ServeConfig,
+    vault_root: &SecretKey,
+    generate: bool,
+) -> Result<(SecretKey, Option<String>), ServerError> {
     let (key, warning) = if let Ok(v) = std::env::var("ATREST_INFRA_ROOT_KEY") {
         (parse_key(&v, "ATREST_INFRA_ROOT_KEY")?, None)
     } else if let Some(path) = &cfg.infra_root_key_file {
@@ -152,6 +162,9 @@ fn infra_root(cfg: &ServeConfig, vault_root: &SecretKey) -> Result<(SecretKey, O
         (parse_key(&text, &path.display().to_string())?, None)
     } else {
         let path = cfg.data_dir.join("infra.key");
+        if !generate && !path.exists() {
+            return Err(missing_root(&path, "--infra-root-key-file or ATREST_INFRA_ROOT_KEY"));
+        }
         let key = if path.exists() {
             let text = zeroize::Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| ServerError::io(&path, e))?);
             parse_key(&text, &path.display().to_string())?
@@ -175,9 +188,39 @@ fn infra_root(cfg: &ServeConfig, vault_root: &SecretKey) -> Result<(SecretKey, O
     Ok((key, warning))
 }
 
+fn missing_root(path: &std::path::Path, how: &str) -> ServerError {
+    ServerError::Config(format!(
+        "no {} and no other source given: this command never generates a root secret. Put this deployment's \
+         file there, or give it with {how}",
+        path.display()
+    ))
+}
+
+/// The deployment's two root secrets (vault root, infrastructure root), as `serve` finds
+/// them, but never generated: for commands that work on existing data (backup, restore).
+///
+/// # Errors
+/// A root that is missing or malformed.
+pub fn existing_roots(cfg: &ServeConfig) -> Result<(SecretKey, SecretKey), ServerError> {
+    let (root, _) = root_key(cfg, false)?;
+    let (infra, _) = infra_root(cfg, &root, false)?;
+    Ok((root, infra))
+}
+
+/// A root secret's fingerprint: 16 bytes of HKDF output under it, in hex. Names the
+/// secret (backup manifests, restore checks) without revealing it.
+///
+/// # Errors
+/// Never in practice.
+pub fn fingerprint(key: &SecretKey) -> Result<String, ServerError> {
+    let mut out = [0u8; 16];
+    atrest_crypto::kdf::hkdf_sha256(key.expose_secret(), b"atrest/v1/root", &[b"fingerprint"], &mut out)?;
+    Ok(hex::encode(out))
+}
+
 /// The data service's database URL: its own SQLite file beside a SQLite vault, the same
 /// database as a PostgreSQL vault.
-fn store_url(cfg: &ServeConfig) -> String {
+pub(crate) fn store_url(cfg: &ServeConfig) -> String {
     if let Some(u) = &cfg.store_database_url {
         return u.clone();
     }
@@ -193,7 +236,7 @@ async fn open_store(
     svc: &Arc<VaultService>,
     root: &SecretKey,
 ) -> Result<(Arc<atrest_store::StoreService>, Option<String>), ServerError> {
-    let (infra, warning) = infra_root(cfg, root)?;
+    let (infra, warning) = infra_root(cfg, root, true)?;
     let previous = cfg.infra_root_previous_key_file.as_deref().map(read_key_file).transpose()?;
     let roots: Vec<&SecretKey> = std::iter::once(&infra).chain(previous.as_ref()).collect();
     let db = Db::connect(&store_url(cfg)).await?;
@@ -225,18 +268,50 @@ pub async fn open_service(cfg: &ServeConfig) -> Result<(Arc<VaultService>, Optio
     Ok((svc, warning))
 }
 
+pub(crate) fn vault_url(cfg: &ServeConfig) -> String {
+    cfg.database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", cfg.data_dir.join("atrest.db").display()))
+}
+
 async fn open(cfg: &ServeConfig) -> Result<(Arc<VaultService>, SecretKey, Option<String>), ServerError> {
     crate::files::create_private_dir(&cfg.data_dir)?;
-    let (root, warning) = root_key(cfg)?;
-    let url = cfg
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", cfg.data_dir.join("atrest.db").display()));
-    let db = Db::connect(&url).await?;
+    let (root, warning) = root_key(cfg, true)?;
+    let db = Db::connect(&vault_url(cfg)).await?;
     db.migrate().await?;
     let backend = Arc::new(SoftwareBackend::new(&root)?);
     let svc = Arc::new(VaultService::new(db, backend, &root, Arc::new(SystemClock))?);
     Ok((svc, root, warning))
+}
+
+/// A new deployment is created only where there was none: a database without the
+/// default tenant beside the leftovers of a deployment (its admin token, rollback
+/// anchor, audit checkpoints, TLS material or blob bodies) is a database that lost its
+/// contents — a copy taken without its write-ahead log, the wrong file — and starting
+/// afresh there would bury the old deployment under a new one.
+fn refuse_over_existing(cfg: &ServeConfig) -> Result<(), ServerError> {
+    let dir = &cfg.data_dir;
+    let mut found: Vec<String> = ["admin.token", "audit/checkpoints.jsonl", "tls/ca.pem", "tls/ca.key.sealed"]
+        .iter()
+        .map(|f| dir.join(f))
+        .chain(std::iter::once(cfg.anchor_path()))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    let blobs = dir.join("blobs");
+    if std::fs::read_dir(&blobs).is_ok_and(|mut d| d.next().is_some()) {
+        found.push(format!("blob bodies in {}", blobs.display()));
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(ServerError::Config(format!(
+        "the database has no deployment, but {} shows signs of one: {}. Refusing to create a new deployment over \
+         it. If the database was copied without its -wal file or replaced, put the right one back, or restore a \
+         backup with `atrest restore`; to start afresh, use an empty data directory",
+        dir.display(),
+        found.join(", ")
+    )))
 }
 
 /// Prepares everything `serve` needs.
@@ -266,13 +341,36 @@ fn is_creation_race(e: &ServerError) -> bool {
 }
 
 async fn bootstrap_once(cfg: &ServeConfig) -> Result<Bootstrapped, ServerError> {
+    // Before SQLite creates a missing database file: leftovers beside it mean it was lost.
+    if cfg.database_url.is_none() && !cfg.data_dir.join("atrest.db").exists() {
+        refuse_over_existing(cfg)?;
+    }
     let (svc, root, warning) = open(cfg).await?;
+    match prepare(cfg, &svc, &root, warning).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            // Checkpointed and closed: a WAL left behind would be applied to whatever
+            // database file the operator puts in place next.
+            svc.db().close().await;
+            Err(e)
+        }
+    }
+}
+
+async fn prepare(
+    cfg: &ServeConfig,
+    svc: &Arc<VaultService>,
+    root: &SecretKey,
+    warning: Option<String>,
+) -> Result<Bootstrapped, ServerError> {
+    let svc = svc.clone();
     let admin_token = cfg.data_dir.join("admin.token");
 
     let system = serde_json::json!({});
     let tenant = match svc.tenant(DEFAULT).await {
         Ok(t) => t,
         Err(VaultError::NotFound(_)) => {
+            refuse_over_existing(cfg)?;
             let t = svc.create_tenant(DEFAULT).await?;
             svc.audit(DEPLOYMENT_CHAIN, "system", "create-tenant", &t.name, "ok", &system).await?;
             t
@@ -329,13 +427,21 @@ async fn bootstrap_once(cfg: &ServeConfig) -> Result<Bootstrapped, ServerError> 
                 names.push(d.clone());
                 names.push(format!("*.{d}"));
             }
-            let (chain, key) = tls::ensure_generated(&paths, &root, &names)?;
+            let (chain, key) = tls::ensure_generated(&paths, root, &names)?;
             (chain, key, Some(paths.ca_pem))
         }
         _ => return Err(ServerError::Config("--tls-cert and --tls-key go together".into())),
     };
-    let (store, infra_warning) = open_store(cfg, &svc, &root).await?;
+    let (store, infra_warning) = open_store(cfg, &svc, root).await?;
+    let anchor = match crate::anchor::Anchor::open(&cfg.anchor_path(), root, svc.db(), store.db()).await {
+        Ok(a) => a,
+        Err(e) => {
+            store.db().close().await;
+            return Err(e);
+        }
+    };
     Ok(Bootstrapped {
+        anchor,
         store,
         svc,
         tls: tls::server_config(chain, key, cfg.client_ca.as_deref())?,

@@ -10,6 +10,19 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// Listen address (default `127.0.0.1:8443`).
     pub listen: SocketAddr,
+    /// The rollback anchor of the embedded default (default `<data-dir>/anchor`); on
+    /// another volume it also catches a whole data directory put back.
+    pub anchor_file: Option<PathBuf>,
+    /// Seconds a client has to complete the TLS handshake.
+    pub handshake_timeout_secs: u64,
+    /// Seconds a client has to send a request's headers once it started one.
+    pub header_timeout_secs: u64,
+    /// Seconds a connection may sit without a byte moving either way (idle keep-alive,
+    /// a stalled upload or download) before it is closed; a long transfer that keeps
+    /// moving is never cut.
+    pub idle_timeout_secs: u64,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
     /// Extra host names for the generated certificate.
     pub hostnames: Vec<String>,
     /// With `D`, vault `NAME` answers at `https://NAME.D`.
@@ -75,11 +88,24 @@ pub struct ServeConfig {
     pub blob_retire_delay_secs: Option<u64>,
 }
 
+impl ServeConfig {
+    /// Where the rollback anchor lives.
+    #[must_use]
+    pub fn anchor_path(&self) -> PathBuf {
+        self.anchor_file.clone().unwrap_or_else(|| self.data_dir.join("anchor"))
+    }
+}
+
 impl Default for ServeConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("atrest-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            anchor_file: None,
+            handshake_timeout_secs: 10,
+            header_timeout_secs: 30,
+            idle_timeout_secs: 60,
+            max_connections: 1000,
             hostnames: Vec::new(),
             vault_domain: None,
             database_url: None,

@@ -7,9 +7,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod anchor;
 pub mod api;
+pub mod backup;
 pub mod bootstrap;
 pub mod config;
+mod conn;
 mod files;
 pub mod metrics;
 pub mod ratelimit;
@@ -17,7 +20,7 @@ pub mod tls;
 
 pub use config::ServeConfig;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
@@ -45,6 +48,9 @@ pub enum ServerError {
     /// The crypto core failed.
     #[error("{0}")]
     Crypto(#[from] atrest_crypto::CryptoError),
+    /// The database is older than what the deployment acknowledged.
+    #[error("{0}")]
+    Rollback(String),
     /// Certificate generation failed.
     #[error("certificate generation: {0}")]
     Cert(#[from] rcgen::Error),
@@ -68,6 +74,7 @@ pub struct Server {
     pub warnings: Vec<String>,
     svc: Arc<atrest_vault::VaultService>,
     store: Arc<atrest_store::StoreService>,
+    anchor: Arc<anchor::Anchor>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -86,10 +93,18 @@ impl Server {
     }
 
     /// Graceful shutdown: stops accepting connections, lets requests in flight finish
-    /// (up to 10 s), then returns.
+    /// (up to 10 s), records the final commit sequences in the rollback anchor, then
+    /// checkpoints and closes both databases (background passes still running finish
+    /// first), so the database files alone hold everything committed.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        if let Err(e) = self.anchor.sync().await {
+            tracing::error!(error = %e, "could not record the final commit sequence in the rollback anchor");
+        }
+        self.store.db().close().await;
+        self.svc.db().close().await;
+        tracing::info!("databases checkpointed and closed");
     }
 }
 
@@ -275,6 +290,8 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         ServerError::Config(format!("cannot listen on {}: {e} (choose another address with --listen)", cfg.listen))
     })?;
     let addr = listener.local_addr().map_err(|e| ServerError::Config(e.to_string()))?;
+    let anchor = Arc::new(boot.anchor);
+    let limits = conn::Limits::from(&cfg);
     let state = Arc::new(api::AppState {
         svc: boot.svc.clone(),
         store: boot.store.clone(),
@@ -285,6 +302,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         metrics_enabled: cfg.metrics,
         metrics_token,
         limiter: ratelimit::RateLimiter::new(cfg.rate_limit, cfg.rate_burst),
+        anchor: anchor.clone(),
     });
     let app = axum::Router::new().fallback(api::handle).with_state(state);
     let live_tls: tls::LiveConfig = Arc::new(std::sync::RwLock::new(boot.tls.clone()));
@@ -395,12 +413,25 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
     let conn_stop = stop.subscribe();
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
+        // A connection is accepted only with a permit: past the cap, clients wait in the
+        // listen backlog instead of exhausting file descriptors and memory.
+        let permits = Arc::new(tokio::sync::Semaphore::new(limits.max));
         loop {
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+                _ = stopped.changed() => break,
+            };
             let (tcp, _peer) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(c) => c,
                     Err(e) => {
+                        // Out of file descriptors, typically: back off rather than spin.
                         tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         continue;
                     }
                 },
@@ -412,17 +443,26 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
             let app = app.clone();
             let mut stop = conn_stop.clone();
             conns.spawn(async move {
-                let tls = match acceptor.accept(tcp).await {
-                    Ok(t) => t,
-                    Err(e) => {
+                let _permit = permit;
+                let tls = match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
                         tracing::debug!(error = %e, "TLS handshake failed");
                         return;
                     }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake not completed within the handshake timeout; closed");
+                        return;
+                    }
                 };
-                let builder = auto::Builder::new(TokioExecutor::new());
-                let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
+                let (io, activity) = conn::Tracked::new(tls);
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header);
+                builder.http2().timer(TokioTimer::new());
+                let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
                 tokio::pin!(conn);
                 let mut draining = false;
+                let tick = (limits.idle / 4).min(std::time::Duration::from_secs(1));
                 loop {
                     tokio::select! {
                         r = conn.as_mut() => {
@@ -435,6 +475,12 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
                             // Finish the requests in flight, accept no new ones on this connection.
                             conn.as_mut().graceful_shutdown();
                             draining = true;
+                        }
+                        () = tokio::time::sleep(tick) => {
+                            if activity.idle() >= limits.idle {
+                                tracing::debug!("no byte moved within the idle timeout; connection closed");
+                                return;
+                            }
                         }
                     }
                 }
@@ -454,6 +500,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         warnings: boot.warnings,
         svc: boot.svc,
         store: boot.store,
+        anchor,
         stop,
         task,
     })

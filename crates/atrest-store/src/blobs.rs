@@ -159,8 +159,7 @@ impl StoreService {
     /// which has a fresh salt per write) makes the key unique to one write, so a write
     /// that loses its commit removes only its own body, never the winner's.
     pub(crate) fn blob_name(o: &ObjectRow) -> String {
-        let tag = hex::encode(&atrest_crypto::hash::sha256(&[&o.name_sealed])[..8]);
-        format!("{}.{}.{tag}", o.id, o.generation)
+        body_name(&o.id, o.generation, &o.name_sealed)
     }
 
     /// Removes a body no row ever pointed at (a write that lost or failed) at once; a
@@ -482,4 +481,13 @@ impl StoreService {
         });
         Ok(BlobRead { info, offset, len, chunks: rx })
     }
+}
+
+/// The blob-store key of a blob body under its resource, from the object row's id,
+/// generation and sealed name (what `atrest backup` uses to find the bodies a database
+/// snapshot references, without any key).
+#[must_use]
+pub fn body_name(id: &str, generation: i64, name_sealed: &[u8]) -> String {
+    let tag = hex::encode(&atrest_crypto::hash::sha256(&[name_sealed])[..8]);
+    format!("{id}.{generation}.{tag}")
 }

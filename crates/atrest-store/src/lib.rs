@@ -46,7 +46,7 @@ pub mod remote;
 mod service;
 mod usage;
 
-pub use blobs::BlobRead;
+pub use blobs::{BlobRead, body_name};
 pub use encryption::EncryptionRequest;
 pub use error::{Result, StoreError};
 pub use jobs::KINDS as JOB_KINDS;

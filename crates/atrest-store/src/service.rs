@@ -262,6 +262,12 @@ impl StoreService {
         &self.cfg
     }
 
+    /// The data service's database (for the server's shutdown and rollback anchor).
+    #[must_use]
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// This node's leases (shared with the server's background loops).
     #[must_use]
     pub fn leases(&self) -> &atrest_vault::lease::Leases {

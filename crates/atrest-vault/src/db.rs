@@ -89,6 +89,77 @@ impl Db {
         self.engine
     }
 
+    /// Checkpoints SQLite's write-ahead log into the database file and closes every
+    /// connection, so the file alone holds everything committed: what a copy of a
+    /// stopped data directory needs. A checkpoint that cannot finish (a reader still
+    /// open elsewhere) is logged; closing the last connection checkpoints again.
+    pub async fn close(&self) {
+        if self.engine == Engine::Sqlite && !self.pool.is_closed() {
+            match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&self.pool).await {
+                Ok((0, _, _)) => {}
+                Ok((_, log, done)) => {
+                    tracing::warn!(frames = log, checkpointed = done, "the WAL checkpoint at shutdown was busy");
+                }
+                Err(e) => tracing::warn!(error = %e, "the WAL checkpoint at shutdown failed"),
+            }
+        }
+        self.pool.close().await;
+    }
+
+    /// SQLite only: makes sure the commit sequence exists and that every table bumps it on
+    /// every inserted, updated or deleted row (triggers, so no write path can forget
+    /// it). The sequence commits with the writes it counts, so a database that lost
+    /// commits (a WAL cut short, an old copy put back) shows a lower sequence than one
+    /// recorded outside it. Returns whether the sequence was created now (a database
+    /// from before it existed, or a new one). PostgreSQL: nothing to do, `Ok(false)`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn install_commit_seq(&self) -> Result<bool> {
+        if self.engine != Engine::Sqlite {
+            return Ok(false);
+        }
+        let mut conn = self.pool.acquire().await?;
+        let existed: Option<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'atrest_commit_seq'")
+                .fetch_optional(&mut *conn)
+                .await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        tx.execute("CREATE TABLE IF NOT EXISTS atrest_commit_seq (id BIGINT PRIMARY KEY, seq BIGINT NOT NULL)").await?;
+        tx.execute("INSERT OR IGNORE INTO atrest_commit_seq (id, seq) VALUES (1, 0)").await?;
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+             AND name <> 'atrest_commit_seq'",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for table in tables {
+            for op in ["INSERT", "UPDATE", "DELETE"] {
+                tx.execute(
+                    format!(
+                        "CREATE TRIGGER IF NOT EXISTS \"atrest_seq_{table}_{op}\" AFTER {op} ON \"{table}\" \
+                         BEGIN UPDATE atrest_commit_seq SET seq = seq + 1 WHERE id = 1; END"
+                    )
+                    .as_str(),
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(existed.is_none())
+    }
+
+    /// The commit sequence ([`Self::install_commit_seq`]); 0 on PostgreSQL.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn commit_seq(&self) -> Result<i64> {
+        if self.engine != Engine::Sqlite {
+            return Ok(0);
+        }
+        Ok(sqlx::query_scalar("SELECT seq FROM atrest_commit_seq WHERE id = 1").fetch_one(&self.pool).await?)
+    }
+
     /// Applies pending migrations inside one transaction each. Safe when several nodes
     /// start at once: on PostgreSQL the whole run holds an advisory lock, so one node
     /// migrates and the others wait, then find nothing to do; SQLite's own file lock

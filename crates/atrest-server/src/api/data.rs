@@ -154,13 +154,7 @@ enum RangeSpec {
 }
 
 async fn body_bytes(body: Body) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, super::MAX_BODY).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestTooLarge",
-            format!("the request body is over {} bytes: store large values as blobs", super::MAX_BODY),
-        )
-    })
+    super::read_body(body, super::MAX_BODY, ": store large values as blobs").await
 }
 
 async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiError> {

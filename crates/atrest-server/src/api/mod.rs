@@ -42,6 +42,8 @@ pub struct AppState {
     pub metrics_token: Option<atrest_crypto::SecretBytes>,
     /// Per-principal rate limit.
     pub limiter: crate::ratelimit::RateLimiter,
+    /// The rollback anchor, brought up to date before an answer leaves.
+    pub anchor: Arc<crate::anchor::Anchor>,
 }
 
 /// An error on its way to becoming a response.
@@ -173,6 +175,48 @@ fn vault_name(state: &AppState, host: &str) -> Option<String> {
 /// Largest request body outside blob uploads (records are at most 4 MiB).
 const MAX_BODY: usize = atrest_store::MAX_RECORD + 64 * 1024;
 
+/// How much of an over-long body is read and thrown away before answering 413: closing a
+/// connection with unread bytes makes the peer's TCP reset it, and most clients then
+/// report the reset instead of the answer.
+const DRAIN_MAX: usize = 64 * 1024 * 1024;
+
+/// Reads a request body of at most `limit` bytes; a longer one is answered 413 after the
+/// rest was drained (up to [`DRAIN_MAX`], within 10 s) so the client can read the answer.
+/// A stalled body is the connection's idle timeout's business, not a total-time limit.
+pub(crate) async fn read_body(body: Body, limit: usize, hint: &str) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt as _;
+    let unreadable = |e: axum::Error| ApiError::bad(format!("the request body could not be read: {e}"));
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(unreadable)?;
+        seen = seen.saturating_add(chunk.len());
+        if seen > limit {
+            break;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    if seen <= limit {
+        return Ok(Bytes::from(buf));
+    }
+    drop(buf);
+    let drain = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen = seen.saturating_add(chunk.len());
+            if seen > limit.saturating_add(DRAIN_MAX) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
+    Err(ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "RequestTooLarge",
+        format!("the request body is over {limit} bytes{hint}"),
+    ))
+}
+
 /// The single entry point.
 pub async fn handle(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
@@ -187,19 +231,29 @@ pub async fn handle(
         // The data API streams blob bodies; it reads other bodies itself.
         data::route(&state, &method, &uri, &headers, body).await
     } else {
-        match axum::body::to_bytes(body, MAX_BODY).await {
+        match read_body(body, MAX_BODY, "").await {
             Ok(bytes) => route(&state, method, uri, headers, bytes).await,
-            Err(_) => Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "RequestTooLarge",
-                format!("the request body is over {MAX_BODY} bytes"),
-            )),
+            Err(e) => Err(e),
         }
     };
-    let resp = match result {
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
+    // Commit, anchor, then acknowledge: whatever this request committed is recorded in
+    // the rollback anchor before its answer leaves (one shared write for concurrent ones).
+    if !matches!(label.as_str(), "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/audit/signing-key")
+        && let Err(e) = state.anchor.sync().await
+    {
+        tracing::error!(error = %e, "could not update the rollback anchor");
+        resp = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the request was carried out but could not be recorded in the rollback anchor, so its answer is \
+             withheld; the operator must check the data directory's disk",
+        )
+        .into_response();
+    }
     state.metrics.request(&label, &method_name, resp.status().as_u16(), started.elapsed().as_secs_f64());
     resp
 }
