@@ -142,24 +142,9 @@ impl Anchor {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(ServerError::io(path, e)),
         };
-        let last = newest(&mac, &bytes).map_err(|()| {
-            ServerError::Config(format!(
-                "the rollback anchor {} does not verify under this root key (damaged, or from another \
-                 deployment): nothing was served. Put back this deployment's anchor file, or restore a backup \
-                 with `atrest restore`; `atrest anchor reset` accepts the databases as they are (audited)",
-                path.display()
-            ))
-        })?;
+        let last = newest(&mac, &bytes).map_err(|()| unverified(path))?;
         match last {
-            None if had_history => {
-                return Err(ServerError::Config(format!(
-                    "the rollback anchor {} is missing, but the databases have recorded commits: a data directory \
-                     copied without it, or the anchor deleted. Nothing was served. Put the anchor file back \
-                     (`--anchor-file` if it lives elsewhere), restore a backup with `atrest restore`, or accept \
-                     the databases as they are with `atrest anchor reset` (audited)",
-                    path.display()
-                )));
-            }
+            None if had_history => return Err(missing(path)),
             Some(last) => check(path, last.seqs, now)?,
             None => {}
         }
@@ -224,6 +209,78 @@ impl Anchor {
     pub fn enabled(&self) -> bool {
         self.inner.is_some()
     }
+}
+
+/// The commit sequence of the SQLite database at `url`, read through a read-only
+/// connection (no write, no checkpoint on close); `None` for PostgreSQL, a file that
+/// does not exist yet, or a database from before the sequence.
+async fn read_only_seq(url: &str) -> Result<Option<i64>, ServerError> {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    let Some(rest) = url.strip_prefix("sqlite://") else { return Ok(None) };
+    let path = rest.split('?').next().unwrap_or(rest);
+    if !Path::new(path).exists() {
+        return Ok(None);
+    }
+    let fail = |e: sqlx::Error| ServerError::Config(format!("cannot read {path} to check it against the anchor: {e}"));
+    let mut conn =
+        sqlx::sqlite::SqliteConnectOptions::new().filename(path).read_only(true).connect().await.map_err(fail)?;
+    let seq: Option<i64> = match sqlx::query_scalar::<_, String>(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'atrest_commit_seq'",
+    )
+    .fetch_optional(&mut conn)
+    .await
+    .map_err(fail)?
+    {
+        Some(_) => sqlx::query_scalar("SELECT seq FROM atrest_commit_seq WHERE id = 1")
+            .fetch_optional(&mut conn)
+            .await
+            .map_err(fail)?,
+        None => None,
+    };
+    conn.close().await.map_err(fail)?;
+    Ok(seq)
+}
+
+/// The check of [`Anchor::open`] made before the databases are opened for writing, so a
+/// refused database is left exactly as found (its WAL included) for the operator.
+///
+/// # Errors
+/// As [`Anchor::open`]'s checks.
+pub async fn precheck(path: &Path, root: &SecretKey, urls: [&str; 2]) -> Result<(), ServerError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(ServerError::io(path, e)),
+    };
+    let now = [read_only_seq(urls[0]).await?, read_only_seq(urls[1]).await?];
+    if now.iter().all(Option::is_none) {
+        return Ok(());
+    }
+    let last = newest(&mac_key(root)?, &bytes).map_err(|()| unverified(path))?;
+    match last {
+        None if now.iter().flatten().any(|s| *s > 0) => Err(missing(path)),
+        None => Ok(()),
+        Some(last) => check(path, last.seqs, [now[0].unwrap_or(0), now[1].unwrap_or(0)]),
+    }
+}
+
+fn unverified(path: &Path) -> ServerError {
+    ServerError::Config(format!(
+        "the rollback anchor {} does not verify under this root key (damaged, or from another deployment): \
+         nothing was served. Put back this deployment's anchor file, or restore a backup with `atrest restore`; \
+         `atrest anchor reset` accepts the databases as they are (audited)",
+        path.display()
+    ))
+}
+
+fn missing(path: &Path) -> ServerError {
+    ServerError::Config(format!(
+        "the rollback anchor {} is missing, but the databases have recorded commits: a data directory copied \
+         without it, or the anchor deleted. Nothing was served. Put the anchor file back (`--anchor-file` if it \
+         lives elsewhere), restore a backup with `atrest restore`, or accept the databases as they are with \
+         `atrest anchor reset` (audited)",
+        path.display()
+    ))
 }
 
 fn check(path: &Path, anchored: [i64; 2], now: [i64; 2]) -> Result<(), ServerError> {

@@ -264,7 +264,7 @@ async fn open_store(
 /// # Errors
 /// Configuration, file and database errors.
 pub async fn open_service(cfg: &ServeConfig) -> Result<(Arc<VaultService>, Option<String>), ServerError> {
-    let (svc, _root, warning) = open(cfg).await?;
+    let (svc, _root, warning) = open(cfg, false).await?;
     Ok((svc, warning))
 }
 
@@ -274,9 +274,17 @@ pub(crate) fn vault_url(cfg: &ServeConfig) -> String {
         .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", cfg.data_dir.join("atrest.db").display()))
 }
 
-async fn open(cfg: &ServeConfig) -> Result<(Arc<VaultService>, SecretKey, Option<String>), ServerError> {
+async fn open(
+    cfg: &ServeConfig,
+    check_anchor: bool,
+) -> Result<(Arc<VaultService>, SecretKey, Option<String>), ServerError> {
     crate::files::create_private_dir(&cfg.data_dir)?;
     let (root, warning) = root_key(cfg, true)?;
+    if check_anchor {
+        // Read-only and before any write: a refused database keeps its WAL as it was
+        // (a write, even a migration's, would overwrite the frames past a damaged one).
+        crate::anchor::precheck(&cfg.anchor_path(), &root, [&vault_url(cfg), &store_url(cfg)]).await?;
+    }
     let db = Db::connect(&vault_url(cfg)).await?;
     db.migrate().await?;
     let backend = Arc::new(SoftwareBackend::new(&root)?);
@@ -345,7 +353,7 @@ async fn bootstrap_once(cfg: &ServeConfig) -> Result<Bootstrapped, ServerError> 
     if cfg.database_url.is_none() && !cfg.data_dir.join("atrest.db").exists() {
         refuse_over_existing(cfg)?;
     }
-    let (svc, root, warning) = open(cfg).await?;
+    let (svc, root, warning) = open(cfg, true).await?;
     match prepare(cfg, &svc, &root, warning).await {
         Ok(b) => Ok(b),
         Err(e) => {

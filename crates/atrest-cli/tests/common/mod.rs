@@ -77,7 +77,14 @@ impl std::ops::Deref for Server {
 impl Server {
     /// Starts `atrest serve` with `extra` flags and waits until it answers.
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::try_start(dir, extra).unwrap_or_else(|e| panic!("serve failed: {e}"))
+    }
+
+    /// Starts `atrest serve`; `Err` with what it printed when it exits instead of serving.
+    pub fn try_start(dir: &Path, extra: &[&str]) -> Result<Self, String> {
         let port = free_port();
+        std::fs::create_dir_all(dir).unwrap();
+        let log = dir.with_extension(format!("serve-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_atrest"))
             .args(["serve", "--data-dir"])
             .arg(dir)
@@ -86,16 +93,41 @@ impl Server {
             .env_remove("ATREST_CONFIG")
             .env("ATREST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let s = Self { child, cli: Cli { dir: dir.to_path_buf(), url: format!("https://127.0.0.1:{port}") } };
+        let mut s = Self { child, cli: Cli { dir: dir.to_path_buf(), url: format!("https://127.0.0.1:{port}") } };
         let t = Instant::now();
-        while !s.run(&["vault", "list"]).0 {
+        loop {
+            if let Some(status) = s.child.try_wait().unwrap() {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let _ = std::fs::remove_file(&log);
+                return Err(format!("{status}: {text}"));
+            }
+            if s.run(&["vault", "list"]).0 {
+                let _ = std::fs::remove_file(&log);
+                return Ok(s);
+            }
             assert!(t.elapsed() < Duration::from_secs(30), "the server did not come up");
             std::thread::sleep(Duration::from_millis(100));
         }
-        s
+    }
+
+    /// An HTTPS client trusting the server's generated CA, and its admin token.
+    pub fn http(&self) -> (reqwest::Client, String) {
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(self.dir.join("tls/ca.pem")).unwrap();
+        for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let client = reqwest::Client::builder().use_preconfigured_tls(tls).build().unwrap();
+        (client, std::fs::read_to_string(self.dir.join("admin.token")).unwrap())
     }
 
     /// SIGTERM, then waits for a clean exit.
