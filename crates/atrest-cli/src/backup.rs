@@ -119,3 +119,34 @@ pub(crate) fn anchor(cmd: &AnchorCommand) -> Result<String, String> {
     );
     print(deployment.output, &v, t)
 }
+
+/// `atrest verify`: the running server scans every data-service row (resource and
+/// object rows against their MACs, objects against their resources); exit status 1 when
+/// anything fails.
+pub(crate) fn verify(conn: &crate::client::Conn) -> Result<String, String> {
+    let api = conn.api()?;
+    let output = conn.output;
+    let report = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?
+        .block_on(api.admin(reqwest::Method::POST, "/verify", None))?;
+    let problems: Vec<&str> =
+        report["problems"].as_array().map(|a| a.iter().filter_map(serde_json::Value::as_str).collect()).unwrap_or_default();
+    let mut table = format!(
+        "{} resource rows and {} object rows scanned: {}\n",
+        report["resources"],
+        report["objects"],
+        if problems.is_empty() { "all verify".to_string() } else { format!("{} problems", problems.len()) }
+    );
+    for p in &problems {
+        table.push_str(&format!("  {p}\n"));
+    }
+    let text = print(output, &report, table)?;
+    if problems.is_empty() {
+        Ok(text)
+    } else {
+        print!("{text}");
+        Err(format!("{} data-service rows failed verification", problems.len()))
+    }
+}

@@ -48,6 +48,12 @@ enum Command {
         #[command(flatten)]
         deployment: backup::Deployment,
     },
+    /// Scan every data-service row on the server (deployment admin): edited rows,
+    /// including those whose lookup columns were changed and so answer 404 to a read.
+    Verify {
+        #[command(flatten)]
+        conn: client::Conn,
+    },
     /// The rollback anchor: `reset` accepts databases older than what was acknowledged.
     #[command(subcommand)]
     Anchor(backup::AnchorCommand),
@@ -104,6 +110,7 @@ fn main() -> ExitCode {
         Command::Backup { to, deployment } => backup::backup(&deployment, &to),
         Command::Restore { from, deployment } => backup::restore(&deployment, &from),
         Command::Anchor(cmd) => backup::anchor(&cmd),
+        Command::Verify { conn } => backup::verify(&conn),
         Command::Inspect { file, output } => inspect::run(&file, output),
         Command::Tenant(m) => manage::tenant(m),
         Command::Vault(m) => manage::vault(m),

@@ -215,6 +215,7 @@ impl ServeArgs {
             data_dir: self.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
             listen: self.listen.or(file.listen).unwrap_or(d.listen),
             anchor_file: self.anchor_file.or(file.anchor_file),
+            rollback_anchor: true,
             handshake_timeout_secs: self
                 .handshake_timeout
                 .or(file.handshake_timeout)

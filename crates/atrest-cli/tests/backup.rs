@@ -87,6 +87,8 @@ fn an_online_backup_restores_everything_acknowledged_before_it() {
         restored.ok(&["blob", "get", "bot", name, out.to_str().unwrap()]);
         assert!(std::fs::read(&out).unwrap() == blob, "{name}");
     }
+    let scan = restored.ok(&["verify"]);
+    assert!(scan.contains("all verify") && scan.contains("resource rows"), "{scan}");
     let verify = restored.ok(&["audit", "verify", "--data-dir", c.0.to_str().unwrap()]);
     assert!(!verify.contains("FAIL"), "{verify}");
     let list = restored.ok(&["audit", "list", "--data-dir", c.0.to_str().unwrap(), "--operation", "restore"]);

@@ -13,6 +13,10 @@
 //! PostgreSQL server URL allowed to create databases; `ATREST_BENCH_S3`: an S3 endpoint
 //! with bucket `atrest`, credentials in the AWS environment variables).
 //!
+//! With `ATREST_BENCH_SECTIONS=anchor`, instead: what the rollback anchor costs — record
+//! puts and gets and key creations with the anchor and without it (two servers on the
+//! embedded default, interleaved rounds, medians; `ATREST_BENCH_ROUNDS`, default 5).
+//!
 //! `cargo bench -p atrest-server --bench data` prints Markdown tables. Settings:
 //! `ATREST_BENCH_SECS` (per cell, default 3), `ATREST_BENCH_DIR`, `ATREST_BENCH_BLOB_MIB`
 //! (default 512), `ATREST_BENCH_MAX_OBJECTS` (default 1000000), `ATREST_BENCH_BIG_GIB`
@@ -175,6 +179,10 @@ async fn main() {
     let dir = parent.join(format!("atrest-data-bench-{}", std::process::id()));
     if std::env::var("ATREST_BENCH_SECTIONS").as_deref() == Ok("backends") {
         backends(secs, blob_mib, &dir).await;
+        return;
+    }
+    if std::env::var("ATREST_BENCH_SECTIONS").as_deref() == Ok("anchor") {
+        anchor_cost(secs, &dir).await;
         return;
     }
     let cfg = ServeConfig {
@@ -560,6 +568,65 @@ async fn backends(secs: f64, blob_mib: u64, dir: &std::path::Path) {
         if !embedded {
             pg_admin(pg.as_deref().unwrap(), &format!("DROP DATABASE {db_name} WITH (FORCE)")).await;
         }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The rollback anchor's cost: the same record load against a server with the anchor and
+/// one without, in interleaved rounds; medians of req/s and of the ratio.
+async fn anchor_cost(secs: f64, dir: &std::path::Path) {
+    let rounds: usize = env("ATREST_BENCH_ROUNDS", 5);
+    let mut servers = Vec::new();
+    for (i, anchor) in [true, false].into_iter().enumerate() {
+        let cfg = ServeConfig {
+            data_dir: dir.join(format!("n{i}")),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            rate_limit: 0,
+            key_follow_interval_secs: 3600,
+            rollback_anchor: anchor,
+            ..ServeConfig::default()
+        };
+        let server = atrest_server::start(cfg).await.unwrap();
+        let ca = std::fs::read(server.ca_pem.as_ref().unwrap()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut ca.as_slice()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let client = client_trusting(roots);
+        let token = std::fs::read_to_string(&server.admin_token).unwrap().trim().to_string();
+        let base = format!("https://localhost:{}", server.addr.port());
+        let r = client.put(format!("{base}/data/resources/bench")).bearer_auth(&token).send().await.unwrap();
+        assert!(r.status().is_success());
+        assert_eq!(drive_seed(&client, &token, &base, 2000).await, 0, "seeding failed");
+        servers.push((server, client, token, base));
+    }
+    let cells: [(&str, bool, usize); 4] =
+        [("put 1 KiB", true, 1), ("put 1 KiB", true, 16), ("put 1 KiB", true, 64), ("get 1 KiB", false, 16)];
+    // results[cell][server] = req/s per round
+    let mut results = vec![[Vec::new(), Vec::new()]; cells.len()];
+    for _ in 0..rounds {
+        for (c, (_, put, conc)) in cells.iter().enumerate() {
+            for (s, (_, client, token, base)) in servers.iter().enumerate() {
+                let cell = drive(client, token, std::slice::from_ref(base), *put, *conc, secs, 2000).await;
+                assert_eq!(cell.errors, 0);
+                results[c][s].push(cell.rps);
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("\n### The rollback anchor's cost (embedded default, medians of {rounds} interleaved rounds of {secs} s)\n");
+    println!("| operation | concurrency | with anchor req/s | without req/s | ratio |");
+    println!("|---|---:|---:|---:|---:|");
+    for (c, (name, _, conc)) in cells.iter().enumerate() {
+        let ratios: Vec<f64> = results[c][0].iter().zip(&results[c][1]).map(|(a, b)| a / b).collect();
+        let (on, off) = (median(&mut results[c][0].clone()), median(&mut results[c][1].clone()));
+        println!("| {name} | {conc} | {on:.0} | {off:.0} | {:.2} |", median(&mut ratios.clone()));
+    }
+    for (server, ..) in servers {
+        server.shutdown().await;
     }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -280,7 +280,7 @@ async fn open(
 ) -> Result<(Arc<VaultService>, SecretKey, Option<String>), ServerError> {
     crate::files::create_private_dir(&cfg.data_dir)?;
     let (root, warning) = root_key(cfg, true)?;
-    if check_anchor {
+    if check_anchor && cfg.rollback_anchor {
         // Read-only and before any write: a refused database keeps its WAL as it was
         // (a write, even a migration's, would overwrite the frames past a damaged one).
         crate::anchor::precheck(&cfg.anchor_path(), &root, [&vault_url(cfg), &store_url(cfg)]).await?;
@@ -441,7 +441,12 @@ async fn prepare(
         _ => return Err(ServerError::Config("--tls-cert and --tls-key go together".into())),
     };
     let (store, infra_warning) = open_store(cfg, &svc, root).await?;
-    let anchor = match crate::anchor::Anchor::open(&cfg.anchor_path(), root, svc.db(), store.db()).await {
+    let anchor = if !cfg.rollback_anchor {
+        Ok(crate::anchor::Anchor::disabled())
+    } else {
+        crate::anchor::Anchor::open(&cfg.anchor_path(), root, svc.db(), store.db()).await
+    };
+    let anchor = match anchor {
         Ok(a) => a,
         Err(e) => {
             store.db().close().await;

@@ -13,6 +13,9 @@ pub struct ServeConfig {
     /// The rollback anchor of the embedded default (default `<data-dir>/anchor`); on
     /// another volume it also catches a whole data directory put back.
     pub anchor_file: Option<PathBuf>,
+    /// Keep the rollback anchor (always, but for the benchmark that measures its cost; not
+    /// a flag).
+    pub rollback_anchor: bool,
     /// Seconds a client has to complete the TLS handshake.
     pub handshake_timeout_secs: u64,
     /// Seconds a client has to send a request's headers once it started one.
@@ -102,6 +105,7 @@ impl Default for ServeConfig {
             data_dir: PathBuf::from("atrest-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             anchor_file: None,
+            rollback_anchor: true,
             handshake_timeout_secs: 10,
             header_timeout_secs: 30,
             idle_timeout_secs: 60,

@@ -318,3 +318,52 @@ async fn an_over_long_body_gets_413_not_a_reset() {
     server.shutdown().await;
     let _keep: &TempDir = &dir;
 }
+
+#[tokio::test]
+async fn rows_with_edited_lookup_columns_are_found_by_listing_and_by_the_full_scan() {
+    use sqlx::Connection as _;
+    let dir = temp_dir("atrest-verify");
+    let server = atrest_server::start(config(&dir.0)).await.unwrap();
+    let api = Api::new(&server, &dir.0);
+    let (s, _) = api.send(reqwest::Method::PUT, "/data/resources/r1", None).await;
+    assert!(s.is_success());
+    for n in ["a", "b", "c", "d"] {
+        api.put_record(n, n.as_bytes()).await;
+    }
+    let (s, b) = api.send(reqwest::Method::POST, "/admin/verify", None).await;
+    let clean: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!((s, clean["objects"].as_u64(), clean["problems"].as_array().map(Vec::len)), (StatusCode::OK, Some(4), Some(0)));
+
+    // Three rows moved by hand: to another resource id, to the other kind, to another name.
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}", dir.0.join("store.db").display());
+    let mut db = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM store_objects ORDER BY id").fetch_all(&mut db).await.unwrap();
+    for (id, edit) in ids.iter().zip([
+        "UPDATE store_objects SET resource_id = 'elsewhere' WHERE id = $1",
+        "UPDATE store_objects SET kind = 'blob' WHERE id = $1",
+        "UPDATE store_objects SET name_hash = X'00' WHERE id = $1",
+    ]) {
+        sqlx::query(edit).bind(id).execute(&mut db).await.unwrap();
+    }
+    db.close().await.unwrap();
+
+    // A point read finds nothing under the original names ...
+    let missing = futures_util::future::join_all(["a", "b", "c", "d"].map(|n| api.record(n))).await;
+    assert_eq!(missing.iter().filter(|(s, _)| *s == StatusCode::NOT_FOUND).count(), 3);
+    // ... listing the resource's records or blobs reports the edited rows it meets ...
+    for kind in ["records", "blobs"] {
+        let (s, b) = api.send(reqwest::Method::GET, &format!("/data/resources/r1/{kind}"), None).await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{kind}: {}", String::from_utf8_lossy(&b));
+        assert!(String::from_utf8_lossy(&b).contains("IntegrityCheckFailed"));
+    }
+    // ... and the full scan names all three.
+    let (s, b) = api.send(reqwest::Method::POST, "/admin/verify", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let report: Value = serde_json::from_slice(&b).unwrap();
+    let problems: Vec<&str> = report["problems"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains("names resource elsewhere, which does not exist")), "{problems:?}");
+    assert_eq!(problems.iter().filter(|p| p.contains("in resource r1")).count(), 2, "{problems:?}");
+    server.shutdown().await;
+}

@@ -45,6 +45,7 @@ mod objects;
 pub mod remote;
 mod service;
 mod usage;
+mod verify;
 
 pub use blobs::{BlobRead, body_name};
 pub use encryption::EncryptionRequest;
@@ -55,3 +56,4 @@ pub use metrics::StoreMetrics;
 pub use objects::{MAX_NAME, MAX_RECORD, Precondition};
 pub use service::{MIGRATIONS, StoreConfig, StoreService};
 pub use usage::{KeyUsage, VersionUsage};
+pub use verify::RowReport;

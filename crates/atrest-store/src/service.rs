@@ -149,7 +149,7 @@ pub struct StoreService {
     pub(crate) warnings: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
-const RES_COLS: &str = "id, tenant_id, name, identity_id, state, state_reason, key_source, key_uri, kek_vault, \
+pub(crate) const RES_COLS: &str = "id, tenant_id, name, identity_id, state, state_reason, key_source, key_uri, kek_vault, \
      kek_name, kek_version, remote_cred, wrapped_version, wrapped_alg, wrapped_key, rk_epoch, old_wrapped, enc_epoch, \
      msg_version, msg_alg, msg_key, diagnostics, created, updated, mac";
 
@@ -352,7 +352,7 @@ impl StoreService {
         )
     }
 
-    fn resource_from_row(&self, row: &sqlx::any::AnyRow) -> Result<Resource> {
+    pub(crate) fn resource_from_row(&self, row: &sqlx::any::AnyRow) -> Result<Resource> {
         let bad = |what: &str| StoreError::Integrity(format!("the resource row ({what})"));
         let kek_version: String = row.try_get("kek_version")?;
         let old: Vec<u8> = row.try_get("old_wrapped")?;

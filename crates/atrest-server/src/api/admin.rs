@@ -239,6 +239,20 @@ async fn route_inner(ctx: &AdminCtx<'_>, method: &Method, path: &[&str]) -> Resu
             let t = svc.tenant_by_id(&actor.tenant_id).await?;
             Ok(ok(principal_json(actor, &t.name)))
         }
+        (Method::POST, ["verify"]) => {
+            if actor.role != Role::DeploymentAdmin {
+                return Err(ApiError {
+                    inner: Some("AdminRoleRequired"),
+                    ..ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "Forbidden",
+                        format!("principal {} may not scan the deployment: only the deployment admin can", actor.name),
+                    )
+                });
+            }
+            let r = ctx.state.store.verify_rows().await?;
+            Ok(ok(json!({"resources": r.resources, "objects": r.objects, "problems": r.problems})))
+        }
         (Method::GET, ["tenants"]) => {
             let list: Vec<Value> = svc.list_tenants(actor).await?.iter().map(tenant_json).collect();
             Ok(ok(json!({"value": list})))

@@ -86,6 +86,7 @@ const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "/data/jobs/{id}", "DataGetJob", "State and progress", "owner"),
     ("get", "/data/key-usage", "DataKeyUsage", "Which resources use which key versions", "tenant-admin"),
     ("get", "/admin/whoami", "AdminWhoami", "The caller's principal", "any principal"),
+    ("post", "/admin/verify", "AdminVerify", "Scan every data-service row against its MAC and resource", "deployment-admin"),
     ("get", "/admin/tenants", "AdminListTenants", "Tenants the caller can see", "any principal"),
     ("post", "/admin/tenants", "AdminCreateTenant", "Create a tenant", "deployment-admin"),
     ("get", "/admin/tenants/{tenant}", "AdminGetTenant", "A tenant", "member of the tenant"),
