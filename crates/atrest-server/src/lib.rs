@@ -256,6 +256,13 @@ fn reload_tls(
 /// # Errors
 /// Configuration, bootstrap and bind errors.
 pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
+    // Bound first, so the data service knows the port actually served (key URIs on this
+    // deployment name it; `--listen 127.0.0.1:0` picks one).
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| {
+        ServerError::Config(format!("cannot listen on {}: {e} (choose another address with --listen)", cfg.listen))
+    })?;
+    let addr = listener.local_addr().map_err(|e| ServerError::Config(e.to_string()))?;
+    let cfg = ServeConfig { listen: addr, ..cfg };
     let boot = bootstrap::bootstrap(&cfg).await?;
     let metrics_token = match &cfg.metrics_token_file {
         Some(f) => {
@@ -271,10 +278,6 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         }
         None => None,
     };
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| {
-        ServerError::Config(format!("cannot listen on {}: {e} (choose another address with --listen)", cfg.listen))
-    })?;
-    let addr = listener.local_addr().map_err(|e| ServerError::Config(e.to_string()))?;
     let state = Arc::new(api::AppState {
         svc: boot.svc.clone(),
         store: boot.store.clone(),

@@ -25,6 +25,15 @@ use tokio::sync::mpsc;
 /// Plaintext bytes per chunk handed to and from the HTTP layer (one segment).
 const CHUNK: usize = 64 * 1024;
 
+/// A byte range of a blob (HTTP `Range: bytes=…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// From `start` to `end` (exclusive; `None`: to the end).
+    From(u64, Option<u64>),
+    /// The last `n` bytes.
+    Suffix(u64),
+}
+
 /// A blob being read: its metadata, the byte range served, and the plaintext chunks.
 pub struct BlobRead {
     /// Metadata.
@@ -408,19 +417,18 @@ impl StoreService {
         Ok(info)
     }
 
-    /// Reads blob `name`, or the range `offset..offset+len` of it (`len` `None`: to the
-    /// end). Header and final segment of both layers are authenticated before this
-    /// returns; later segments as they are read.
+    /// Reads blob `name`, or a byte range of it. Header and final segment of both layers
+    /// are authenticated before this returns; later segments as they are read.
     ///
     /// # Errors
-    /// `NotFound`, `Integrity`, `KeyInaccessible`, `Forbidden`; `BadParameter` for a
-    /// range outside the blob.
+    /// `NotFound`, `Integrity`, `KeyInaccessible`, `Forbidden`; `RangeNotSatisfiable`
+    /// for a range starting past the end or an empty suffix.
     pub async fn get_blob(
         self: &Arc<Self>,
         actor: &Principal,
         resource: &str,
         name: &str,
-        range: Option<(u64, Option<u64>)>,
+        range: Option<ByteRange>,
     ) -> Result<BlobRead> {
         let r = self.authorized(actor, resource, DataRole::Reader).await?;
         Self::check_usable(&r)?;
@@ -431,12 +439,19 @@ impl StoreService {
         let dek = self.data_key(&r, &o).await?;
         let info = self.info(&r, &o, &dek)?;
         let size = info.size;
+        let unsatisfiable = |what: String| StoreError::RangeNotSatisfiable {
+            size,
+            message: format!("{what}: the blob {name} has {size} bytes; ask for a range within them"),
+        };
         let (offset, len) = match range {
             None => (0, size),
-            Some((start, _)) if start >= size && size > 0 => {
-                return Err(StoreError::bad(format!("the range starts at {start}, past the blob's {size} bytes")));
+            Some(ByteRange::Suffix(0)) => return Err(unsatisfiable("the range asks for the last 0 bytes".into())),
+            // A suffix longer than the blob is the whole blob (RFC 9110).
+            Some(ByteRange::Suffix(n)) => (size.saturating_sub(n), n.min(size)),
+            Some(ByteRange::From(start, _)) if start >= size => {
+                return Err(unsatisfiable(format!("the range starts at byte {start}")));
             }
-            Some((start, end)) => {
+            Some(ByteRange::From(start, end)) => {
                 let end = end.map_or(size, |e| e.min(size));
                 (start, end.saturating_sub(start))
             }

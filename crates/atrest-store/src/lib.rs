@@ -46,8 +46,8 @@ pub mod remote;
 mod service;
 mod usage;
 
-pub use blobs::BlobRead;
-pub use encryption::EncryptionRequest;
+pub use blobs::{BlobRead, ByteRange};
+pub use encryption::{EncryptionRequest, Origins};
 pub use error::{Result, StoreError};
 pub use jobs::KINDS as JOB_KINDS;
 pub use messages::MAX_MESSAGE;
