@@ -176,8 +176,8 @@ fn every<F, Fut>(
 
 /// The data service's background work: access re-checks (and recovery) every key-cache
 /// lifetime, following the latest version of versionless keys (the platform key
-/// included), the message sweeper, the removal of retired blob bodies, and jobs (resumed
-/// at start).
+/// included), the message sweeper, the removal of retired blob bodies and of bodies no
+/// object refers to, and jobs (resumed at start).
 fn spawn_store_tasks(store: &Arc<atrest_store::StoreService>, stop: &watch::Sender<bool>, cfg: &ServeConfig) {
     let leases = store.leases().clone();
     let s = store.clone();
@@ -226,6 +226,19 @@ fn spawn_store_tasks(store: &Arc<atrest_store::StoreService>, stop: &watch::Send
             }
         },
     );
+    // Bodies a crash left without their row: hourly, bodies older than an hour.
+    let s = store.clone();
+    let grace = store.config().orphan_blob_grace;
+    every(stop, &leases, "store:orphan-blobs", grace, move || {
+        let s = s.clone();
+        async move {
+            match s.sweep_orphan_blobs(grace).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed blob bodies no object refers to"),
+                Err(e) => tracing::error!(error = %e, "removing unreferenced blob bodies failed"),
+            }
+        }
+    });
     // Passes never overlap: `every` awaits each before sleeping again. Jobs take a lease
     // each (several nodes may run different jobs); jobs a crash interrupted resume here.
     let s = store.clone();

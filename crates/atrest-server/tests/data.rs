@@ -1158,3 +1158,38 @@ async fn a_range_outside_the_blob_answers_416_with_its_size() {
     assert_eq!((s, cr, body.len()), (StatusCode::OK, None, 0));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn blob_bodies_no_row_refers_to_are_swept_after_a_grace_period() {
+    let dir = temp_dir("atrest-data-orphans");
+    // Replaced bodies wait 10 minutes in the removal queue: the sweep must leave them.
+    let (server, api) = start(ServeConfig { blob_retire_delay_secs: Some(600), ..fast(&dir) }).await;
+    api.call(M::PUT, "/data/resources/bot", None).await;
+    let blob = blob_bytes(70_000);
+    assert_eq!(api.put_bytes("/data/resources/bot/blobs/kept", blob.clone()).await.0, StatusCode::CREATED);
+    assert_eq!(api.put_bytes("/data/resources/bot/blobs/replaced", b"v1".to_vec()).await.0, StatusCode::CREATED);
+    assert_eq!(api.put_bytes("/data/resources/bot/blobs/replaced", b"v2".to_vec()).await.0, StatusCode::OK);
+    let before = blob_bodies(&dir).await;
+    assert_eq!(before.len(), 3, "two live bodies and a retired one: {before:?}");
+    let mut conn = store_conn(&dir).await;
+    let rid: String =
+        sqlx::query_scalar("SELECT id FROM store_resources WHERE name = 'bot'").fetch_one(&mut conn).await.unwrap();
+    // What a crash between a body's commit and its row's leaves, and a file not ours.
+    let orphan = format!("{rid}/{}.1.{}", "ab".repeat(16), "cd".repeat(8));
+    write_body(&dir, &orphan, b"left by a crash").await;
+    let foreign = format!("{rid}/not-ours.txt");
+    write_body(&dir, &foreign, b"x").await;
+    let store = server.store();
+    assert_eq!(store.sweep_orphan_blobs(Duration::from_secs(3600)).await.unwrap(), 0, "younger than the grace");
+    assert!(blob_bodies(&dir).await.contains(&orphan));
+    assert_eq!(store.sweep_orphan_blobs(Duration::ZERO).await.unwrap(), 1);
+    let after = blob_bodies(&dir).await;
+    assert!(!after.contains(&orphan), "{after:?}");
+    assert!(after.contains(&foreign), "{after:?}");
+    for b in &before {
+        assert!(after.contains(b), "{b} was referenced: {after:?}");
+    }
+    assert_eq!(api.get_bytes("/data/resources/bot/blobs/kept").await, (StatusCode::OK, blob));
+    assert_eq!(api.get_bytes("/data/resources/bot/blobs/replaced").await, (StatusCode::OK, b"v2".to_vec()));
+    server.shutdown().await;
+}

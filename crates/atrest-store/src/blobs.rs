@@ -25,6 +25,28 @@ use tokio::sync::mpsc;
 /// Plaintext bytes per chunk handed to and from the HTTP layer (one segment).
 const CHUNK: usize = 64 * 1024;
 
+/// The body name of one write of a blob: see [`StoreService::blob_name`].
+fn blob_key(id: &str, generation: i64, name_sealed: &[u8]) -> String {
+    let tag = hex::encode(&atrest_crypto::hash::sha256(&[name_sealed])[..8]);
+    format!("{id}.{generation}.{tag}")
+}
+
+/// Whether `name` is one this service writes: `<object>.<generation>.<16 hex>`, or a
+/// directory's temporary `.tmp-*` file.
+fn is_body_name(name: &str) -> bool {
+    if name.starts_with(".tmp-") {
+        return true;
+    }
+    let parts: Vec<&str> = name.split('.').collect();
+    matches!(parts.as_slice(), [id, generation, tag]
+        if !id.is_empty()
+            && id.bytes().all(|b| b.is_ascii_alphanumeric())
+            && !generation.is_empty()
+            && generation.bytes().all(|b| b.is_ascii_digit())
+            && tag.len() == 16
+            && tag.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// A byte range of a blob (HTTP `Range: bytes=…`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ByteRange {
@@ -168,8 +190,7 @@ impl StoreService {
     /// which has a fresh salt per write) makes the key unique to one write, so a write
     /// that loses its commit removes only its own body, never the winner's.
     pub(crate) fn blob_name(o: &ObjectRow) -> String {
-        let tag = hex::encode(&atrest_crypto::hash::sha256(&[&o.name_sealed])[..8]);
-        format!("{}.{}.{tag}", o.id, o.generation)
+        blob_key(&o.id, o.generation, &o.name_sealed)
     }
 
     /// Removes a body no row ever pointed at (a write that lost or failed) at once; a
@@ -248,6 +269,66 @@ impl StoreService {
             }
         }
         Ok(removed)
+    }
+
+    /// Removes blob bodies that no object row references and no queued removal names,
+    /// once older than `grace`: bodies a crash left between the body's commit and its
+    /// row's (or a delete that stopped half-way). A body is committed just before its
+    /// row, so a younger one may be a write about to commit and is never touched; only
+    /// names this service writes (`<object>.<generation>.<tag>`, and a directory's
+    /// `.tmp-*` files) are considered. Returns how many went.
+    ///
+    /// # Errors
+    /// Database and blob store errors (a removal that fails is logged and retried on the
+    /// next pass).
+    pub async fn sweep_orphan_blobs(&self, grace: std::time::Duration) -> Result<u64> {
+        let mut removed = 0;
+        for resource_id in self.blobs.resources().await? {
+            let old: Vec<String> = self
+                .blobs
+                .list(&resource_id)
+                .await?
+                .into_iter()
+                .filter(|b| b.age >= grace && is_body_name(&b.name))
+                .map(|b| b.name)
+                .collect();
+            if old.is_empty() {
+                continue;
+            }
+            // Read after the listing: a row committed meanwhile is seen.
+            let referenced = self.referenced_blob_names(&resource_id).await?;
+            for name in old.into_iter().filter(|n| !referenced.contains(n)) {
+                match self.blobs.remove(&resource_id, &name).await {
+                    Ok(()) => {
+                        tracing::info!(resource = %resource_id, blob = %name, "removed a blob body no object refers to");
+                        removed += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(store = %self.blobs.describe(), blob = %name, error = %e, "could not remove an unreferenced blob body; will retry");
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Names of the bodies a resource's blob rows and queued removals refer to.
+    async fn referenced_blob_names(&self, resource_id: &str) -> Result<std::collections::HashSet<String>> {
+        let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, generation, name_sealed FROM store_objects WHERE resource_id = $1 AND kind = $2",
+        )
+        .bind(resource_id)
+        .bind(ObjectKind::Blob.as_str())
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut names: std::collections::HashSet<String> =
+            rows.iter().map(|(id, generation, sealed)| blob_key(id, *generation, sealed)).collect();
+        let queued: Vec<String> = sqlx::query_scalar("SELECT name FROM store_blob_removals WHERE resource_id = $1")
+            .bind(resource_id)
+            .fetch_all(self.db.pool())
+            .await?;
+        names.extend(queued);
+        Ok(names)
     }
 
     /// Seals `input` (plaintext chunks) into a new file for `row`, in constant memory,
@@ -496,5 +577,29 @@ impl StoreService {
             }
         });
         Ok(BlobRead { info, offset, len, chunks: rx })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{blob_key, is_body_name};
+
+    #[test]
+    fn only_names_this_service_writes_are_swept() {
+        let name = blob_key("0a1b2c", 3, b"sealed name");
+        assert!(name.starts_with("0a1b2c.3.") && is_body_name(&name), "{name}");
+        assert!(is_body_name(".tmp-00112233aabbccdd"));
+        for other in [
+            "",
+            "x",
+            "a.b.c",
+            "0a1b.3",
+            "0a1b.3.00112233aabbccd",
+            "0a1b.x.00112233aabbccdd",
+            "a/b.1.00112233aabbccdd",
+            "keep.txt",
+        ] {
+            assert!(!is_body_name(other), "{other}");
+        }
     }
 }

@@ -104,6 +104,9 @@ pub struct StoreConfig {
     pub remote_vault_hosts: Vec<String>,
     /// This deployment's own origins: a key URI without a credential must name one.
     pub origins: crate::encryption::Origins,
+    /// Blob bodies no row references are removed once this old (and the sweep runs this
+    /// often): a body is committed just before its row, so it must outlast any commit.
+    pub orphan_blob_grace: Duration,
     /// How long a node holds a job's lease without renewing it (it renews every batch);
     /// after a node dies, another takes its jobs over after this long.
     pub job_lease: Duration,
@@ -128,6 +131,7 @@ impl StoreConfig {
             remote_vault_hosts: Vec::new(),
             origins: crate::encryption::Origins::new(std::net::SocketAddr::from(([127, 0, 0, 1], 8443)), &[], None),
             job_lease: Duration::from_secs(30),
+            orphan_blob_grace: Duration::from_secs(3600),
         }
     }
 }
