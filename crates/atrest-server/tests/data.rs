@@ -1064,7 +1064,7 @@ async fn a_customer_key_uri_must_name_this_deployment_or_come_with_a_credential(
         assert_eq!(s, StatusCode::BAD_REQUEST, "{host}: {e}");
         assert_eq!(e["error"]["code"], "CustomerKeyRejected", "{host}");
         let m = e["error"]["message"].as_str().unwrap();
-        assert!(m.contains("not this deployment") && m.contains("credential"), "{m}");
+        assert!(m.contains("not this deployment") && m.contains("credential") && !m.contains("  "), "{m}");
     }
     let (_, r) = api.call(M::GET, "/data/resources/bot", None).await;
     assert_eq!(r["encryption"]["keySource"], "platform", "{r}");

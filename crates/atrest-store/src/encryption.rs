@@ -247,7 +247,10 @@ impl StoreService {
                     return Ok(());
                 }
                 Err(reject(format!(
-                    "{host} in key URI {uri} is not this deployment: for a key in a vault here use this deployment's                      vault URL (e.g. {}/keys/NAME); for a key in a vault on another server, give that vault's                      credential too (\"credential\": a bearer token, atrest resource encryption set --credential-file)",
+                    "{host} in key URI {uri} is not this deployment: for a key in a vault here use this deployment's \
+                     vault URL (e.g. {}/keys/NAME), or, if {host} does reach this deployment, start it with \
+                     --hostname for that name; for a key in a vault on another server, give that vault's credential \
+                     too (\"credential\": a bearer token; atrest resource encryption set --credential-file)",
                     self.cfg.origins.example()
                 )))
             }
