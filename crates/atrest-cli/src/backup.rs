@@ -131,8 +131,10 @@ pub(crate) fn verify(conn: &crate::client::Conn) -> Result<String, String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?
         .block_on(api.admin(reqwest::Method::POST, "/verify", None))?;
-    let problems: Vec<&str> =
-        report["problems"].as_array().map(|a| a.iter().filter_map(serde_json::Value::as_str).collect()).unwrap_or_default();
+    let problems: Vec<&str> = report["problems"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default();
     let mut table = format!(
         "{} resource rows and {} object rows scanned: {}\n",
         report["resources"],

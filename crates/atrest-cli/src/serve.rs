@@ -123,6 +123,10 @@ pub(crate) struct ServeArgs {
     /// CA bundle (PEM) trusted for vaults on other servers [default: the system bundle].
     #[arg(long, env = "ATREST_REMOTE_VAULT_CA")]
     remote_vault_ca: Option<PathBuf>,
+    /// Hosts customer keys on other servers may be on: HOST[:PORT] or *.DOMAIN[:PORT], no
+    /// port meaning 443 (repeatable or comma-separated) [default: any host].
+    #[arg(long = "remote-vault-hosts", env = "ATREST_REMOTE_VAULT_HOSTS", value_delimiter = ',')]
+    remote_vault_hosts: Vec<String>,
     /// Objects per transaction in re-key and re-encrypt jobs [default: 500].
     #[arg(long, env = "ATREST_JOB_BATCH")]
     job_batch: Option<usize>,
@@ -177,6 +181,8 @@ struct FileConfig {
     key_follow_interval: Option<u64>,
     platform_key_rotation: Option<String>,
     remote_vault_ca: Option<PathBuf>,
+    #[serde(default)]
+    remote_vault_hosts: Vec<String>,
     job_batch: Option<usize>,
     job_lease: Option<u64>,
     blob_store: Option<String>,
@@ -263,6 +269,11 @@ impl ServeArgs {
                 .or(file.platform_key_rotation)
                 .unwrap_or(d.platform_key_rotation),
             remote_vault_ca: self.remote_vault_ca.or(file.remote_vault_ca),
+            remote_vault_hosts: if self.remote_vault_hosts.is_empty() {
+                file.remote_vault_hosts
+            } else {
+                self.remote_vault_hosts
+            },
             job_batch: self.job_batch.or(file.job_batch).unwrap_or(d.job_batch),
             job_lease_secs: self.job_lease.or(file.job_lease).unwrap_or(d.job_lease_secs),
             blob_store: self.blob_store.or(file.blob_store),
@@ -337,11 +348,16 @@ mod tests {
         let f = dir.join("atrest.toml");
         std::fs::write(
             &f,
-            "listen = \"127.0.0.1:9999\"\nrate-limit = 5\nhostname = [\"a.example\"]\nmetrics = false\n",
+            "listen = \"127.0.0.1:9999\"\nrate-limit = 5\nhostname = [\"a.example\"]\nmetrics = false\n\
+             remote-vault-hosts = [\"kv.example\"]\n",
         )
         .unwrap();
         let t = T::try_parse_from(["x", "--config", f.to_str().unwrap(), "--rate-limit", "7"]).unwrap();
         let (cfg, fmt) = t.a.resolve().unwrap();
+        assert_eq!(cfg.remote_vault_hosts, vec!["kv.example".to_string()]);
+        let t = T::try_parse_from(["x", "--config", f.to_str().unwrap(), "--remote-vault-hosts", "a.example,b:8443"])
+            .unwrap();
+        assert_eq!(t.a.resolve().unwrap().0.remote_vault_hosts, vec!["a.example".to_string(), "b:8443".into()]);
         assert_eq!(cfg.listen.port(), 9999);
         assert_eq!(cfg.rate_limit, 7, "the flag wins");
         assert_eq!(cfg.rate_burst, ServeConfig::default().rate_burst);

@@ -617,7 +617,9 @@ async fn anchor_cost(secs: f64, dir: &std::path::Path) {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    println!("\n### The rollback anchor's cost (embedded default, medians of {rounds} interleaved rounds of {secs} s)\n");
+    println!(
+        "\n### The rollback anchor's cost (embedded default, medians of {rounds} interleaved rounds of {secs} s)\n"
+    );
     println!("| operation | concurrency | with anchor req/s | without req/s | ratio |");
     println!("|---|---:|---:|---:|---:|");
     for (c, (name, _, conc)) in cells.iter().enumerate() {

@@ -212,7 +212,7 @@ pub async fn backup(cfg: &ServeConfig, to: &Path) -> Result<BackupReport, Server
     let blob_store = match cfg.blob_store.as_deref() {
         Some(s) if s.starts_with("s3://") => {
             for (resource, id, generation, sealed) in &rows {
-                s3_bodies.push(format!("{resource}/{}", atrest_store::body_name(id, *generation, sealed)));
+                s3_bodies.push(format!("{resource}/{}", atrest_store::blob_key(id, *generation, sealed)));
             }
             atrest_store::blobstore::BlobStore::from_location(s)
                 .map_err(|e| ServerError::Config(e.to_string()))?
@@ -222,7 +222,7 @@ pub async fn backup(cfg: &ServeConfig, to: &Path) -> Result<BackupReport, Server
             let dir = other
                 .map_or_else(|| cfg.data_dir.join("blobs"), |d| PathBuf::from(d.strip_prefix("file://").unwrap_or(d)));
             for (resource, id, generation, sealed) in &rows {
-                let name = atrest_store::body_name(id, *generation, sealed);
+                let name = atrest_store::blob_key(id, *generation, sealed);
                 let from = dir.join(resource).join(&name);
                 match std::fs::metadata(&from) {
                     Ok(_) => copy_synced(&from, &to.join("blobs").join(resource).join(&name))?,

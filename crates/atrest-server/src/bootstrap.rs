@@ -248,6 +248,8 @@ async fn open_store(
     scfg.follow_interval = std::time::Duration::from_secs(cfg.key_follow_interval_secs.max(1));
     scfg.platform_rotation = cfg.platform_key_rotation.clone();
     scfg.remote_ca = cfg.remote_vault_ca.clone();
+    scfg.remote_vault_hosts.clone_from(&cfg.remote_vault_hosts);
+    scfg.origins = atrest_store::Origins::new(cfg.listen, &cfg.hostnames, cfg.vault_domain.as_deref());
     scfg.job_batch = cfg.job_batch.max(1);
     scfg.job_lease = std::time::Duration::from_secs(cfg.job_lease_secs.max(1));
     scfg.blob_store.clone_from(&cfg.blob_store);

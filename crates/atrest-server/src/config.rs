@@ -78,6 +78,9 @@ pub struct ServeConfig {
     pub platform_key_rotation: String,
     /// CA bundle trusted when resources use a vault on another server.
     pub remote_vault_ca: Option<PathBuf>,
+    /// Hosts (`HOST[:PORT]`, `*.DOMAIN[:PORT]`; no port = 443) customer keys on other
+    /// servers may be on (empty: any).
+    pub remote_vault_hosts: Vec<String>,
     /// Objects per transaction in re-key and re-encrypt jobs.
     pub job_batch: usize,
     /// Seconds a node holds a job's lease without renewing it (several nodes: how soon
@@ -134,6 +137,7 @@ impl Default for ServeConfig {
             key_follow_interval_secs: 300,
             platform_key_rotation: "P90D".into(),
             remote_vault_ca: None,
+            remote_vault_hosts: Vec::new(),
             job_batch: 500,
             job_lease_secs: 30,
             blob_store: None,

@@ -191,8 +191,8 @@ fn every<F, Fut>(
 
 /// The data service's background work: access re-checks (and recovery) every key-cache
 /// lifetime, following the latest version of versionless keys (the platform key
-/// included), the message sweeper, the removal of retired blob bodies, and jobs (resumed
-/// at start).
+/// included), the message sweeper, the removal of retired blob bodies and of bodies no
+/// object refers to, and jobs (resumed at start).
 fn spawn_store_tasks(store: &Arc<atrest_store::StoreService>, stop: &watch::Sender<bool>, cfg: &ServeConfig) {
     let leases = store.leases().clone();
     let s = store.clone();
@@ -241,6 +241,19 @@ fn spawn_store_tasks(store: &Arc<atrest_store::StoreService>, stop: &watch::Send
             }
         },
     );
+    // Bodies a crash left without their row: hourly, bodies older than an hour.
+    let s = store.clone();
+    let grace = store.config().orphan_blob_grace;
+    every(stop, &leases, "store:orphan-blobs", grace, move || {
+        let s = s.clone();
+        async move {
+            match s.sweep_orphan_blobs(grace).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed blob bodies no object refers to"),
+                Err(e) => tracing::error!(error = %e, "removing unreferenced blob bodies failed"),
+            }
+        }
+    });
     // Passes never overlap: `every` awaits each before sleeping again. Jobs take a lease
     // each (several nodes may run different jobs); jobs a crash interrupted resume here.
     let s = store.clone();
@@ -271,6 +284,13 @@ fn reload_tls(
 /// # Errors
 /// Configuration, bootstrap and bind errors.
 pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
+    // Bound first, so the data service knows the port actually served (key URIs on this
+    // deployment name it; `--listen 127.0.0.1:0` picks one).
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| {
+        ServerError::Config(format!("cannot listen on {}: {e} (choose another address with --listen)", cfg.listen))
+    })?;
+    let addr = listener.local_addr().map_err(|e| ServerError::Config(e.to_string()))?;
+    let cfg = ServeConfig { listen: addr, ..cfg };
     let boot = bootstrap::bootstrap(&cfg).await?;
     let metrics_token = match &cfg.metrics_token_file {
         Some(f) => {
@@ -286,10 +306,6 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         }
         None => None,
     };
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| {
-        ServerError::Config(format!("cannot listen on {}: {e} (choose another address with --listen)", cfg.listen))
-    })?;
-    let addr = listener.local_addr().map_err(|e| ServerError::Config(e.to_string()))?;
     let anchor = Arc::new(boot.anchor);
     let limits = conn::Limits::from(&cfg);
     let state = Arc::new(api::AppState {

@@ -268,3 +268,58 @@ async fn tenants_admins_tokens_policies_and_isolation() {
     assert!(svc.verify_audit_chain(DEPLOYMENT_CHAIN, None).await.unwrap().ok());
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn token_lifetimes_key_dates_and_rotation_policies_are_bounded() {
+    let dir = temp_dir("atrest-admin-bounds");
+    let cfg = ServeConfig { data_dir: dir.0.clone(), listen: "127.0.0.1:0".parse().unwrap(), ..ServeConfig::default() };
+    let server = atrest_server::start(cfg).await.unwrap();
+    let client = client_builder(server.ca_pem.as_ref().unwrap()).build().unwrap();
+    let admin = Caller {
+        client: &client,
+        port: server.addr.port(),
+        token: std::fs::read_to_string(&server.admin_token).unwrap(),
+    };
+    let (s, _) = admin.call(M::POST, None, "/admin/tenants/default/principals", Some(json!({"name": "svc1"}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let tokens = "/admin/tenants/default/principals/svc1/tokens";
+    for ttl in [1_000_000_000_000_i64, 10 * 365 * 86_400 + 1, 0, -5] {
+        let (s, e) = admin.call(M::POST, None, tokens, Some(json!({"ttl_seconds": ttl}))).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "ttl {ttl}: {e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains("ttl_seconds"), "{e}");
+    }
+    let (s, t) = admin.call(M::POST, None, tokens, Some(json!({"ttl_seconds": 10 * 365 * 86_400}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+
+    // Key dates: Unix seconds, exp after nbf (create, import, update).
+    for attrs in [json!({"nbf": 2_000_000_000, "exp": 1_900_000_000}), json!({"exp": -1}), json!({"nbf": -1})] {
+        let (s, e) =
+            admin.call(M::POST, None, "/keys/k1/create", Some(json!({"kty": "EC", "attributes": attrs}))).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{attrs}: {e}");
+        assert_eq!(e["error"]["code"], "BadParameter", "{e}");
+    }
+    let jwk =
+        json!({"kty": "oct", "k": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8", "key_ops": ["wrapKey", "unwrapKey"]});
+    let (s, e) = admin.call(M::PUT, None, "/keys/imported", Some(json!({"key": jwk, "attributes": {"exp": -1}}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("exp"), "{e}");
+    let (s, k) = admin
+        .call(M::POST, None, "/keys/k1/create", Some(json!({"kty": "EC", "attributes": {"nbf": 1_000_000_000}})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{k}");
+    let (s, e) = admin.call(M::PATCH, None, "/keys/k1", Some(json!({"attributes": {"exp": 999_999_999}}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("after attributes.nbf"), "{e}");
+    let (s, e) = admin.call(M::PATCH, None, "/keys/k1", Some(json!({"attributes": {"exp": 4_000_000_000_i64}}))).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+
+    // A rotation policy has a handful of lifetime actions, not a thousand.
+    let notify = json!({"trigger": {"timeBeforeExpiry": "P30D"}, "action": {"type": "Notify"}});
+    let policy = |n: usize| json!({"lifetimeActions": vec![notify.clone(); n], "attributes": {}});
+    let (s, e) = admin.call(M::PUT, None, "/keys/k1/rotationpolicy", Some(policy(1000))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{}", e["error"]);
+    assert!(e["error"]["message"].as_str().unwrap().contains("at most 10 lifetime actions"), "{e}");
+    let (s, e) = admin.call(M::PUT, None, "/keys/k1/rotationpolicy", Some(policy(2))).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    server.shutdown().await;
+}

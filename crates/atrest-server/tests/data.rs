@@ -567,6 +567,10 @@ async fn data_plane_roles_and_tenant_isolation() {
     // No role: the resource does not exist for that principal.
     let (s, _) = nobody.call(M::GET, "/data/resources/bot/records/k", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, e) = nobody.call(M::GET, "/data/resources/bot/jobs", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+    let (s, e) = reader.call(M::GET, "/data/resources/bot/jobs", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "jobs are the owners': {e}");
     let (s, _) = nobody.call(M::PUT, "/data/resources/other", None).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "members cannot create resources");
     let (_, list) = nobody.call(M::GET, "/data/resources", None).await;
@@ -628,11 +632,22 @@ async fn data_plane_roles_and_tenant_isolation() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
     assert!(e["error"]["message"].as_str().unwrap().contains("another tenant"), "{e}");
-    // A resource never takes over a user's principal as its identity.
-    let (s, _) = admin
+    // The res- names are reserved for resource identities...
+    let (s, e) = admin
         .call(M::POST, "/admin/tenants/default/principals", Some(json!({"name": "res-clash", "kind": "user"})))
         .await;
-    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    assert_eq!(e["error"]["innererror"]["code"], "DataServiceIdentity", "{e}");
+    // ...and a resource never takes over a user's principal (from before that) as its identity.
+    let svc = server.service();
+    svc.create_principal(
+        &svc.tenant("default").await.unwrap(),
+        "res-clash",
+        atrest_vault::PrincipalKind::User,
+        atrest_vault::Role::Member,
+    )
+    .await
+    .unwrap();
     let (s, e) = admin.call(M::PUT, "/data/resources/clash", None).await;
     assert_eq!(s, StatusCode::CONFLICT, "{e}");
     assert!(e["error"]["message"].as_str().unwrap().contains("not a service identity"), "{e}");
@@ -1018,5 +1033,163 @@ async fn a_reencrypt_job_reports_a_tampered_blob_as_tampering() {
     };
     assert!(error.contains("IntegrityCheckFailed"), "{error}");
     assert_eq!(blob_bodies(&dir).await, vec![file], "the job wrote nothing");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_customer_key_uri_must_name_this_deployment_or_come_with_a_credential() {
+    let dir = temp_dir("atrest-data-key-hosts");
+    let cfg = ServeConfig { remote_vault_hosts: vec!["kv.example".into()], ..fast(&dir) };
+    let (server, api) = start(cfg).await;
+    let port = server.addr.port();
+    let (s, _) = api.call(M::PUT, "/data/resources/bot", None).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, k) = api.call(M::POST, "/keys/cmk/create", Some(json!({"kty": "RSA", "key_size": 2048}))).await;
+    assert_eq!(s, StatusCode::OK, "{k}");
+    let grant = json!({"permissions": ["get", "wrapKey", "unwrapKey"]});
+    let (s, _) = api.call(M::PUT, "/admin/vaults/default/policies/res-bot", Some(grant)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = api.call(M::PATCH, "/admin/vaults/default", Some(json!({"purge_protection": true}))).await;
+    assert_eq!(s, StatusCode::OK);
+    let other_port = if port == 1 { 2 } else { port - 1 };
+    for host in [
+        "evil.example".to_string(),
+        "169.254.169.254".into(),
+        "localhost:1".into(),
+        format!("127.0.0.1:{other_port}"),
+        "localhost".into(),
+    ] {
+        let set = json!({"keySource": "customer", "keyUri": format!("https://{host}/keys/cmk")});
+        let (s, e) = api.call(M::PUT, "/data/resources/bot/encryption", Some(set)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{host}: {e}");
+        assert_eq!(e["error"]["code"], "CustomerKeyRejected", "{host}");
+        let m = e["error"]["message"].as_str().unwrap();
+        assert!(m.contains("not this deployment") && m.contains("credential") && !m.contains("  "), "{m}");
+    }
+    let (_, r) = api.call(M::GET, "/data/resources/bot", None).await;
+    assert_eq!(r["encryption"]["keySource"], "platform", "{r}");
+    // A remote vault (with a credential) must be on an allowed host.
+    let set = json!({"keySource": "customer", "keyUri": "https://evil.example/keys/cmk", "credential": "t"});
+    let (s, e) = api.call(M::PUT, "/data/resources/bot/encryption", Some(set)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("--remote-vault-hosts"), "{e}");
+    // This deployment's own URLs, on the port served, work and are what is reported.
+    for uri in [format!("https://127.0.0.1:{port}/keys/cmk"), format!("https://localhost:{port}/keys/cmk")] {
+        let set = json!({"keySource": "customer", "keyUri": uri});
+        let (s, r) = api.call(M::PUT, "/data/resources/bot/encryption", Some(set)).await;
+        assert_eq!(s, StatusCode::OK, "{uri}: {r}");
+        assert_eq!(r["keyUri"], uri.as_str(), "{r}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_resource_identity_acts_only_for_the_data_service_and_dies_with_its_resource() {
+    let dir = temp_dir("atrest-data-identity");
+    let (server, api) = start(fast(&dir)).await;
+    let (s, _) = api.call(M::PUT, "/data/resources/res1", None).await;
+    assert_eq!(s, StatusCode::CREATED);
+    // No token for it, from anyone.
+    let (s, e) = api.call(M::POST, "/admin/tenants/default/principals/res-res1/tokens", Some(json!({}))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    assert_eq!(e["error"]["innererror"]["code"], "DataServiceIdentity", "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("data-service resource identity"), "{e}");
+    let (_, list) = api.call(M::GET, "/admin/tenants/default/principals/res-res1/tokens", None).await;
+    assert_eq!(list["value"].as_array().map(Vec::len), Some(0), "{list}");
+
+    // Granted a customer key, then deleted: the grant goes with the resource.
+    let (s, _) = api.call(M::POST, "/keys/cmk/create", Some(json!({"kty": "RSA", "key_size": 2048}))).await;
+    assert_eq!(s, StatusCode::OK);
+    let grant = json!({"permissions": ["get", "wrapKey", "unwrapKey"]});
+    let (s, _) = api.call(M::PUT, "/admin/vaults/default/policies/res-res1", Some(grant)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = api.call(M::PATCH, "/admin/vaults/default", Some(json!({"purge_protection": true}))).await;
+    assert_eq!(s, StatusCode::OK);
+    let set_cmk = json!({"keySource": "customer", "keyUri": format!("{}/keys/cmk", api.base)});
+    let (s, e) = api.call(M::PUT, "/data/resources/res1/encryption", Some(set_cmk.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (s, _) = api.call(M::DELETE, "/data/resources/res1", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, pols) = api.call(M::GET, "/admin/vaults/default/policies", None).await;
+    assert!(!pols.to_string().contains("res-res1"), "{pols}");
+    // A new resource of that name starts with no grant of its own.
+    let (s, _) = api.call(M::PUT, "/data/resources/res1", None).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, e) = api.call(M::PUT, "/data/resources/res1/encryption", Some(set_cmk)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("grant get, wrapKey and unwrapKey"), "{e}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_range_outside_the_blob_answers_416_with_its_size() {
+    let dir = temp_dir("atrest-data-ranges");
+    let (server, api) = start(fast(&dir)).await;
+    api.call(M::PUT, "/data/resources/bot", None).await;
+    let blob = blob_bytes(1000);
+    let (s, _) = api.put_bytes("/data/resources/bot/blobs/b", blob.clone()).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = api.put_bytes("/data/resources/bot/blobs/empty", Vec::new()).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let get = |name: &'static str, range: &'static str| {
+        let req = api.client.get(format!("{}/data/resources/bot/blobs/{name}", api.base)).bearer_auth(&api.token);
+        async move {
+            let resp = req.header("range", range).send().await.unwrap();
+            let cr = resp.headers().get("content-range").map(|v| v.to_str().unwrap().to_string());
+            (resp.status(), cr, resp.bytes().await.unwrap().to_vec())
+        }
+    };
+    for (name, range, size) in
+        [("b", "bytes=1000-", 1000), ("b", "bytes=2000-3000", 1000), ("b", "bytes=-0", 1000), ("empty", "bytes=0-", 0)]
+    {
+        let (s, cr, body) = get(name, range).await;
+        assert_eq!(s, StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
+        assert_eq!(cr.as_deref(), Some(format!("bytes */{size}").as_str()), "{range}");
+        let e: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(e["error"]["code"], "InvalidRange", "{e}");
+    }
+    let (s, cr, body) = get("b", "bytes=990-").await;
+    assert_eq!((s, cr.as_deref()), (StatusCode::PARTIAL_CONTENT, Some("bytes 990-999/1000")));
+    assert_eq!(body, blob[990..]);
+    let (s, cr, body) = get("b", "bytes=-2000").await;
+    assert_eq!((s, cr.as_deref()), (StatusCode::PARTIAL_CONTENT, Some("bytes 0-999/1000")), "a long suffix is all");
+    assert_eq!(body, blob);
+    let (s, cr, body) = get("empty", "bytes=-5").await;
+    assert_eq!((s, cr, body.len()), (StatusCode::OK, None, 0));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn blob_bodies_no_row_refers_to_are_swept_after_a_grace_period() {
+    let dir = temp_dir("atrest-data-orphans");
+    // Replaced bodies wait 10 minutes in the removal queue: the sweep must leave them.
+    let (server, api) = start(ServeConfig { blob_retire_delay_secs: Some(600), ..fast(&dir) }).await;
+    api.call(M::PUT, "/data/resources/bot", None).await;
+    let blob = blob_bytes(70_000);
+    assert_eq!(api.put_bytes("/data/resources/bot/blobs/kept", blob.clone()).await.0, StatusCode::CREATED);
+    assert_eq!(api.put_bytes("/data/resources/bot/blobs/replaced", b"v1".to_vec()).await.0, StatusCode::CREATED);
+    assert_eq!(api.put_bytes("/data/resources/bot/blobs/replaced", b"v2".to_vec()).await.0, StatusCode::OK);
+    let before = blob_bodies(&dir).await;
+    assert_eq!(before.len(), 3, "two live bodies and a retired one: {before:?}");
+    let mut conn = store_conn(&dir).await;
+    let rid: String =
+        sqlx::query_scalar("SELECT id FROM store_resources WHERE name = 'bot'").fetch_one(&mut conn).await.unwrap();
+    // What a crash between a body's commit and its row's leaves, and a file not ours.
+    let orphan = format!("{rid}/{}.1.{}", "ab".repeat(16), "cd".repeat(8));
+    write_body(&dir, &orphan, b"left by a crash").await;
+    let foreign = format!("{rid}/not-ours.txt");
+    write_body(&dir, &foreign, b"x").await;
+    let store = server.store();
+    assert_eq!(store.sweep_orphan_blobs(Duration::from_secs(3600)).await.unwrap(), 0, "younger than the grace");
+    assert!(blob_bodies(&dir).await.contains(&orphan));
+    assert_eq!(store.sweep_orphan_blobs(Duration::ZERO).await.unwrap(), 1);
+    let after = blob_bodies(&dir).await;
+    assert!(!after.contains(&orphan), "{after:?}");
+    assert!(after.contains(&foreign), "{after:?}");
+    for b in &before {
+        assert!(after.contains(b), "{b} was referenced: {after:?}");
+    }
+    assert_eq!(api.get_bytes("/data/resources/bot/blobs/kept").await, (StatusCode::OK, blob));
+    assert_eq!(api.get_bytes("/data/resources/bot/blobs/replaced").await, (StatusCode::OK, b"v2".to_vec()));
     server.shutdown().await;
 }

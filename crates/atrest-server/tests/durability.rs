@@ -332,13 +332,17 @@ async fn rows_with_edited_lookup_columns_are_found_by_listing_and_by_the_full_sc
     }
     let (s, b) = api.send(reqwest::Method::POST, "/admin/verify", None).await;
     let clean: Value = serde_json::from_slice(&b).unwrap();
-    assert_eq!((s, clean["objects"].as_u64(), clean["problems"].as_array().map(Vec::len)), (StatusCode::OK, Some(4), Some(0)));
+    assert_eq!(
+        (s, clean["objects"].as_u64(), clean["problems"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(4), Some(0))
+    );
 
     // Three rows moved by hand: to another resource id, to the other kind, to another name.
     sqlx::any::install_default_drivers();
     let url = format!("sqlite://{}", dir.0.join("store.db").display());
     let mut db = sqlx::AnyConnection::connect(&url).await.unwrap();
-    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM store_objects ORDER BY id").fetch_all(&mut db).await.unwrap();
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM store_objects ORDER BY id").fetch_all(&mut db).await.unwrap();
     for (id, edit) in ids.iter().zip([
         "UPDATE store_objects SET resource_id = 'elsewhere' WHERE id = $1",
         "UPDATE store_objects SET kind = 'blob' WHERE id = $1",

@@ -25,6 +25,40 @@ use tokio::sync::mpsc;
 /// Plaintext bytes per chunk handed to and from the HTTP layer (one segment).
 const CHUNK: usize = 64 * 1024;
 
+/// The blob-store key of one write of a blob under its resource, from the object row's
+/// id, generation and sealed name (see [`StoreService::blob_name`]); `atrest backup`
+/// uses it to find the bodies a database snapshot references, without any key.
+#[must_use]
+pub fn blob_key(id: &str, generation: i64, name_sealed: &[u8]) -> String {
+    let tag = hex::encode(&atrest_crypto::hash::sha256(&[name_sealed])[..8]);
+    format!("{id}.{generation}.{tag}")
+}
+
+/// Whether `name` is one this service writes: `<object>.<generation>.<16 hex>`, or a
+/// directory's temporary `.tmp-*` file.
+fn is_body_name(name: &str) -> bool {
+    if name.starts_with(".tmp-") {
+        return true;
+    }
+    let parts: Vec<&str> = name.split('.').collect();
+    matches!(parts.as_slice(), [id, generation, tag]
+        if !id.is_empty()
+            && id.bytes().all(|b| b.is_ascii_alphanumeric())
+            && !generation.is_empty()
+            && generation.bytes().all(|b| b.is_ascii_digit())
+            && tag.len() == 16
+            && tag.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A byte range of a blob (HTTP `Range: bytes=…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// From `start` to `end` (exclusive; `None`: to the end).
+    From(u64, Option<u64>),
+    /// The last `n` bytes.
+    Suffix(u64),
+}
+
 /// A blob being read: its metadata, the byte range served, and the plaintext chunks.
 pub struct BlobRead {
     /// Metadata.
@@ -159,7 +193,7 @@ impl StoreService {
     /// which has a fresh salt per write) makes the key unique to one write, so a write
     /// that loses its commit removes only its own body, never the winner's.
     pub(crate) fn blob_name(o: &ObjectRow) -> String {
-        body_name(&o.id, o.generation, &o.name_sealed)
+        blob_key(&o.id, o.generation, &o.name_sealed)
     }
 
     /// Removes a body no row ever pointed at (a write that lost or failed) at once; a
@@ -238,6 +272,66 @@ impl StoreService {
             }
         }
         Ok(removed)
+    }
+
+    /// Removes blob bodies that no object row references and no queued removal names,
+    /// once older than `grace`: bodies a crash left between the body's commit and its
+    /// row's (or a delete that stopped half-way). A body is committed just before its
+    /// row, so a younger one may be a write about to commit and is never touched; only
+    /// names this service writes (`<object>.<generation>.<tag>`, and a directory's
+    /// `.tmp-*` files) are considered. Returns how many went.
+    ///
+    /// # Errors
+    /// Database and blob store errors (a removal that fails is logged and retried on the
+    /// next pass).
+    pub async fn sweep_orphan_blobs(&self, grace: std::time::Duration) -> Result<u64> {
+        let mut removed = 0;
+        for resource_id in self.blobs.resources().await? {
+            let old: Vec<String> = self
+                .blobs
+                .list(&resource_id)
+                .await?
+                .into_iter()
+                .filter(|b| b.age >= grace && is_body_name(&b.name))
+                .map(|b| b.name)
+                .collect();
+            if old.is_empty() {
+                continue;
+            }
+            // Read after the listing: a row committed meanwhile is seen.
+            let referenced = self.referenced_blob_names(&resource_id).await?;
+            for name in old.into_iter().filter(|n| !referenced.contains(n)) {
+                match self.blobs.remove(&resource_id, &name).await {
+                    Ok(()) => {
+                        tracing::info!(resource = %resource_id, blob = %name, "removed a blob body no object refers to");
+                        removed += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(store = %self.blobs.describe(), blob = %name, error = %e, "could not remove an unreferenced blob body; will retry");
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Names of the bodies a resource's blob rows and queued removals refer to.
+    async fn referenced_blob_names(&self, resource_id: &str) -> Result<std::collections::HashSet<String>> {
+        let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, generation, name_sealed FROM store_objects WHERE resource_id = $1 AND kind = $2",
+        )
+        .bind(resource_id)
+        .bind(ObjectKind::Blob.as_str())
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut names: std::collections::HashSet<String> =
+            rows.iter().map(|(id, generation, sealed)| blob_key(id, *generation, sealed)).collect();
+        let queued: Vec<String> = sqlx::query_scalar("SELECT name FROM store_blob_removals WHERE resource_id = $1")
+            .bind(resource_id)
+            .fetch_all(self.db.pool())
+            .await?;
+        names.extend(queued);
+        Ok(names)
     }
 
     /// Seals `input` (plaintext chunks) into a new file for `row`, in constant memory,
@@ -407,19 +501,18 @@ impl StoreService {
         Ok(info)
     }
 
-    /// Reads blob `name`, or the range `offset..offset+len` of it (`len` `None`: to the
-    /// end). Header and final segment of both layers are authenticated before this
-    /// returns; later segments as they are read.
+    /// Reads blob `name`, or a byte range of it. Header and final segment of both layers
+    /// are authenticated before this returns; later segments as they are read.
     ///
     /// # Errors
-    /// `NotFound`, `Integrity`, `KeyInaccessible`, `Forbidden`; `BadParameter` for a
-    /// range outside the blob.
+    /// `NotFound`, `Integrity`, `KeyInaccessible`, `Forbidden`; `RangeNotSatisfiable`
+    /// for a range starting past the end or an empty suffix.
     pub async fn get_blob(
         self: &Arc<Self>,
         actor: &Principal,
         resource: &str,
         name: &str,
-        range: Option<(u64, Option<u64>)>,
+        range: Option<ByteRange>,
     ) -> Result<BlobRead> {
         let r = self.authorized(actor, resource, DataRole::Reader).await?;
         Self::check_usable(&r)?;
@@ -430,12 +523,19 @@ impl StoreService {
         let dek = self.data_key(&r, &o).await?;
         let info = self.info(&r, &o, &dek)?;
         let size = info.size;
+        let unsatisfiable = |what: String| StoreError::RangeNotSatisfiable {
+            size,
+            message: format!("{what}: the blob {name} has {size} bytes; ask for a range within them"),
+        };
         let (offset, len) = match range {
             None => (0, size),
-            Some((start, _)) if start >= size && size > 0 => {
-                return Err(StoreError::bad(format!("the range starts at {start}, past the blob's {size} bytes")));
+            Some(ByteRange::Suffix(0)) => return Err(unsatisfiable("the range asks for the last 0 bytes".into())),
+            // A suffix longer than the blob is the whole blob (RFC 9110).
+            Some(ByteRange::Suffix(n)) => (size.saturating_sub(n), n.min(size)),
+            Some(ByteRange::From(start, _)) if start >= size => {
+                return Err(unsatisfiable(format!("the range starts at byte {start}")));
             }
-            Some((start, end)) => {
+            Some(ByteRange::From(start, end)) => {
                 let end = end.map_or(size, |e| e.min(size));
                 (start, end.saturating_sub(start))
             }
@@ -483,11 +583,26 @@ impl StoreService {
     }
 }
 
-/// The blob-store key of a blob body under its resource, from the object row's id,
-/// generation and sealed name (what `atrest backup` uses to find the bodies a database
-/// snapshot references, without any key).
-#[must_use]
-pub fn body_name(id: &str, generation: i64, name_sealed: &[u8]) -> String {
-    let tag = hex::encode(&atrest_crypto::hash::sha256(&[name_sealed])[..8]);
-    format!("{id}.{generation}.{tag}")
+#[cfg(test)]
+mod tests {
+    use super::{blob_key, is_body_name};
+
+    #[test]
+    fn only_names_this_service_writes_are_swept() {
+        let name = blob_key("0a1b2c", 3, b"sealed name");
+        assert!(name.starts_with("0a1b2c.3.") && is_body_name(&name), "{name}");
+        assert!(is_body_name(".tmp-00112233aabbccdd"));
+        for other in [
+            "",
+            "x",
+            "a.b.c",
+            "0a1b.3",
+            "0a1b.3.00112233aabbccd",
+            "0a1b.x.00112233aabbccdd",
+            "a/b.1.00112233aabbccdd",
+            "keep.txt",
+        ] {
+            assert!(!is_body_name(other), "{other}");
+        }
+    }
 }

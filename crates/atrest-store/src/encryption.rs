@@ -34,6 +34,73 @@ pub enum EncryptionRequest {
     },
 }
 
+/// This deployment's own origins: the hosts at which a key URI names one of its own
+/// vaults (and nothing else: a URI naming another host is never silently mapped to a
+/// local vault).
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    /// The port served.
+    pub port: u16,
+    /// Addresses and names served only on [`Self::port`] (`localhost`, `127.0.0.1`, the
+    /// listen address), lowercase.
+    pub loopback: Vec<String>,
+    /// Names of the deployment (`--hostname`s), on [`Self::port`] or 443 (behind a proxy
+    /// or port forward), lowercase.
+    pub names: Vec<String>,
+    /// With `--vault-domain D`: `D` and `NAME.D`, on [`Self::port`] or 443.
+    pub vault_domain: Option<String>,
+}
+
+impl Origins {
+    /// The origins of a deployment listening on `listen`, with extra certificate names
+    /// `hostnames` and the vault domain, if any.
+    #[must_use]
+    pub fn new(listen: std::net::SocketAddr, hostnames: &[String], vault_domain: Option<&str>) -> Self {
+        let mut loopback = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        if !listen.ip().is_unspecified() {
+            loopback.push(match listen.ip() {
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            });
+        }
+        Self {
+            port: listen.port(),
+            loopback,
+            names: hostnames.iter().map(|h| h.trim().to_ascii_lowercase()).collect(),
+            vault_domain: vault_domain.map(str::to_ascii_lowercase),
+        }
+    }
+
+    /// Whether `authority` (`HOST[:PORT]` of a key URI) is this deployment.
+    #[must_use]
+    pub fn is_local(&self, authority: &str) -> bool {
+        let Some((host, port)) = crate::remote::split_authority(authority) else { return false };
+        if port == self.port && self.loopback.contains(&host) {
+            return true;
+        }
+        if port != self.port && port != 443 {
+            return false;
+        }
+        self.names.contains(&host)
+            || self.vault_domain.as_deref().is_some_and(|d| {
+                host == d
+                    || host
+                        .strip_suffix(d)
+                        .and_then(|n| n.strip_suffix('.'))
+                        .is_some_and(|n| !n.is_empty() && !n.contains('.'))
+            })
+    }
+
+    /// This deployment's default vault URL, for messages.
+    #[must_use]
+    pub fn example(&self) -> String {
+        match self.names.first() {
+            Some(n) => format!("https://{n}:{}", self.port),
+            None => format!("https://127.0.0.1:{}", self.port),
+        }
+    }
+}
+
 fn reject(what: impl Into<String>) -> StoreError {
     StoreError::KeyRejected(what.into())
 }
@@ -95,6 +162,7 @@ impl StoreService {
                 transient: false,
             });
         }
+        self.check_key_host(&req)?;
         let rk = self.key(&r, Slot::Resource(r.rk_epoch)).await?;
         let (source, uri, kek, remote_cred, vault): (KeySource, String, KeyRef, Vec<u8>, Box<dyn KeyVault>) = match req
         {
@@ -161,6 +229,44 @@ impl StoreService {
         )
         .await?;
         Ok(new)
+    }
+
+    /// A key URI without a credential must name this deployment (else it would be
+    /// reported under a foreign host while a local vault's key is used); a remote vault
+    /// must be on a host `--remote-vault-hosts` allows, when that is set.
+    fn check_key_host(&self, req: &EncryptionRequest) -> Result<()> {
+        let authority = |uri: &str| -> Result<String> {
+            let (origin, _, _) = crate::remote::parse_key_uri(uri)?;
+            Ok(origin.trim_start_matches("https://").to_string())
+        };
+        match req {
+            EncryptionRequest::Platform => Ok(()),
+            EncryptionRequest::Customer { uri, .. } => {
+                let host = authority(uri)?;
+                if self.cfg.origins.is_local(&host) {
+                    return Ok(());
+                }
+                Err(reject(format!(
+                    "{host} in key URI {uri} is not this deployment: for a key in a vault here use this deployment's \
+                     vault URL (e.g. {}/keys/NAME), or, if {host} does reach this deployment, start it with \
+                     --hostname for that name; for a key in a vault on another server, give that vault's credential \
+                     too (\"credential\": a bearer token; atrest resource encryption set --credential-file)",
+                    self.cfg.origins.example()
+                )))
+            }
+            EncryptionRequest::Remote { uri, .. } => {
+                let host = authority(uri)?;
+                let allowed = &self.cfg.remote_vault_hosts;
+                if allowed.is_empty() || crate::remote::host_allowed(allowed, &host) {
+                    return Ok(());
+                }
+                Err(reject(format!(
+                    "remote vaults on {host} are not allowed here (allowed: {}): use a vault on one of those hosts, or \
+                     ask the operator to add {host} to --remote-vault-hosts",
+                    allowed.join(", ")
+                )))
+            }
+        }
     }
 
     /// Writes a new wrapping of the resource key (the re-wrap's one write).
@@ -268,5 +374,48 @@ impl StoreService {
         .await?;
         tracing::info!(resource = %r.name, from = %r.wrapped.version, to = %new.wrapped.version, "resource key re-wrapped with the latest key version");
         Ok(Some(new.wrapped.version))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Origins;
+
+    #[test]
+    fn only_this_deployments_hosts_are_local() {
+        let o = Origins::new("127.0.0.1:8443".parse().unwrap(), &["Vault.Example.com".into()], Some("kv.example"));
+        for local in [
+            "127.0.0.1:8443",
+            "localhost:8443",
+            "LOCALHOST:8443",
+            "vault.example.com",
+            "vault.example.com:443",
+            "vault.example.com:8443",
+            "kv.example",
+            "team.kv.example:8443",
+        ] {
+            assert!(o.is_local(local), "{local}");
+        }
+        for foreign in [
+            "evil.example",
+            "169.254.169.254",
+            "169.254.169.254:8443",
+            "localhost:1",
+            "localhost",
+            "127.0.0.1:8444",
+            "127.0.0.1",
+            "vault.example.com:1",
+            "a.b.kv.example",
+            "xkv.example",
+            "kv.example.evil.example",
+            "0.0.0.0:8443",
+            "127.0.0.1:x",
+        ] {
+            assert!(!o.is_local(foreign), "{foreign}");
+        }
+        let any = Origins::new("0.0.0.0:9000".parse().unwrap(), &[], None);
+        assert!(any.is_local("127.0.0.1:9000") && !any.is_local("0.0.0.0:9000"));
+        let v6 = Origins::new("[::1]:9000".parse().unwrap(), &[], None);
+        assert!(v6.is_local("[::1]:9000") && !v6.is_local("[::1]:9001"));
     }
 }

@@ -38,6 +38,14 @@ pub enum StoreError {
     /// The caller lacks a role on the resource.
     #[error("{0}")]
     Forbidden(String),
+    /// A byte range outside the blob (HTTP 416, with the blob's size).
+    #[error("{message}")]
+    RangeNotSatisfiable {
+        /// The blob's size.
+        size: u64,
+        /// What was asked and what to ask instead.
+        message: String,
+    },
     /// A customer key cannot be used for this resource; the message says what to fix.
     #[error("{0}")]
     KeyRejected(String),
@@ -77,6 +85,7 @@ impl StoreError {
             StoreError::BadRequest(_) => "BadParameter",
             StoreError::Forbidden(_) => "Forbidden",
             StoreError::KeyRejected(_) => "CustomerKeyRejected",
+            StoreError::RangeNotSatisfiable { .. } => "InvalidRange",
             StoreError::Vault(e) => e.code(),
             StoreError::Storage(_) => "ServiceUnavailable",
             StoreError::Crypto(_) => "CryptoError",
@@ -92,6 +101,7 @@ impl StoreError {
             StoreError::NotFound(_) => 404,
             StoreError::Conflict(_) => 409,
             StoreError::PreconditionFailed(_) => 412,
+            StoreError::RangeNotSatisfiable { .. } => 416,
             StoreError::BadRequest(_) | StoreError::KeyRejected(_) => 400,
             StoreError::Vault(e) => e.status(),
             StoreError::Storage(_) => 503,

@@ -155,8 +155,12 @@ impl StoreService {
     /// Jobs on the actor's resources (newest first), optionally of one resource.
     ///
     /// # Errors
-    /// Database errors.
+    /// Database errors; for one resource, `NotFound` without a role on it and
+    /// `Forbidden` unless owner (like every other route of a resource).
     pub async fn list_jobs(&self, actor: &Principal, resource: Option<&str>) -> Result<Vec<Job>> {
+        if let Some(name) = resource {
+            self.authorized(actor, name, DataRole::Owner).await?;
+        }
         let mut out = Vec::new();
         for (r, role) in self.list_resources(actor).await? {
             if role != DataRole::Owner || resource.is_some_and(|n| n != r.name) {

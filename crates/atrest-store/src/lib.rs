@@ -47,8 +47,8 @@ mod service;
 mod usage;
 mod verify;
 
-pub use blobs::{BlobRead, body_name};
-pub use encryption::EncryptionRequest;
+pub use blobs::{BlobRead, ByteRange, blob_key};
+pub use encryption::{EncryptionRequest, Origins};
 pub use error::{Result, StoreError};
 pub use jobs::KINDS as JOB_KINDS;
 pub use messages::MAX_MESSAGE;

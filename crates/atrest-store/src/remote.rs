@@ -48,6 +48,11 @@ pub fn parse_key_uri(uri: &str) -> Result<(String, String, Option<String>)> {
     };
     let rest = uri.strip_prefix("https://").ok_or_else(bad)?;
     let (host, path) = rest.split_once('/').ok_or_else(bad)?;
+    // A plain authority: no user info, query or fragment that would make the host
+    // checked differ from the host reached.
+    if !host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
+        return Err(bad());
+    }
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     match parts.as_slice() {
@@ -57,6 +62,35 @@ pub fn parse_key_uri(uri: &str) -> Result<(String, String, Option<String>)> {
         }
         _ => Err(bad()),
     }
+}
+
+/// Splits an authority (`HOST[:PORT]`, `[V6]:PORT`) into its lowercase host and port
+/// (443 when absent); `None` for a port that is not a number.
+#[must_use]
+pub fn split_authority(authority: &str) -> Option<(String, u16)> {
+    let (host, port) = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
+        _ => (authority, None),
+    };
+    let port = match port {
+        Some(p) => p.parse().ok()?,
+        None => 443,
+    };
+    Some((host.to_ascii_lowercase(), port))
+}
+
+/// Whether `authority` (`HOST[:PORT]`) is allowed by `allowed` (entries `HOST[:PORT]` or
+/// `*.DOMAIN[:PORT]`; a missing port means 443, the port of a URI without one).
+#[must_use]
+pub fn host_allowed(allowed: &[String], authority: &str) -> bool {
+    let Some((host, port)) = split_authority(authority) else { return false };
+    allowed.iter().filter_map(|a| split_authority(a.trim())).any(|(h, p)| {
+        p == port
+            && match h.strip_prefix("*.") {
+                Some(domain) => host.strip_suffix(domain).is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+                None => h == host,
+            }
+    })
 }
 
 /// A remote vault.
@@ -207,9 +241,40 @@ mod tests {
             "https://v/keys/",
             "https://v/keys/k/v/x",
             "https://v/keys/k%2F",
+            "https://good.example@evil.example/keys/k",
+            "https://evil.example?good.example/keys/k",
+            "https://evil.example#x/keys/k",
         ] {
             assert!(parse_key_uri(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn remote_host_allow_list() {
+        use super::{host_allowed, split_authority};
+        assert_eq!(split_authority("V.Example"), Some(("v.example".into(), 443)));
+        assert_eq!(split_authority("v.example:8443"), Some(("v.example".into(), 8443)));
+        assert_eq!(split_authority("[::1]:8443"), Some(("[::1]".into(), 8443)));
+        assert_eq!(split_authority("[::1]"), Some(("[::1]".into(), 443)));
+        assert_eq!(split_authority("v:x"), None);
+        let allowed = vec!["kv.example.com".to_string(), "other.example:8443".into(), "*.vault.example".into()];
+        for ok in ["kv.example.com", "KV.example.com:443", "other.example:8443", "a.vault.example", "b.a.vault.example"]
+        {
+            assert!(host_allowed(&allowed, ok), "{ok}");
+        }
+        for no in [
+            "kv.example.com:8443",
+            "other.example",
+            "vault.example",
+            "xvault.example",
+            "evil.example",
+            "169.254.169.254",
+            "localhost:1",
+            "kv.example.com.evil.example",
+        ] {
+            assert!(!host_allowed(&allowed, no), "{no}");
+        }
+        assert!(!host_allowed(&[], "kv.example.com"));
     }
 
     #[test]

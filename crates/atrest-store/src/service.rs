@@ -99,6 +99,14 @@ pub struct StoreConfig {
     pub platform_rotation: String,
     /// CA bundle trusted for remote vaults (default: the system bundle).
     pub remote_ca: Option<PathBuf>,
+    /// Hosts (`HOST[:PORT]`, `*.DOMAIN[:PORT]`) customer keys on other servers may be
+    /// on; empty: any.
+    pub remote_vault_hosts: Vec<String>,
+    /// This deployment's own origins: a key URI without a credential must name one.
+    pub origins: crate::encryption::Origins,
+    /// Blob bodies no row references are removed once this old (and the sweep runs this
+    /// often): a body is committed just before its row, so it must outlast any commit.
+    pub orphan_blob_grace: Duration,
     /// How long a node holds a job's lease without renewing it (it renews every batch);
     /// after a node dies, another takes its jobs over after this long.
     pub job_lease: Duration,
@@ -120,7 +128,10 @@ impl StoreConfig {
             recheck_segments: 64,
             platform_rotation: "P90D".into(),
             remote_ca: None,
+            remote_vault_hosts: Vec::new(),
+            origins: crate::encryption::Origins::new(std::net::SocketAddr::from(([127, 0, 0, 1], 8443)), &[], None),
             job_lease: Duration::from_secs(30),
+            orphan_blob_grace: Duration::from_secs(3600),
         }
     }
 }
@@ -746,7 +757,7 @@ impl StoreService {
             return Err(StoreError::Conflict(format!("a resource named {name} already exists")));
         }
         let tenant = self.vault.tenant_by_id(&actor.tenant_id).await?;
-        let identity_name = format!("res-{name}");
+        let identity_name = atrest_vault::resource_identity_name(name);
         let identity =
             match self.vault.create_principal(&tenant, &identity_name, PrincipalKind::Service, Role::Member).await {
                 Ok(p) => p,
@@ -767,6 +778,9 @@ impl StoreService {
                             self.vault.revoke_token(&t.id).await?;
                         }
                     }
+                    // Nor does the new resource inherit the old one's grants (a delete
+                    // removes them; this covers one that stopped half-way, or older ones).
+                    self.vault.remove_all_policies(&p).await?;
                     if p.disabled { self.vault.set_principal_disabled(&p, false).await? } else { p }
                 }
                 Err(e) => return Err(e.into()),
@@ -923,7 +937,8 @@ impl StoreService {
     /// Deletes a resource by crypto-erasure: its wrapped resource and message keys, its
     /// objects' wrapped data keys, messages, roles and jobs are deleted (SQLite overwrites
     /// freed pages and the WAL is checkpointed), its blob files removed, its cached keys
-    /// dropped and its identity disabled. Allowed to an owner even when
+    /// dropped, its identity's access policies removed on every vault and the identity
+    /// disabled. Allowed to an owner even when
     /// `KeyInaccessible`: erasing needs no key.
     ///
     /// # Errors
@@ -951,10 +966,27 @@ impl StoreService {
         if let Err(e) = self.blobs.remove_resource(&r.id).await {
             tracing::warn!(store = %self.blobs.describe(), resource = %r.name, error = %e, "could not remove a deleted resource's blob bodies");
         }
+        // The identity keeps no grants: a resource created later under the same name
+        // must be granted its keys anew.
+        let mut policies_removed = 0;
         if let Ok(p) = self.vault.principal(&r.identity_id).await {
+            match self.vault.remove_all_policies(&p).await {
+                Ok(n) => policies_removed = n,
+                Err(e) => {
+                    tracing::warn!(resource = %r.name, error = %e, "could not remove a deleted resource identity's access policies; they are removed when a resource of that name is created again")
+                }
+            }
             let _ = self.vault.set_principal_disabled(&p, true).await;
         }
-        self.audit(&r, &actor.name, "delete-resource", &r.name, "ok", serde_json::json!({})).await
+        self.audit(
+            &r,
+            &actor.name,
+            "delete-resource",
+            &r.name,
+            "ok",
+            serde_json::json!({"identity_policies_removed": policies_removed}),
+        )
+        .await
     }
 
     /// On SQLite, moves the WAL's copies of deleted rows into the main file (where

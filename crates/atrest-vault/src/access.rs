@@ -145,6 +145,37 @@ pub struct IssuedToken {
 
 const TOKEN_PREFIX: &str = "atr1";
 
+/// Longest token lifetime that can be asked for: 10 years, in seconds.
+pub const MAX_TOKEN_TTL: i64 = 10 * 365 * 86_400;
+
+/// Names of data-service resource identities start with this (`res-NAME`); the prefix is
+/// reserved for them.
+pub const RESOURCE_IDENTITY_PREFIX: &str = "res-";
+
+/// The identity principal of data-service resource `resource`.
+#[must_use]
+pub fn resource_identity_name(resource: &str) -> String {
+    format!("{RESOURCE_IDENTITY_PREFIX}{resource}")
+}
+
+/// Whether `p` is a data-service resource identity: only the data service acts as one
+/// (in process), so no token is ever issued for it and none authenticates as it.
+#[must_use]
+pub fn is_resource_identity(p: &Principal) -> bool {
+    p.kind == PrincipalKind::Service && p.name.starts_with(RESOURCE_IDENTITY_PREFIX)
+}
+
+fn data_service_identity(p: &Principal) -> VaultError {
+    VaultError::forbidden(
+        Refusal::DataServiceIdentity,
+        format!(
+            "principal {} is a data-service resource identity: only the data service acts as it, and no token is \
+             issued for it; grant the resource's callers a role on the resource (atrest resource role set) instead",
+            p.name
+        ),
+    )
+}
+
 impl VaultService {
     pub(crate) fn principal_fields<'a>(p: &'a Principal, created: i64) -> [Field<'a>; 7] {
         [
@@ -284,14 +315,24 @@ impl VaultService {
     /// Issues a bearer token for a principal, valid for `ttl` seconds (or until revoked).
     ///
     /// # Errors
-    /// `NotFound` for an unknown principal.
+    /// `NotFound` for an unknown principal; `Forbidden` (`DataServiceIdentity`) for a
+    /// data-service resource identity.
     pub async fn issue_token(&self, principal: &Principal, ttl: Option<i64>) -> Result<IssuedToken> {
+        if is_resource_identity(principal) {
+            return Err(data_service_identity(principal));
+        }
         let id = hex::encode(atrest_crypto::rand::bytes::<8>()?);
         let secret = zeroize::Zeroizing::new(atrest_crypto::rand::bytes::<32>()?);
         let hash = self.token_hash.sign(&[id.as_bytes(), &secret[..]]);
         let now = self.now();
         let expires = match ttl {
             Some(t) if t <= 0 => return Err(VaultError::bad("a token's lifetime must be positive")),
+            Some(t) if t > MAX_TOKEN_TTL => {
+                return Err(VaultError::bad(format!(
+                    "a token's lifetime is at most {MAX_TOKEN_TTL} seconds (10 years), not {t}; omit it for a token \
+                     valid until revoked"
+                )));
+            }
             Some(t) => Some(now.checked_add(t).ok_or_else(|| VaultError::bad("the token lifetime is too long"))?),
             None => None,
         };
@@ -412,7 +453,8 @@ impl VaultService {
             return Err(denied());
         }
         let p = self.principal(&row.principal_id).await?;
-        if p.disabled {
+        // A resource identity's token (issued before they were refused) never acts as it.
+        if p.disabled || is_resource_identity(&p) {
             return Err(denied());
         }
         Ok(p)
@@ -464,6 +506,37 @@ impl VaultService {
             .bind(&principal.id)
             .execute(self.db.pool())
             .await?;
+        Ok(())
+    }
+
+    /// Removes a principal's policies on every vault; returns how many there were.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn remove_all_policies(&self, principal: &Principal) -> Result<u64> {
+        let _g = self.write_guard().await;
+        let done = sqlx::query("DELETE FROM access_policies WHERE principal_id = $1")
+            .bind(&principal.id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Refuses a principal name reserved for data-service resource identities (for
+    /// principals created through the admin API; the data service creates those).
+    ///
+    /// # Errors
+    /// `Forbidden` (`DataServiceIdentity`).
+    pub fn check_principal_name(name: &str) -> Result<()> {
+        if name.to_ascii_lowercase().starts_with(RESOURCE_IDENTITY_PREFIX) {
+            return Err(VaultError::forbidden(
+                Refusal::DataServiceIdentity,
+                format!(
+                    "principal names starting with {RESOURCE_IDENTITY_PREFIX} are reserved for data-service resource \
+                     identities (created with the resource): choose another name"
+                ),
+            ));
+        }
         Ok(())
     }
 

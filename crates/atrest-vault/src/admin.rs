@@ -232,7 +232,8 @@ impl VaultService {
             return Err(VaultError::bad(format!("token {token_id} is revoked or expired; issue a new token instead")));
         }
         let principal = self.principal(&old.principal_id).await?;
-        let ttl = ttl.or(old.expires.map(|e| e - old.created));
+        // An inherited lifetime from before the cap is capped, not refused.
+        let ttl = ttl.or(old.expires.map(|e| (e - old.created).min(crate::access::MAX_TOKEN_TTL)));
         let new = self.issue_token(&principal, ttl).await?;
         self.revoke_token(token_id).await?;
         Ok(new)

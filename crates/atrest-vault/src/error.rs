@@ -22,6 +22,9 @@ pub enum Refusal {
     AccessDenied,
     /// An administrative change by a principal that does not administer the tenant.
     NotAdmin,
+    /// A token for (or a principal named like) a data-service resource identity: only
+    /// the data service acts as one.
+    DataServiceIdentity,
 }
 
 impl Refusal {
@@ -37,6 +40,7 @@ impl Refusal {
             Refusal::UsageLimitReached => "KeyUsageLimitReached",
             Refusal::AccessDenied => "AccessDenied",
             Refusal::NotAdmin => "AdminRoleRequired",
+            Refusal::DataServiceIdentity => "DataServiceIdentity",
         }
     }
 }

@@ -274,6 +274,28 @@ fn public_jwk(p: Option<&PublicKey>) -> PublicJwk {
     }
 }
 
+/// Checks a version's `nbf`/`exp` as AKV does: Unix seconds (never negative), and `exp`
+/// after `nbf`.
+fn check_dates(nbf: Option<i64>, exp: Option<i64>) -> Result<()> {
+    for (what, t) in [("nbf", nbf), ("exp", exp)] {
+        if let Some(t) = t
+            && t < 0
+        {
+            return Err(VaultError::bad(format!(
+                "attributes.{what} is {t}: times are Unix seconds, 0 or more (omit it for no limit)"
+            )));
+        }
+    }
+    if let (Some(nbf), Some(exp)) = (nbf, exp)
+        && exp <= nbf
+    {
+        return Err(VaultError::bad(format!(
+            "attributes.exp ({exp}) must be after attributes.nbf ({nbf}): the key would never be usable"
+        )));
+    }
+    Ok(())
+}
+
 fn check_ops(kty: Kty, ops: Option<Vec<String>>) -> Result<Vec<String>> {
     let allowed = kty.allowed_ops();
     let ops = ops.unwrap_or_else(|| {
@@ -494,6 +516,7 @@ impl VaultService {
         material: Material,
     ) -> Result<KeyBundle> {
         check_name(name, "key")?;
+        check_dates(new.nbf, new.exp)?;
         let name_lc = name.to_ascii_lowercase();
         let version = new_id()?;
         let binding = [vault.id.clone(), name_lc.clone(), version.clone()];
@@ -731,6 +754,7 @@ impl VaultService {
         if let Some(e) = req.exp {
             v.exp = e;
         }
+        check_dates(v.nbf, v.exp)?;
         if let Some(t) = req.tags {
             v.tags = serde_json::to_string(&t).map_err(|e| VaultError::bad(e.to_string()))?;
         }

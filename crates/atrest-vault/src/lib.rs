@@ -30,7 +30,10 @@ mod rotation;
 pub mod rowmac;
 mod service;
 
-pub use access::{IssuedToken, PERMISSIONS, Principal, PrincipalKind, Role, Tenant};
+pub use access::{
+    IssuedToken, MAX_TOKEN_TTL, PERMISSIONS, Principal, PrincipalKind, RESOURCE_IDENTITY_PREFIX, Role, Tenant,
+    is_resource_identity, resource_identity_name,
+};
 pub use admin::TokenInfo;
 pub use error::{Refusal, Result, VaultError, describe_db_error};
 pub use keys::{CreateKey, ImportJwk, NewKeyAttributes, UpdateKey};

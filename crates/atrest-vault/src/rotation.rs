@@ -67,6 +67,9 @@ pub struct RotationPolicy {
     pub attributes: PolicyAttributes,
 }
 
+/// Most lifetime actions a policy holds (AKV allows one Rotate and a few notifications).
+pub const MAX_LIFETIME_ACTIONS: usize = 10;
+
 impl RotationPolicy {
     /// The policy of a key that never had one set: notify 30 days before expiry.
     #[must_use]
@@ -80,12 +83,20 @@ impl RotationPolicy {
         }
     }
 
-    /// Checks a policy as AKV does: one trigger per action, `Rotate` at most once,
-    /// triggers ≥ 7 days, `expiryTime` ≥ 28 days, action types `Rotate`/`Notify`.
+    /// Checks a policy as AKV does: one trigger per action, `Rotate` at most once, at most
+    /// [`MAX_LIFETIME_ACTIONS`] actions, triggers ≥ 7 days, `expiryTime` ≥ 28 days, action
+    /// types `Rotate`/`Notify`.
     ///
     /// # Errors
     /// `BadParameter` saying what to fix.
     pub fn validate(&self) -> Result<()> {
+        if self.lifetime_actions.len() > MAX_LIFETIME_ACTIONS {
+            return Err(VaultError::bad(format!(
+                "a rotation policy has at most {MAX_LIFETIME_ACTIONS} lifetime actions (at most one of them Rotate), \
+                 not {}",
+                self.lifetime_actions.len()
+            )));
+        }
         let mut rotates = 0;
         for a in &self.lifetime_actions {
             let t = match (&a.trigger.time_after_create, &a.trigger.time_before_expiry) {
@@ -341,7 +352,21 @@ impl VaultService {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{Action, LifetimeAction, MAX_LIFETIME_ACTIONS, RotationPolicy, Trigger, parse_duration};
+
+    #[test]
+    fn lifetime_actions_are_bounded() {
+        let notify = LifetimeAction {
+            trigger: Trigger { time_after_create: None, time_before_expiry: Some("P30D".into()) },
+            action: Action { kind: "Notify".into() },
+        };
+        let policy = |n| RotationPolicy { lifetime_actions: vec![notify.clone(); n], ..RotationPolicy::default() };
+        assert!(policy(MAX_LIFETIME_ACTIONS).validate().is_ok());
+        for n in [MAX_LIFETIME_ACTIONS + 1, 1000] {
+            let e = policy(n).validate().unwrap_err().to_string();
+            assert!(e.contains("at most 10 lifetime actions"), "{e}");
+        }
+    }
 
     #[test]
     fn durations() {

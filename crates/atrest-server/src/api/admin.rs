@@ -281,6 +281,7 @@ async fn route_inner(ctx: &AdminCtx<'_>, method: &Method, path: &[&str]) -> Resu
         (Method::POST, ["tenants", t, "principals"]) => {
             let tenant = svc.administered_tenant(actor, t, "create principals").await?;
             let req: PrincipalIn = ctx.json()?;
+            VaultService::check_principal_name(&req.name)?;
             let kind =
                 PrincipalKind::parse(&req.kind).ok_or_else(|| ApiError::bad("kind must be \"user\" or \"service\""))?;
             let role = Role::parse(&req.role)
@@ -430,6 +431,10 @@ fn check_ttl(ttl: Option<i64>) -> Result<(), ApiError> {
         Some(t) if t <= 0 => {
             Err(ApiError::bad("ttl_seconds must be positive (omit it for a token valid until revoked)"))
         }
+        Some(t) if t > atrest_vault::MAX_TOKEN_TTL => Err(ApiError::bad(format!(
+            "ttl_seconds is at most {} (10 years), not {t} (omit it for a token valid until revoked)",
+            atrest_vault::MAX_TOKEN_TTL
+        ))),
         _ => Ok(()),
     }
 }

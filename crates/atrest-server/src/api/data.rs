@@ -4,7 +4,7 @@
 //! names in paths are percent-decoded.
 
 use super::{ApiError, AppState, no_content, ok};
-use atrest_store::{EncryptionRequest, Precondition, StoreError, model::ObjectKind, model::Resource};
+use atrest_store::{ByteRange, EncryptionRequest, Precondition, StoreError, model::ObjectKind, model::Resource};
 use atrest_vault::Principal;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -119,9 +119,8 @@ fn with_etag(mut r: Response, etag: &str) -> Response {
     r
 }
 
-/// `bytes=a-b`, `bytes=a-`, `bytes=-n` against a blob of unknown size: (start, end
-/// exclusive) with `-n` resolved later. Returns `None` for no Range header.
-fn parse_range(headers: &HeaderMap) -> Result<Option<RangeSpec>, ApiError> {
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n`. Returns `None` for no Range header.
+fn parse_range(headers: &HeaderMap) -> Result<Option<ByteRange>, ApiError> {
     let Some(v) = header_str(headers, header::RANGE) else { return Ok(None) };
     let bad = || {
         ApiError::new(
@@ -136,21 +135,16 @@ fn parse_range(headers: &HeaderMap) -> Result<Option<RangeSpec>, ApiError> {
     }
     let (a, b) = spec.split_once('-').ok_or_else(bad)?;
     match (a.trim(), b.trim()) {
-        ("", n) => Ok(Some(RangeSpec::Suffix(n.parse().map_err(|_| bad())?))),
-        (a, "") => Ok(Some(RangeSpec::From(a.parse().map_err(|_| bad())?, None))),
+        ("", n) => Ok(Some(ByteRange::Suffix(n.parse().map_err(|_| bad())?))),
+        (a, "") => Ok(Some(ByteRange::From(a.parse().map_err(|_| bad())?, None))),
         (a, b) => {
             let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
             if b < a {
                 return Err(bad());
             }
-            Ok(Some(RangeSpec::From(a, Some(b + 1))))
+            Ok(Some(ByteRange::From(a, Some(b.saturating_add(1)))))
         }
     }
-}
-
-enum RangeSpec {
-    From(u64, Option<u64>),
-    Suffix(u64),
 }
 
 async fn body_bytes(body: Body) -> Result<axum::body::Bytes, ApiError> {
@@ -389,18 +383,20 @@ async fn get_blob(
     head: bool,
 ) -> Result<Response, ApiError> {
     let range = parse_range(headers)?;
-    // A suffix range needs the size: resolve it with a metadata read first.
-    let spec = match range {
-        None => None,
-        Some(RangeSpec::From(s, e)) => Some((s, e)),
-        Some(RangeSpec::Suffix(n)) => {
-            let probe = state.store.get_blob(a, name, key, Some((0, Some(0)))).await?;
-            let size = probe.info.size;
-            Some((size.saturating_sub(n), None))
+    let read = match state.store.get_blob(a, name, key, range).await {
+        // 416 says how long the blob is, as HTTP requires.
+        Err(StoreError::RangeNotSatisfiable { size, message }) => {
+            let mut r = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "InvalidRange", message).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(r);
         }
+        r => r?,
     };
-    let read = state.store.get_blob(a, name, key, spec).await?;
     let size = read.info.size;
+    // A suffix of an empty blob is the whole (empty) blob: 200, no Content-Range.
+    let range = range.filter(|_| read.len > 0);
     let status = if range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
     let mut rx = read.chunks;
     let body =

@@ -69,7 +69,13 @@ const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("delete", "/data/resources/{resource}/records/{key}", "DataDeleteRecord", "Crypto-erasure; If-Match", "writer"),
     ("get", "/data/resources/{resource}/blobs", "DataListBlobs", "?prefix&after&limit", "reader"),
     ("put", "/data/resources/{resource}/blobs/{name}", "DataPutBlob", "Streamed raw body; If-Match", "writer"),
-    ("get", "/data/resources/{resource}/blobs/{name}", "DataGetBlob", "Streamed; Range: bytes=…", "reader"),
+    (
+        "get",
+        "/data/resources/{resource}/blobs/{name}",
+        "DataGetBlob",
+        "Streamed; Range: bytes=… (416 with Content-Range: bytes */LEN outside the blob)",
+        "reader",
+    ),
     ("delete", "/data/resources/{resource}/blobs/{name}", "DataDeleteBlob", "Crypto-erasure", "writer"),
     ("post", "/data/resources/{resource}/messages", "DataSendMessage", "Raw body; ?ttl (≤ 86400 s)", "writer"),
     (
@@ -86,7 +92,13 @@ const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "/data/jobs/{id}", "DataGetJob", "State and progress", "owner"),
     ("get", "/data/key-usage", "DataKeyUsage", "Which resources use which key versions", "tenant-admin"),
     ("get", "/admin/whoami", "AdminWhoami", "The caller's principal", "any principal"),
-    ("post", "/admin/verify", "AdminVerify", "Scan every data-service row against its MAC and resource", "deployment-admin"),
+    (
+        "post",
+        "/admin/verify",
+        "AdminVerify",
+        "Scan every data-service row against its MAC and resource",
+        "deployment-admin",
+    ),
     ("get", "/admin/tenants", "AdminListTenants", "Tenants the caller can see", "any principal"),
     ("post", "/admin/tenants", "AdminCreateTenant", "Create a tenant", "deployment-admin"),
     ("get", "/admin/tenants/{tenant}", "AdminGetTenant", "A tenant", "member of the tenant"),
@@ -123,7 +135,7 @@ const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
         "post",
         "/admin/tenants/{tenant}/principals/{principal}/tokens",
         "AdminIssueToken",
-        "Issue a token {ttl_seconds}",
+        "Issue a token {ttl_seconds} (1 s to 10 years; none for res-NAME identities)",
         "tenant-admin",
     ),
     (

@@ -57,6 +57,35 @@ impl LocalDir {
         }
     }
 
+    pub(super) fn resources(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.dir)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn list(&self, resource: &str) -> io::Result<Vec<super::ListedBody>> {
+        let entries = match std::fs::read_dir(self.dir.join(resource)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            r => r?,
+        };
+        let now = std::time::SystemTime::now();
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e?;
+            let meta = e.metadata()?;
+            if meta.is_file() {
+                let age = now.duration_since(meta.modified()?).unwrap_or_default();
+                out.push(super::ListedBody { name: e.file_name().to_string_lossy().into_owned(), age });
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) fn remove_resource(&self, resource: &str) -> io::Result<()> {
         match std::fs::remove_dir_all(self.dir.join(resource)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),

@@ -21,6 +21,16 @@ pub mod s3;
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
+/// A body as listed: its name under the resource and how long ago it was committed
+/// (last written, for a directory's temporary file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedBody {
+    /// The name under the resource.
+    pub name: String,
+    /// Time since it was committed (zero when its clock is ahead of ours).
+    pub age: std::time::Duration,
+}
+
 /// A blob store.
 pub enum BlobStore {
     /// A local directory.
@@ -96,6 +106,29 @@ impl BlobStore {
         match self {
             BlobStore::Local(d) => d.remove(resource, name),
             BlobStore::S3(b) => b.remove(resource, name).await,
+        }
+    }
+
+    /// The resources that have bodies here (resource ids).
+    ///
+    /// # Errors
+    /// The store refused or could not be reached.
+    pub async fn resources(&self) -> io::Result<Vec<String>> {
+        match self {
+            BlobStore::Local(d) => d.resources(),
+            BlobStore::S3(b) => b.resources().await,
+        }
+    }
+
+    /// The bodies of a resource, each with its age (for the sweep of bodies no row
+    /// references).
+    ///
+    /// # Errors
+    /// The store refused or could not be reached.
+    pub async fn list(&self, resource: &str) -> io::Result<Vec<ListedBody>> {
+        match self {
+            BlobStore::Local(d) => d.list(resource),
+            BlobStore::S3(b) => b.list(resource).await,
         }
     }
 
@@ -210,6 +243,12 @@ mod tests {
         src.read_to_string(&mut s).unwrap();
         assert_eq!(s, "body");
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert_eq!(rt.block_on(store.resources()).unwrap(), vec!["r1".to_string()]);
+        let listed = rt.block_on(store.list("r1")).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].name, "o.1.aa");
+        assert!(listed[0].age < std::time::Duration::from_secs(60), "{listed:?}");
+        assert!(rt.block_on(store.list("r2")).unwrap().is_empty());
         rt.block_on(store.remove("r1", "o.1.aa")).unwrap();
         rt.block_on(store.remove("r1", "o.1.aa")).unwrap();
         rt.block_on(store.remove_resource("r1")).unwrap();

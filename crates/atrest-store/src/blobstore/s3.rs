@@ -174,6 +174,29 @@ impl S3Bucket {
         }
     }
 
+    pub(super) async fn resources(&self) -> io::Result<Vec<String>> {
+        let prefix = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
+        let listed =
+            self.store.list_with_delimiter(prefix.as_ref()).await.map_err(|e| self.fail("list the bucket", e))?;
+        Ok(listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect())
+    }
+
+    pub(super) async fn list(&self, resource: &str) -> io::Result<Vec<super::ListedBody>> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let mut list = self.store.list(Some(&self.path(resource)));
+        let mut out = Vec::new();
+        while let Some(meta) = list.next().await {
+            let meta = meta.map_err(|e| self.fail("list a resource's blob bodies", e))?;
+            let Some(name) = meta.location.filename() else { continue };
+            let modified = u64::try_from(meta.last_modified.timestamp()).unwrap_or(0);
+            out.push(super::ListedBody {
+                name: name.to_string(),
+                age: Duration::from_secs(now.saturating_sub(modified)),
+            });
+        }
+        Ok(out)
+    }
+
     pub(super) async fn remove_resource(&self, resource: &str) -> io::Result<()> {
         let mut list = self.store.list(Some(&self.path(resource)));
         while let Some(meta) = list.next().await {
