@@ -133,7 +133,10 @@ fn copy_synced(from: &Path, to: &Path) -> Result<(), ServerError> {
     std::fs::File::open(to).and_then(|f| f.sync_all()).map_err(io(to))
 }
 
-/// Every regular file under `dir`, relative, `/`-separated, sorted.
+/// Every regular file under `dir`, relative, `/`-separated, sorted; SQLite's side files
+/// (`-wal`, `-shm`, `-journal`) left out: the snapshots are checkpointed and closed
+/// before the listing, so they hold nothing, and the connection that made them may still
+/// be removing them.
 fn walk(dir: &Path) -> Result<Vec<String>, ServerError> {
     fn go(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), ServerError> {
         for e in std::fs::read_dir(dir).map_err(io(dir))? {
@@ -141,7 +144,9 @@ fn walk(dir: &Path) -> Result<Vec<String>, ServerError> {
             let t = e.file_type().map_err(io(dir))?;
             if t.is_dir() {
                 go(root, &e.path(), out)?;
-            } else if t.is_file() {
+            } else if t.is_file()
+                && !["-wal", "-shm", "-journal"].iter().any(|x| e.file_name().to_string_lossy().ends_with(x))
+            {
                 let rel = e.path().strip_prefix(root).map(Path::to_path_buf).unwrap_or_default();
                 out.push(rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"));
             }

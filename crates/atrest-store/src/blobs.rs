@@ -50,14 +50,7 @@ fn is_body_name(name: &str) -> bool {
             && tag.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// A byte range of a blob (HTTP `Range: bytes=…`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ByteRange {
-    /// From `start` to `end` (exclusive; `None`: to the end).
-    From(u64, Option<u64>),
-    /// The last `n` bytes.
-    Suffix(u64),
-}
+pub use atrest_wire::range::ByteRange;
 
 /// A blob being read: its metadata, the byte range served, and the plaintext chunks.
 pub struct BlobRead {
@@ -527,19 +520,12 @@ impl StoreService {
             size,
             message: format!("{what}: the blob {name} has {size} bytes; ask for a range within them"),
         };
-        let (offset, len) = match range {
-            None => (0, size),
-            Some(ByteRange::Suffix(0)) => return Err(unsatisfiable("the range asks for the last 0 bytes".into())),
-            // A suffix longer than the blob is the whole blob (RFC 9110).
-            Some(ByteRange::Suffix(n)) => (size.saturating_sub(n), n.min(size)),
-            Some(ByteRange::From(start, _)) if start >= size => {
-                return Err(unsatisfiable(format!("the range starts at byte {start}")));
-            }
-            Some(ByteRange::From(start, end)) => {
-                let end = end.map_or(size, |e| e.min(size));
-                (start, end.saturating_sub(start))
-            }
-        };
+        let (offset, len) = atrest_wire::range::resolve(range, size).map_err(|e| {
+            unsatisfiable(match e {
+                atrest_wire::range::Unsatisfiable::EmptySuffix => "the range asks for the last 0 bytes".into(),
+                atrest_wire::range::Unsatisfiable::StartsPastEnd(start) => format!("the range starts at byte {start}"),
+            })
+        })?;
         let reader = self.open_blob(&r, &o, dek).await?;
         if r.diagnostics {
             self.audit(&r, &actor.name, "blob-get", &o.id, "ok", serde_json::json!({"offset": offset, "len": len}))

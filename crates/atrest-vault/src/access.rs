@@ -15,8 +15,6 @@ use crate::model::VaultInfo;
 use crate::rowmac::Field;
 use crate::service::VaultService;
 use atrest_crypto::SecretBytes;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sqlx::Row;
 
 /// Every key permission an access policy can grant.
@@ -142,8 +140,6 @@ pub struct IssuedToken {
     /// Expiry, if any.
     pub expires: Option<i64>,
 }
-
-const TOKEN_PREFIX: &str = "atr1";
 
 /// Longest token lifetime that can be asked for: 10 years, in seconds.
 pub const MAX_TOKEN_TTL: i64 = 10 * 365 * 86_400;
@@ -358,11 +354,8 @@ impl VaultService {
             .execute(self.db.pool())
             .await?;
         // Every intermediate copy of the secret is wiped when dropped.
-        let encoded = zeroize::Zeroizing::new(URL_SAFE_NO_PAD.encode(&secret[..]));
-        let mut token = Vec::with_capacity(TOKEN_PREFIX.len() + id.len() + encoded.len() + 2);
-        token.extend_from_slice(format!("{TOKEN_PREFIX}.{id}.").as_bytes());
-        token.extend_from_slice(encoded.as_bytes());
-        Ok(IssuedToken { id, token: SecretBytes::new(token), expires })
+        let mut token = atrest_wire::token::format(&id, &secret[..]);
+        Ok(IssuedToken { id, token: SecretBytes::new(std::mem::take(&mut *token)), expires })
     }
 
     /// Revokes a token; later requests with it are unauthenticated.
@@ -437,16 +430,7 @@ impl VaultService {
         let denied = || {
             VaultError::Unauthenticated("the bearer token is missing, malformed, unknown, expired or revoked".into())
         };
-        let mut parts = bearer.split('.');
-        let (Some(TOKEN_PREFIX), Some(id), Some(secret), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(denied());
-        };
-        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(denied());
-        }
-        let secret = zeroize::Zeroizing::new(URL_SAFE_NO_PAD.decode(secret).map_err(|_| denied())?);
+        let atrest_wire::token::Bearer { id, secret } = atrest_wire::token::parse(bearer).ok_or_else(denied)?;
         let row = self.token_row(id).await?.ok_or_else(denied)?;
         self.token_hash.verify(&[id.as_bytes(), &secret[..]], &row.hash).map_err(|_| denied())?;
         if row.revoked || row.expires.is_some_and(|e| self.now() >= e) {

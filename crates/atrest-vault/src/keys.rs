@@ -1,6 +1,7 @@
 //! Key lifecycle: create, get, list, versions, update, rotate, soft delete, recover,
 //! purge and the purge sweeper. Every row read is MAC-checked before it is trusted.
 
+use crate::ImportJwk;
 use crate::error::{Refusal, Result, VaultError};
 use crate::model::{DeletedKey, KeyAttributes, KeyBundle, Kty, MAX_PAGE, Page, PublicJwk, VaultInfo, b64u};
 use crate::rowmac::Field;
@@ -59,49 +60,6 @@ pub struct NewKeyAttributes {
     pub exp: Option<i64>,
     /// Tags.
     pub tags: Option<BTreeMap<String, String>>,
-}
-
-/// A JWK to import (BYOK), with private members, as base64url strings. Unknown JWK
-/// members are ignored.
-#[derive(Default, Clone, serde::Deserialize)]
-pub struct ImportJwk {
-    /// `RSA`, `EC` or `oct` (`-HSM` refused without an HSM backend).
-    pub kty: String,
-    /// RSA members.
-    pub n: Option<String>,
-    /// RSA public exponent.
-    pub e: Option<String>,
-    /// RSA/EC private exponent.
-    pub d: Option<String>,
-    /// RSA prime p.
-    pub p: Option<String>,
-    /// RSA prime q.
-    pub q: Option<String>,
-    /// RSA CRT exponent dp.
-    pub dp: Option<String>,
-    /// RSA CRT exponent dq.
-    pub dq: Option<String>,
-    /// RSA CRT coefficient qi.
-    pub qi: Option<String>,
-    /// EC curve.
-    pub crv: Option<String>,
-    /// EC x.
-    pub x: Option<String>,
-    /// EC y.
-    pub y: Option<String>,
-    /// Symmetric key.
-    pub k: Option<String>,
-    /// Permitted operations (default: all the type allows).
-    pub key_ops: Option<Vec<String>>,
-    /// Secure import: the base64url blob wrapped under one of the vault's import keys
-    /// (see `byok`); replaces the private members.
-    pub key_hsm: Option<String>,
-}
-
-impl core::fmt::Debug for ImportJwk {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "ImportJwk({}, [REDACTED])", self.kty)
-    }
 }
 
 /// What to change on a version; `None` leaves a field as it is; `tags` replaces all tags.

@@ -35,8 +35,9 @@ pub use access::{
     is_resource_identity, resource_identity_name,
 };
 pub use admin::TokenInfo;
+pub use atrest_wire::akv::ImportJwk;
 pub use error::{Refusal, Result, VaultError, describe_db_error};
-pub use keys::{CreateKey, ImportJwk, NewKeyAttributes, UpdateKey};
+pub use keys::{CreateKey, NewKeyAttributes, UpdateKey};
 pub use ops::{GCM_LIMIT, KeyOp, OpInput, OpOutput};
 pub use rotation::{Action, LifetimeAction, PolicyAttributes, RotationPolicy, Trigger, parse_duration};
 pub use service::VaultService;

@@ -18,16 +18,7 @@ pub fn b64u(bytes: &[u8]) -> String {
 /// # Errors
 /// A message naming `what`.
 pub fn b64u_decode(s: &str, what: &str) -> Result<Vec<u8>, crate::VaultError> {
-    let t: String = s
-        .trim_end_matches('=')
-        .chars()
-        .map(|c| match c {
-            '+' => '-',
-            '/' => '_',
-            c => c,
-        })
-        .collect();
-    URL_SAFE_NO_PAD.decode(t).map_err(|_| crate::VaultError::bad(format!("{what} is not valid base64url")))
+    atrest_wire::b64::decode(s).ok_or_else(|| crate::VaultError::bad(format!("{what} is not valid base64url")))
 }
 
 /// Key types (`kty`). `-HSM` variants are refused until a vault has an HSM backend.

@@ -133,38 +133,8 @@ impl RotationPolicy {
 /// # Errors
 /// `BadParameter` for anything else.
 pub fn parse_duration(s: &str) -> Result<i64> {
-    let bad = || VaultError::bad(format!("{s:?} is not an ISO-8601 duration such as P90D, P1Y or PT48H"));
-    let rest = s.strip_prefix('P').ok_or_else(bad)?;
-    let (date, time) = match rest.split_once('T') {
-        Some((d, t)) if !t.is_empty() => (d, t),
-        Some(_) => return Err(bad()),
-        None => (rest, ""),
-    };
-    let mut total: i64 = 0;
-    let mut any = false;
-    for (part, units) in [
-        (date, &[('Y', 365 * 86_400), ('M', 30 * 86_400), ('W', 7 * 86_400), ('D', 86_400)][..]),
-        (time, &[('H', 3600), ('M', 60), ('S', 1)][..]),
-    ] {
-        let mut num = String::new();
-        let mut next = 0;
-        for c in part.chars() {
-            if c.is_ascii_digit() {
-                num.push(c);
-                continue;
-            }
-            let i = units.iter().skip(next).position(|(u, _)| *u == c).ok_or_else(bad)? + next;
-            let n: i64 = num.parse().map_err(|_| bad())?;
-            total = total.checked_add(n.checked_mul(units[i].1).ok_or_else(bad)?).ok_or_else(bad)?;
-            num.clear();
-            next = i + 1;
-            any = true;
-        }
-        if !num.is_empty() {
-            return Err(bad());
-        }
-    }
-    if any { Ok(total) } else { Err(bad()) }
+    atrest_wire::duration::seconds(s)
+        .ok_or_else(|| VaultError::bad(format!("{s:?} is not an ISO-8601 duration such as P90D, P1Y or PT48H")))
 }
 
 impl VaultService {

@@ -122,29 +122,13 @@ fn with_etag(mut r: Response, etag: &str) -> Response {
 /// `bytes=a-b`, `bytes=a-`, `bytes=-n`. Returns `None` for no Range header.
 fn parse_range(headers: &HeaderMap) -> Result<Option<ByteRange>, ApiError> {
     let Some(v) = header_str(headers, header::RANGE) else { return Ok(None) };
-    let bad = || {
+    atrest_wire::range::parse(v).map(Some).ok_or_else(|| {
         ApiError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
             "InvalidRange",
             format!("unsupported Range {v:?}: use bytes=START-END, bytes=START- or bytes=-N"),
         )
-    };
-    let spec = v.trim().strip_prefix("bytes=").ok_or_else(bad)?;
-    if spec.contains(',') {
-        return Err(bad());
-    }
-    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
-    match (a.trim(), b.trim()) {
-        ("", n) => Ok(Some(ByteRange::Suffix(n.parse().map_err(|_| bad())?))),
-        (a, "") => Ok(Some(ByteRange::From(a.parse().map_err(|_| bad())?, None))),
-        (a, b) => {
-            let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
-            if b < a {
-                return Err(bad());
-            }
-            Ok(Some(ByteRange::From(a, Some(b.saturating_add(1)))))
-        }
-    }
+    })
 }
 
 async fn body_bytes(body: Body) -> Result<axum::body::Bytes, ApiError> {

@@ -2,76 +2,8 @@
 //! vault's model. Bytes are base64url without padding; times are Unix seconds.
 
 use atrest_vault::model::{DeletedKey, KeyBundle, b64u};
-use serde::Deserialize;
+pub use atrest_wire::akv::{AttributesIn, CreateIn, ImportIn, OpIn, RngIn, UpdateIn, ValueIn, VerifyIn};
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
-
-/// `attributes` in create and update requests.
-#[derive(Debug, Default, Deserialize)]
-pub struct AttributesIn {
-    pub enabled: Option<bool>,
-    pub nbf: Option<i64>,
-    pub exp: Option<i64>,
-}
-
-/// Body of `POST /keys/{name}/create`.
-#[derive(Debug, Deserialize)]
-pub struct CreateIn {
-    pub kty: String,
-    pub key_size: Option<u32>,
-    pub crv: Option<String>,
-    pub key_ops: Option<Vec<String>>,
-    pub attributes: Option<AttributesIn>,
-    pub tags: Option<BTreeMap<String, String>>,
-}
-
-/// Body of `PUT /keys/{name}` (import).
-#[derive(Deserialize)]
-pub struct ImportIn {
-    pub key: atrest_vault::ImportJwk,
-    #[serde(rename = "Hsm")]
-    pub hsm: Option<bool>,
-    pub attributes: Option<AttributesIn>,
-    pub tags: Option<BTreeMap<String, String>>,
-}
-
-/// Body of `PATCH /keys/{name}/{version}`.
-#[derive(Debug, Default, Deserialize)]
-pub struct UpdateIn {
-    pub key_ops: Option<Vec<String>>,
-    pub attributes: Option<AttributesIn>,
-    pub tags: Option<BTreeMap<String, String>>,
-}
-
-/// Body of the wrap/unwrap/encrypt/decrypt/sign operations.
-#[derive(Debug, Deserialize)]
-pub struct OpIn {
-    pub alg: String,
-    pub value: String,
-    pub iv: Option<String>,
-    pub aad: Option<String>,
-    pub tag: Option<String>,
-}
-
-/// Body of verify.
-#[derive(Debug, Deserialize)]
-pub struct VerifyIn {
-    pub alg: String,
-    pub digest: String,
-    pub value: String,
-}
-
-/// Body of `POST /keys/restore`.
-#[derive(Debug, Deserialize)]
-pub struct ValueIn {
-    pub value: String,
-}
-
-/// Body of `POST /rng`.
-#[derive(Debug, Deserialize)]
-pub struct RngIn {
-    pub count: i64,
-}
 
 /// `{origin}/keys/{name}/{version}`.
 pub fn kid(origin: &str, b: &KeyBundle) -> String {

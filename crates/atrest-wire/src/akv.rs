@@ -1,0 +1,117 @@
+//! The JSON bodies of the AKV keys API that atrest reads (`../shared/akv-keys-api.md`
+//! §2): byte members are base64url strings, decoded by their users with
+//! [`crate::b64::decode`]; unknown members are ignored, as Azure does.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// `attributes` in create and update requests.
+#[derive(Debug, Default, Deserialize)]
+pub struct AttributesIn {
+    pub enabled: Option<bool>,
+    pub nbf: Option<i64>,
+    pub exp: Option<i64>,
+}
+
+/// Body of `POST /keys/{name}/create`.
+#[derive(Debug, Deserialize)]
+pub struct CreateIn {
+    pub kty: String,
+    pub key_size: Option<u32>,
+    pub crv: Option<String>,
+    pub key_ops: Option<Vec<String>>,
+    pub attributes: Option<AttributesIn>,
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// Body of `PUT /keys/{name}` (import).
+#[derive(Deserialize)]
+pub struct ImportIn {
+    pub key: ImportJwk,
+    #[serde(rename = "Hsm")]
+    pub hsm: Option<bool>,
+    pub attributes: Option<AttributesIn>,
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// Body of `PATCH /keys/{name}/{version}`.
+#[derive(Debug, Default, Deserialize)]
+pub struct UpdateIn {
+    pub key_ops: Option<Vec<String>>,
+    pub attributes: Option<AttributesIn>,
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// Body of the wrap/unwrap/encrypt/decrypt/sign operations (no `Debug`: `value` is
+/// plaintext for wrapKey and encrypt).
+#[derive(Deserialize)]
+pub struct OpIn {
+    pub alg: String,
+    pub value: String,
+    pub iv: Option<String>,
+    pub aad: Option<String>,
+    pub tag: Option<String>,
+}
+
+/// Body of verify.
+#[derive(Deserialize)]
+pub struct VerifyIn {
+    pub alg: String,
+    pub digest: String,
+    pub value: String,
+}
+
+/// Body of `POST /keys/restore`.
+#[derive(Debug, Deserialize)]
+pub struct ValueIn {
+    pub value: String,
+}
+
+/// Body of `POST /rng`.
+#[derive(Debug, Deserialize)]
+pub struct RngIn {
+    pub count: i64,
+}
+
+/// A JWK to import (BYOK), with private members, as base64url strings. Unknown JWK
+/// members are ignored.
+#[derive(Default, Clone, Deserialize)]
+pub struct ImportJwk {
+    /// `RSA`, `EC` or `oct` (`-HSM` refused without an HSM backend).
+    pub kty: String,
+    /// RSA members.
+    pub n: Option<String>,
+    /// RSA public exponent.
+    pub e: Option<String>,
+    /// RSA/EC private exponent.
+    pub d: Option<String>,
+    /// RSA prime p.
+    pub p: Option<String>,
+    /// RSA prime q.
+    pub q: Option<String>,
+    /// RSA CRT exponent dp.
+    pub dp: Option<String>,
+    /// RSA CRT exponent dq.
+    pub dq: Option<String>,
+    /// RSA CRT coefficient qi.
+    pub qi: Option<String>,
+    /// EC curve.
+    pub crv: Option<String>,
+    /// EC x.
+    pub x: Option<String>,
+    /// EC y.
+    pub y: Option<String>,
+    /// Symmetric key.
+    pub k: Option<String>,
+    /// Permitted operations (default: all the type allows).
+    pub key_ops: Option<Vec<String>>,
+    /// Secure import: the base64url blob wrapped under one of the vault's import keys
+    /// (see `byok`); replaces the private members.
+    pub key_hsm: Option<String>,
+}
+
+impl core::fmt::Debug for ImportJwk {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "ImportJwk({}, [REDACTED])", self.kty)
+    }
+}
