@@ -40,6 +40,8 @@ struct Inner {
     anchored: [AtomicI64; 2],
     /// The write counter of the last slot written; held while writing.
     counter: tokio::sync::Mutex<u64>,
+    /// Set once a rollback is seen while serving.
+    rolled_back: std::sync::OnceLock<String>,
 }
 
 /// One decoded slot.
@@ -168,6 +170,7 @@ impl Anchor {
                 dbs,
                 anchored: [AtomicI64::new(now[0]), AtomicI64::new(now[1])],
                 counter: tokio::sync::Mutex::new(counter),
+                rolled_back: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -180,6 +183,9 @@ impl Anchor {
     pub async fn sync(&self) -> Result<(), ServerError> {
         let Some(a) = &self.inner else { return Ok(()) };
         let covered = |s: [i64; 2]| (0..2).all(|i| s[i] <= a.anchored[i].load(Ordering::Acquire));
+        if let Some(why) = a.rolled_back.get() {
+            return Err(ServerError::Rollback(why.clone()));
+        }
         let wanted = seqs(&a.dbs).await?;
         if covered(wanted) {
             return Ok(());
@@ -191,6 +197,13 @@ impl Anchor {
         // Everything committed by now, this request's writes and those of the requests
         // queued behind the lock, goes in one write.
         let latest = seqs(&a.dbs).await?;
+        // Under the lock the anchor cannot move: a sequence below it is a database that
+        // went back under the server, never a stale read, and must not lower the anchor.
+        let anchored = [a.anchored[0].load(Ordering::Acquire), a.anchored[1].load(Ordering::Acquire)];
+        if let Err(e) = check(&a.path, anchored, latest) {
+            let _ = a.rolled_back.set(e.to_string());
+            return Err(e);
+        }
         let slot = Slot { counter: *counter + 1, seqs: latest };
         let (file, mac) = (a.file.clone(), a.mac.clone());
         tokio::task::spawn_blocking(move || write_slot(&file, &mac, slot))
@@ -202,6 +215,32 @@ impl Anchor {
             a.anchored[i].store(*s, Ordering::Release);
         }
         Ok(())
+    }
+
+    /// The check of [`Self::open`] while serving (the server runs it every few seconds):
+    /// a database whose sequence is now below the anchor went back under the running
+    /// server (its file replaced); from then on every answer is withheld (503) and the
+    /// error says what was found.
+    ///
+    /// # Errors
+    /// The rollback (also kept for every later request); database errors.
+    pub async fn watch(&self) -> Result<(), ServerError> {
+        let Some(a) = &self.inner else { return Ok(()) };
+        // Under the lock the anchor cannot move, so a lower sequence is not a stale read.
+        let _held = a.counter.lock().await;
+        let now = seqs(&a.dbs).await?;
+        let anchored = [a.anchored[0].load(Ordering::Acquire), a.anchored[1].load(Ordering::Acquire)];
+        if let Err(e) = check(&a.path, anchored, now) {
+            let _ = a.rolled_back.set(e.to_string());
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// What [`Self::watch`] found, once a database went back while serving.
+    #[must_use]
+    pub fn rolled_back(&self) -> Option<&str> {
+        self.inner.as_ref().and_then(|a| a.rolled_back.get()).map(String::as_str)
     }
 
     /// Whether the anchor is in use.

@@ -408,6 +408,26 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
 
     spawn_store_tasks(&boot.store, &stop, &cfg);
 
+    // The rollback anchor's check while serving (this node's own files: no lease).
+    let watched = anchor.clone();
+    let mut watch_stop = stop.subscribe();
+    tokio::spawn(async move {
+        while watched.enabled() {
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                _ = watch_stop.changed() => return,
+            }
+            match watched.watch().await {
+                Ok(()) => {}
+                Err(e @ ServerError::Rollback(_)) => {
+                    tracing::error!(error = %e, "the database went back under the running server; answers are withheld");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "could not check the databases against the rollback anchor"),
+            }
+        }
+    });
+
     // Signed audit checkpoints, written outside the database.
     let cp_svc = boot.svc.clone();
     let mut cp_stop = stop.subscribe();

@@ -371,3 +371,58 @@ async fn rows_with_edited_lookup_columns_are_found_by_listing_and_by_the_full_sc
     assert_eq!(problems.iter().filter(|p| p.contains("in resource r1")).count(), 2, "{problems:?}");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_database_going_back_under_the_running_server_stops_its_answers() {
+    use sqlx::Connection as _;
+    let dir = temp_dir("atrest-rollback-live");
+    let server = atrest_server::start(config(&dir.0)).await.unwrap();
+    let api = Api::new(&server, &dir.0);
+    fill(&api, "a").await;
+    // What a file put back under the server looks like from inside: fewer commits.
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}", dir.0.join("store.db").display());
+    let mut db = sqlx::AnyConnection::connect(&url).await.unwrap();
+    sqlx::query("UPDATE atrest_commit_seq SET seq = 1").execute(&mut db).await.unwrap();
+    db.close().await.unwrap();
+    // Nothing writes: the periodic check notices (within its 5 s period) and the node
+    // reports itself not ready ...
+    let t = Instant::now();
+    loop {
+        let ready = api.client.get(format!("{}/readyz", api.base)).send().await.unwrap();
+        if ready.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(ready.text().await.unwrap().contains("rollback detected"));
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(12), "the rollback was not noticed while serving");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // ... and answers nothing more.
+    let (s, b) = api.send(reqwest::Method::GET, "/keys/key-a", None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(String::from_utf8_lossy(&b).contains("rollback detected"), "{}", String::from_utf8_lossy(&b));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_write_never_lowers_the_anchor() {
+    use sqlx::Connection as _;
+    let dir = temp_dir("atrest-rollback-write");
+    let server = atrest_server::start(config(&dir.0)).await.unwrap();
+    let api = Api::new(&server, &dir.0);
+    fill(&api, "a").await;
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}", dir.0.join("store.db").display());
+    let mut db = sqlx::AnyConnection::connect(&url).await.unwrap();
+    sqlx::query("UPDATE atrest_commit_seq SET seq = 1").execute(&mut db).await.unwrap();
+    db.close().await.unwrap();
+    // The next write (to the other database) is refused rather than anchoring the lower
+    // sequence.
+    let body = serde_json::to_vec(&json!({"kty": "oct", "key_size": 256})).unwrap();
+    let (s, b) = api.send(reqwest::Method::POST, "/keys/late/create", Some(body)).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{}", String::from_utf8_lossy(&b));
+    assert!(String::from_utf8_lossy(&b).contains("rollback detected"));
+    server.shutdown().await;
+    let msg = atrest_server::start(config(&dir.0)).await.err().expect("still refused at start").to_string();
+    assert!(msg.contains("data-service database is at commit 1"), "{msg}");
+}

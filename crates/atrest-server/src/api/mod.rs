@@ -245,14 +245,21 @@ pub async fn handle(
     if !matches!(label.as_str(), "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/audit/signing-key")
         && let Err(e) = state.anchor.sync().await
     {
-        tracing::error!(error = %e, "could not update the rollback anchor");
-        resp = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            "the request was carried out but could not be recorded in the rollback anchor, so its answer is \
-             withheld; the operator must check the data directory's disk",
-        )
-        .into_response();
+        resp = match e {
+            crate::ServerError::Rollback(why) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", why).into_response()
+            }
+            e => {
+                tracing::error!(error = %e, "could not update the rollback anchor");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "the request was carried out but could not be recorded in the rollback anchor, so its answer is \
+                     withheld; the operator must check the data directory's disk",
+                )
+                .into_response()
+            }
+        };
     }
     state.metrics.request(&label, &method_name, resp.status().as_u16(), started.elapsed().as_secs_f64());
     resp
@@ -440,6 +447,10 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Option<Pr
 fn health(state: &AppState, path: &str) -> Response {
     if path == "/healthz" {
         return (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response();
+    }
+    if let Some(why) = state.anchor.rolled_back() {
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "rolled-back", "error": why})))
+            .into_response();
     }
     (StatusCode::OK, axum::Json(json!({"status": "ready", "warnings": state.warnings}))).into_response()
 }
