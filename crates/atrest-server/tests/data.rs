@@ -1179,12 +1179,38 @@ async fn blob_bodies_no_row_refers_to_are_swept_after_a_grace_period() {
     write_body(&dir, &orphan, b"left by a crash").await;
     let foreign = format!("{rid}/not-ours.txt");
     write_body(&dir, &foreign, b"x").await;
+    // A body still being written (a long upload, or a re-encrypt batch whose rows commit
+    // at its end): no row yet, older than any grace, listed as being written.
+    let writing_name = format!("{}.1.{}", "ef".repeat(16), "01".repeat(8));
+    let writing = format!("{rid}/{writing_name}");
+    write_body(&dir, &writing, b"being written").await;
+    let now = i64::try_from(std::time::UNIX_EPOCH.elapsed().unwrap().as_secs()).unwrap();
+    sqlx::query("INSERT INTO store_blob_writes (resource_id, name, started) VALUES ($1, $2, $3)")
+        .bind(&rid)
+        .bind(&writing_name)
+        .bind(now - 7200)
+        .execute(&mut conn)
+        .await
+        .unwrap();
     let store = server.store();
     assert_eq!(store.sweep_orphan_blobs(Duration::from_secs(3600)).await.unwrap(), 0, "younger than the grace");
     assert!(blob_bodies(&dir).await.contains(&orphan));
     assert_eq!(store.sweep_orphan_blobs(Duration::ZERO).await.unwrap(), 1);
     let after = blob_bodies(&dir).await;
     assert!(!after.contains(&orphan), "{after:?}");
+    assert!(after.contains(&writing), "a body being written is never swept: {after:?}");
+    // A write that died a week ago protects its body no longer.
+    sqlx::query("UPDATE store_blob_writes SET started = $1 WHERE name = $2")
+        .bind(now - 8 * 86_400)
+        .bind(&writing_name)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(store.sweep_orphan_blobs(Duration::ZERO).await.unwrap(), 1);
+    assert!(!blob_bodies(&dir).await.contains(&writing));
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM store_blob_writes").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(left, 0, "entries of committed and of dead writes are dropped");
+    let after = blob_bodies(&dir).await;
     assert!(after.contains(&foreign), "{after:?}");
     for b in &before {
         assert!(after.contains(b), "{b} was referenced: {after:?}");

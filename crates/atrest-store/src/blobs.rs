@@ -22,6 +22,10 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+/// How long a body being written is protected from the orphan sweep (a week: longer
+/// than any upload or re-encrypt batch).
+const WRITE_PROTECTION_SECS: i64 = 7 * 86_400;
+
 /// Plaintext bytes per chunk handed to and from the HTTP layer (one segment).
 const CHUNK: usize = 64 * 1024;
 
@@ -324,6 +328,25 @@ impl StoreService {
             .fetch_all(self.db.pool())
             .await?;
         names.extend(queued);
+        // Bodies being written (their rows commit later); entries whose row has committed,
+        // or that are older than a week (a write that died), are dropped here.
+        let writing: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, started FROM store_blob_writes WHERE resource_id = $1")
+                .bind(resource_id)
+                .fetch_all(self.db.pool())
+                .await?;
+        let stale = self.now().saturating_sub(WRITE_PROTECTION_SECS);
+        for (name, started) in writing {
+            if names.contains(&name) || started < stale {
+                sqlx::query("DELETE FROM store_blob_writes WHERE resource_id = $1 AND name = $2")
+                    .bind(resource_id)
+                    .bind(&name)
+                    .execute(self.db.pool())
+                    .await?;
+            } else {
+                names.insert(name);
+            }
+        }
         Ok(names)
     }
 
@@ -341,6 +364,17 @@ impl StoreService {
         E: std::fmt::Display,
     {
         let name = Self::blob_name(row);
+        // Listed before the first byte goes out, so the orphan sweep leaves the body alone
+        // however long the write and the commit of its row take.
+        sqlx::query(
+            "INSERT INTO store_blob_writes (resource_id, name, started) VALUES ($1, $2, $3) \
+             ON CONFLICT (resource_id, name) DO NOTHING",
+        )
+        .bind(&r.id)
+        .bind(&name)
+        .bind(self.now())
+        .execute(self.db.pool())
+        .await?;
         // `Some(chunk)`, then `None` once the input ended normally: only then does the
         // writer commit. A failed check, a broken client stream or a dropped request
         // closes the channel without `None`, and the sink goes uncommitted (nothing stored).

@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (1001, include_str!("schema/1001_store.sql")),
     (1002, include_str!("schema/1002_infra_master.sql")),
     (1003, include_str!("schema/1003_blob_removals.sql")),
+    (1004, include_str!("schema/1004_blob_writes.sql")),
 ];
 
 /// Opens (or on first start creates) the data service's master secret, sealed under the
@@ -949,7 +950,14 @@ impl StoreService {
         {
             let _g = self.write_guard().await;
             let mut tx = self.db.pool().begin().await?;
-            for table in ["store_objects", "store_messages", "store_roles", "store_jobs", "store_blob_removals"] {
+            for table in [
+                "store_objects",
+                "store_messages",
+                "store_roles",
+                "store_jobs",
+                "store_blob_removals",
+                "store_blob_writes",
+            ] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE resource_id = $1"))
                     .bind(&r.id)
                     .execute(&mut *tx)
