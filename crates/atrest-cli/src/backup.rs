@@ -14,6 +14,12 @@ pub(crate) struct Deployment {
     /// Data directory.
     #[arg(long, env = "ATREST_DATA_DIR", default_value = "atrest-data")]
     data_dir: PathBuf,
+    /// The vault's SQLite database URL, when not <data-dir>/atrest.db.
+    #[arg(long = "database", env = "ATREST_DATABASE_URL")]
+    database_url: Option<String>,
+    /// The data service's SQLite database URL, when not <data-dir>/store.db.
+    #[arg(long = "store-database", env = "ATREST_STORE_DATABASE_URL")]
+    store_database_url: Option<String>,
     /// Root key file (`ATREST_ROOT_KEY` takes the key itself) [default: <data-dir>/root.key].
     #[arg(long, env = "ATREST_ROOT_KEY_FILE")]
     root_key_file: Option<PathBuf>,
@@ -40,6 +46,8 @@ impl Deployment {
     fn config(&self) -> ServeConfig {
         ServeConfig {
             data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            store_database_url: self.store_database_url.clone(),
             root_key_file: self.root_key_file.clone(),
             root_passphrase_file: self.root_passphrase_file.clone(),
             infra_root_key_file: self.infra_root_key_file.clone(),

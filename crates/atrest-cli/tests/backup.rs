@@ -30,6 +30,16 @@ fn an_online_backup_restores_everything_acknowledged_before_it() {
     std::fs::write(a.0.join("in.bin"), &blob).unwrap();
     server.ok(&["blob", "put", "bot", "big.bin", a.0.join("in.bin").to_str().unwrap()]);
     server.ok(&["blob", "put", "bot", "gone.bin", a.0.join("in.bin").to_str().unwrap()]);
+    server.ok(&["blob", "put", "bot", "raced.bin", a.0.join("in.bin").to_str().unwrap()]);
+    // What a blob deleted between the snapshot and the copy of its body looks like: its
+    // row is in the snapshot, its body is gone.
+    let bodies: Vec<_> = std::fs::read_dir(a.0.join("blobs"))
+        .unwrap()
+        .flat_map(|r| std::fs::read_dir(r.unwrap().path()).unwrap().map(|f| f.unwrap().path()).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(bodies.len(), 3);
+    let newest = bodies.iter().max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap()).unwrap();
+    std::fs::remove_file(newest).unwrap();
 
     // Writers keep going while the backup runs.
     let stop = Arc::new(AtomicBool::new(false));
@@ -50,6 +60,7 @@ fn an_online_backup_restores_everything_acknowledged_before_it() {
         server.run(&["backup", "--to", out_dir.to_str().unwrap(), "--data-dir", a.0.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains("blob bodies") && out.contains("root secrets are not in it"), "{out}");
+    assert!(out.contains("left out"), "the blob whose body went is named: {out}");
     stop.store(true, Ordering::Relaxed);
     let during = writer.join().unwrap();
     assert!(during > 0);
@@ -82,6 +93,8 @@ fn an_online_backup_restores_everything_acknowledged_before_it() {
         assert_eq!(restored.ok(&["record", "get", "bot", &format!("r{i:02}")]), format!("value {i}"));
     }
     assert!(!restored.run(&["record", "get", "bot", "after"]).0);
+    let (ok, _, err) = restored.run(&["blob", "get", "bot", "raced.bin", c.0.join("x.bin").to_str().unwrap()]);
+    assert!(!ok && err.contains("404"), "a blob left out of the backup is absent, not damaged: {err}");
     for name in ["big.bin", "gone.bin"] {
         let out = c.0.join("out.bin");
         restored.ok(&["blob", "get", "bot", name, out.to_str().unwrap()]);
@@ -105,6 +118,29 @@ fn an_online_backup_restores_everything_acknowledged_before_it() {
     let (ok, _, err) = atrest(&["restore", "--from", out_dir.to_str().unwrap(), "--data-dir", d.0.to_str().unwrap()]);
     assert!(!ok && err.contains("another vault root key"), "{err}");
     assert!(!d.0.join("atrest.db").exists(), "nothing restored");
+    // A file changed and the manifest's hash recomputed: the manifest's MAC refuses it.
+    let f = Dir::new("backup-rehashed");
+    copy_roots(&a.0, &f.0);
+    let rehashed = b.0.join("b2");
+    std::fs::create_dir_all(&rehashed).unwrap();
+    let status =
+        std::process::Command::new("cp").arg("-a").arg(format!("{}/.", out_dir.display())).arg(&rehashed).status();
+    assert!(status.unwrap().success());
+    let mut pem = std::fs::read(rehashed.join("tls/ca.pem")).unwrap();
+    pem.extend_from_slice(b"\n");
+    std::fs::write(rehashed.join("tls/ca.pem"), &pem).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rehashed.join("manifest.json")).unwrap()).unwrap();
+    for f in m["files"].as_array_mut().unwrap() {
+        if f["path"] == "tls/ca.pem" {
+            f["size"] = pem.len().into();
+            let sha: String = atrest_crypto::hash::sha256(&[&pem]).iter().map(|b| format!("{b:02x}")).collect();
+            f["sha256"] = sha.into();
+        }
+    }
+    std::fs::write(rehashed.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    let (ok, _, err) = atrest(&["restore", "--from", rehashed.to_str().unwrap(), "--data-dir", f.0.to_str().unwrap()]);
+    assert!(!ok && err.contains("manifest does not verify"), "{err}");
     // A byte changed in the backup: refused, naming the file.
     let e = Dir::new("backup-tampered");
     copy_roots(&a.0, &e.0);

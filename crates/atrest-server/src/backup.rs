@@ -6,14 +6,16 @@
 //! references (or, with an S3 blob store, a list of them), the TLS material (sealed
 //! under the root key), the audit checkpoints file, the passphrase salt, and
 //! `manifest.json` with every file's SHA-256, both root secrets' fingerprints (never the
-//! secrets), the commit sequences and a signed checkpoint of every audit chain. The data
+//! secrets), the commit sequences and a signed checkpoint of every audit chain, MACed
+//! under a key derived from the vault's root key. The data
 //! service is copied first, then the vault, then the bodies, so every key a snapshotted
 //! object needs is in the vault snapshot and every body a snapshotted row names exists.
 //! A body removed between the snapshot and its copy (its blob was deleted or replaced
 //! meanwhile) leaves its row out of the backup too; the manifest lists those.
 //!
-//! A restore checks the manifest (format, every hash, the roots' fingerprints against
-//! the roots it is given), copies into an empty data directory, records a `restore`
+//! A restore checks the manifest (format, its MAC and the roots' fingerprints against
+//! the roots it is given, every hash, the restored commit sequences), copies into an
+//! empty data directory (holding the anchor's lock, so no server runs), records a `restore`
 //! entry in the deployment's audit chain, and re-anchors the rollback anchor to the
 //! restored databases — the only way besides `atrest anchor reset` to move it back.
 
@@ -70,6 +72,21 @@ pub struct Manifest {
     pub dropped: Vec<String>,
     /// Every file but the manifest.
     pub files: Vec<FileEntry>,
+    /// HMAC-SHA256 (hex) of this manifest serialized with `mac` empty, under a key
+    /// derived from the vault's root key: a backup cannot be edited and re-hashed.
+    #[serde(default)]
+    pub mac: String,
+}
+
+impl Manifest {
+    fn tag(&self, root: &SecretKey) -> Result<String, ServerError> {
+        let mut k = zeroize::Zeroizing::new([0u8; 32]);
+        atrest_crypto::kdf::hkdf_sha256(root.expose_secret(), b"atrest/v1/root", &[b"backup-manifest"], &mut k[..])?;
+        let key = atrest_crypto::kdf::MacKey::new(&SecretKey::from_slice(&k[..])?);
+        let unsigned = Manifest { mac: String::new(), ..self.clone() };
+        let bytes = serde_json::to_vec(&unsigned).map_err(|e| ServerError::Config(e.to_string()))?;
+        Ok(hex::encode(key.sign(&[&bytes])))
+    }
 }
 
 /// Root fingerprints.
@@ -86,20 +103,38 @@ fn fingerprints(cfg: &ServeConfig) -> Result<(Roots, SecretKey), ServerError> {
     Ok((Roots { vault: fingerprint(&root)?, infra: fingerprint(&infra)? }, root))
 }
 
-fn sqlite_only(cfg: &ServeConfig) -> Result<(), ServerError> {
-    let pg = |u: &Option<String>| u.as_deref().is_some_and(|u| u.starts_with("postgres"));
-    if pg(&cfg.database_url) || pg(&cfg.store_database_url) {
-        return Err(ServerError::Config(
-            "atrest backup and restore cover the embedded default (SQLite); back up PostgreSQL with pg_dump and \
-             the bucket with its own tools, as docs/deployment.md describes"
-                .into(),
-        ));
-    }
-    Ok(())
+/// The two SQLite files of the deployment `cfg` describes; PostgreSQL is refused.
+fn db_paths(cfg: &ServeConfig) -> Result<[PathBuf; 2], ServerError> {
+    let file = |url: String| {
+        crate::anchor::sqlite_file(&url).ok_or_else(|| {
+            ServerError::Config(
+                "atrest backup, restore and anchor reset cover the embedded default (SQLite); back up PostgreSQL \
+                 with pg_dump and the bucket with its own tools, as docs/deployment.md describes"
+                    .into(),
+            )
+        })
+    };
+    Ok([file(crate::bootstrap::vault_url(cfg))?, file(crate::bootstrap::store_url(cfg))?])
 }
 
-fn sqlite_url(path: &Path, create: bool) -> String {
-    format!("sqlite://{}{}", path.display(), if create { "?mode=rwc" } else { "" })
+fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+/// A consistent copy of the live database at `src` in `dest` (`VACUUM INTO`, through a
+/// read-only connection: the live file and its WAL are not touched), synced to disk.
+async fn snapshot(src: &Path, dest: &Path) -> Result<(), ServerError> {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    let fail = |e: sqlx::Error| ServerError::Config(format!("snapshot of {} failed: {e}", src.display()));
+    if !src.exists() {
+        return Err(ServerError::Config(format!("{} does not exist: nothing to back up", src.display())));
+    }
+    let mut conn =
+        sqlx::sqlite::SqliteConnectOptions::new().filename(src).read_only(true).connect().await.map_err(fail)?;
+    let r = sqlx::query("VACUUM INTO $1").bind(dest.display().to_string()).execute(&mut conn).await;
+    conn.close().await.map_err(fail)?;
+    r.map_err(fail)?;
+    std::fs::File::open(dest).and_then(|f| f.sync_all()).map_err(io(dest))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
@@ -181,7 +216,7 @@ pub struct BackupReport {
 /// # Errors
 /// A PostgreSQL deployment, a non-empty `to`, missing roots, database and file errors.
 pub async fn backup(cfg: &ServeConfig, to: &Path) -> Result<BackupReport, ServerError> {
-    sqlite_only(cfg)?;
+    let [vault_path, store_path] = db_paths(cfg)?;
     if std::fs::read_dir(to).is_ok_and(|mut d| d.next().is_some()) {
         return Err(ServerError::Config(format!("{} is not empty: back up into a new directory", to.display())));
     }
@@ -189,23 +224,27 @@ pub async fn backup(cfg: &ServeConfig, to: &Path) -> Result<BackupReport, Server
     crate::files::create_private_dir(to)?;
     let created = atrest_vault::clock::Clock::now(&atrest_vault::clock::SystemClock);
 
-    // Store first, then vault: everything the store snapshot needs from the vault exists
-    // in the later vault snapshot.
-    for (name, url) in [
-        ("store.db", sqlite_url(&cfg.data_dir.join("store.db"), false)),
-        ("atrest.db", sqlite_url(&cfg.data_dir.join("atrest.db"), false)),
-    ] {
-        let db = Db::connect(&url)
-            .await
-            .map_err(|e| ServerError::Config(format!("cannot open {} in {}: {e}", name, cfg.data_dir.display())))?;
-        let dest = to.join(name);
-        let r = sqlx::query("VACUUM INTO $1").bind(dest.display().to_string()).execute(db.pool()).await;
-        db.pool().close().await;
-        r.map_err(|e| ServerError::Config(format!("snapshot of {name} failed: {e}")))?;
+    // Files beside the databases that a restored deployment needs (none is a secret in
+    // the clear: the TLS private keys are sealed under the root key). The checkpoints
+    // file first: every checkpoint in it is then covered by the vault snapshot.
+    for rel in ["root.salt", "audit/checkpoints.jsonl"]
+        .iter()
+        .map(|s| (*s).to_string())
+        .chain(walk(&cfg.data_dir.join("tls"))?.into_iter().map(|f| format!("tls/{f}")))
+    {
+        let from = cfg.data_dir.join(&rel);
+        if from.exists() {
+            copy_synced(&from, &to.join(&rel))?;
+        }
     }
 
+    // Store first, then vault: everything the store snapshot needs from the vault exists
+    // in the later vault snapshot.
+    snapshot(&store_path, &to.join("store.db")).await?;
+    snapshot(&vault_path, &to.join("atrest.db")).await?;
+
     // Then the bodies the store snapshot references.
-    let store = Db::connect(&sqlite_url(&to.join("store.db"), false)).await?;
+    let store = Db::connect(&sqlite_url(&to.join("store.db"))).await?;
     let rows: Vec<(String, String, i64, Vec<u8>)> = sqlx::query_as(
         "SELECT resource_id, id, generation, name_sealed FROM store_objects WHERE kind = 'blob' ORDER BY resource_id, id",
     )
@@ -250,28 +289,16 @@ pub async fn backup(cfg: &ServeConfig, to: &Path) -> Result<BackupReport, Server
     let store_seq = store.commit_seq().await.unwrap_or(0);
     store.close().await;
 
-    // Files beside the databases that a restored deployment needs (none is a secret in
-    // the clear: the TLS private keys are sealed under the root key).
-    for rel in ["root.salt", "audit/checkpoints.jsonl"]
-        .iter()
-        .map(|s| (*s).to_string())
-        .chain(walk(&cfg.data_dir.join("tls"))?.into_iter().map(|f| format!("tls/{f}")))
-    {
-        let from = cfg.data_dir.join(&rel);
-        if from.exists() {
-            copy_synced(&from, &to.join(&rel))?;
-        }
-    }
-
     // Checkpoints of every chain in the snapshot, signed now.
-    let vault_db = Db::connect(&sqlite_url(&to.join("atrest.db"), false)).await?;
-    let vault_seq = vault_db.commit_seq().await.unwrap_or(0);
+    let vault_db = Db::connect(&sqlite_url(&to.join("atrest.db"))).await?;
     let svc = vault_service(vault_db.clone(), &root)?;
     let mut checkpoints = Vec::new();
     for chain in svc.audit_chains().await? {
         checkpoints.push(svc.audit_checkpoint(&chain).await?);
     }
     drop(svc);
+    // After the checkpoints: the first one creates the signing key in the snapshot.
+    let vault_seq = vault_db.commit_seq().await.unwrap_or(0);
     vault_db.close().await;
 
     let mut files = Vec::new();
@@ -279,7 +306,7 @@ pub async fn backup(cfg: &ServeConfig, to: &Path) -> Result<BackupReport, Server
         let (size, sha256) = sha256_file(&to.join(&rel))?;
         files.push(FileEntry { path: rel, size, sha256 });
     }
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format: FORMAT.into(),
         version: VERSION,
         created,
@@ -291,7 +318,9 @@ pub async fn backup(cfg: &ServeConfig, to: &Path) -> Result<BackupReport, Server
         s3_bodies,
         dropped: dropped.clone(),
         files,
+        mac: String::new(),
     };
+    manifest.mac = manifest.tag(&root)?;
     let text = serde_json::to_vec_pretty(&manifest).map_err(|e| ServerError::Config(e.to_string()))?;
     crate::files::write_private(&to.join("manifest.json"), &text)?;
     std::fs::File::open(to).and_then(|d| d.sync_all()).map_err(io(to))?;
@@ -310,7 +339,8 @@ fn vault_service(db: Db, root: &SecretKey) -> Result<atrest_vault::VaultService,
 }
 
 /// Reads and checks a backup: the manifest's format, every file's size and hash, no
-/// file missing or added.
+/// file missing or added, each a regular file (the manifest's MAC needs the root key:
+/// [`restore`] checks it).
 ///
 /// # Errors
 /// What is wrong, by file.
@@ -339,7 +369,12 @@ pub fn verify(from: &Path) -> Result<Manifest, ServerError> {
             problems.push(format!("{}: not a plain relative path", f.path));
             continue;
         }
-        match sha256_file(&from.join(&f.path)) {
+        let file = from.join(&f.path);
+        if std::fs::symlink_metadata(&file).is_ok_and(|m| !m.file_type().is_file()) {
+            problems.push(format!("{}: not a regular file", f.path));
+            continue;
+        }
+        match sha256_file(&file) {
             Ok((size, sha)) if size == f.size && sha == f.sha256 => {}
             Ok(_) => problems.push(format!("{}: its contents changed since the backup", f.path)),
             Err(_) => problems.push(format!("{}: missing", f.path)),
@@ -375,16 +410,27 @@ pub struct RestoreReport {
 /// A backup that does not verify, other roots, a data directory that is not empty,
 /// audit chains that do not match the manifest, database and file errors.
 pub async fn restore(cfg: &ServeConfig, from: &Path) -> Result<RestoreReport, ServerError> {
-    sqlite_only(cfg)?;
+    let [vault_path, store_path] = db_paths(cfg)?;
     let m = verify(from)?;
     let dir = &cfg.data_dir;
-    let occupied: Vec<String> = ["atrest.db", "store.db", "blobs", "admin.token", "tls", "audit"]
+    let blob_dir = match cfg.blob_store.as_deref() {
+        Some(s) if s.starts_with("s3://") => None,
+        Some(d) => Some(PathBuf::from(d.strip_prefix("file://").unwrap_or(d))),
+        None => Some(dir.join("blobs")),
+    };
+    let _lock = crate::anchor::lock(&cfg.anchor_path())?;
+    let mut occupied: Vec<String> = ["admin.token", "tls", "audit"]
         .iter()
         .map(|f| dir.join(f))
-        .chain(std::iter::once(cfg.anchor_path()))
+        .chain([vault_path.clone(), store_path.clone(), cfg.anchor_path()])
         .filter(|p| p.exists())
         .map(|p| p.display().to_string())
         .collect();
+    if let Some(b) = &blob_dir
+        && std::fs::read_dir(b).is_ok_and(|mut d| d.next().is_some())
+    {
+        occupied.push(format!("blob bodies in {}", b.display()));
+    }
     if !occupied.is_empty() {
         return Err(ServerError::Config(format!(
             "{} already holds a deployment ({}): restore into an empty data directory (keep the root key files \
@@ -413,26 +459,37 @@ pub async fn restore(cfg: &ServeConfig, from: &Path) -> Result<RestoreReport, Se
                 .into(),
         ));
     }
-    let blob_dir = match cfg.blob_store.as_deref() {
-        Some(s) if s.starts_with("s3://") => None,
-        Some(d) => Some(PathBuf::from(d.strip_prefix("file://").unwrap_or(d))),
-        None => Some(dir.join("blobs")),
-    };
+    if !atrest_crypto::secret::constant_time_eq(m.tag(&root)?.as_bytes(), m.mac.as_bytes()) {
+        return Err(ServerError::Config(
+            "the backup's manifest does not verify under this deployment's root key (edited, or written by \
+             another deployment); nothing was restored"
+                .into(),
+        ));
+    }
     for f in &m.files {
-        let target = match (f.path.strip_prefix("blobs/"), &blob_dir) {
-            (Some(rest), Some(b)) => b.join(rest),
-            (Some(_), None) => continue,
-            (None, _) if f.path == "root.salt" => continue,
-            (None, _) => dir.join(&f.path),
+        let target = match (f.path.as_str(), f.path.strip_prefix("blobs/"), &blob_dir) {
+            ("atrest.db", ..) => vault_path.clone(),
+            ("store.db", ..) => store_path.clone(),
+            ("root.salt", ..) | (_, Some(_), None) => continue,
+            (_, Some(rest), Some(b)) => b.join(rest),
+            (p, None, _) => dir.join(p),
         };
         copy_synced(&from.join(&f.path), &target)?;
     }
 
-    // The restored chains must be the ones the manifest signed.
-    let vault_db = Db::connect(&sqlite_url(&dir.join("atrest.db"), false)).await?;
-    let store_db = Db::connect(&sqlite_url(&dir.join("store.db"), false)).await?;
+    // The restored databases must be the ones the manifest describes, their chains the
+    // ones it signed.
+    let vault_db = Db::connect(&sqlite_url(&vault_path)).await?;
+    let store_db = Db::connect(&sqlite_url(&store_path)).await?;
     let svc = vault_service(vault_db.clone(), &root)?;
     let result = async {
+        let seqs = [vault_db.commit_seq().await.unwrap_or(0), store_db.commit_seq().await.unwrap_or(0)];
+        if seqs != m.commit_seq {
+            return Err(ServerError::Config(format!(
+                "the restored databases are at commits {seqs:?}, the manifest says {:?}: not this backup's databases",
+                m.commit_seq
+            )));
+        }
         for cp in &m.checkpoints {
             let r = svc.verify_audit_chain(&cp.chain, Some(cp)).await?;
             if !r.ok() {
@@ -452,7 +509,7 @@ pub async fn restore(cfg: &ServeConfig, from: &Path) -> Result<RestoreReport, Se
             &serde_json::json!({"backup_created": m.created, "commit_seq": m.commit_seq, "files": m.files.len()}),
         )
         .await?;
-        let (_, now) = crate::anchor::reset(&cfg.anchor_path(), &root, &vault_db, &store_db).await?;
+        let (_, now) = crate::anchor::reset(&cfg.anchor_path(), &root, &vault_db, &store_db, &_lock).await?;
         Ok(now)
     }
     .await;
@@ -469,9 +526,16 @@ pub async fn restore(cfg: &ServeConfig, from: &Path) -> Result<RestoreReport, Se
 /// # Errors
 /// Database, root and file errors.
 pub async fn accept_rollback(cfg: &ServeConfig) -> Result<(Option<[i64; 2]>, [i64; 2]), ServerError> {
+    let [vault_path, store_path] = db_paths(cfg)?;
+    for p in [&vault_path, &store_path] {
+        if !p.exists() {
+            return Err(ServerError::Config(format!("{} does not exist: there is nothing to accept", p.display())));
+        }
+    }
+    let lock = crate::anchor::lock(&cfg.anchor_path())?;
     let (root, _) = existing_roots(cfg)?;
-    let vault_db = Db::connect(&crate::bootstrap::vault_url(cfg)).await?;
-    let store_db = Db::connect(&crate::bootstrap::store_url(cfg)).await?;
+    let vault_db = Db::connect(&sqlite_url(&vault_path)).await?;
+    let store_db = Db::connect(&sqlite_url(&store_path)).await?;
     let svc = vault_service(vault_db.clone(), &root)?;
     let result = async {
         let before = vault_db.commit_seq().await.ok();
@@ -484,7 +548,7 @@ pub async fn accept_rollback(cfg: &ServeConfig) -> Result<(Option<[i64; 2]>, [i6
             &serde_json::json!({"vault_seq": before}),
         )
         .await?;
-        crate::anchor::reset(&cfg.anchor_path(), &root, &vault_db, &store_db).await
+        crate::anchor::reset(&cfg.anchor_path(), &root, &vault_db, &store_db, &lock).await
     }
     .await;
     drop(svc);

@@ -266,7 +266,7 @@ async fn open_store(
 /// # Errors
 /// Configuration, file and database errors.
 pub async fn open_service(cfg: &ServeConfig) -> Result<(Arc<VaultService>, Option<String>), ServerError> {
-    let (svc, _root, warning) = open(cfg, false).await?;
+    let (svc, _root, warning, _) = open(cfg, false).await?;
     Ok((svc, warning))
 }
 
@@ -276,22 +276,25 @@ pub(crate) fn vault_url(cfg: &ServeConfig) -> String {
         .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", cfg.data_dir.join("atrest.db").display()))
 }
 
-async fn open(
-    cfg: &ServeConfig,
-    check_anchor: bool,
-) -> Result<(Arc<VaultService>, SecretKey, Option<String>), ServerError> {
+/// The vault service, the root key, a warning, and the anchor's lock when `check_anchor`
+/// found an anchor to keep.
+type Opened = (Arc<VaultService>, SecretKey, Option<String>, Option<crate::anchor::AnchorLock>);
+
+async fn open(cfg: &ServeConfig, check_anchor: bool) -> Result<Opened, ServerError> {
     crate::files::create_private_dir(&cfg.data_dir)?;
     let (root, warning) = root_key(cfg, true)?;
-    if check_anchor && cfg.rollback_anchor {
-        // Read-only and before any write: a refused database keeps its WAL as it was
-        // (a write, even a migration's, would overwrite the frames past a damaged one).
-        crate::anchor::precheck(&cfg.anchor_path(), &root, [&vault_url(cfg), &store_url(cfg)]).await?;
-    }
+    // Read-only and before any write: a refused database keeps its WAL as it was (a
+    // write, even a migration's, would overwrite the frames past a damaged one).
+    let lock = if check_anchor && cfg.rollback_anchor {
+        crate::anchor::precheck(&cfg.anchor_path(), &root, [&vault_url(cfg), &store_url(cfg)]).await?
+    } else {
+        None
+    };
     let db = Db::connect(&vault_url(cfg)).await?;
     db.migrate().await?;
     let backend = Arc::new(SoftwareBackend::new(&root)?);
     let svc = Arc::new(VaultService::new(db, backend, &root, Arc::new(SystemClock))?);
-    Ok((svc, root, warning))
+    Ok((svc, root, warning, lock))
 }
 
 /// A new deployment is created only where there was none: a database without the
@@ -355,8 +358,8 @@ async fn bootstrap_once(cfg: &ServeConfig) -> Result<Bootstrapped, ServerError> 
     if cfg.database_url.is_none() && !cfg.data_dir.join("atrest.db").exists() {
         refuse_over_existing(cfg)?;
     }
-    let (svc, root, warning) = open(cfg, true).await?;
-    match prepare(cfg, &svc, &root, warning).await {
+    let (svc, root, warning, lock) = open(cfg, true).await?;
+    match prepare(cfg, &svc, &root, warning, lock).await {
         Ok(b) => Ok(b),
         Err(e) => {
             // Checkpointed and closed: a WAL left behind would be applied to whatever
@@ -372,6 +375,7 @@ async fn prepare(
     svc: &Arc<VaultService>,
     root: &SecretKey,
     warning: Option<String>,
+    lock: Option<crate::anchor::AnchorLock>,
 ) -> Result<Bootstrapped, ServerError> {
     let svc = svc.clone();
     let admin_token = cfg.data_dir.join("admin.token");
@@ -443,10 +447,9 @@ async fn prepare(
         _ => return Err(ServerError::Config("--tls-cert and --tls-key go together".into())),
     };
     let (store, infra_warning) = open_store(cfg, &svc, root).await?;
-    let anchor = if !cfg.rollback_anchor {
-        Ok(crate::anchor::Anchor::disabled())
-    } else {
-        crate::anchor::Anchor::open(&cfg.anchor_path(), root, svc.db(), store.db()).await
+    let anchor = match lock {
+        Some(lock) => crate::anchor::Anchor::open(&cfg.anchor_path(), root, svc.db(), store.db(), lock).await,
+        None => Ok(crate::anchor::Anchor::disabled()),
     };
     let anchor = match anchor {
         Ok(a) => a,

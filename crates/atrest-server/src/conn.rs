@@ -55,6 +55,83 @@ impl Activity {
     }
 }
 
+/// Requests of one connection the server is working on: from the end of the request's
+/// body (before it, the server waits for the client, and a stalled upload is idle) to
+/// its response's headers (after them, the response body moves bytes).
+#[derive(Clone, Default)]
+pub(crate) struct Busy(Arc<AtomicU64>);
+
+/// One request being worked on; dropped when its response is ready (or it is cancelled).
+pub(crate) struct Working(Arc<AtomicU64>);
+
+impl Busy {
+    pub(crate) fn enter(&self) -> Working {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Working(self.0.clone())
+    }
+
+    pub(crate) fn any(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request body that marks its request as worked on once it has been read to its end
+/// (at once for an empty body); the mark lasts until `slot` is emptied, when the
+/// response is ready.
+pub(crate) struct EndOfBody<B> {
+    inner: B,
+    busy: Busy,
+    slot: Arc<std::sync::Mutex<Option<Working>>>,
+}
+
+impl<B: hyper::body::Body> EndOfBody<B> {
+    pub(crate) fn new(inner: B, busy: &Busy, slot: &Arc<std::sync::Mutex<Option<Working>>>) -> Self {
+        let body = Self { inner, busy: busy.clone(), slot: slot.clone() };
+        if body.inner.is_end_stream() {
+            body.mark();
+        }
+        body
+    }
+
+    fn mark(&self) {
+        if let Ok(mut s) = self.slot.lock()
+            && s.is_none()
+        {
+            *s = Some(self.busy.enter());
+        }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for EndOfBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(r, Poll::Ready(None)) {
+            self.mark();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// An I/O stream that records its activity.
 pub(crate) struct Tracked<T> {
     inner: T,
@@ -118,6 +195,18 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+    #[test]
+    fn busy_while_a_request_is_worked_on() {
+        let busy = Busy::default();
+        assert!(!busy.any());
+        let a = busy.enter();
+        let b = busy.enter();
+        drop(a);
+        assert!(busy.any());
+        drop(b);
+        assert!(!busy.any());
+    }
+
     #[tokio::test]
     async fn activity_is_bytes_moving_either_way() {
         let (a, mut b) = tokio::io::duplex(64);
@@ -127,9 +216,9 @@ mod tests {
         b.write_all(b"hi").await.unwrap();
         let mut buf = [0u8; 2];
         t.read_exact(&mut buf).await.unwrap();
-        assert!(act.idle() < Duration::from_millis(20), "a read is activity");
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(act.idle() < Duration::from_millis(25), "a read is activity");
+        tokio::time::sleep(Duration::from_millis(100)).await;
         t.write_all(b"yo").await.unwrap();
-        assert!(act.idle() < Duration::from_millis(20), "a write is activity");
+        assert!(act.idle() < Duration::from_millis(75), "a write is activity");
     }
 }

@@ -104,6 +104,7 @@ impl Server {
         }
         self.store.db().close().await;
         self.svc.db().close().await;
+        self.anchor.release();
         tracing::info!("databases checkpointed and closed");
     }
 }
@@ -495,7 +496,22 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
                 let mut builder = auto::Builder::new(TokioExecutor::new());
                 builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header);
                 builder.http2().timer(TokioTimer::new());
-                let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+                // A request being worked on (no byte moving while the server thinks) is not idle.
+                let busy = conn::Busy::default();
+                let service = {
+                    let busy = busy.clone();
+                    tower::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let slot = Arc::new(std::sync::Mutex::new(None));
+                        let req = req.map(|b| axum::body::Body::new(conn::EndOfBody::new(b, &busy, &slot)));
+                        let app = app.clone();
+                        async move {
+                            let resp = tower::ServiceExt::oneshot(app, req).await;
+                            drop(slot.lock().map(|mut s| s.take()));
+                            resp
+                        }
+                    })
+                };
+                let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
                 tokio::pin!(conn);
                 let mut draining = false;
                 let tick = (limits.idle / 4).min(std::time::Duration::from_secs(1));
@@ -513,7 +529,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
                             draining = true;
                         }
                         () = tokio::time::sleep(tick) => {
-                            if activity.idle() >= limits.idle {
+                            if !busy.any() && activity.idle() >= limits.idle {
                                 tracing::debug!("no byte moved within the idle timeout; connection closed");
                                 return;
                             }

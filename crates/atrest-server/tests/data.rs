@@ -1073,6 +1073,13 @@ async fn a_customer_key_uri_must_name_this_deployment_or_come_with_a_credential(
     let (s, e) = api.call(M::PUT, "/data/resources/bot/encryption", Some(set)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
     assert!(e["error"]["message"].as_str().unwrap().contains("--remote-vault-hosts"), "{e}");
+    // A metadata address is never a vault, with a credential or not.
+    for uri in ["https://169.254.169.254/keys/cmk", "https://[fe80::1]/keys/cmk"] {
+        let set = json!({"keySource": "customer", "keyUri": uri, "credential": "t"});
+        let (s, e) = api.call(M::PUT, "/data/resources/bot/encryption", Some(set)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains("link-local"), "{e}");
+    }
     // This deployment's own URLs, on the port served, work and are what is reported.
     for uri in [format!("https://127.0.0.1:{port}/keys/cmk"), format!("https://localhost:{port}/keys/cmk")] {
         let set = json!({"keySource": "customer", "keyUri": uri});

@@ -57,7 +57,10 @@ impl Origins {
     #[must_use]
     pub fn new(listen: std::net::SocketAddr, hostnames: &[String], vault_domain: Option<&str>) -> Self {
         let mut loopback = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        if !listen.ip().is_unspecified() {
+        if listen.is_ipv6() && (listen.ip().is_unspecified() || listen.ip().is_loopback()) {
+            loopback.push("[::1]".to_string());
+        }
+        if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
             loopback.push(match listen.ip() {
                 std::net::IpAddr::V4(ip) => ip.to_string(),
                 std::net::IpAddr::V6(ip) => format!("[{ip}]"),
@@ -98,6 +101,16 @@ impl Origins {
             Some(n) => format!("https://{n}:{}", self.port),
             None => format!("https://127.0.0.1:{}", self.port),
         }
+    }
+}
+
+/// Whether an authority's host is a link-local or unspecified IP address.
+fn is_link_local(authority: &str) -> bool {
+    let Some((host, _)) = crate::remote::split_authority(authority) else { return false };
+    match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_link_local() || ip.is_unspecified(),
+        Ok(std::net::IpAddr::V6(ip)) => (ip.segments()[0] & 0xffc0) == 0xfe80 || ip.is_unspecified(),
+        Err(_) => false,
     }
 }
 
@@ -257,7 +270,18 @@ impl StoreService {
             EncryptionRequest::Remote { uri, .. } => {
                 let host = authority(uri)?;
                 let allowed = &self.cfg.remote_vault_hosts;
-                if allowed.is_empty() || crate::remote::host_allowed(allowed, &host) {
+                if crate::remote::host_allowed(allowed, &host) {
+                    return Ok(());
+                }
+                // Link-local addresses are where cloud metadata services answer: never a
+                // vault unless the operator names one.
+                if is_link_local(&host) {
+                    return Err(reject(format!(
+                        "{host} is a link-local address (cloud metadata services live there), not a vault: \
+                         use the remote vault's real host name, or ask the operator to add it to --remote-vault-hosts"
+                    )));
+                }
+                if allowed.is_empty() {
                     return Ok(());
                 }
                 Err(reject(format!(
@@ -417,5 +441,13 @@ mod tests {
         assert!(any.is_local("127.0.0.1:9000") && !any.is_local("0.0.0.0:9000"));
         let v6 = Origins::new("[::1]:9000".parse().unwrap(), &[], None);
         assert!(v6.is_local("[::1]:9000") && !v6.is_local("[::1]:9001"));
+        for meta in ["169.254.169.254", "169.254.169.254:443", "[fe80::1]:443", "0.0.0.0:443"] {
+            assert!(super::is_link_local(meta), "{meta}");
+        }
+        for fine in ["vault.example.com", "10.0.0.5:443", "127.0.0.1:9000", "[::1]:443"] {
+            assert!(!super::is_link_local(fine), "{fine}");
+        }
+        let all6 = Origins::new("[::]:9000".parse().unwrap(), &[], None);
+        assert!(all6.is_local("[::1]:9000") && all6.is_local("localhost:9000") && !all6.is_local("[::]:9000"));
     }
 }

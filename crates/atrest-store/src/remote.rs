@@ -33,6 +33,8 @@ pub fn http_client(ca: Option<&std::path::Path>) -> Result<reqwest::Client> {
         .with_no_client_auth();
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
+        // A redirect would take the credential to a host nobody checked.
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(std::time::Duration::from_secs(10))
         .build()
         .map_err(|e| StoreError::bad(format!("HTTPS client: {e}")))

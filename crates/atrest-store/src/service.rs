@@ -591,6 +591,20 @@ impl StoreService {
             return Ok(self.platform_vault(&r.name));
         }
         if !r.remote_cred.is_empty() {
+            // Also for resources set up before the allow-list was (re)configured.
+            let (origin, _, _) = crate::remote::parse_key_uri(&r.key_uri)?;
+            let host = origin.trim_start_matches("https://");
+            if !self.cfg.remote_vault_hosts.is_empty()
+                && !crate::remote::host_allowed(&self.cfg.remote_vault_hosts, host)
+            {
+                return Err(StoreError::KeyInaccessible {
+                    key: r.key_uri.clone(),
+                    operation: "any operation".into(),
+                    reason: format!("its vault is on {host}, which --remote-vault-hosts does not allow"),
+                    fix: "move the resource to a key on an allowed host, or ask the operator to allow this one".into(),
+                    transient: false,
+                });
+            }
             let token = self.open_credential(&r.id, &r.remote_cred)?;
             return Ok(Box::new(HttpVault::new(self.http.clone(), &r.key_uri, token)?));
         }

@@ -712,7 +712,11 @@ impl VaultService {
         if let Some(e) = req.exp {
             v.exp = e;
         }
-        check_dates(v.nbf, v.exp)?;
+        // Only a change of the dates is checked: a version stored before the check (or
+        // imported so) can still be disabled or retagged.
+        if req.nbf.is_some() || req.exp.is_some() {
+            check_dates(v.nbf, v.exp)?;
+        }
         if let Some(t) = req.tags {
             v.tags = serde_json::to_string(&t).map_err(|e| VaultError::bad(e.to_string()))?;
         }

@@ -175,6 +175,9 @@ fn vault_name(state: &AppState, host: &str) -> Option<String> {
 /// Largest request body outside blob uploads (records are at most 4 MiB).
 const MAX_BODY: usize = atrest_store::MAX_RECORD + 64 * 1024;
 
+/// The most a body outside blob uploads (at most [`MAX_BODY`]) may take to arrive.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// How much of an over-long body is read and thrown away before answering 413: closing a
 /// connection with unread bytes makes the peer's TCP reset it, and most clients then
 /// report the reset instead of the answer.
@@ -189,14 +192,26 @@ pub(crate) async fn read_body(body: Body, limit: usize, hint: &str) -> Result<By
     let mut stream = body.into_data_stream();
     let mut buf = Vec::new();
     let mut seen = 0usize;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(unreadable)?;
-        seen = seen.saturating_add(chunk.len());
-        if seen > limit {
-            break;
+    // A small body that trickles (a byte a minute keeps the connection's idle timeout
+    // away) would hold a connection slot for ever: it has BODY_DEADLINE in all.
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(unreadable)?;
+            seen = seen.saturating_add(chunk.len());
+            if seen > limit {
+                break;
+            }
+            buf.extend_from_slice(&chunk);
         }
-        buf.extend_from_slice(&chunk);
-    }
+        Ok::<(), ApiError>(())
+    };
+    tokio::time::timeout(BODY_DEADLINE, read).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeout",
+            format!("the request body did not arrive within {} s", BODY_DEADLINE.as_secs()),
+        )
+    })??;
     if seen <= limit {
         return Ok(Bytes::from(buf));
     }
@@ -227,6 +242,15 @@ pub async fn handle(
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let label = route_label(&method, uri.path());
     let method_name = method.as_str().to_string();
+    let probe = matches!(label.as_str(), "/healthz" | "/readyz" | "/metrics" | "/openapi.json");
+    let rolled_back =
+        || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", crate::anchor::PUBLIC_ROLLBACK);
+    // A database went back under the server: nothing more is carried out or answered.
+    if !probe && state.anchor.rolled_back().is_some() {
+        let resp = rolled_back().into_response();
+        state.metrics.request(&label, &method_name, resp.status().as_u16(), started.elapsed().as_secs_f64());
+        return resp;
+    }
     let result = if uri.path() == "/data" || uri.path().starts_with("/data/") {
         // The data API streams blob bodies; it reads other bodies itself.
         data::route(&state, &method, &uri, &headers, body).await
@@ -242,13 +266,10 @@ pub async fn handle(
     };
     // Commit, anchor, then acknowledge: whatever this request committed is recorded in
     // the rollback anchor before its answer leaves (one shared write for concurrent ones).
-    if !matches!(label.as_str(), "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/audit/signing-key")
-        && let Err(e) = state.anchor.sync().await
-    {
+    if !probe && let Err(e) = state.anchor.sync().await {
         resp = match e {
-            crate::ServerError::Rollback(why) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", why).into_response()
-            }
+            // The details (files, sequences) are in the log, not for any client.
+            crate::ServerError::Rollback(_) => rolled_back().into_response(),
             e => {
                 tracing::error!(error = %e, "could not update the rollback anchor");
                 ApiError::new(
@@ -448,9 +469,9 @@ fn health(state: &AppState, path: &str) -> Response {
     if path == "/healthz" {
         return (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response();
     }
-    if let Some(why) = state.anchor.rolled_back() {
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "rolled-back", "error": why})))
-            .into_response();
+    if state.anchor.rolled_back().is_some() {
+        let body = json!({"status": "rolled-back", "error": crate::anchor::PUBLIC_ROLLBACK});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     }
     (StatusCode::OK, axum::Json(json!({"status": "ready", "warnings": state.warnings}))).into_response()
 }
