@@ -23,6 +23,11 @@ pub enum CryptoError {
     /// Decryption or unwrap of a key-wrapping ciphertext failed (uniform on purpose).
     #[error("decryption failed")]
     Decrypt,
+    /// Stored key material did not open under its own identity: modified, moved between
+    /// keys, or sealed under another root key. A fault of the storage, never of the
+    /// caller's input, so key backends report it apart.
+    #[error("stored key material failed its integrity check (modified, moved, or sealed under another root key)")]
+    StoredKeyIntegrity,
     /// A key was refused (wrong length, malformed encoding, unsupported size).
     #[error("invalid key: {0}")]
     InvalidKey(&'static str),
@@ -52,6 +57,7 @@ impl CryptoError {
             CryptoError::CommitmentMismatch => "KeyCommitmentMismatch",
             CryptoError::Integrity => "IntegrityCheckFailed",
             CryptoError::Decrypt => "DecryptionFailed",
+            CryptoError::StoredKeyIntegrity => "StoredKeyIntegrityFailed",
             CryptoError::InvalidKey(_) => "InvalidKey",
             CryptoError::InvalidInput(_) => "InvalidInput",
             CryptoError::Unsupported(_) => "Unsupported",

@@ -9,7 +9,7 @@ use atrest_vault::audit::DEPLOYMENT_CHAIN;
 use atrest_vault::clock::SystemClock;
 use atrest_vault::db::Db;
 use atrest_vault::model::{VaultInfo, VaultSettings};
-use atrest_vault::{PERMISSIONS, PrincipalKind, Role, VaultError, VaultService};
+use atrest_vault::{Permission, PrincipalKind, Role, VaultError, VaultService};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -411,8 +411,8 @@ async fn prepare(
                 &serde_json::json!({"role": "deployment-admin"}),
             )
             .await?;
-            let all: Vec<String> = PERMISSIONS.iter().map(|p| (*p).to_string()).collect();
-            svc.set_policy(&v, &admin, &all).await?;
+            svc.set_policy(&v, &admin, &Permission::ALL).await?;
+            let all = Permission::names(&Permission::ALL);
             svc.audit(&v.id, "system", "set-policy", &admin.name, "ok", &serde_json::json!({"permissions": all}))
                 .await?;
             let token = svc.issue_token(&admin, None).await?;

@@ -145,15 +145,16 @@ pub async fn write_checkpoints(
 /// # Errors
 /// Database errors.
 pub async fn run_rotations(svc: &atrest_vault::VaultService) -> Result<usize, ServerError> {
+    use atrest_vault::RotationOutcome as O;
     let actions = svc.run_due_rotations().await?;
-    for (vault, key, action, outcome) in &actions {
-        let (op, result) = match (action.as_str(), outcome.strip_prefix("error:")) {
-            ("rotate", Some(code)) => ("scheduled-rotate", code.to_string()),
-            ("rotate", None) => ("scheduled-rotate", "ok".to_string()),
-            _ => ("notify", "ok".to_string()),
+    for a in &actions {
+        let (op, result, version) = match &a.outcome {
+            O::Rotated { version } => ("scheduled-rotate", "ok", version.as_str()),
+            O::Failed { code } => ("scheduled-rotate", *code, ""),
+            O::Notified { version } => ("notify", "ok", version.as_str()),
         };
-        tracing::info!(vault = %vault.name, key = %key, action = %op, version = %outcome, "rotation policy action");
-        svc.audit(&vault.id, "system", op, key, &result, &serde_json::json!({"version": outcome})).await?;
+        tracing::info!(vault = %a.vault.name, key = %a.key, action = %op, result, version, "rotation policy action");
+        svc.audit(&a.vault.id, "system", op, &a.key, result, &serde_json::json!({"version": version})).await?;
     }
     Ok(actions.len())
 }

@@ -6,7 +6,7 @@
 use crate::error::{Result, StoreError};
 use atrest_crypto::SecretBytes;
 use atrest_vault::model::{KeyBundle, Kty, VaultInfo};
-use atrest_vault::{KeyOp, OpInput, Principal, VaultError, VaultService};
+use atrest_vault::{KeyOp, OpInput, Principal, Refusal, VaultError, VaultService};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -107,7 +107,7 @@ impl InProcessVault {
 
     fn refused(&self, kek: &KeyRef, operation: &str, e: &VaultError) -> StoreError {
         let fix = match e {
-            VaultError::Forbidden { .. } if e.to_string().contains("grant") => {
+            VaultError::Forbidden { reason: Refusal::AccessDenied, .. } => {
                 format!("grant get, wrapKey and unwrapKey on the key to principal {}", self.identity.name)
             }
             VaultError::Forbidden { .. } => "enable the key, or check its nbf and exp".to_string(),
@@ -126,7 +126,7 @@ impl InProcessVault {
     async fn read(&self, kek: &KeyRef, version: Option<&str>) -> Result<(VaultInfo, KeyBundle)> {
         let vault = self.svc.vault(&kek.vault).await.map_err(|e| self.refused(kek, "get", &e))?;
         self.svc
-            .authorize(&vault, &self.identity, "get", Some(&kek.name))
+            .authorize(&vault, &self.identity, atrest_vault::Permission::Get, Some(&kek.name))
             .await
             .map_err(|e| self.refused(kek, "get", &e))?;
         let key = self.svc.get_key(&vault, &kek.name, version).await.map_err(|e| self.refused(kek, "get", &e))?;
@@ -155,7 +155,7 @@ impl InProcessVault {
             }
         };
         self.svc
-            .authorize(&vault, &self.identity, op.name(), Some(&kek.name))
+            .authorize(&vault, &self.identity, op.permission(), Some(&kek.name))
             .await
             .map_err(|e| self.refused(kek, op.name(), &e))?;
         let input = OpInput { alg: alg.into(), value: value.to_vec(), ..OpInput::default() };

@@ -38,7 +38,7 @@ async fn env() -> Env {
     let identity = svc.create_principal(&tenant, "bot-identity", PrincipalKind::Service, Role::Member).await.unwrap();
     svc.create_key(&vault, "cmk", CreateKey { kty: "RSA".into(), ..CreateKey::default() }).await.unwrap();
     svc.create_key(&vault, "pmk", CreateKey { kty: "oct".into(), ..CreateKey::default() }).await.unwrap();
-    let perms: Vec<String> = ["get", "wrapKey", "unwrapKey"].iter().map(|s| (*s).to_string()).collect();
+    let perms = atrest_vault::Permission::parse_list(&["get", "wrapKey", "unwrapKey"]).unwrap();
     svc.set_policy(&vault, &identity, &perms).await.unwrap();
     let kv = InProcessVault::new(svc.clone(), identity.clone(), "bot");
     Env { svc, vault, identity, kv }
@@ -132,7 +132,7 @@ async fn revocation_and_recovery_lose_nothing() {
     assert_eq!(err.code(), "KeyInaccessible");
     assert!(err.to_string().contains("grant get, wrapKey and unwrapKey on the key to principal bot-identity"), "{err}");
     // Access restored: everything opens again.
-    let perms: Vec<String> = ["get", "wrapKey", "unwrapKey"].iter().map(|s| (*s).to_string()).collect();
+    let perms = atrest_vault::Permission::parse_list(&["get", "wrapKey", "unwrapKey"]).unwrap();
     e.svc.set_policy(&e.vault, &e.identity, &perms).await.unwrap();
     let rk = open_resource_key(&e.kv, &kref("cmk"), &wrapped).await.unwrap();
     assert_eq!(open(&infra, &rk, ID, &sealed).unwrap(), b"kept");

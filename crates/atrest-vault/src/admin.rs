@@ -259,7 +259,7 @@ impl VaultService {
     ///
     /// # Errors
     /// Database and integrity errors.
-    pub async fn list_policies(&self, vault: &VaultInfo) -> Result<Vec<(Principal, Vec<String>)>> {
+    pub async fn list_policies(&self, vault: &VaultInfo) -> Result<Vec<(Principal, Vec<crate::Permission>)>> {
         let ids: Vec<String> = sqlx::query_scalar("SELECT principal_id FROM access_policies WHERE vault_id = $1")
             .bind(&vault.id)
             .fetch_all(self.db.pool())

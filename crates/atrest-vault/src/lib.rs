@@ -25,19 +25,23 @@ mod keys;
 pub mod lease;
 pub mod model;
 mod ops;
+mod permission;
 pub mod platform;
 mod rotation;
 pub mod rowmac;
 mod service;
 
 pub use access::{
-    IssuedToken, MAX_TOKEN_TTL, PERMISSIONS, Principal, PrincipalKind, RESOURCE_IDENTITY_PREFIX, Role, Tenant,
-    is_resource_identity, resource_identity_name,
+    IssuedToken, MAX_TOKEN_TTL, Principal, PrincipalKind, RESOURCE_IDENTITY_PREFIX, Role, Tenant, is_resource_identity,
+    resource_identity_name,
 };
 pub use admin::TokenInfo;
 pub use atrest_wire::akv::ImportJwk;
 pub use error::{Refusal, Result, VaultError, describe_db_error};
 pub use keys::{CreateKey, NewKeyAttributes, UpdateKey};
 pub use ops::{GCM_LIMIT, KeyOp, OpInput, OpOutput};
-pub use rotation::{Action, LifetimeAction, PolicyAttributes, RotationPolicy, Trigger, parse_duration};
+pub use permission::Permission;
+pub use rotation::{
+    Action, LifetimeAction, PolicyAttributes, RotationAction, RotationOutcome, RotationPolicy, Trigger, parse_duration,
+};
 pub use service::VaultService;

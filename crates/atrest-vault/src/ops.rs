@@ -9,7 +9,6 @@ use crate::error::{Refusal, Result, VaultError};
 use crate::keys::VersionRow;
 use crate::model::{Kty, VaultInfo};
 use crate::service::VaultService;
-use atrest_crypto::backend::software::STORED_KEY_INTEGRITY;
 use atrest_crypto::backend::{PublicKey, SignAlg, WrapAlg};
 use atrest_crypto::rsa::RsaSignature;
 use atrest_crypto::{CryptoError, SecretBytes};
@@ -35,7 +34,7 @@ pub enum KeyOp {
 }
 
 impl KeyOp {
-    /// The name used in `key_ops` and in permissions.
+    /// The name used in `key_ops` (and of its permission).
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
@@ -45,6 +44,20 @@ impl KeyOp {
             KeyOp::Verify => "verify",
             KeyOp::WrapKey => "wrapKey",
             KeyOp::UnwrapKey => "unwrapKey",
+        }
+    }
+
+    /// The permission an access policy must grant for it.
+    #[must_use]
+    pub fn permission(self) -> crate::Permission {
+        use crate::Permission as P;
+        match self {
+            KeyOp::Encrypt => P::Encrypt,
+            KeyOp::Decrypt => P::Decrypt,
+            KeyOp::Sign => P::Sign,
+            KeyOp::Verify => P::Verify,
+            KeyOp::WrapKey => P::WrapKey,
+            KeyOp::UnwrapKey => P::UnwrapKey,
         }
     }
 
@@ -108,7 +121,7 @@ impl OpOutput {
 /// the database, anything else is the caller's input.
 fn backend_err(e: CryptoError, v: &VersionRow) -> VaultError {
     match e {
-        CryptoError::InvalidKey(m) if m == STORED_KEY_INTEGRITY => {
+        CryptoError::StoredKeyIntegrity => {
             VaultError::Integrity { what: format!("key material of version {}", v.version) }
         }
         CryptoError::Decrypt => {

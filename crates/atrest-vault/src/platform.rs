@@ -69,8 +69,8 @@ impl VaultService {
             Err(e) => return Err(e),
         };
         if self.permissions(&vault, &identity).await?.is_empty() {
-            let perms: Vec<String> = ["get", "wrapKey", "unwrapKey"].iter().map(|p| (*p).to_string()).collect();
-            self.set_policy(&vault, &identity, &perms).await?;
+            use crate::Permission as P;
+            self.set_policy(&vault, &identity, &[P::Get, P::WrapKey, P::UnwrapKey]).await?;
         }
         match self.get_key(&vault, PLATFORM_KEK, None).await {
             Ok(_) => {}

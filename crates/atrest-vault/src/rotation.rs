@@ -137,6 +137,37 @@ pub fn parse_duration(s: &str) -> Result<i64> {
         .ok_or_else(|| VaultError::bad(format!("{s:?} is not an ISO-8601 duration such as P90D, P1Y or PT48H")))
 }
 
+/// One lifetime action the rotation scheduler took.
+#[derive(Debug, Clone)]
+pub struct RotationAction {
+    /// The key's vault.
+    pub vault: VaultInfo,
+    /// The key.
+    pub key: String,
+    /// What happened.
+    pub outcome: RotationOutcome,
+}
+
+/// What a lifetime action did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotationOutcome {
+    /// `Rotate`: the new version.
+    Rotated {
+        /// Its id.
+        version: String,
+    },
+    /// `Rotate` failed; the error's code.
+    Failed {
+        /// e.g. `KeyNotFound`.
+        code: &'static str,
+    },
+    /// `Notify` for this (latest) version, reported once.
+    Notified {
+        /// Its id.
+        version: String,
+    },
+}
+
 impl VaultService {
     async fn policy_row(&self, vault: &VaultInfo, name_lc: &str) -> Result<Option<(RotationPolicy, String)>> {
         let Some(r) = sqlx::query("SELECT policy, created, updated, notified_version, mac FROM rotation_policies WHERE vault_id = $1 AND name_lc = $2")
@@ -267,12 +298,11 @@ impl VaultService {
 
     /// Runs due lifetime actions in every vault: rotates keys whose `Rotate` trigger has
     /// passed and reports (once per version) keys whose `Notify` trigger has passed.
-    /// Returns `(vault, key, action, new version if rotated)` for each action taken, for
-    /// the caller to audit and log.
+    /// Returns each action taken, for the caller to audit and log.
     ///
     /// # Errors
-    /// Database errors; a key that fails is skipped and reported in the result as `error:…`.
-    pub async fn run_due_rotations(&self) -> Result<Vec<(VaultInfo, String, String, String)>> {
+    /// Database errors; a key whose rotation fails is reported as [`RotationOutcome::Failed`].
+    pub async fn run_due_rotations(&self) -> Result<Vec<RotationAction>> {
         let rows = sqlx::query("SELECT p.vault_id AS vault_id, p.name_lc AS name_lc FROM rotation_policies p JOIN keys k ON k.vault_id = p.vault_id AND k.name_lc = p.name_lc WHERE k.deleted_at IS NULL")
             .fetch_all(self.db.pool())
             .await?;
@@ -298,21 +328,17 @@ impl VaultService {
                 if !due {
                     continue;
                 }
+                let action = |outcome| RotationAction { vault: vault.clone(), key: k.name.clone(), outcome };
                 if a.action.kind.eq_ignore_ascii_case("rotate") {
-                    match self.rotate_key(vault, &k.name).await {
-                        Ok(b) => done.push((vault.clone(), k.name.clone(), "rotate".to_string(), b.version)),
-                        Err(e) => done.push((
-                            vault.clone(),
-                            k.name.clone(),
-                            "rotate".to_string(),
-                            format!("error:{}", e.code()),
-                        )),
-                    }
+                    done.push(action(match self.rotate_key(vault, &k.name).await {
+                        Ok(b) => RotationOutcome::Rotated { version: b.version },
+                        Err(e) => RotationOutcome::Failed { code: e.code() },
+                    }));
                     break;
                 } else if notified != latest.version {
                     let created = policy.attributes.created.unwrap_or(now);
                     self.write_policy(vault, &name_lc, &policy, created, &latest.version).await?;
-                    done.push((vault.clone(), k.name.clone(), "notify".to_string(), latest.version.clone()));
+                    done.push(action(RotationOutcome::Notified { version: latest.version.clone() }));
                 }
             }
         }

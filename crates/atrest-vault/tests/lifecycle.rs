@@ -4,6 +4,7 @@
 
 use atrest_crypto::SecretKey;
 use atrest_crypto::backend::software::SoftwareBackend;
+use atrest_vault::Permission;
 use atrest_vault::clock::ManualClock;
 use atrest_vault::db::Db;
 use atrest_vault::model::{VaultInfo, VaultSettings};
@@ -431,27 +432,30 @@ async fn tokens_principals_and_policies() {
         assert!(matches!(e.svc.authenticate(bad).await, Err(VaultError::Unauthenticated(_))), "{bad}");
     }
     // Policies: nothing by default, granted, then removed — effective on the next call.
-    let denied = e.svc.authorize(&vault, &app, "unwrapKey", Some("k")).await.unwrap_err();
+    let denied = e.svc.authorize(&vault, &app, Permission::UnwrapKey, Some("k")).await.unwrap_err();
     assert_eq!(refusal(denied), Refusal::AccessDenied);
-    e.svc.set_policy(&vault, &app, &["get".into(), "unwrapKey".into()]).await.unwrap();
-    e.svc.authorize(&vault, &app, "unwrapKey", Some("k")).await.unwrap();
-    assert!(e.svc.authorize(&vault, &app, "wrapKey", Some("k")).await.is_err());
-    let msg = e.svc.authorize(&vault, &app, "wrapKey", Some("k")).await.unwrap_err().to_string();
+    e.svc.set_policy(&vault, &app, &[Permission::Get, Permission::UnwrapKey]).await.unwrap();
+    e.svc.authorize(&vault, &app, Permission::UnwrapKey, Some("k")).await.unwrap();
+    assert!(e.svc.authorize(&vault, &app, Permission::WrapKey, Some("k")).await.is_err());
+    let msg = e.svc.authorize(&vault, &app, Permission::WrapKey, Some("k")).await.unwrap_err().to_string();
     assert!(msg.contains("grant wrapKey to app"), "{msg}");
-    assert!(matches!(e.svc.set_policy(&vault, &app, &["fly".into()]).await, Err(VaultError::BadParameter(_))));
+    assert!(matches!(Permission::parse_list(&["fly"]), Err(VaultError::BadParameter(_))));
     // A policy on another tenant's vault grants nothing.
-    e.svc.set_policy(&e.vault, &app, &["get".into()]).await.unwrap();
-    assert!(e.svc.authorize(&e.vault, &app, "get", None).await.is_err());
+    e.svc.set_policy(&e.vault, &app, &[Permission::Get]).await.unwrap();
+    assert!(e.svc.authorize(&e.vault, &app, Permission::Get, None).await.is_err());
     e.svc.remove_policy(&vault, &app).await.unwrap();
-    assert!(e.svc.authorize(&vault, &app, "unwrapKey", Some("k")).await.is_err());
+    assert!(e.svc.authorize(&vault, &app, Permission::UnwrapKey, Some("k")).await.is_err());
     // Widening a policy in the database is detected.
-    e.svc.set_policy(&vault, &app, &["get".into()]).await.unwrap();
+    e.svc.set_policy(&vault, &app, &[Permission::Get]).await.unwrap();
     sqlx::query("UPDATE access_policies SET permissions = '[\"get\",\"unwrapKey\"]' WHERE vault_id = $1")
         .bind(&vault.id)
         .execute(e.db.pool())
         .await
         .unwrap();
-    assert!(matches!(e.svc.authorize(&vault, &app, "unwrapKey", None).await, Err(VaultError::Integrity { .. })));
+    assert!(matches!(
+        e.svc.authorize(&vault, &app, Permission::UnwrapKey, None).await,
+        Err(VaultError::Integrity { .. })
+    ));
     // Expiry and revocation.
     e.clock.advance(3600);
     assert!(matches!(e.svc.authenticate(&bearer).await, Err(VaultError::Unauthenticated(_))));
@@ -537,19 +541,24 @@ async fn rotation_policies_and_the_scheduler() {
     }
     // Not due yet.
     e.clock.advance(30 * 86_400 - 1);
-    assert!(e.svc.run_due_rotations().await.unwrap().iter().all(|a| !(a.0.id == e.vault.id && a.1 == "r")));
+    assert!(e.svc.run_due_rotations().await.unwrap().iter().all(|a| !(a.vault.id == e.vault.id && a.key == "r")));
     // Due: one rotation; the new version expires after expiryTime.
     e.clock.advance(1);
-    let done: Vec<_> =
-        e.svc.run_due_rotations().await.unwrap().into_iter().filter(|a| a.0.id == e.vault.id && a.1 == "r").collect();
+    let done: Vec<_> = e
+        .svc
+        .run_due_rotations()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.vault.id == e.vault.id && a.key == "r")
+        .collect();
     assert_eq!(done.len(), 1);
-    assert_eq!(done[0].2, "rotate");
     let latest = e.svc.get_key(&e.vault, "r", None).await.unwrap();
     assert_ne!(latest.version, v1.version);
-    assert_eq!(latest.version, done[0].3);
+    assert_eq!(done[0].outcome, atrest_vault::RotationOutcome::Rotated { version: latest.version.clone() });
     assert_eq!(latest.attributes.exp, Some(T0 + 30 * 86_400 + 90 * 86_400));
     assert!(
-        e.svc.run_due_rotations().await.unwrap().iter().all(|a| !(a.0.id == e.vault.id && a.1 == "r")),
+        e.svc.run_due_rotations().await.unwrap().iter().all(|a| !(a.vault.id == e.vault.id && a.key == "r")),
         "nothing due right after a rotation"
     );
     // Notify fires once per version, 10 days before expiry (and the Rotate trigger at 30 days comes first).
@@ -557,11 +566,20 @@ async fn rotation_policies_and_the_scheduler() {
         RotationPolicy { lifetime_actions: vec![action(None, Some("P10D"), "Notify")], ..RotationPolicy::default() };
     e.svc.set_rotation_policy(&e.vault, "r", only_notify).await.unwrap();
     e.clock.advance(80 * 86_400);
-    let n: Vec<_> =
-        e.svc.run_due_rotations().await.unwrap().into_iter().filter(|a| a.0.id == e.vault.id && a.1 == "r").collect();
-    assert_eq!(n.iter().map(|a| a.2.as_str()).collect::<Vec<_>>(), ["notify"]);
+    let n: Vec<_> = e
+        .svc
+        .run_due_rotations()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.vault.id == e.vault.id && a.key == "r")
+        .collect();
     assert!(
-        e.svc.run_due_rotations().await.unwrap().iter().all(|a| !(a.0.id == e.vault.id && a.1 == "r")),
+        matches!(n.as_slice(), [a] if matches!(a.outcome, atrest_vault::RotationOutcome::Notified { .. })),
+        "{n:?}"
+    );
+    assert!(
+        e.svc.run_due_rotations().await.unwrap().iter().all(|a| !(a.vault.id == e.vault.id && a.key == "r")),
         "notified once"
     );
 }

@@ -9,10 +9,6 @@ use crate::rsa::{OaepHash, RsaBits, RsaPrivateKey, RsaSignature};
 use crate::secret::{SecretBytes, SecretKey};
 use crate::{CryptoError, Result, kdf, keywrap, record};
 
-/// Message of the error for stored key material that fails to open.
-pub const STORED_KEY_INTEGRITY: &str =
-    "stored key material failed its integrity check (modified, moved, or sealed under another root key)";
-
 /// Length of the key an `RSA1_5` unwrap returns (AES-256). With implicit rejection the
 /// length must be fixed in advance: any other length yields a pseudo-random value.
 pub const RSA1_5_KEY_LEN: usize = 32;
@@ -64,8 +60,7 @@ impl SoftwareBackend {
         // a modified row, a handle moved between keys, or another root key. It must not
         // look like the caller's bad ciphertext, so it gets its own error.
         let plain = SecretBytes::new(
-            record::open(&self.sealing_key, binding, handle)
-                .map_err(|_| CryptoError::InvalidKey(STORED_KEY_INTEGRITY))?,
+            record::open(&self.sealing_key, binding, handle).map_err(|_| CryptoError::StoredKeyIntegrity)?,
         );
         let (&tag, body) = plain.expose_secret().split_first().ok_or(CryptoError::Integrity)?;
         Ok(match tag {
@@ -208,10 +203,7 @@ mod tests {
         assert_eq!(b.unwrap_key(&k, BIND, WrapAlg::A256Kw, &w).unwrap().expose_secret(), &[7; 32]);
         // The sealed handle opens only under its own binding.
         let other: &[&[u8]] = &[b"vault", b"key", b"v2"];
-        assert!(matches!(
-            b.unwrap_key(&k, other, WrapAlg::A256Kw, &w),
-            Err(CryptoError::InvalidKey(STORED_KEY_INTEGRITY))
-        ));
+        assert!(matches!(b.unwrap_key(&k, other, WrapAlg::A256Kw, &w), Err(CryptoError::StoredKeyIntegrity)));
         // A256GCM through the seam; a wrong tag is the caller's error, not an integrity one.
         let (ct, tag) = b.encrypt_gcm(&k, BIND, [1; 12], b"aad", b"hello").unwrap();
         assert_eq!(b.decrypt_gcm(&k, BIND, [1; 12], b"aad", &ct, &tag).unwrap().expose_secret(), b"hello");

@@ -11,7 +11,7 @@
 use super::{ApiError, AppState, no_content, ok, split_host};
 use atrest_vault::audit::DEPLOYMENT_CHAIN;
 use atrest_vault::model::{VaultInfo, VaultSettings};
-use atrest_vault::{IssuedToken, PERMISSIONS, Principal, PrincipalKind, Role, Tenant, TokenInfo, VaultService};
+use atrest_vault::{IssuedToken, Permission, Principal, PrincipalKind, Role, Tenant, TokenInfo, VaultService};
 use axum::body::Bytes;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -394,7 +394,7 @@ async fn route_inner(ctx: &AdminCtx<'_>, method: &Method, path: &[&str]) -> Resu
                 .list_policies(&v)
                 .await?
                 .iter()
-                .map(|(p, perms)| json!({"principal": p.name, "permissions": perms}))
+                .map(|(p, perms)| json!({"principal": p.name, "permissions": Permission::names(perms)}))
                 .collect();
             Ok(ok(json!({"value": list})))
         }
@@ -403,13 +403,9 @@ async fn route_inner(ctx: &AdminCtx<'_>, method: &Method, path: &[&str]) -> Resu
             let t = svc.tenant_by_id(&v.tenant_id).await?;
             let p = svc.principal_by_name(&t, p).await?;
             let req: PolicyIn = ctx.json()?;
-            let perms: Vec<String> = if req.permissions.iter().any(|p| p == "all") {
-                PERMISSIONS.iter().map(|s| (*s).to_string()).collect()
-            } else {
-                req.permissions
-            };
+            let perms = Permission::parse_list(&req.permissions)?;
             svc.set_policy(&v, &p, &perms).await?;
-            Ok(ok(json!({"principal": p.name, "permissions": perms})))
+            Ok(ok(json!({"principal": p.name, "permissions": Permission::names(&perms)})))
         }
         (Method::DELETE, ["vaults", v, "policies", p]) => {
             let v = svc.administered_vault(actor, v, "remove access policies").await?;

@@ -3,7 +3,7 @@
 use super::json::{self as j, AttributesIn};
 use super::{ApiError, Ctx, no_content, ok, unknown_route};
 use atrest_vault::model::{b64u, b64u_decode};
-use atrest_vault::{CreateKey, KeyOp, OpInput, UpdateKey};
+use atrest_vault::{CreateKey, KeyOp, OpInput, Permission, UpdateKey};
 use axum::http::Method;
 use axum::response::Response;
 use serde_json::json;
@@ -118,7 +118,7 @@ async fn route(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Result<Response
     let m = method.clone();
     match (m, path) {
         (Method::GET, ["keys"]) => {
-            ctx.allow("list", None).await?;
+            ctx.allow(Permission::List, None).await?;
             let max = max_results(ctx)?;
             let page = ctx.svc.list_keys(&ctx.vault, max, ctx.query.get("$skiptoken").map(String::as_str)).await?;
             let items: Vec<_> =
@@ -126,7 +126,7 @@ async fn route(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Result<Response
             Ok(ok(json!({"value": items, "nextLink": next_link(ctx, "keys", page.next, max)})))
         }
         (Method::POST, ["keys", "restore"]) => {
-            ctx.allow("restore", None).await?;
+            ctx.allow(Permission::Restore, None).await?;
             let req: j::ValueIn = ctx.json()?;
             let blob = b64u_decode(&req.value, "value")?;
             Ok(ok(j::bundle(&ctx.origin, &ctx.svc.restore_key(&ctx.vault, &blob).await?)))
@@ -134,12 +134,12 @@ async fn route(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Result<Response
         (Method::POST, ["keys", name, "create"]) => create(ctx, name).await,
         (Method::PUT, ["keys", name]) => import(ctx, name).await,
         (Method::DELETE, ["keys", name]) => {
-            ctx.allow("delete", Some(name)).await?;
+            ctx.allow(Permission::Delete, Some(name)).await?;
             let d = ctx.svc.delete_key(&ctx.vault, name).await?;
             Ok(ok(j::deleted_bundle(&ctx.origin, &d)))
         }
         (Method::GET, ["keys", name, "versions"]) => {
-            ctx.allow("list", Some(name)).await?;
+            ctx.allow(Permission::List, Some(name)).await?;
             let max = max_results(ctx)?;
             let page =
                 ctx.svc.list_versions(&ctx.vault, name, max, ctx.query.get("$skiptoken").map(String::as_str)).await?;
@@ -149,20 +149,20 @@ async fn route(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Result<Response
             ))
         }
         (Method::POST, ["keys", name, "rotate"]) => {
-            ctx.allow("rotate", Some(name)).await?;
+            ctx.allow(Permission::Rotate, Some(name)).await?;
             Ok(ok(j::bundle(&ctx.origin, &ctx.svc.rotate_key(&ctx.vault, name).await?)))
         }
         (Method::POST, ["keys", name, "backup"]) => {
-            ctx.allow("backup", Some(name)).await?;
+            ctx.allow(Permission::Backup, Some(name)).await?;
             Ok(ok(json!({"value": b64u(&ctx.svc.backup_key(&ctx.vault, name).await?)})))
         }
         (Method::GET, ["keys", name, "rotationpolicy"]) => {
-            ctx.allow("getrotationpolicy", Some(name)).await?;
+            ctx.allow(Permission::GetRotationPolicy, Some(name)).await?;
             let p = ctx.svc.get_rotation_policy(&ctx.vault, name).await?;
             Ok(ok(policy_json(ctx, name, &p)))
         }
         (Method::PUT, ["keys", name, "rotationpolicy"]) => {
-            ctx.allow("setrotationpolicy", Some(name)).await?;
+            ctx.allow(Permission::SetRotationPolicy, Some(name)).await?;
             let p: atrest_vault::RotationPolicy = ctx.json()?;
             let p = ctx.svc.set_rotation_policy(&ctx.vault, name, p).await?;
             Ok(ok(policy_json(ctx, name, &p)))
@@ -175,7 +175,7 @@ async fn route(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Result<Response
             operate(ctx, name, version, op_of(op).unwrap_or(KeyOp::Verify)).await
         }
         (Method::GET, ["deletedkeys"]) => {
-            ctx.allow("list", None).await?;
+            ctx.allow(Permission::List, None).await?;
             let max = max_results(ctx)?;
             let page =
                 ctx.svc.list_deleted_keys(&ctx.vault, max, ctx.query.get("$skiptoken").map(String::as_str)).await?;
@@ -183,16 +183,16 @@ async fn route(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Result<Response
             Ok(ok(json!({"value": items, "nextLink": next_link(ctx, "deletedkeys", page.next, max)})))
         }
         (Method::GET, ["deletedkeys", name]) => {
-            ctx.allow("get", Some(name)).await?;
+            ctx.allow(Permission::Get, Some(name)).await?;
             Ok(ok(j::deleted_bundle(&ctx.origin, &ctx.svc.get_deleted_key(&ctx.vault, name).await?)))
         }
         (Method::DELETE, ["deletedkeys", name]) => {
-            ctx.allow("purge", Some(name)).await?;
+            ctx.allow(Permission::Purge, Some(name)).await?;
             ctx.svc.purge_deleted_key(&ctx.vault, name).await?;
             Ok(no_content())
         }
         (Method::POST, ["deletedkeys", name, "recover"]) => {
-            ctx.allow("recover", Some(name)).await?;
+            ctx.allow(Permission::Recover, Some(name)).await?;
             Ok(ok(j::bundle(&ctx.origin, &ctx.svc.recover_deleted_key(&ctx.vault, name).await?)))
         }
         (Method::POST, ["rng"]) => {
@@ -229,7 +229,7 @@ fn attrs(a: Option<AttributesIn>) -> AttributesIn {
 }
 
 async fn create(ctx: &Ctx<'_>, name: &str) -> Result<Response, ApiError> {
-    ctx.allow("create", Some(name)).await?;
+    ctx.allow(Permission::Create, Some(name)).await?;
     let req: j::CreateIn = ctx.json()?;
     let a = attrs(req.attributes);
     let b = ctx
@@ -253,7 +253,7 @@ async fn create(ctx: &Ctx<'_>, name: &str) -> Result<Response, ApiError> {
 }
 
 async fn import(ctx: &Ctx<'_>, name: &str) -> Result<Response, ApiError> {
-    ctx.allow("import", Some(name)).await?;
+    ctx.allow(Permission::Import, Some(name)).await?;
     let req: j::ImportIn = ctx.json()?;
     if req.hsm == Some(true) {
         return Err(ApiError::bad(
@@ -267,12 +267,12 @@ async fn import(ctx: &Ctx<'_>, name: &str) -> Result<Response, ApiError> {
 }
 
 async fn get(ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> Result<Response, ApiError> {
-    ctx.allow("get", Some(name)).await?;
+    ctx.allow(Permission::Get, Some(name)).await?;
     Ok(ok(j::bundle(&ctx.origin, &ctx.svc.get_key(&ctx.vault, name, version).await?)))
 }
 
 async fn update(ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> Result<Response, ApiError> {
-    ctx.allow("update", Some(name)).await?;
+    ctx.allow(Permission::Update, Some(name)).await?;
     let req: j::UpdateIn = if ctx.body.is_empty() { j::UpdateIn::default() } else { ctx.json()? };
     let a = attrs(req.attributes);
     let b = ctx
@@ -294,7 +294,7 @@ async fn update(ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> Result<Resp
 }
 
 async fn operate(ctx: &Ctx<'_>, name: &str, version: &str, op: KeyOp) -> Result<Response, ApiError> {
-    ctx.allow(op.name(), Some(name)).await?;
+    ctx.allow(op.permission(), Some(name)).await?;
     let version = Some(version).filter(|v| !v.is_empty());
     let dec = |s: &Option<String>, what: &str| s.as_deref().map(|v| b64u_decode(v, what)).transpose();
     let input = if op == KeyOp::Verify {

@@ -118,7 +118,7 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    pub(crate) async fn allow(&self, permission: &str, key: Option<&str>) -> Result<(), ApiError> {
+    pub(crate) async fn allow(&self, permission: atrest_vault::Permission, key: Option<&str>) -> Result<(), ApiError> {
         Ok(self.svc.authorize(&self.vault, &self.principal, permission, key).await?)
     }
 

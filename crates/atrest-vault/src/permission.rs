@@ -1,0 +1,152 @@
+//! The key permissions an access policy grants (Azure Key Vault's key permissions). A
+//! policy is stored as the JSON list of their names, so the names are a stored format.
+
+use crate::error::{Result, VaultError};
+
+/// One key permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Permission {
+    /// Read a key's public part and attributes.
+    Get,
+    /// List keys and versions.
+    List,
+    /// Create a key.
+    Create,
+    /// Change a version's attributes, operations or tags.
+    Update,
+    /// Import a key.
+    Import,
+    /// Soft-delete a key.
+    Delete,
+    /// Recover a soft-deleted key.
+    Recover,
+    /// Back a key up.
+    Backup,
+    /// Restore a key backup.
+    Restore,
+    /// Purge a soft-deleted key.
+    Purge,
+    /// Rotate a key.
+    Rotate,
+    /// Read a rotation policy.
+    GetRotationPolicy,
+    /// Set a rotation policy.
+    SetRotationPolicy,
+    /// Encrypt.
+    Encrypt,
+    /// Decrypt.
+    Decrypt,
+    /// Wrap a key.
+    WrapKey,
+    /// Unwrap a key.
+    UnwrapKey,
+    /// Sign.
+    Sign,
+    /// Verify.
+    Verify,
+}
+
+impl Permission {
+    /// Every permission, in the order listings show them.
+    pub const ALL: [Permission; 19] = [
+        Permission::Get,
+        Permission::List,
+        Permission::Create,
+        Permission::Update,
+        Permission::Import,
+        Permission::Delete,
+        Permission::Recover,
+        Permission::Backup,
+        Permission::Restore,
+        Permission::Purge,
+        Permission::Rotate,
+        Permission::GetRotationPolicy,
+        Permission::SetRotationPolicy,
+        Permission::Encrypt,
+        Permission::Decrypt,
+        Permission::WrapKey,
+        Permission::UnwrapKey,
+        Permission::Sign,
+        Permission::Verify,
+    ];
+
+    /// The name in policies, the API and messages.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Get => "get",
+            Permission::List => "list",
+            Permission::Create => "create",
+            Permission::Update => "update",
+            Permission::Import => "import",
+            Permission::Delete => "delete",
+            Permission::Recover => "recover",
+            Permission::Backup => "backup",
+            Permission::Restore => "restore",
+            Permission::Purge => "purge",
+            Permission::Rotate => "rotate",
+            Permission::GetRotationPolicy => "getrotationpolicy",
+            Permission::SetRotationPolicy => "setrotationpolicy",
+            Permission::Encrypt => "encrypt",
+            Permission::Decrypt => "decrypt",
+            Permission::WrapKey => "wrapKey",
+            Permission::UnwrapKey => "unwrapKey",
+            Permission::Sign => "sign",
+            Permission::Verify => "verify",
+        }
+    }
+
+    /// The permission named `name` (as [`Self::as_str`] spells it).
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
+    /// Parses a requested list; `all` stands for every permission.
+    ///
+    /// # Errors
+    /// `BadParameter` naming the unknown permission and the valid ones.
+    pub fn parse_list<S: AsRef<str>>(names: &[S]) -> Result<Vec<Self>> {
+        if names.iter().any(|n| n.as_ref() == "all") {
+            return Ok(Self::ALL.to_vec());
+        }
+        names
+            .iter()
+            .map(|n| {
+                Self::from_name(n.as_ref()).ok_or_else(|| {
+                    let valid: Vec<&str> = Self::ALL.iter().map(|p| p.as_str()).collect();
+                    VaultError::bad(format!("unknown permission {:?}; valid: {}, or all", n.as_ref(), valid.join(", ")))
+                })
+            })
+            .collect()
+    }
+
+    /// The names of `list`, for storage and answers.
+    #[must_use]
+    pub fn names(list: &[Self]) -> Vec<&'static str> {
+        list.iter().map(|p| p.as_str()).collect()
+    }
+}
+
+impl std::fmt::Display for Permission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Permission;
+
+    #[test]
+    fn names_round_trip_and_all_expands() {
+        for p in Permission::ALL {
+            assert_eq!(Permission::from_name(p.as_str()), Some(p));
+        }
+        assert_eq!(Permission::parse_list(&["all"]).unwrap().len(), 19);
+        assert_eq!(Permission::parse_list(&["get", "wrapKey"]).unwrap(), [Permission::Get, Permission::WrapKey]);
+        let e = Permission::parse_list(&["fly"]).unwrap_err().to_string();
+        assert!(e.contains("\"fly\"") && e.contains("unwrapKey"), "{e}");
+        assert_eq!(Permission::from_name("WRAPKEY"), None, "names are exact");
+    }
+}
