@@ -1,6 +1,6 @@
 //! Errors of the data service, with stable codes and HTTP statuses.
 
-use atrest_vault::VaultError;
+use atrest_vault::{ErrorKind, VaultError};
 
 /// Errors of the data service.
 #[derive(Debug, thiserror::Error)]
@@ -92,19 +92,23 @@ impl StoreError {
         }
     }
 
-    /// HTTP status.
+    /// What kind of failure this is; each front end maps kinds to its own wire format.
     #[must_use]
-    pub fn status(&self) -> u16 {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::KeyInaccessible { .. } | StoreError::Forbidden(_) => 403,
-            StoreError::Integrity(_) | StoreError::Crypto(_) => 500,
-            StoreError::NotFound(_) => 404,
-            StoreError::Conflict(_) => 409,
-            StoreError::PreconditionFailed(_) => 412,
-            StoreError::RangeNotSatisfiable { .. } => 416,
-            StoreError::BadRequest(_) | StoreError::KeyRejected(_) => 400,
-            StoreError::Vault(e) => e.status(),
-            StoreError::Storage(_) => 503,
+            StoreError::KeyInaccessible { .. } | StoreError::Forbidden(_) => ErrorKind::Forbidden,
+            StoreError::Integrity(_) => ErrorKind::Corrupted,
+            StoreError::Crypto(
+                atrest_crypto::CryptoError::Integrity | atrest_crypto::CryptoError::CommitmentMismatch,
+            ) => ErrorKind::Corrupted,
+            StoreError::Crypto(_) => ErrorKind::Internal,
+            StoreError::NotFound(_) => ErrorKind::NotFound,
+            StoreError::Conflict(_) => ErrorKind::Conflict,
+            StoreError::PreconditionFailed(_) => ErrorKind::PreconditionFailed,
+            StoreError::RangeNotSatisfiable { .. } => ErrorKind::RangeNotSatisfiable,
+            StoreError::BadRequest(_) | StoreError::KeyRejected(_) => ErrorKind::InvalidInput,
+            StoreError::Vault(e) => e.kind(),
+            StoreError::Storage(_) => ErrorKind::Unavailable,
         }
     }
 

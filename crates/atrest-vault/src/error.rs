@@ -122,17 +122,19 @@ impl VaultError {
         }
     }
 
-    /// HTTP status the API answers with.
+    /// What kind of failure this is; each front end maps kinds to its own wire format.
     #[must_use]
-    pub fn status(&self) -> u16 {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            VaultError::BadParameter(_) | VaultError::Crypto(_) => 400,
-            VaultError::NotFound(_) => 404,
-            VaultError::Conflict(_) => 409,
-            VaultError::Forbidden { .. } => 403,
-            VaultError::Unauthenticated(_) => 401,
-            VaultError::Integrity { .. } => 500,
-            VaultError::Storage(_) => 503,
+            VaultError::BadParameter(_) => ErrorKind::InvalidInput,
+            VaultError::Crypto(atrest_crypto::CryptoError::Internal(_)) => ErrorKind::Internal,
+            VaultError::Crypto(_) => ErrorKind::InvalidInput,
+            VaultError::NotFound(_) => ErrorKind::NotFound,
+            VaultError::Conflict(_) => ErrorKind::Conflict,
+            VaultError::Forbidden { .. } => ErrorKind::Forbidden,
+            VaultError::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            VaultError::Integrity { .. } => ErrorKind::Corrupted,
+            VaultError::Storage(_) => ErrorKind::Unavailable,
         }
     }
 
@@ -152,3 +154,29 @@ impl VaultError {
 
 /// Result alias.
 pub type Result<T, E = VaultError> = std::result::Result<T, E>;
+
+/// The kind of a failure, free of any protocol: the core crates classify their errors
+/// with it, and each front end (AKV, admin, data, S3, …) maps it to its own status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is wrong; the message says how.
+    InvalidInput,
+    /// Nothing by that name (or not visible to the caller).
+    NotFound,
+    /// The name is taken, or the state does not allow it.
+    Conflict,
+    /// A precondition the caller set (`If-Match`…) does not hold.
+    PreconditionFailed,
+    /// A byte range outside the object.
+    RangeNotSatisfiable,
+    /// The caller may not do this.
+    Forbidden,
+    /// No valid credential.
+    Unauthenticated,
+    /// Stored state failed its integrity check.
+    Corrupted,
+    /// A backend (database, blob store, vault) is unavailable; retry later.
+    Unavailable,
+    /// A fault of the service itself.
+    Internal,
+}

@@ -37,7 +37,7 @@ pub use access::{
 };
 pub use admin::TokenInfo;
 pub use atrest_wire::akv::ImportJwk;
-pub use error::{Refusal, Result, VaultError, describe_db_error};
+pub use error::{ErrorKind, Refusal, Result, VaultError, describe_db_error};
 pub use keys::{CreateKey, NewKeyAttributes, UpdateKey};
 pub use ops::{GCM_LIMIT, KeyOp, OpInput, OpOutput};
 pub use permission::Permission;

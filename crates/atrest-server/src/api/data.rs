@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = super::status_of(e.kind());
         if matches!(e, StoreError::Storage(_)) {
             tracing::error!(error = %e, "data service storage failed");
         }

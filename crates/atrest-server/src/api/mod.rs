@@ -73,9 +73,25 @@ impl ApiError {
     }
 }
 
+/// The HTTP status of an error kind, for the AKV, admin and data front ends.
+pub(crate) fn status_of(kind: atrest_vault::ErrorKind) -> StatusCode {
+    use atrest_vault::ErrorKind as K;
+    match kind {
+        K::InvalidInput => StatusCode::BAD_REQUEST,
+        K::NotFound => StatusCode::NOT_FOUND,
+        K::Conflict => StatusCode::CONFLICT,
+        K::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+        K::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
+        K::Forbidden => StatusCode::FORBIDDEN,
+        K::Unauthenticated => StatusCode::UNAUTHORIZED,
+        K::Corrupted | K::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        K::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
 impl From<VaultError> for ApiError {
     fn from(e: VaultError) -> Self {
-        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = status_of(e.kind());
         if matches!(e, VaultError::Integrity { .. } | VaultError::Storage(_)) {
             tracing::error!(error = %e, "request failed on stored state");
         }
