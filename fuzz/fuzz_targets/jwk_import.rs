@@ -10,7 +10,9 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let Ok(body) = serde_json::from_slice::<ImportIn>(data) else { return };
     let k = &body.key;
-    for member in [&k.n, &k.e, &k.d, &k.p, &k.q, &k.dp, &k.dq, &k.qi, &k.x, &k.y, &k.k, &k.key_hsm].into_iter().flatten() {
+    let public = [&k.n, &k.e, &k.x, &k.y, &k.key_hsm].into_iter().map(|m| m.as_deref());
+    let private = [&k.d, &k.p, &k.q, &k.dp, &k.dq, &k.qi, &k.k].into_iter().map(|m| m.as_ref().map(|s| s.expose()));
+    for member in public.chain(private).flatten() {
         if let Some(bytes) = b64::decode(member) {
             assert_eq!(b64::decode(&b64::encode(&bytes)), Some(bytes));
         }

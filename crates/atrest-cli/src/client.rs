@@ -50,7 +50,8 @@ pub(crate) struct Api {
     base: String,
     /// Base URL of the selected vault's keys API.
     vault_base: String,
-    token: String,
+    /// The bearer token: zeroized on drop, never printed.
+    token: atrest_crypto::SecretBytes,
 }
 
 fn read_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
@@ -66,22 +67,25 @@ fn read_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
+impl Api {
+    /// The token as a header value; a token that is not UTF-8 sends nothing valid (the
+    /// server answers 401).
+    fn bearer(&self) -> &str {
+        std::str::from_utf8(self.token.expose_secret()).unwrap_or("")
+    }
+}
+
 impl Conn {
     /// Connects (lazily: the first request opens the connection).
     pub(crate) fn api(&self) -> Result<Api, String> {
         let token = match (&self.token, &self.token_file) {
-            (Some(t), _) => t.trim().to_string(),
+            (Some(t), _) => atrest_crypto::SecretBytes::new(t.trim().as_bytes().to_vec()),
             (None, file) => {
                 let f = file.clone().unwrap_or_else(|| self.data_dir.join("admin.token"));
-                std::fs::read_to_string(&f)
-                    .map_err(|e| {
-                        format!(
-                            "no token: pass --token-file, set ATREST_TOKEN, or run where {} exists ({e})",
-                            f.display()
-                        )
-                    })?
-                    .trim()
-                    .to_string()
+                let text = zeroize::Zeroizing::new(std::fs::read_to_string(&f).map_err(|e| {
+                    format!("no token: pass --token-file, set ATREST_TOKEN, or run where {} exists ({e})", f.display())
+                })?);
+                atrest_crypto::SecretBytes::new(text.trim().as_bytes().to_vec())
             }
         };
         let ca = match &self.ca {
@@ -164,7 +168,7 @@ impl Api {
     }
 
     async fn send(&self, method: Method, url: String, body: Option<Value>) -> Result<Value, String> {
-        let mut req = self.client.request(method, &url).bearer_auth(&self.token);
+        let mut req = self.client.request(method, &url).bearer_auth(self.bearer());
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -194,7 +198,7 @@ impl Api {
 
     /// A request to the data API, authenticated, for raw bodies and headers.
     pub(crate) fn data_request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.client.request(method, format!("{}/data{path}", self.base)).bearer_auth(&self.token)
+        self.client.request(method, format!("{}/data{path}", self.base)).bearer_auth(self.bearer())
     }
 
     /// Sends a raw request; an error status becomes the server's message.

@@ -221,7 +221,7 @@ impl StoreService {
             self.metrics.vault_call(&label, "get", true);
             validate(&uri, &info, self.now())?;
         }
-        let wrapped = vault.wrap(&kek, rk.expose_secret()).await.map_err(explain)?;
+        let wrapped = vault.wrap(&kek, &rk).await.map_err(explain)?;
         self.metrics.vault_call(&label, "wrapKey", true);
         // Prove unwrapKey now, not at the first read after the change.
         let back = crate::hierarchy::open_resource_key(vault.as_ref(), &kek, &wrapped).await.map_err(explain)?;
@@ -382,7 +382,7 @@ impl StoreService {
         }
         let rk = self.key(r, Slot::Resource(r.rk_epoch)).await?;
         let pinned = KeyRef { version: Some(info.version.clone()), ..r.kek.clone() };
-        let wrapped = vault.wrap(&pinned, rk.expose_secret()).await;
+        let wrapped = vault.wrap(&pinned, &rk).await;
         self.metrics.vault_call(&label, "wrapKey", wrapped.is_ok());
         let wrapped = wrapped?;
         let new = self.store_wrapping(r, r.key_source, &r.key_uri, &r.kek, r.remote_cred.clone(), wrapped).await?;

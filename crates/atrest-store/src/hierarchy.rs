@@ -38,7 +38,7 @@ impl ObjectId<'_> {
 /// `KeyInaccessible` when the vault refuses.
 pub async fn new_resource_key(vault: &dyn KeyVault, kek: &KeyRef) -> Result<(SecretKey, WrappedKey)> {
     let key = SecretKey::generate()?;
-    let wrapped = vault.wrap(kek, key.expose_secret()).await?;
+    let wrapped = vault.wrap(kek, &key).await?;
     Ok((key, wrapped))
 }
 
@@ -60,7 +60,7 @@ pub async fn open_resource_key(vault: &dyn KeyVault, kek: &KeyRef, wrapped: &Wra
 /// `KeyInaccessible` if either vault key refuses (the old wrapping stays valid).
 pub async fn rewrap(vault: &dyn KeyVault, old: &KeyRef, wrapped: &WrappedKey, new: &KeyRef) -> Result<WrappedKey> {
     let key = open_resource_key(vault, old, wrapped).await?;
-    vault.wrap(new, key.expose_secret()).await
+    vault.wrap(new, &key).await
 }
 
 /// A fresh data key and its wrapped form for object `id`.

@@ -4,7 +4,7 @@
 //! over HTTPS comes with the data service's API.
 
 use crate::error::{Result, StoreError};
-use atrest_crypto::SecretBytes;
+use atrest_crypto::{SecretBytes, SecretKey};
 use atrest_vault::model::{KeyBundle, Kty, VaultInfo};
 use atrest_vault::{KeyOp, OpInput, Principal, Refusal, VaultError, VaultService};
 use std::future::Future;
@@ -83,8 +83,8 @@ impl KeyInfo {
 pub trait KeyVault: Send + Sync {
     /// Reads the key (its pinned version, or the latest): what `get` permits.
     fn get<'a>(&'a self, kek: &'a KeyRef) -> BoxFuture<'a, Result<KeyInfo>>;
-    /// Wraps `key` (32 bytes) with `kek`.
-    fn wrap<'a>(&'a self, kek: &'a KeyRef, key: &'a [u8]) -> BoxFuture<'a, Result<WrappedKey>>;
+    /// Wraps `key` with `kek`.
+    fn wrap<'a>(&'a self, kek: &'a KeyRef, key: &'a SecretKey) -> BoxFuture<'a, Result<WrappedKey>>;
     /// Unwraps with the version recorded in `wrapped`.
     fn unwrap<'a>(&'a self, kek: &'a KeyRef, wrapped: &'a WrappedKey) -> BoxFuture<'a, Result<SecretBytes>>;
 }
@@ -158,7 +158,7 @@ impl InProcessVault {
             .authorize(&vault, &self.identity, op.permission(), Some(&kek.name))
             .await
             .map_err(|e| self.refused(kek, op.name(), &e))?;
-        let input = OpInput { alg: alg.into(), value: value.to_vec(), ..OpInput::default() };
+        let input = OpInput { alg: alg.into(), value: SecretBytes::new(value.to_vec()), ..OpInput::default() };
         let out = self
             .svc
             .operate(&vault, &kek.name, Some(&key.version), op, input)
@@ -202,9 +202,10 @@ impl KeyVault for InProcessVault {
         })
     }
 
-    fn wrap<'a>(&'a self, kek: &'a KeyRef, key: &'a [u8]) -> BoxFuture<'a, Result<WrappedKey>> {
+    fn wrap<'a>(&'a self, kek: &'a KeyRef, key: &'a SecretKey) -> BoxFuture<'a, Result<WrappedKey>> {
         Box::pin(async move {
-            let (version, alg, bytes) = self.call(kek, KeyOp::WrapKey, kek.version.as_deref(), key).await?;
+            let (version, alg, bytes) =
+                self.call(kek, KeyOp::WrapKey, kek.version.as_deref(), key.expose_secret()).await?;
             Ok(WrappedKey { version, alg, bytes: bytes.expose_secret().to_vec() })
         })
     }

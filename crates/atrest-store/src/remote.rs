@@ -4,7 +4,7 @@
 
 use crate::error::{Result, StoreError};
 use crate::keyvault::{BoxFuture, KeyInfo, KeyRef, KeyVault, WrappedKey};
-use atrest_crypto::SecretBytes;
+use atrest_crypto::{SecretBytes, SecretKey};
 use base64::Engine as _;
 use serde_json::Value;
 
@@ -193,13 +193,13 @@ impl KeyVault for HttpVault {
         Box::pin(self.info(kek, kek.version.as_deref()))
     }
 
-    fn wrap<'a>(&'a self, kek: &'a KeyRef, key: &'a [u8]) -> BoxFuture<'a, Result<WrappedKey>> {
+    fn wrap<'a>(&'a self, kek: &'a KeyRef, key: &'a SecretKey) -> BoxFuture<'a, Result<WrappedKey>> {
         Box::pin(async move {
             let info = self.info(kek, kek.version.as_deref()).await?;
             let alg = info
                 .wrap_alg()
                 .ok_or_else(|| Self::fail(kek, "wrapKey", format!("{} keys cannot wrap", info.kty), false))?;
-            let body = serde_json::json!({"alg": alg, "value": b64(key)});
+            let body = serde_json::json!({"alg": alg, "value": b64(key.expose_secret())});
             let v = self
                 .call(kek, "wrapKey", reqwest::Method::POST, &format!("/{}/wrapkey", info.version), Some(body))
                 .await?;

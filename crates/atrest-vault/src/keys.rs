@@ -62,6 +62,11 @@ pub struct NewKeyAttributes {
     pub tags: Option<BTreeMap<String, String>>,
 }
 
+/// A private JWK member's text, if present.
+fn secret(v: &Option<atrest_wire::akv::SecretText>) -> Option<&str> {
+    v.as_ref().map(atrest_wire::akv::SecretText::expose)
+}
+
 /// What to change on a version; `None` leaves a field as it is; `tags` replaces all tags.
 #[derive(Debug, Clone, Default)]
 pub struct UpdateKey {
@@ -588,8 +593,8 @@ impl VaultService {
         use atrest_crypto::backend::ImportKey;
         use zeroize::Zeroizing;
         let kty = Kty::parse(&jwk.kty)?;
-        let member = |v: &Option<String>, what: &str| -> Result<Zeroizing<Vec<u8>>> {
-            let s = v.as_deref().ok_or_else(|| {
+        let member = |v: Option<&str>, what: &str| -> Result<Zeroizing<Vec<u8>>> {
+            let s = v.ok_or_else(|| {
                 VaultError::bad(format!("the JWK lacks {what}, which importing a {} key requires", kty.as_str()))
             })?;
             Ok(Zeroizing::new(crate::model::b64u_decode(s, what)?))
@@ -602,13 +607,17 @@ impl VaultService {
             match kty {
                 Kty::Rsa => {
                     let (n, e, d, p, q) = (
-                        member(&jwk.n, "n")?,
-                        member(&jwk.e, "e")?,
-                        member(&jwk.d, "d")?,
-                        member(&jwk.p, "p")?,
-                        member(&jwk.q, "q")?,
+                        member(jwk.n.as_deref(), "n")?,
+                        member(jwk.e.as_deref(), "e")?,
+                        member(secret(&jwk.d), "d")?,
+                        member(secret(&jwk.p), "p")?,
+                        member(secret(&jwk.q), "q")?,
                     );
-                    let (dp, dq, qi) = (member(&jwk.dp, "dp")?, member(&jwk.dq, "dq")?, member(&jwk.qi, "qi")?);
+                    let (dp, dq, qi) = (
+                        member(secret(&jwk.dp), "dp")?,
+                        member(secret(&jwk.dq), "dq")?,
+                        member(secret(&jwk.qi), "qi")?,
+                    );
                     let c = atrest_crypto::rsa::RsaComponents {
                         n: &n,
                         e: &e,
@@ -626,14 +635,15 @@ impl VaultService {
                 }
                 Kty::Ec => {
                     let c = curve(jwk.crv.as_deref().ok_or_else(|| VaultError::bad("the JWK lacks crv"))?)?;
-                    let (d, x, y) = (member(&jwk.d, "d")?, member(&jwk.x, "x")?, member(&jwk.y, "y")?);
+                    let (d, x, y) =
+                        (member(secret(&jwk.d), "d")?, member(jwk.x.as_deref(), "x")?, member(jwk.y.as_deref(), "y")?);
                     ImportKey::Ec(
                         atrest_crypto::ec::EcPrivateKey::from_components(c, &d, &x, &y)
                             .map_err(|e| VaultError::bad(format!("the EC key was refused: {e}")))?,
                     )
                 }
                 Kty::Oct => {
-                    let k = member(&jwk.k, "k")?;
+                    let k = member(secret(&jwk.k), "k")?;
                     ImportKey::Aes256(atrest_crypto::SecretKey::from_slice(&k).map_err(|_| {
                         VaultError::bad(format!("oct keys must be 32 bytes (AES-256); this one has {}", k.len()))
                     })?)

@@ -72,8 +72,9 @@ impl KeyOp {
 pub struct OpInput {
     /// Algorithm (JOSE name).
     pub alg: String,
-    /// Plaintext, ciphertext, key to wrap, wrapped key, digest to sign, or signature to verify.
-    pub value: Vec<u8>,
+    /// Plaintext, ciphertext, key to wrap, wrapped key, digest to sign, or signature to
+    /// verify: zeroized on drop and redacted in `Debug`, since it is often a secret.
+    pub value: SecretBytes,
     /// A256GCM decrypt: the IV.
     pub iv: Option<Vec<u8>>,
     /// A256GCM: additional authenticated data.
@@ -187,11 +188,14 @@ impl VaultService {
         let binding = v.binding();
         let be = self.backend.as_ref();
         Ok(match plan {
-            Plan::Wrap(alg) => {
-                OpOutput::bytes(&v, be.wrap_key(&key, &binding, alg, &input.value).map_err(|e| backend_err(e, &v))?)
-            }
+            Plan::Wrap(alg) => OpOutput::bytes(
+                &v,
+                be.wrap_key(&key, &binding, alg, input.value.expose_secret()).map_err(|e| backend_err(e, &v))?,
+            ),
             Plan::Unwrap(alg) => OpOutput {
-                value: be.unwrap_key(&key, &binding, alg, &input.value).map_err(|e| backend_err(e, &v))?,
+                value: be
+                    .unwrap_key(&key, &binding, alg, input.value.expose_secret())
+                    .map_err(|e| backend_err(e, &v))?,
                 ..OpOutput::bytes(&v, Vec::new())
             },
             Plan::GcmEncrypt => self.gcm_encrypt(vault, &v, &input).await?,
@@ -207,23 +211,33 @@ impl VaultService {
                     .filter(|t| t.len() == 16)
                     .ok_or_else(|| VaultError::bad("A256GCM decrypt needs a 16-byte tag"))?;
                 let pt = be
-                    .decrypt_gcm(&key, &binding, iv, input.aad.as_deref().unwrap_or(&[]), &input.value, tag)
+                    .decrypt_gcm(
+                        &key,
+                        &binding,
+                        iv,
+                        input.aad.as_deref().unwrap_or(&[]),
+                        input.value.expose_secret(),
+                        tag,
+                    )
                     .map_err(|e| backend_err(e, &v))?;
                 OpOutput { value: pt, ..OpOutput::bytes(&v, Vec::new()) }
             }
-            Plan::Sign(alg) => {
-                OpOutput::bytes(&v, be.sign(&key, &binding, alg, &input.value).map_err(|e| backend_err(e, &v))?)
-            }
+            Plan::Sign(alg) => OpOutput::bytes(
+                &v,
+                be.sign(&key, &binding, alg, input.value.expose_secret()).map_err(|e| backend_err(e, &v))?,
+            ),
             Plan::Verify(alg) => {
                 let digest = input.digest.as_deref().ok_or_else(|| VaultError::bad("verify needs the digest"))?;
                 let ok = match (&key.public, alg) {
                     (Some(PublicKey::Rsa(k)), SignAlg::Rs256) => {
-                        k.verify_digest(RsaSignature::Rs256, digest, &input.value)
+                        k.verify_digest(RsaSignature::Rs256, digest, input.value.expose_secret())
                     }
                     (Some(PublicKey::Rsa(k)), SignAlg::Ps256) => {
-                        k.verify_digest(RsaSignature::Ps256, digest, &input.value)
+                        k.verify_digest(RsaSignature::Ps256, digest, input.value.expose_secret())
                     }
-                    (Some(PublicKey::Ec(k)), SignAlg::Es256 | SignAlg::Es384) => k.verify_digest(digest, &input.value),
+                    (Some(PublicKey::Ec(k)), SignAlg::Es256 | SignAlg::Es384) => {
+                        k.verify_digest(digest, input.value.expose_secret())
+                    }
                     _ => return Err(bad_alg(&input.alg, op, kty)),
                 };
                 match ok {
@@ -259,7 +273,7 @@ impl VaultService {
         let aad = input.aad.clone().unwrap_or_default();
         let (ct, tag) = self
             .backend
-            .encrypt_gcm(&v.backend_key()?, &v.binding(), iv, &aad, &input.value)
+            .encrypt_gcm(&v.backend_key()?, &v.binding(), iv, &aad, input.value.expose_secret())
             .map_err(|e| backend_err(e, v))?;
         Ok(OpOutput {
             iv: Some(iv.to_vec()),

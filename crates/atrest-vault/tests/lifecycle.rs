@@ -46,7 +46,7 @@ fn oct() -> CreateKey {
 }
 
 fn op(alg: &str, value: &[u8]) -> OpInput {
-    OpInput { alg: alg.into(), value: value.to_vec(), ..OpInput::default() }
+    OpInput { alg: alg.into(), value: atrest_crypto::SecretBytes::new(value.to_vec()), ..OpInput::default() }
 }
 
 fn refusal(e: VaultError) -> Refusal {
@@ -474,7 +474,7 @@ async fn import_oct_and_refusals() {
     use atrest_vault::{ImportJwk, NewKeyAttributes};
     let e = env().await;
     let k = atrest_vault::model::b64u(&[0x11; 32]);
-    let jwk = ImportJwk { kty: "oct".into(), k: Some(k), ..ImportJwk::default() };
+    let jwk = ImportJwk { kty: "oct".into(), k: Some(k.into()), ..ImportJwk::default() };
     assert!(!format!("{jwk:?}").contains("ERER"), "Debug never shows key members");
     let b = e.svc.import_key(&e.vault, "byok", jwk, NewKeyAttributes::default()).await.unwrap();
     assert_eq!(b.kty.as_str(), "oct");
@@ -482,7 +482,8 @@ async fn import_oct_and_refusals() {
     let local = atrest_crypto::keywrap::wrap_kw(&SecretKey::from_slice(&[0x11; 32]).unwrap(), &[5; 32]).unwrap();
     let out = e.svc.operate(&e.vault, "byok", None, KeyOp::UnwrapKey, op("A256KW", &local)).await.unwrap();
     assert_eq!(out.value.expose_secret(), &[5; 32]);
-    let short = ImportJwk { kty: "oct".into(), k: Some(atrest_vault::model::b64u(&[1; 16])), ..ImportJwk::default() };
+    let short =
+        ImportJwk { kty: "oct".into(), k: Some(atrest_vault::model::b64u(&[1; 16]).into()), ..ImportJwk::default() };
     let err = e.svc.import_key(&e.vault, "x", short, NewKeyAttributes::default()).await.unwrap_err();
     assert!(err.to_string().contains("32 bytes"), "{err}");
     let missing = ImportJwk { kty: "RSA".into(), n: Some("AQAB".into()), ..ImportJwk::default() };
@@ -491,7 +492,7 @@ async fn import_oct_and_refusals() {
     let bad_ec = ImportJwk {
         kty: "EC".into(),
         crv: Some("P-256".into()),
-        d: Some(atrest_vault::model::b64u(&[1; 32])),
+        d: Some(atrest_vault::model::b64u(&[1; 32]).into()),
         x: Some(atrest_vault::model::b64u(&[2; 32])),
         y: Some(atrest_vault::model::b64u(&[3; 32])),
         ..ImportJwk::default()

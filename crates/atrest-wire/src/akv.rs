@@ -2,8 +2,39 @@
 //! §2): byte members are base64url strings, decoded by their users with
 //! [`crate::b64::decode`]; unknown members are ignored, as Azure does.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
+
+/// A secret string from a request body (a JWK's private member): zeroized on drop,
+/// redacted in `Debug`.
+#[derive(Clone, Default)]
+pub struct SecretText(zeroize::Zeroizing<String>);
+
+impl SecretText {
+    /// The text.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretText {
+    fn from(s: String) -> Self {
+        Self(zeroize::Zeroizing::new(s))
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self::from)
+    }
+}
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretText([REDACTED])")
+    }
+}
 
 /// `attributes` in create and update requests.
 #[derive(Debug, Default, Deserialize)]
@@ -84,17 +115,17 @@ pub struct ImportJwk {
     /// RSA public exponent.
     pub e: Option<String>,
     /// RSA/EC private exponent.
-    pub d: Option<String>,
+    pub d: Option<SecretText>,
     /// RSA prime p.
-    pub p: Option<String>,
+    pub p: Option<SecretText>,
     /// RSA prime q.
-    pub q: Option<String>,
+    pub q: Option<SecretText>,
     /// RSA CRT exponent dp.
-    pub dp: Option<String>,
+    pub dp: Option<SecretText>,
     /// RSA CRT exponent dq.
-    pub dq: Option<String>,
+    pub dq: Option<SecretText>,
     /// RSA CRT coefficient qi.
-    pub qi: Option<String>,
+    pub qi: Option<SecretText>,
     /// EC curve.
     pub crv: Option<String>,
     /// EC x.
@@ -102,7 +133,7 @@ pub struct ImportJwk {
     /// EC y.
     pub y: Option<String>,
     /// Symmetric key.
-    pub k: Option<String>,
+    pub k: Option<SecretText>,
     /// Permitted operations (default: all the type allows).
     pub key_ops: Option<Vec<String>>,
     /// Secure import: the base64url blob wrapped under one of the vault's import keys

@@ -2,6 +2,7 @@
 
 use super::json::{self as j, AttributesIn};
 use super::{ApiError, Ctx, no_content, ok, unknown_route};
+use atrest_crypto::SecretBytes;
 use atrest_vault::model::{b64u, b64u_decode};
 use atrest_vault::{CreateKey, KeyOp, OpInput, Permission, UpdateKey};
 use axum::http::Method;
@@ -301,7 +302,7 @@ async fn operate(ctx: &Ctx<'_>, name: &str, version: &str, op: KeyOp) -> Result<
         let req: j::VerifyIn = ctx.json()?;
         OpInput {
             alg: req.alg,
-            value: b64u_decode(&req.value, "value")?,
+            value: SecretBytes::new(b64u_decode(&req.value, "value")?),
             digest: Some(b64u_decode(&req.digest, "digest")?),
             ..OpInput::default()
         }
@@ -309,7 +310,7 @@ async fn operate(ctx: &Ctx<'_>, name: &str, version: &str, op: KeyOp) -> Result<
         let req: j::OpIn = ctx.json()?;
         OpInput {
             alg: req.alg,
-            value: b64u_decode(&req.value, "value")?,
+            value: SecretBytes::new(b64u_decode(&req.value, "value")?),
             iv: dec(&req.iv, "iv")?,
             aad: dec(&req.aad, "aad")?,
             tag: dec(&req.tag, "tag")?,
