@@ -35,7 +35,7 @@ async fn verify_list_export_and_a_cut_tail() {
     let (svc, _) = atrest_server::bootstrap::open_service(&cfg).await.unwrap();
     let vault = svc.vault("default").await.unwrap();
     drop(svc);
-    let db = atrest_vault::db::Db::connect(&format!("sqlite://{}/atrest.db", d)).await.unwrap();
+    let db = atrest_infra::db::Db::connect(&format!("sqlite://{}/atrest.db", d)).await.unwrap();
     sqlx::query("DELETE FROM audit_log WHERE chain = $1 AND seq = (SELECT MAX(seq) FROM audit_log WHERE chain = $1)")
         .bind(&vault.id)
         .execute(db.pool())

@@ -1,6 +1,6 @@
 //! The rollback anchor of the embedded default. Each SQLite database carries a commit
 //! sequence that every row change bumps in the same transaction
-//! ([`atrest_vault::db::Db::install_commit_seq`]). Before a request's answer leaves, the
+//! ([`atrest_infra::db::Db::install_commit_seq`]). Before a request's answer leaves, the
 //! sequences of both databases are recorded durably in a file outside them: commit, then
 //! anchor, then acknowledge. Concurrent requests share one anchor write and one
 //! `fdatasync` (the first to take the lock records the latest sequences, which cover the
@@ -22,7 +22,7 @@
 use crate::ServerError;
 use atrest_crypto::SecretKey;
 use atrest_crypto::kdf::{MacKey, hkdf_sha256};
-use atrest_vault::db::{Db, Engine};
+use atrest_infra::db::{Db, Engine};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

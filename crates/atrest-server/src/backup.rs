@@ -22,8 +22,8 @@
 use crate::bootstrap::{existing_roots, fingerprint};
 use crate::{ServeConfig, ServerError};
 use atrest_crypto::SecretKey;
+use atrest_infra::db::Db;
 use atrest_vault::audit::{Checkpoint, DEPLOYMENT_CHAIN};
-use atrest_vault::db::Db;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -222,7 +222,7 @@ pub async fn backup(cfg: &ServeConfig, to: &Path) -> Result<BackupReport, Server
     }
     let (roots, root) = fingerprints(cfg)?;
     crate::files::create_private_dir(to)?;
-    let created = atrest_vault::clock::Clock::now(&atrest_vault::clock::SystemClock);
+    let created = atrest_infra::clock::Clock::now(&atrest_infra::clock::SystemClock);
 
     // Files beside the databases that a restored deployment needs (none is a secret in
     // the clear: the TLS private keys are sealed under the root key). The checkpoints
@@ -335,7 +335,7 @@ pub async fn backup(cfg: &ServeConfig, to: &Path) -> Result<BackupReport, Server
 
 fn vault_service(db: Db, root: &SecretKey) -> Result<atrest_vault::VaultService, ServerError> {
     let backend = Arc::new(atrest_crypto::backend::software::SoftwareBackend::new(root)?);
-    Ok(atrest_vault::VaultService::new(db, backend, root, Arc::new(atrest_vault::clock::SystemClock))?)
+    Ok(atrest_vault::VaultService::new(db, backend, root, Arc::new(atrest_infra::clock::SystemClock))?)
 }
 
 /// Reads and checks a backup: the manifest's format, every file's size and hash, no

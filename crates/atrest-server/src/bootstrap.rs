@@ -5,9 +5,9 @@ use crate::config::ServeConfig;
 use crate::{ServerError, tls};
 use atrest_crypto::SecretKey;
 use atrest_crypto::backend::software::SoftwareBackend;
+use atrest_infra::clock::SystemClock;
+use atrest_infra::db::Db;
 use atrest_vault::audit::DEPLOYMENT_CHAIN;
-use atrest_vault::clock::SystemClock;
-use atrest_vault::db::Db;
 use atrest_vault::model::{VaultInfo, VaultSettings};
 use atrest_vault::{Permission, PrincipalKind, Role, VaultError, VaultService};
 use std::path::PathBuf;
@@ -241,7 +241,7 @@ async fn open_store(
     let roots: Vec<&SecretKey> = std::iter::once(&infra).chain(previous.as_ref()).collect();
     let db = Db::connect(&store_url(cfg)).await?;
     // Leases live in the vault's database: one deployment, one set of leases.
-    let leases = atrest_vault::lease::Leases::for_db(svc.db())?;
+    let leases = atrest_infra::lease::Leases::for_db(svc.db())?;
     let mut scfg = atrest_store::StoreConfig::new(&cfg.data_dir);
     scfg.key_cache_ttl = std::time::Duration::from_secs(cfg.key_cache_ttl_secs.max(1));
     scfg.vault_grace = std::time::Duration::from_secs(cfg.vault_grace_secs);
@@ -291,7 +291,7 @@ async fn open(cfg: &ServeConfig, check_anchor: bool) -> Result<Opened, ServerErr
         None
     };
     let db = Db::connect(&vault_url(cfg)).await?;
-    db.migrate().await?;
+    atrest_vault::schema::migrate(&db).await?;
     let backend = Arc::new(SoftwareBackend::new(&root)?);
     let svc = Arc::new(VaultService::new(db, backend, &root, Arc::new(SystemClock))?);
     Ok((svc, root, warning, lock))

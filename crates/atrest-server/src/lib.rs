@@ -56,6 +56,12 @@ pub enum ServerError {
     Cert(#[from] rcgen::Error),
 }
 
+impl From<atrest_infra::InfraError> for ServerError {
+    fn from(e: atrest_infra::InfraError) -> Self {
+        ServerError::Vault(e.into())
+    }
+}
+
 impl ServerError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         ServerError::Io { path: path.to_path_buf(), source }
@@ -164,7 +170,7 @@ pub async fn run_rotations(svc: &atrest_vault::VaultService) -> Result<usize, Se
 /// holding it dies another one carries on.
 fn every<F, Fut>(
     stop: &watch::Sender<bool>,
-    leases: &atrest_vault::lease::Leases,
+    leases: &atrest_infra::lease::Leases,
     name: &'static str,
     every: std::time::Duration,
     mut f: F,
@@ -181,7 +187,7 @@ fn every<F, Fut>(
                 () = tokio::time::sleep(every) => {}
                 _ = stopped.changed() => return,
             }
-            let now = atrest_vault::clock::Clock::now(&atrest_vault::clock::SystemClock);
+            let now = atrest_infra::clock::Clock::now(&atrest_infra::clock::SystemClock);
             match leases.acquire(name, now, ttl).await {
                 Ok(true) => f().await,
                 Ok(false) => {}
@@ -259,7 +265,7 @@ fn spawn_store_tasks(store: &Arc<atrest_store::StoreService>, stop: &watch::Send
     // Passes never overlap: `every` awaits each before sleeping again. Jobs take a lease
     // each (several nodes may run different jobs); jobs a crash interrupted resume here.
     let s = store.clone();
-    every(stop, &atrest_vault::lease::Leases::Local, "store:jobs", std::time::Duration::from_millis(500), move || {
+    every(stop, &atrest_infra::lease::Leases::Local, "store:jobs", std::time::Duration::from_millis(500), move || {
         let s = s.clone();
         async move {
             if let Err(e) = s.run_jobs().await {

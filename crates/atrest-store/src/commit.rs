@@ -9,7 +9,7 @@
 
 use crate::error::{Result, StoreError};
 use crate::objects::OBJ_COLS;
-use atrest_vault::db::{Db, Engine};
+use atrest_infra::db::{Db, Engine};
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
 

@@ -62,7 +62,19 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Storage(atrest_vault::describe_db_error(&e))
+        StoreError::Storage(atrest_infra::describe_db_error(&e))
+    }
+}
+
+impl From<atrest_infra::InfraError> for StoreError {
+    fn from(e: atrest_infra::InfraError) -> Self {
+        use atrest_infra::InfraError as I;
+        match e {
+            I::BadParameter(m) => StoreError::BadRequest(m),
+            I::Integrity { what } => StoreError::Integrity(what),
+            I::Storage(m) => StoreError::Storage(m),
+            I::Crypto(c) => StoreError::Crypto(c),
+        }
     }
 }
 

@@ -10,8 +10,8 @@ use crate::layers;
 use crate::model::{DataRole, Message, Resource};
 use crate::service::StoreService;
 use atrest_crypto::secret::constant_time_eq;
+use atrest_infra::rowmac::Field;
 use atrest_vault::Principal;
-use atrest_vault::rowmac::Field;
 use sqlx::Row;
 
 /// Largest message body.

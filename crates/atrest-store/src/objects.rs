@@ -13,8 +13,8 @@ use crate::layers;
 use crate::model::{DataRole, ObjectInfo, ObjectKind, Resource};
 use crate::service::StoreService;
 use atrest_crypto::SecretKey;
+use atrest_infra::rowmac::Field;
 use atrest_vault::Principal;
-use atrest_vault::rowmac::Field;
 use sqlx::Row;
 
 /// Longest object name, in bytes.

@@ -11,10 +11,10 @@ use crate::metrics::StoreMetrics;
 use crate::model::{DataRole, KeySource, Resource, ResourceState};
 use crate::remote::HttpVault;
 use atrest_crypto::{SecretKey, record};
-use atrest_vault::clock::Clock;
-use atrest_vault::db::{Db, Engine};
+use atrest_infra::clock::Clock;
+use atrest_infra::db::{Db, Engine};
+use atrest_infra::rowmac::{Field, RowMac};
 use atrest_vault::platform::{PLATFORM, PLATFORM_KEK, PlatformNamespace};
-use atrest_vault::rowmac::{Field, RowMac};
 use atrest_vault::{Principal, PrincipalKind, Role, VaultError, VaultService};
 use sqlx::Row;
 use std::path::PathBuf;
@@ -156,7 +156,7 @@ pub struct StoreService {
     /// Where blob bodies live.
     pub(crate) blobs: Arc<BlobStore>,
     /// Run-once-per-deployment leases (jobs).
-    pub(crate) leases: atrest_vault::lease::Leases,
+    pub(crate) leases: atrest_infra::lease::Leases,
     /// Warnings per resource (e.g. "the latest key version is disabled").
     pub(crate) warnings: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
@@ -224,7 +224,7 @@ impl StoreService {
         infra_roots: &[&SecretKey],
         cfg: StoreConfig,
         clock: Arc<dyn Clock>,
-        leases: atrest_vault::lease::Leases,
+        leases: atrest_infra::lease::Leases,
     ) -> Result<Self> {
         db.migrate_with(MIGRATIONS).await?;
         let master = infra_master(&db, infra_roots, clock.now()).await?;
@@ -282,7 +282,7 @@ impl StoreService {
 
     /// This node's leases (shared with the server's background loops).
     #[must_use]
-    pub fn leases(&self) -> &atrest_vault::lease::Leases {
+    pub fn leases(&self) -> &atrest_infra::lease::Leases {
         &self.leases
     }
 
@@ -1055,7 +1055,7 @@ mod tests {
 
     #[test]
     fn migrations_split_into_whole_statements() {
-        atrest_vault::db::assert_splittable(MIGRATIONS);
+        atrest_infra::db::assert_splittable(MIGRATIONS);
     }
 
     #[test]

@@ -4,12 +4,12 @@
 
 use atrest_crypto::SecretKey;
 use atrest_crypto::backend::software::SoftwareBackend;
+use atrest_infra::clock::SystemClock;
+use atrest_infra::db::Db;
 use atrest_store::StoreError;
 use atrest_store::hierarchy::{ObjectId, new_resource_key, open_resource_key, rewrap};
 use atrest_store::keyvault::{InProcessVault, KeyRef};
 use atrest_store::layers::{InfraLayer, Sealed, open, seal};
-use atrest_vault::clock::SystemClock;
-use atrest_vault::db::Db;
 use atrest_vault::model::VaultSettings;
 use atrest_vault::{CreateKey, PrincipalKind, Role, UpdateKey, VaultService};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ struct Env {
 
 async fn env() -> Env {
     let db = Db::connect("sqlite::memory:").await.unwrap();
-    db.migrate().await.unwrap();
+    atrest_vault::schema::migrate(&db).await.unwrap();
     let root = SecretKey::from_slice(&[9; 32]).unwrap();
     let svc = Arc::new(
         VaultService::new(db, Arc::new(SoftwareBackend::new(&root).unwrap()), &root, Arc::new(SystemClock)).unwrap(),

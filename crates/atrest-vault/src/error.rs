@@ -1,7 +1,8 @@
 //! Vault errors: typed, with stable machine codes (the AKV `error.code` values) and
-//! messages that say what to do next. The HTTP layer maps [`VaultError::status`] once.
+//! messages that say what to do next. Each front end maps [`VaultError::kind`] to its wire format.
 
 use atrest_crypto::CryptoError;
+use atrest_infra::ErrorKind;
 
 /// Why an operation was refused although the caller may be authorized in general.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,22 +88,19 @@ pub enum VaultError {
 
 impl From<sqlx::Error> for VaultError {
     fn from(e: sqlx::Error) -> Self {
-        VaultError::Storage(describe_db_error(&e))
+        VaultError::Storage(atrest_infra::describe_db_error(&e))
     }
 }
 
-/// A database error as users should read it: an unreachable database says so and what
-/// to do. (sqlx messages name tables and constraints, never bound values.)
-#[must_use]
-pub fn describe_db_error(e: &sqlx::Error) -> String {
-    match e {
-        sqlx::Error::PoolTimedOut => format!(
-            "the database is unreachable or every connection is busy ({e}); committed data is safe: retry when it is back"
-        ),
-        sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-            format!("the database is unreachable ({e}); committed data is safe: retry when it is back")
+impl From<atrest_infra::InfraError> for VaultError {
+    fn from(e: atrest_infra::InfraError) -> Self {
+        use atrest_infra::InfraError as I;
+        match e {
+            I::BadParameter(m) => VaultError::BadParameter(m),
+            I::Integrity { what } => VaultError::Integrity { what },
+            I::Storage(m) => VaultError::Storage(m),
+            I::Crypto(c) => VaultError::Crypto(c),
         }
-        e => e.to_string(),
     }
 }
 
@@ -154,29 +152,3 @@ impl VaultError {
 
 /// Result alias.
 pub type Result<T, E = VaultError> = std::result::Result<T, E>;
-
-/// The kind of a failure, free of any protocol: the core crates classify their errors
-/// with it, and each front end (AKV, admin, data, S3, …) maps it to its own status codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The request is wrong; the message says how.
-    InvalidInput,
-    /// Nothing by that name (or not visible to the caller).
-    NotFound,
-    /// The name is taken, or the state does not allow it.
-    Conflict,
-    /// A precondition the caller set (`If-Match`…) does not hold.
-    PreconditionFailed,
-    /// A byte range outside the object.
-    RangeNotSatisfiable,
-    /// The caller may not do this.
-    Forbidden,
-    /// No valid credential.
-    Unauthenticated,
-    /// Stored state failed its integrity check.
-    Corrupted,
-    /// A backend (database, blob store, vault) is unavailable; retry later.
-    Unavailable,
-    /// A fault of the service itself.
-    Internal,
-}

@@ -18,17 +18,14 @@ mod admin;
 pub mod audit;
 mod backup;
 mod byok;
-pub mod clock;
-pub mod db;
 mod error;
 mod keys;
-pub mod lease;
 pub mod model;
 mod ops;
 mod permission;
 pub mod platform;
 mod rotation;
-pub mod rowmac;
+pub mod schema;
 mod service;
 
 pub use access::{
@@ -36,8 +33,10 @@ pub use access::{
     resource_identity_name,
 };
 pub use admin::TokenInfo;
+pub use atrest_infra::ErrorKind;
+pub(crate) use atrest_infra::{clock, db, rowmac};
 pub use atrest_wire::akv::ImportJwk;
-pub use error::{ErrorKind, Refusal, Result, VaultError, describe_db_error};
+pub use error::{Refusal, Result, VaultError};
 pub use keys::{CreateKey, NewKeyAttributes, UpdateKey};
 pub use ops::{GCM_LIMIT, KeyOp, OpInput, OpOutput};
 pub use permission::Permission;

@@ -3,17 +3,17 @@
 
 use atrest_crypto::SecretKey;
 use atrest_crypto::backend::software::SoftwareBackend;
+use atrest_infra::clock::ManualClock;
+use atrest_infra::db::Db;
 use atrest_vault::VaultService;
 use atrest_vault::audit::AuditFilter;
-use atrest_vault::clock::ManualClock;
-use atrest_vault::db::Db;
 use serde_json::json;
 use std::sync::Arc;
 
 async fn svc() -> (VaultService, Db, String) {
     let url = std::env::var("ATREST_TEST_DATABASE_URL").unwrap_or_else(|_| "sqlite::memory:".into());
     let db = Db::connect(&url).await.unwrap();
-    db.migrate().await.unwrap();
+    atrest_vault::schema::migrate(&db).await.unwrap();
     let root = SecretKey::from_slice(&[8; 32]).unwrap();
     let s = VaultService::new(
         db.clone(),

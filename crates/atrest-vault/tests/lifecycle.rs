@@ -4,9 +4,9 @@
 
 use atrest_crypto::SecretKey;
 use atrest_crypto::backend::software::SoftwareBackend;
+use atrest_infra::clock::ManualClock;
+use atrest_infra::db::Db;
 use atrest_vault::Permission;
-use atrest_vault::clock::ManualClock;
-use atrest_vault::db::Db;
 use atrest_vault::model::{VaultInfo, VaultSettings};
 use atrest_vault::{CreateKey, KeyOp, OpInput, PrincipalKind, Refusal, Role, UpdateKey, VaultError, VaultService};
 use std::sync::Arc;
@@ -25,8 +25,8 @@ struct Env {
 async fn env_with(settings: VaultSettings) -> Env {
     let url = std::env::var("ATREST_TEST_DATABASE_URL").unwrap_or_else(|_| "sqlite::memory:".into());
     let db = Db::connect(&url).await.unwrap();
-    db.migrate().await.unwrap();
-    db.migrate().await.unwrap(); // idempotent
+    atrest_vault::schema::migrate(&db).await.unwrap();
+    atrest_vault::schema::migrate(&db).await.unwrap(); // idempotent
     let root = SecretKey::from_slice(&[5; 32]).unwrap();
     let clock = ManualClock::new(T0);
     let svc =

@@ -3,7 +3,7 @@
 //! `TEXT`/`BIGINT`/`BYTEA` columns (SQLite stores a `BYTEA` value as the blob it is),
 //! booleans as 0/1, times as Unix seconds.
 
-use crate::error::Result;
+use crate::error::{InfraError, Result};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use std::str::FromStr;
@@ -24,15 +24,6 @@ pub struct Db {
     engine: Engine,
 }
 
-/// Schema migrations, applied in order, each once. Never edit a released entry: append.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("schema/0001_vault.sql")),
-    (2, include_str!("schema/0002_access.sql")),
-    (3, include_str!("schema/0003_audit.sql")),
-    (4, include_str!("schema/0004_rotation.sql")),
-    (5, include_str!("schema/0005_leases.sql")),
-];
-
 impl Db {
     /// Connects to `url` (`sqlite://PATH?mode=rwc`, `sqlite::memory:`, `postgres://…`).
     ///
@@ -45,7 +36,7 @@ impl Db {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Engine::Postgres
         } else {
-            return Err(crate::VaultError::bad("database URL must start with sqlite: or postgres:"));
+            return Err(InfraError::BadParameter("database URL must start with sqlite: or postgres:".into()));
         };
         let opts = AnyConnectOptions::from_str(url)?;
         let mut pool = AnyPoolOptions::new();
@@ -160,23 +151,14 @@ impl Db {
         Ok(sqlx::query_scalar("SELECT seq FROM atrest_commit_seq WHERE id = 1").fetch_one(&self.pool).await?)
     }
 
-    /// Applies pending migrations inside one transaction each. Safe when several nodes
-    /// start at once: on PostgreSQL the whole run holds an advisory lock, so one node
-    /// migrates and the others wait, then find nothing to do; SQLite's own file lock
-    /// serializes writers.
+    /// Applies a component's pending migrations inside one transaction each, recorded in
+    /// one tracking table (components keep their version numbers apart: the vault uses
+    /// 1 and up, the data service 1001 and up). Safe when several nodes start at once: on
+    /// PostgreSQL the whole run holds an advisory lock, so one node migrates and the
+    /// others wait, then find nothing to do; SQLite's own file lock serializes writers.
     ///
     /// # Errors
     /// Database errors; a failed migration rolls back and leaves the schema as it was.
-    pub async fn migrate(&self) -> Result<()> {
-        self.migrate_with(MIGRATIONS).await
-    }
-
-    /// Applies another component's migrations (the data service's) with the same rules,
-    /// in the same tracking table: their version numbers must not overlap the vault's
-    /// (the data service uses 1001 and up).
-    ///
-    /// # Errors
-    /// As [`Self::migrate`].
     pub async fn migrate_with(&self, migrations: &[(i64, &str)]) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
         if self.engine == Engine::Postgres {
@@ -231,13 +213,5 @@ pub fn assert_splittable(migrations: &[(i64, &str)]) {
             let cut = line.split_once(';').is_some_and(|(_, rest)| !rest.trim().is_empty());
             assert!(!cut, "migration {version}: a comment holds ';', which splits the statement: {line}");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn migrations_split_into_whole_statements() {
-        super::assert_splittable(super::MIGRATIONS);
     }
 }

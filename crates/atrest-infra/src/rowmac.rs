@@ -7,7 +7,7 @@
 //! salt "atrest/v1/root", info "row-mac"). The identifying columns (vault, name,
 //! version) are fields too, so a row copied onto another row's identity fails.
 
-use crate::error::{Result, VaultError};
+use crate::error::{InfraError, Result};
 use atrest_crypto::SecretKey;
 use atrest_crypto::kdf::{MacKey, hkdf_sha256};
 
@@ -84,7 +84,7 @@ impl RowMac {
     /// Verifies a row; `what` names it in the error (identifiers only, never secrets).
     pub fn check(&self, table: &str, fields: &[Field<'_>], mac: &[u8], what: impl FnOnce() -> String) -> Result<()> {
         let ok = mac.first() == Some(&VERSION) && self.0.verify(&[&Self::encode(table, fields)], &mac[1..]).is_ok();
-        if ok { Ok(()) } else { Err(VaultError::Integrity { what: what() }) }
+        if ok { Ok(()) } else { Err(InfraError::Integrity { what: what() }) }
     }
 }
 
