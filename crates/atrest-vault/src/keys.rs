@@ -541,12 +541,32 @@ impl VaultService {
         self.bundle(vault, &key, &v)
     }
 
+    /// The key type a request asks for. `-HSM` types need a backend that reports
+    /// HSM protection; the refusal comes from the backend's capabilities, not from a
+    /// list of what atrest supports.
+    fn requested_kty(&self, requested: &str) -> Result<Kty> {
+        let Some(base) = requested.strip_suffix("-HSM") else { return Kty::parse(requested) };
+        let kty = Kty::parse(base)?;
+        if self.backend.capabilities().protection != atrest_crypto::backend::Protection::Hsm {
+            return Err(VaultError::bad(format!(
+                "key type {requested} needs an HSM backend and this vault's key backend ({}) keeps software keys \
+                 only; create the key as {} instead, or configure a PKCS#11 backend",
+                self.backend.name(),
+                kty.as_str()
+            )));
+        }
+        Err(VaultError::bad(format!(
+            "key type {requested}: the {} backend reports HSM protection, but this build stores no HSM key types yet",
+            self.backend.name()
+        )))
+    }
+
     /// Creates a key, or a new version of an existing one.
     ///
     /// # Errors
     /// `BadParameter` (type, size, curve, ops, name), `Conflict` (soft-deleted name).
     pub async fn create_key(&self, vault: &VaultInfo, name: &str, req: CreateKey) -> Result<KeyBundle> {
-        let kty = Kty::parse(&req.kty)?;
+        let kty = self.requested_kty(&req.kty)?;
         let spec = match kty {
             Kty::Rsa => {
                 if req.crv.is_some() {
@@ -565,6 +585,14 @@ impl VaultService {
                 other => return Err(VaultError::bad(format!("oct key size {other} is not supported: use 256"))),
             },
         };
+        let caps = self.backend.capabilities();
+        if !caps.specs.contains(&spec) {
+            return Err(VaultError::bad(format!(
+                "the key backend ({}) cannot create {spec:?} keys; it can create {:?}",
+                self.backend.name(),
+                caps.specs
+            )));
+        }
         let ops = check_ops(kty, req.key_ops)?;
         let new = NewVersion {
             kty,
@@ -592,7 +620,7 @@ impl VaultService {
     ) -> Result<KeyBundle> {
         use atrest_crypto::backend::ImportKey;
         use zeroize::Zeroizing;
-        let kty = Kty::parse(&jwk.kty)?;
+        let kty = self.requested_kty(&jwk.kty)?;
         let member = |v: Option<&str>, what: &str| -> Result<Zeroizing<Vec<u8>>> {
             let s = v.ok_or_else(|| {
                 VaultError::bad(format!("the JWK lacks {what}, which importing a {} key requires", kty.as_str()))

@@ -21,7 +21,8 @@ pub fn b64u_decode(s: &str, what: &str) -> Result<Vec<u8>, crate::VaultError> {
     atrest_wire::b64::decode(s).ok_or_else(|| crate::VaultError::bad(format!("{what} is not valid base64url")))
 }
 
-/// Key types (`kty`). `-HSM` variants are refused until a vault has an HSM backend.
+/// Key types (`kty`) as stored. A request's `-HSM` variants are checked against the key
+/// backend's capabilities (`VaultService::create_key`, `import_key`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kty {
     /// RSA.
@@ -46,18 +47,15 @@ impl Kty {
     /// Parses a JWK `kty`.
     ///
     /// # Errors
-    /// `BadParameter` for unknown types, and for `-HSM` types with a message that says why.
+    /// `BadParameter` for unknown types.
     pub fn parse(s: &str) -> Result<Self, crate::VaultError> {
         match s {
             "RSA" => Ok(Kty::Rsa),
             "EC" => Ok(Kty::Ec),
             "oct" => Ok(Kty::Oct),
-            "RSA-HSM" | "EC-HSM" | "oct-HSM" => Err(crate::VaultError::bad(format!(
-                "key type {s} needs an HSM backend and this vault has none (software keys only); \
-                 create the key as {} instead, or configure a PKCS#11 backend for the vault",
-                s.trim_end_matches("-HSM")
+            other => Err(crate::VaultError::bad(format!(
+                "unknown key type {other:?}: use RSA, EC or oct (RSA-HSM, EC-HSM or oct-HSM with an HSM backend)"
             ))),
-            other => Err(crate::VaultError::bad(format!("unknown key type {other:?}: use RSA, EC or oct"))),
         }
     }
 

@@ -721,3 +721,104 @@ async fn secure_import_under_an_import_key() {
     let err = e.svc.import_key(&e.vault, "refused", jwk, NewKeyAttributes::default()).await.unwrap_err();
     assert!(err.to_string().contains("disabled"), "{err}");
 }
+
+/// A backend that reports fewer capabilities than the software one it wraps, as a
+/// limited token would.
+struct Limited(SoftwareBackend);
+
+impl atrest_crypto::backend::KeyBackend for Limited {
+    fn name(&self) -> &'static str {
+        "limited"
+    }
+    fn capabilities(&self) -> atrest_crypto::backend::Capabilities {
+        atrest_crypto::backend::Capabilities {
+            specs: vec![atrest_crypto::backend::KeySpec::Aes256],
+            ..self.0.capabilities()
+        }
+    }
+    fn generate(
+        &self,
+        spec: atrest_crypto::backend::KeySpec,
+        binding: &[&[u8]],
+    ) -> atrest_crypto::Result<atrest_crypto::backend::BackendKey> {
+        self.0.generate(spec, binding)
+    }
+    fn import(
+        &self,
+        key: atrest_crypto::backend::ImportKey,
+        binding: &[&[u8]],
+    ) -> atrest_crypto::Result<atrest_crypto::backend::BackendKey> {
+        self.0.import(key, binding)
+    }
+    fn rebind(
+        &self,
+        key: &atrest_crypto::backend::BackendKey,
+        from: &[&[u8]],
+        to: &[&[u8]],
+    ) -> atrest_crypto::Result<atrest_crypto::backend::BackendKey> {
+        self.0.rebind(key, from, to)
+    }
+    fn wrap_key(
+        &self,
+        key: &atrest_crypto::backend::BackendKey,
+        binding: &[&[u8]],
+        alg: atrest_crypto::backend::WrapAlg,
+        plaintext: &[u8],
+    ) -> atrest_crypto::Result<Vec<u8>> {
+        self.0.wrap_key(key, binding, alg, plaintext)
+    }
+    fn unwrap_key(
+        &self,
+        key: &atrest_crypto::backend::BackendKey,
+        binding: &[&[u8]],
+        alg: atrest_crypto::backend::WrapAlg,
+        wrapped: &[u8],
+    ) -> atrest_crypto::Result<atrest_crypto::SecretBytes> {
+        self.0.unwrap_key(key, binding, alg, wrapped)
+    }
+    fn encrypt_gcm(
+        &self,
+        key: &atrest_crypto::backend::BackendKey,
+        binding: &[&[u8]],
+        iv: [u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> atrest_crypto::Result<(Vec<u8>, [u8; 16])> {
+        self.0.encrypt_gcm(key, binding, iv, aad, plaintext)
+    }
+    fn decrypt_gcm(
+        &self,
+        key: &atrest_crypto::backend::BackendKey,
+        binding: &[&[u8]],
+        iv: [u8; 12],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8],
+    ) -> atrest_crypto::Result<atrest_crypto::SecretBytes> {
+        self.0.decrypt_gcm(key, binding, iv, aad, ciphertext, tag)
+    }
+    fn sign(
+        &self,
+        key: &atrest_crypto::backend::BackendKey,
+        binding: &[&[u8]],
+        alg: atrest_crypto::backend::SignAlg,
+        digest: &[u8],
+    ) -> atrest_crypto::Result<Vec<u8>> {
+        self.0.sign(key, binding, alg, digest)
+    }
+}
+
+#[tokio::test]
+async fn what_the_backend_cannot_hold_is_refused_by_its_own_answer() {
+    let db = Db::connect("sqlite::memory:").await.unwrap();
+    atrest_vault::schema::migrate(&db).await.unwrap();
+    let root = SecretKey::from_slice(&[5; 32]).unwrap();
+    let backend = Arc::new(Limited(SoftwareBackend::new(&root).unwrap()));
+    let svc = VaultService::new(db, backend, &root, Arc::new(ManualClock::new(T0))).unwrap();
+    let vault = svc.create_vault("tenant-1", "limited", VaultSettings::default()).await.unwrap();
+    svc.create_key(&vault, "aes", oct()).await.unwrap();
+    let e = svc.create_key(&vault, "rsa", CreateKey { kty: "RSA".into(), ..CreateKey::default() }).await.unwrap_err();
+    assert!(e.to_string().contains("the key backend (limited) cannot create Rsa(B2048)"), "{e}");
+    let e = svc.create_key(&vault, "h", CreateKey { kty: "oct-HSM".into(), ..CreateKey::default() }).await.unwrap_err();
+    assert!(e.to_string().contains("key backend (limited) keeps software keys only"), "{e}");
+}

@@ -10,6 +10,7 @@
 //! version). The software backend uses it as the associated context of the sealed
 //! material, so a handle copied onto another key's row does not open.
 
+pub mod conformance;
 pub mod software;
 
 use crate::Result;
@@ -91,10 +92,42 @@ pub enum SignAlg {
     Es384,
 }
 
+/// How a backend protects the keys it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protection {
+    /// Key material sealed in software (the vault's `RSA`, `EC`, `oct` key types).
+    Software,
+    /// Key material inside a hardware security module (the `-HSM` key types).
+    Hsm,
+}
+
+/// What a backend can do, as it reports it (probed where the device could lie): callers
+/// refuse what is missing from here, naming it, instead of hard-coding what a kind of
+/// backend supports.
+#[derive(Debug, Clone)]
+pub struct Capabilities {
+    /// How its keys are protected.
+    pub protection: Protection,
+    /// Key types and sizes it can generate and hold.
+    pub specs: Vec<KeySpec>,
+    /// Wrap and unwrap algorithms.
+    pub wrap_algs: Vec<WrapAlg>,
+    /// Signature algorithms.
+    pub sign_algs: Vec<SignAlg>,
+    /// A256GCM encrypt and decrypt.
+    pub gcm: bool,
+    /// Whether its calls block on I/O (a device), so callers must run them off the async
+    /// workers (software keys only compute).
+    pub blocking: bool,
+}
+
 /// Who holds long-lived keys and performs their secret operations.
 pub trait KeyBackend: Send + Sync {
     /// Short name for logs and `/readyz` (e.g. `software`, `pkcs11`).
     fn name(&self) -> &'static str;
+
+    /// What it can do.
+    fn capabilities(&self) -> Capabilities;
 
     /// Creates a key.
     ///

@@ -2,7 +2,7 @@
 //! and at rest only as a record sealed under a key derived from the root key, with
 //! the key's binding (vault, name, version) as context.
 
-use super::{BackendKey, ImportKey, KeyBackend, KeySpec, PublicKey, SignAlg, WrapAlg};
+use super::{BackendKey, Capabilities, ImportKey, KeyBackend, KeySpec, Protection, PublicKey, SignAlg, WrapAlg};
 use crate::aead::AeadKey;
 use crate::ec::{EcCurve, EcPrivateKey};
 use crate::rsa::{OaepHash, RsaBits, RsaPrivateKey, RsaSignature};
@@ -94,6 +94,24 @@ fn bits(n: usize) -> Result<RsaBits> {
 impl KeyBackend for SoftwareBackend {
     fn name(&self) -> &'static str {
         "software"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            protection: Protection::Software,
+            specs: vec![
+                KeySpec::Rsa(RsaBits::B2048),
+                KeySpec::Rsa(RsaBits::B3072),
+                KeySpec::Rsa(RsaBits::B4096),
+                KeySpec::Ec(EcCurve::P256),
+                KeySpec::Ec(EcCurve::P384),
+                KeySpec::Aes256,
+            ],
+            wrap_algs: vec![WrapAlg::RsaOaep, WrapAlg::RsaOaep256, WrapAlg::Rsa1_5, WrapAlg::A256Kw],
+            sign_algs: vec![SignAlg::Rs256, SignAlg::Ps256, SignAlg::Es256, SignAlg::Es384],
+            gcm: true,
+            blocking: false,
+        }
     }
 
     fn generate(&self, spec: KeySpec, binding: &[&[u8]]) -> Result<BackendKey> {
@@ -193,6 +211,11 @@ mod tests {
     }
 
     const BIND: &[&[u8]] = &[b"vault", b"key", b"v1"];
+
+    #[test]
+    fn passes_the_backend_conformance_suite() {
+        crate::backend::conformance::check(&backend());
+    }
 
     #[test]
     fn aes_wrap_unwrap_and_binding() {
