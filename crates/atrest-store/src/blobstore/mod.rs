@@ -16,6 +16,7 @@
 //!   than `InvalidData`/`UnexpectedEof`, which callers report as storage unavailable,
 //!   not as tampering; a missing body is `NotFound`.
 
+pub mod conformance;
 pub mod local;
 pub mod s3;
 
@@ -253,6 +254,15 @@ mod tests {
         rt.block_on(store.remove("r1", "o.1.aa")).unwrap();
         rt.block_on(store.remove_resource("r1")).unwrap();
         assert!(!dir.join("r1").exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_local_directory_passes_the_conformance_suite() {
+        let dir = temp();
+        let store = std::sync::Arc::new(BlobStore::from_location(&format!("file://{}", dir.display())).unwrap());
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        rt.block_on(conformance::check(store, "r-conformance"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 
