@@ -37,6 +37,7 @@ mod error;
 pub mod hierarchy;
 mod jobs;
 pub mod keyvault;
+pub mod keyvault_conformance;
 pub mod layers;
 mod messages;
 mod metrics;

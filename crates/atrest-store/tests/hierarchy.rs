@@ -151,3 +151,17 @@ async fn revocation_and_recovery_lose_nothing() {
     assert!(uses.iter().any(|r| r.principal == "bot-identity" && r.operation == "unwrapKey"));
     assert!(uses.iter().any(|r| r.principal == "bot-identity" && r.operation == "wrapKey"));
 }
+
+#[tokio::test]
+async fn the_in_process_client_passes_the_vault_client_conformance_suite() {
+    let e = env().await;
+    let first = e.svc.get_key(&e.vault, "pmk", None).await.unwrap().version;
+    e.svc.rotate_key(&e.vault, "pmk").await.unwrap();
+    let fixture = atrest_store::keyvault_conformance::Fixture {
+        oct: kref("pmk"),
+        oct_first: first,
+        rsa: kref("cmk"),
+        missing: kref("nope"),
+    };
+    atrest_store::keyvault_conformance::check(&e.kv, &fixture).await;
+}
