@@ -87,3 +87,27 @@ impl Leases {
         Ok(())
     }
 }
+
+/// The lease conformance suite: `a` and `b` are two nodes of one deployment (each with
+/// its own holder id) over the same database, at time `now`. On SQLite (one node by
+/// design) both are [`Leases::Local`] and every lease is granted; shared leases are
+/// exclusive, renewable by their holder, taken over once expired, and released.
+///
+/// # Panics
+/// On the first property that does not hold.
+pub async fn conformance(a: &Leases, b: &Leases, name: &str, now: i64) {
+    if matches!(a, Leases::Local) {
+        assert!(a.acquire(name, now, 10).await.expect("acquire") && b.acquire(name, now, 10).await.expect("acquire"));
+        return;
+    }
+    assert_ne!(a.holder(), b.holder(), "two nodes need two holder ids");
+    assert!(a.acquire(name, now, 10).await.expect("acquire"), "a free lease is granted");
+    assert!(!b.acquire(name, now + 1, 10).await.expect("acquire"), "a held lease is exclusive");
+    assert!(a.acquire(name, now + 5, 10).await.expect("renew"), "its holder renews it");
+    assert!(!b.acquire(name, now + 14, 10).await.expect("acquire"), "renewed: still held at +14");
+    assert!(b.acquire(name, now + 16, 10).await.expect("acquire"), "expired: another node takes it");
+    assert!(!a.acquire(name, now + 17, 10).await.expect("acquire"), "the old holder has lost it");
+    b.release(name).await.expect("release");
+    assert!(a.acquire(name, now + 18, 10).await.expect("acquire"), "released: free at once");
+    a.release(name).await.expect("release");
+}

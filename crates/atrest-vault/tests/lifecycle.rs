@@ -822,3 +822,14 @@ async fn what_the_backend_cannot_hold_is_refused_by_its_own_answer() {
     let e = svc.create_key(&vault, "h", CreateKey { kty: "oct-HSM".into(), ..CreateKey::default() }).await.unwrap_err();
     assert!(e.to_string().contains("key backend (limited) keeps software keys only"), "{e}");
 }
+
+/// The lease seam's conformance suite: on SQLite every lease is granted (one node); with
+/// `ATREST_TEST_DATABASE_URL` on PostgreSQL, two nodes share them exclusively.
+#[tokio::test]
+async fn leases_pass_the_conformance_suite() {
+    let e = env().await;
+    let (a, b) =
+        (atrest_infra::lease::Leases::for_db(&e.db).unwrap(), atrest_infra::lease::Leases::for_db(&e.db).unwrap());
+    let name = format!("conformance-{}", hex::encode(atrest_crypto::rand::bytes::<6>().unwrap()));
+    atrest_infra::lease::conformance(&a, &b, &name, T0).await;
+}
