@@ -3,6 +3,7 @@
 //! on a running server.
 
 use crate::Output;
+use crate::error::CliResult;
 use atrest_server::ServeConfig;
 use atrest_vault::VaultService;
 use atrest_vault::audit::{AuditFilter, Checkpoint, DEPLOYMENT_CHAIN};
@@ -88,7 +89,7 @@ pub(crate) struct FilterArgs {
     until: Option<i64>,
 }
 
-async fn open(d: &DataArgs) -> Result<std::sync::Arc<VaultService>, String> {
+async fn open(d: &DataArgs) -> CliResult<std::sync::Arc<VaultService>> {
     let cfg = ServeConfig {
         data_dir: d.data_dir.clone(),
         database_url: d.database_url.clone(),
@@ -100,7 +101,7 @@ async fn open(d: &DataArgs) -> Result<std::sync::Arc<VaultService>, String> {
 }
 
 /// (chain id, display name) of the chains to look at.
-async fn chains(svc: &VaultService, only: Option<&str>) -> Result<Vec<(String, String)>, String> {
+async fn chains(svc: &VaultService, only: Option<&str>) -> CliResult<Vec<(String, String)>> {
     let names: HashMap<String, String> =
         svc.verified_vaults().await.map_err(|e| e.to_string())?.0.into_iter().map(|v| (v.id, v.name)).collect();
     let mut out = Vec::new();
@@ -113,12 +114,12 @@ async fn chains(svc: &VaultService, only: Option<&str>) -> Result<Vec<(String, S
     if let Some(o) = only
         && out.is_empty()
     {
-        return Err(format!("no audit chain for vault {o:?} (use a vault name or {DEPLOYMENT_CHAIN})"));
+        return Err(format!("no audit chain for vault {o:?} (use a vault name or {DEPLOYMENT_CHAIN})").into());
     }
     Ok(out)
 }
 
-fn latest_checkpoints(path: &std::path::Path) -> Result<HashMap<String, Checkpoint>, String> {
+fn latest_checkpoints(path: &std::path::Path) -> CliResult<HashMap<String, Checkpoint>> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut out = HashMap::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -129,7 +130,7 @@ fn latest_checkpoints(path: &std::path::Path) -> Result<HashMap<String, Checkpoi
     Ok(out)
 }
 
-pub(crate) fn run(cmd: AuditCommand) -> Result<String, String> {
+pub(crate) fn run(cmd: AuditCommand) -> CliResult {
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async move {
         match cmd {
@@ -168,7 +169,7 @@ pub(crate) fn run(cmd: AuditCommand) -> Result<String, String> {
                 }
                 if bad > 0 {
                     print!("{out}");
-                    return Err(format!("{bad} audit chain(s) failed verification"));
+                    return Err(format!("{bad} audit chain(s) failed verification").into());
                 }
                 Ok(out)
             }

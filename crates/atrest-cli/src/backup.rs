@@ -4,6 +4,7 @@
 //! stopped.
 
 use crate::Output;
+use crate::error::CliResult;
 use atrest_server::ServeConfig;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -71,18 +72,18 @@ pub(crate) enum AnchorCommand {
     },
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))
+fn runtime() -> CliResult<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?)
 }
 
-fn print<T: serde::Serialize>(output: Output, value: &T, table: String) -> Result<String, String> {
+fn print<T: serde::Serialize>(output: Output, value: &T, table: String) -> CliResult {
     match output {
         Output::Table => Ok(table),
         Output::Json => Ok(format!("{}\n", serde_json::to_string_pretty(value).map_err(|e| e.to_string())?)),
     }
 }
 
-pub(crate) fn backup(deployment: &Deployment, to: &std::path::Path) -> Result<String, String> {
+pub(crate) fn backup(deployment: &Deployment, to: &std::path::Path) -> CliResult {
     let cfg = deployment.config();
     let r = runtime()?.block_on(atrest_server::backup::backup(&cfg, to)).map_err(|e| e.to_string())?;
     let mut t = format!(
@@ -99,7 +100,7 @@ pub(crate) fn backup(deployment: &Deployment, to: &std::path::Path) -> Result<St
     print(deployment.output, &r, t)
 }
 
-pub(crate) fn restore(deployment: &Deployment, from: &std::path::Path) -> Result<String, String> {
+pub(crate) fn restore(deployment: &Deployment, from: &std::path::Path) -> CliResult {
     let cfg = deployment.config();
     let r = runtime()?.block_on(atrest_server::backup::restore(&cfg, from)).map_err(|e| e.to_string())?;
     let t = format!(
@@ -113,7 +114,7 @@ pub(crate) fn restore(deployment: &Deployment, from: &std::path::Path) -> Result
     print(deployment.output, &r, t)
 }
 
-pub(crate) fn anchor(cmd: &AnchorCommand) -> Result<String, String> {
+pub(crate) fn anchor(cmd: &AnchorCommand) -> CliResult {
     let AnchorCommand::Reset { deployment } = cmd;
     let cfg = deployment.config();
     let (before, now) = runtime()?.block_on(atrest_server::backup::accept_rollback(&cfg)).map_err(|e| e.to_string())?;
@@ -131,7 +132,7 @@ pub(crate) fn anchor(cmd: &AnchorCommand) -> Result<String, String> {
 /// `atrest verify`: the running server scans every data-service row (resource and
 /// object rows against their MACs, objects against their resources); exit status 1 when
 /// anything fails.
-pub(crate) fn verify(conn: &crate::client::Conn) -> Result<String, String> {
+pub(crate) fn verify(conn: &crate::client::Conn) -> CliResult {
     let api = conn.api()?;
     let output = conn.output;
     let report = tokio::runtime::Builder::new_current_thread()
@@ -157,6 +158,6 @@ pub(crate) fn verify(conn: &crate::client::Conn) -> Result<String, String> {
         Ok(text)
     } else {
         print!("{text}");
-        Err(format!("{} data-service rows failed verification", problems.len()))
+        Err(format!("{} data-service rows failed verification", problems.len()).into())
     }
 }

@@ -3,6 +3,7 @@
 //! results are printed.
 
 use crate::Output;
+use crate::error::{CliError, CliResult};
 use clap::Args;
 use reqwest::{Client, Method};
 use serde_json::Value;
@@ -54,7 +55,7 @@ pub(crate) struct Api {
     token: atrest_crypto::SecretBytes,
 }
 
-fn read_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+fn read_roots(path: &Path) -> CliResult<rustls::RootCertStore> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -62,7 +63,7 @@ fn read_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
         roots.add(c).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if roots.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
+        return Err(format!("{} holds no PEM certificate", path.display()).into());
     }
     Ok(roots)
 }
@@ -77,7 +78,7 @@ impl Api {
 
 impl Conn {
     /// Connects (lazily: the first request opens the connection).
-    pub(crate) fn api(&self) -> Result<Api, String> {
+    pub(crate) fn api(&self) -> CliResult<Api> {
         let token = match (&self.token, &self.token_file) {
             (Some(t), _) => atrest_crypto::SecretBytes::new(t.trim().as_bytes().to_vec()),
             (None, file) => {
@@ -104,7 +105,7 @@ impl Conn {
             .with_no_client_auth();
         let url = reqwest::Url::parse(&self.url).map_err(|e| format!("--url {}: {e}", self.url))?;
         if url.scheme() != "https" {
-            return Err(format!("--url {} must be https://", self.url));
+            return Err(format!("--url {} must be https://", self.url).into());
         }
         let host = url.host_str().ok_or_else(|| format!("--url {} has no host", self.url))?.to_string();
         let port = url.port_or_known_default().unwrap_or(443);
@@ -131,18 +132,18 @@ impl Conn {
 
 impl Api {
     /// Calls the admin API (`path` below `/admin`).
-    pub(crate) async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, String> {
+    pub(crate) async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> CliResult<Value> {
         self.send(method, format!("{}/admin{path}", self.base), body).await
     }
 
     /// Calls the keys API of the selected vault (`path` like `/keys/NAME`).
-    pub(crate) async fn keys(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, String> {
+    pub(crate) async fn keys(&self, method: Method, path: &str, body: Option<Value>) -> CliResult<Value> {
         let sep = if path.contains('?') { '&' } else { '?' };
         self.send(method, format!("{}{path}{sep}api-version={API_VERSION}", self.vault_base), body).await
     }
 
     /// Follows `nextLink` until the list ends; returns every item.
-    pub(crate) async fn keys_all(&self, path: &str) -> Result<Value, String> {
+    pub(crate) async fn keys_all(&self, path: &str) -> CliResult<Value> {
         let mut page = self.keys(Method::GET, path, None).await?;
         let mut items: Vec<Value> = Vec::new();
         loop {
@@ -154,10 +155,10 @@ impl Api {
                     // The token goes only where the first request went.
                     let same_origin = next.strip_prefix(&self.vault_base).is_some_and(|rest| rest.starts_with('/'));
                     if !same_origin {
-                        return Err(format!(
+                        return Err(CliError::Local(format!(
                             "the server's nextLink {next} leaves {}; refusing to follow it",
                             self.vault_base
-                        ));
+                        )));
                     }
                     page = self.send(Method::GET, next.to_string(), None).await?;
                 }
@@ -167,32 +168,24 @@ impl Api {
         Ok(serde_json::json!({"value": items}))
     }
 
-    async fn send(&self, method: Method, url: String, body: Option<Value>) -> Result<Value, String> {
+    async fn send(&self, method: Method, url: String, body: Option<Value>) -> CliResult<Value> {
         let mut req = self.client.request(method, &url).bearer_auth(self.bearer());
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.map_err(|e| {
-            let mut msg = format!("cannot reach {url}: {e}");
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            msg
-        })?;
+        let resp = req.send().await.map_err(|e| unreachable(&url, &e))?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| e.to_string())?;
+        let text = resp.text().await.map_err(|e| unreachable(&url, &e))?;
         let v: Value =
             if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         if status.is_success() {
             return Ok(v);
         }
-        Err(error_text(status, &v))
+        Err(refused(status, &v))
     }
 
     /// Calls the data API (`path` below `/data`).
-    pub(crate) async fn data(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, String> {
+    pub(crate) async fn data(&self, method: Method, path: &str, body: Option<Value>) -> CliResult<Value> {
         self.send(method, format!("{}/data{path}", self.base), body).await
     }
 
@@ -202,25 +195,37 @@ impl Api {
     }
 
     /// Sends a raw request; an error status becomes the server's message.
-    pub(crate) async fn raw(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
-        let resp = req.send().await.map_err(|e| format!("cannot reach {}: {e}", self.base))?;
+    pub(crate) async fn raw(&self, req: reqwest::RequestBuilder) -> CliResult<reqwest::Response> {
+        let resp = req.send().await.map_err(|e| unreachable(&self.base, &e))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Err(error_text(status, &v))
+        Err(refused(status, &v))
     }
 }
 
-fn error_text(status: reqwest::StatusCode, v: &Value) -> String {
-    let code = v.pointer("/error/code").and_then(Value::as_str).unwrap_or("Error");
-    let inner = v.pointer("/error/innererror/code").and_then(Value::as_str);
-    let message = v.pointer("/error/message").and_then(Value::as_str).unwrap_or("");
-    match inner {
-        Some(i) => format!("{} {code} ({i}): {message}", status.as_u16()),
-        None => format!("{} {code}: {message}", status.as_u16()),
+/// A transport failure, with its chain of causes.
+fn unreachable(url: &str, e: &reqwest::Error) -> CliError {
+    let mut detail = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        detail.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    CliError::Unreachable { url: url.to_string(), detail }
+}
+
+/// The server's error answer, typed.
+fn refused(status: reqwest::StatusCode, v: &Value) -> CliError {
+    let text = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
+    CliError::Refused {
+        status: status.as_u16(),
+        code: text("/error/code").unwrap_or_else(|| "Error".into()),
+        inner: text("/error/innererror/code"),
+        message: text("/error/message").unwrap_or_default(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! over HTTPS, through the server's `/data/` API.
 
 use crate::client::{Api, render};
+use crate::error::CliResult;
 use crate::manage::Managed;
 use clap::Subcommand;
 use futures_util::StreamExt;
@@ -183,7 +184,7 @@ pub(crate) enum JobCmd {
     Watch { id: String },
 }
 
-fn run<F: std::future::Future<Output = Result<String, String>>>(f: F) -> Result<String, String> {
+fn run<F: std::future::Future<Output = CliResult>>(f: F) -> CliResult {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -191,7 +192,7 @@ fn run<F: std::future::Future<Output = Result<String, String>>>(f: F) -> Result<
         .block_on(f)
 }
 
-fn connect<C: Subcommand>(m: &Managed<C>) -> Result<(Api, crate::Output), String> {
+fn connect<C: Subcommand>(m: &Managed<C>) -> CliResult<(Api, crate::Output)> {
     Ok((m.conn().api()?, m.conn().output))
 }
 
@@ -199,7 +200,7 @@ const RESOURCE_COLUMNS: &[&str] = &["name", "state", "/encryption/keySource", "/
 const OBJECT_COLUMNS: &[&str] = &["name", "size", "generation", "etag", "updated"];
 const JOB_COLUMNS: &[&str] = &["id", "resource", "kind", "state", "done", "total", "error"];
 
-pub(crate) fn resource(m: Managed<ResourceCmd>) -> Result<String, String> {
+pub(crate) fn resource(m: Managed<ResourceCmd>) -> CliResult {
     let (api, out) = connect(&m)?;
     run(async move {
         let v = match m.into_cmd() {
@@ -213,7 +214,8 @@ pub(crate) fn resource(m: Managed<ResourceCmd>) -> Result<String, String> {
                 if !yes {
                     return Err(format!(
                         "deleting {name} destroys its keys: its data can never be read again; add --yes to confirm"
-                    ));
+                    )
+                    .into());
                 }
                 api.data(Method::DELETE, &format!("/resources/{}", enc(&name)), None).await?;
                 json!({"deleted": name})
@@ -259,15 +261,15 @@ pub(crate) fn resource(m: Managed<ResourceCmd>) -> Result<String, String> {
     })
 }
 
-fn read_input(value: Option<String>, file: Option<PathBuf>) -> Result<Vec<u8>, String> {
+fn read_input(value: Option<String>, file: Option<PathBuf>) -> CliResult<Vec<u8>> {
     match (value, file) {
         (Some(v), _) => Ok(v.into_bytes()),
-        (None, Some(f)) => std::fs::read(&f).map_err(|e| format!("cannot read {}: {e}", f.display())),
+        (None, Some(f)) => Ok(std::fs::read(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?),
         (None, None) => Err("give --value (or --body) or --file".into()),
     }
 }
 
-pub(crate) fn record(m: Managed<RecordCmd>) -> Result<String, String> {
+pub(crate) fn record(m: Managed<RecordCmd>) -> CliResult {
     let (api, out) = connect(&m)?;
     run(async move {
         let v = match m.into_cmd() {
@@ -308,7 +310,7 @@ pub(crate) fn record(m: Managed<RecordCmd>) -> Result<String, String> {
     })
 }
 
-async fn list_all(api: &Api, path: &str, prefix: &str) -> Result<Value, String> {
+async fn list_all(api: &Api, path: &str, prefix: &str) -> CliResult<Value> {
     let mut items = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -367,7 +369,7 @@ impl Progress {
     }
 }
 
-pub(crate) fn blob(m: Managed<BlobCmd>) -> Result<String, String> {
+pub(crate) fn blob(m: Managed<BlobCmd>) -> CliResult {
     let (api, out) = connect(&m)?;
     run(async move {
         let v = match m.into_cmd() {
@@ -419,7 +421,7 @@ pub(crate) fn blob(m: Managed<BlobCmd>) -> Result<String, String> {
                             if !to_stdout {
                                 let _ = std::fs::remove_file(&file);
                             }
-                            return Err(format!("the download failed part-way and was discarded: {e}"));
+                            return Err(format!("the download failed part-way and was discarded: {e}").into());
                         }
                     };
                     sink.write_all(&chunk).map_err(|e| e.to_string())?;
@@ -447,7 +449,7 @@ pub(crate) fn blob(m: Managed<BlobCmd>) -> Result<String, String> {
     })
 }
 
-pub(crate) fn message(m: Managed<MessageCmd>) -> Result<String, String> {
+pub(crate) fn message(m: Managed<MessageCmd>) -> CliResult {
     let (api, out) = connect(&m)?;
     run(async move {
         let v = match m.into_cmd() {
@@ -491,7 +493,7 @@ pub(crate) fn message(m: Managed<MessageCmd>) -> Result<String, String> {
     })
 }
 
-pub(crate) fn job(m: Managed<JobCmd>) -> Result<String, String> {
+pub(crate) fn job(m: Managed<JobCmd>) -> CliResult {
     let (api, out) = connect(&m)?;
     run(async move {
         let v = match m.into_cmd() {
@@ -530,7 +532,7 @@ pub(crate) fn job(m: Managed<JobCmd>) -> Result<String, String> {
 }
 
 /// `atrest key usage`: which resources use which key versions.
-pub(crate) async fn key_usage(api: &Api, out: crate::Output) -> Result<String, String> {
+pub(crate) async fn key_usage(api: &Api, out: crate::Output) -> CliResult {
     let v = api.data(Method::GET, "/key-usage", None).await?;
     if matches!(out, crate::Output::Json) {
         return Ok(render(&v, out, &[]));

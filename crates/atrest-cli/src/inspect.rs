@@ -1,11 +1,12 @@
 //! `atrest inspect`: what a sealed file claims to be, from its header and length.
 
 use crate::Output;
+use crate::error::CliResult;
 use atrest_format::{RecordHeader, StreamHeader, StreamLayout, TAG_LEN};
 use std::io::Read;
 use std::path::Path;
 
-pub(crate) fn run(path: &Path, output: Output) -> Result<String, String> {
+pub(crate) fn run(path: &Path, output: Output) -> CliResult {
     let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let len = file.metadata().map_err(|e| format!("cannot stat {}: {e}", path.display()))?.len();
     let mut head = Vec::with_capacity(StreamHeader::LEN);
@@ -18,7 +19,7 @@ pub(crate) fn run(path: &Path, output: Output) -> Result<String, String> {
 }
 
 /// Field/value pairs for a sealed object of total length `len` starting with `head`.
-fn describe(head: &[u8], len: u64) -> Result<Vec<(&'static str, String)>, String> {
+fn describe(head: &[u8], len: u64) -> CliResult<Vec<(&'static str, String)>> {
     let common = |kind: &str| {
         vec![
             ("format", kind.to_string()),
@@ -48,9 +49,10 @@ fn describe(head: &[u8], len: u64) -> Result<Vec<(&'static str, String)>, String
             Ok(f)
         }
         Some(b) => {
-            Err(format!("not an atrest sealed object (first byte {b:#04x}; records start with 'R', streams with 'S')"))
+            Err(format!("not an atrest sealed object (first byte {b:#04x}; records start with 'R', streams with 'S')")
+                .into())
         }
-        None => Err("empty file".to_string()),
+        None => Err("empty file".into()),
     }
 }
 
@@ -80,7 +82,7 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_with_a_useful_message() {
-        let e = describe(b"hello", 5).unwrap_err();
+        let e = describe(b"hello", 5).unwrap_err().to_string();
         assert!(e.contains("not an atrest sealed object"), "{e}");
         assert!(describe(b"", 0).is_err());
     }

@@ -9,6 +9,7 @@ mod audit;
 mod backup;
 mod client;
 mod data;
+mod error;
 mod inspect;
 mod manage;
 mod serve;
@@ -131,7 +132,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the server's admin API and its AKV-compatible keys API.
 
 use crate::client::{Api, Conn, render};
+use crate::error::CliResult;
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -288,7 +289,7 @@ pub(crate) struct KeyAttrs {
     tags: Vec<String>,
 }
 
-fn when(s: &str) -> Result<i64, String> {
+fn when(s: &str) -> CliResult<i64> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
     let now = i64::try_from(now).map_err(|e| e.to_string())?;
     if let Some(rel) = s.strip_prefix('+') {
@@ -299,15 +300,15 @@ fn when(s: &str) -> Result<i64, String> {
             "m" => 60,
             "h" => 3600,
             "d" => 86400,
-            _ => return Err(format!("{s}: unit must be s, m, h or d")),
+            _ => return Err(format!("{s}: unit must be s, m, h or d").into()),
         };
         return Ok(now + n * mult);
     }
-    s.parse().map_err(|_| format!("{s}: expected Unix seconds or +DURATION (e.g. +30d)"))
+    Ok(s.parse().map_err(|_| format!("{s}: expected Unix seconds or +DURATION (e.g. +30d)"))?)
 }
 
 impl KeyAttrs {
-    fn apply(&self, body: &mut Value, enabled: Option<bool>) -> Result<(), String> {
+    fn apply(&self, body: &mut Value, enabled: Option<bool>) -> CliResult<()> {
         let mut attrs = serde_json::Map::new();
         if let Some(e) = enabled {
             attrs.insert("enabled".into(), json!(e));
@@ -344,7 +345,7 @@ fn seg(s: &str) -> String {
     s.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect()
 }
 
-fn run_async<F: std::future::Future<Output = Result<String, String>>>(f: F) -> Result<String, String> {
+fn run_async<F: std::future::Future<Output = CliResult>>(f: F) -> CliResult {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -352,16 +353,16 @@ fn run_async<F: std::future::Future<Output = Result<String, String>>>(f: F) -> R
         .block_on(f)
 }
 
-fn check_names(names: &[&str]) -> Result<(), String> {
+fn check_names(names: &[&str]) -> CliResult<()> {
     for n in names {
         if seg(n) != *n || n.is_empty() {
-            return Err(format!("{n:?} is not a valid name: use letters, digits and '-'"));
+            return Err(format!("{n:?} is not a valid name: use letters, digits and '-'").into());
         }
     }
     Ok(())
 }
 
-pub(crate) fn tenant(m: Managed<TenantCmd>) -> Result<String, String> {
+pub(crate) fn tenant(m: Managed<TenantCmd>) -> CliResult {
     let api = m.conn.api()?;
     let out = m.conn.output;
     run_async(async move {
@@ -379,7 +380,7 @@ pub(crate) fn tenant(m: Managed<TenantCmd>) -> Result<String, String> {
     })
 }
 
-pub(crate) fn vault(m: Managed<VaultCmd>) -> Result<String, String> {
+pub(crate) fn vault(m: Managed<VaultCmd>) -> CliResult {
     let api = m.conn.api()?;
     let out = m.conn.output;
     run_async(async move {
@@ -411,7 +412,7 @@ pub(crate) fn vault(m: Managed<VaultCmd>) -> Result<String, String> {
     })
 }
 
-pub(crate) fn principal(m: Managed<PrincipalCmd>) -> Result<String, String> {
+pub(crate) fn principal(m: Managed<PrincipalCmd>) -> CliResult {
     let api = m.conn.api()?;
     let out = m.conn.output;
     let disabling = matches!(m.cmd, PrincipalCmd::Disable { .. });
@@ -441,7 +442,7 @@ pub(crate) fn principal(m: Managed<PrincipalCmd>) -> Result<String, String> {
     })
 }
 
-pub(crate) fn token(m: Managed<TokenCmd>) -> Result<String, String> {
+pub(crate) fn token(m: Managed<TokenCmd>) -> CliResult {
     let api = m.conn.api()?;
     let out = m.conn.output;
     run_async(async move {
@@ -474,7 +475,7 @@ pub(crate) fn token(m: Managed<TokenCmd>) -> Result<String, String> {
     })
 }
 
-pub(crate) fn policy(m: Managed<PolicyCmd>) -> Result<String, String> {
+pub(crate) fn policy(m: Managed<PolicyCmd>) -> CliResult {
     let api = m.conn.api()?;
     let out = m.conn.output;
     run_async(async move {
@@ -499,18 +500,18 @@ pub(crate) fn policy(m: Managed<PolicyCmd>) -> Result<String, String> {
     })
 }
 
-fn read_json(path: &PathBuf) -> Result<Value, String> {
+fn read_json(path: &PathBuf) -> CliResult<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))
+    Ok(serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?)
 }
 
-pub(crate) fn key(m: Managed<KeyCmd>) -> Result<String, String> {
+pub(crate) fn key(m: Managed<KeyCmd>) -> CliResult {
     let api = m.conn.api()?;
     let out = m.conn.output;
     run_async(async move { key_cmd(&api, m.cmd, out).await })
 }
 
-async fn key_cmd(api: &Api, cmd: KeyCmd, out: crate::Output) -> Result<String, String> {
+async fn key_cmd(api: &Api, cmd: KeyCmd, out: crate::Output) -> CliResult {
     let v = match cmd {
         KeyCmd::Usage => return crate::data::key_usage(api, out).await,
         KeyCmd::Create { name, kty, size, curve, attrs } => {
@@ -679,11 +680,13 @@ fn flatten_bundle(v: Value) -> Value {
 }
 
 /// The RSA public key of a bundle as a PEM `PUBLIC KEY` (SubjectPublicKeyInfo).
-fn rsa_pem(bundle: &Value) -> Result<String, String> {
+fn rsa_pem(bundle: &Value) -> CliResult {
     use base64::Engine as _;
-    let member = |m: &str| -> Result<Vec<u8>, String> {
+    let member = |m: &str| -> CliResult<Vec<u8>> {
         let s = bundle.pointer(&format!("/key/{m}")).and_then(Value::as_str).ok_or("--pem needs an RSA key")?;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).map_err(|e| e.to_string())
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s.trim_end_matches('='))
+            .map_err(|e| e.to_string())?)
     };
     let key =
         atrest_crypto::rsa::RsaPublicKey::from_components(&member("n")?, &member("e")?).map_err(|e| e.to_string())?;

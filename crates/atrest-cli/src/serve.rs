@@ -2,6 +2,7 @@
 //! entry of the TOML config file (`--config`), in that order of precedence, then the
 //! built-in default. Config keys are the flag names (`rate-limit = 500`).
 
+use crate::error::CliResult;
 use atrest_server::ServeConfig;
 use clap::Args;
 use serde::Deserialize;
@@ -283,7 +284,7 @@ impl ServeArgs {
     }
 }
 
-pub(crate) fn run(args: ServeArgs) -> Result<String, String> {
+pub(crate) fn run(args: ServeArgs) -> CliResult {
     let (cfg, log_format) = args.resolve()?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("ATREST_LOG").unwrap_or_else(|_| "info".into());
     if log_format == "json" {

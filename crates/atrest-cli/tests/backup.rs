@@ -100,6 +100,10 @@ fn an_online_backup_restores_everything_acknowledged_before_it() {
         restored.ok(&["blob", "get", "bot", name, out.to_str().unwrap()]);
         assert!(std::fs::read(&out).unwrap() == blob, "{name}");
     }
+    // Exit statuses tell a refusal (4) from an unreachable server (3) and a local error (1).
+    assert_eq!(restored.status(&["key", "show", "after"]), Some(4));
+    assert_eq!(restored.status(&["key", "show", "after", "--url", "https://127.0.0.1:1"]), Some(3));
+    assert_eq!(restored.status(&["record", "put", "bot", "x", "--file", "/nonexistent"]), Some(1));
     let scan = restored.ok(&["verify"]);
     assert!(scan.contains("all verify") && scan.contains("resource rows"), "{scan}");
     let verify = restored.ok(&["audit", "verify", "--data-dir", c.0.to_str().unwrap()]);

@@ -59,6 +59,19 @@ impl Cli {
         assert!(ok, "atrest {args:?} failed: {err}");
         out
     }
+
+    /// The exit status of `atrest ARGS` against the server.
+    pub fn status(&self, args: &[&str]) -> Option<i32> {
+        Command::new(env!("CARGO_BIN_EXE_atrest"))
+            .args(args)
+            .env("ATREST_URL", &self.url)
+            .env("ATREST_DATA_DIR", &self.dir)
+            .env_remove("ATREST_TOKEN")
+            .output()
+            .unwrap()
+            .status
+            .code()
+    }
 }
 
 /// A running `atrest serve` on a data directory.
