@@ -4,7 +4,7 @@
 
 use crate::Output;
 use crate::error::{CliError, CliResult};
-use clap::Args;
+use clap::{Args, Subcommand};
 use reqwest::{Client, Method};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -295,6 +295,25 @@ fn cell(v: Option<&Value>) -> String {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(a)) => a.iter().map(|x| cell(Some(x))).collect::<Vec<_>>().join(","),
         Some(other) => other.to_string(),
+    }
+}
+
+/// A client command: its subcommand and how to reach the server.
+#[derive(Args)]
+pub(crate) struct Managed<C: Subcommand> {
+    #[command(subcommand)]
+    pub(crate) cmd: C,
+    #[command(flatten)]
+    pub(crate) conn: Conn,
+}
+
+impl<C: Subcommand> Managed<C> {
+    pub(crate) fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
+    pub(crate) fn into_cmd(self) -> C {
+        self.cmd
     }
 }
 

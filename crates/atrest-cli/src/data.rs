@@ -1,9 +1,9 @@
 //! `atrest resource|record|blob|message|job …` and `atrest key usage`: the data service
 //! over HTTPS, through the server's `/data/` API.
 
+use crate::client::Managed;
 use crate::client::{Api, render};
 use crate::error::CliResult;
-use crate::manage::Managed;
 use clap::Subcommand;
 use futures_util::StreamExt;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};

@@ -62,27 +62,27 @@ enum Command {
     #[command(subcommand)]
     Audit(audit::AuditCommand),
     /// Tenants (over HTTPS, through the admin API).
-    Tenant(manage::Managed<manage::TenantCmd>),
+    Tenant(client::Managed<manage::TenantCmd>),
     /// Vaults and their settings.
-    Vault(manage::Managed<manage::VaultCmd>),
+    Vault(client::Managed<manage::VaultCmd>),
     /// Principals: users and service identities.
-    Principal(manage::Managed<manage::PrincipalCmd>),
+    Principal(client::Managed<manage::PrincipalCmd>),
     /// API tokens: issue, list, rotate, revoke.
-    Token(manage::Managed<manage::TokenCmd>),
+    Token(client::Managed<manage::TokenCmd>),
     /// Access policies: which principal may do what on a vault.
-    Policy(manage::Managed<manage::PolicyCmd>),
+    Policy(client::Managed<manage::PolicyCmd>),
     /// Keys of a vault (through the AKV-compatible keys API), and their usage.
-    Key(manage::Managed<manage::KeyCmd>),
+    Key(client::Managed<manage::KeyCmd>),
     /// Data-service resources: create, show, list, delete, encryption, roles.
-    Resource(manage::Managed<data::ResourceCmd>),
+    Resource(client::Managed<data::ResourceCmd>),
     /// Records of a resource (key → bytes, with ETags).
-    Record(manage::Managed<data::RecordCmd>),
+    Record(client::Managed<data::RecordCmd>),
     /// Blobs of a resource (streamed, any size).
-    Blob(manage::Managed<data::BlobCmd>),
+    Blob(client::Managed<data::BlobCmd>),
     /// Transient messages of a resource (TTL ≤ 24 h).
-    Message(manage::Managed<data::MessageCmd>),
+    Message(client::Managed<data::MessageCmd>),
     /// Re-key and re-encrypt jobs.
-    Job(manage::Managed<data::JobCmd>),
+    Job(client::Managed<data::JobCmd>),
     /// Describe a sealed record or stream file from its header: format, version,
     /// algorithms, segment size and plaintext length. Reads no key and no plaintext.
     Inspect {

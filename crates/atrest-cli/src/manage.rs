@@ -1,30 +1,12 @@
 //! `atrest tenant|vault|principal|token|policy|key …`: administration over HTTPS, through
 //! the server's admin API and its AKV-compatible keys API.
 
-use crate::client::{Api, Conn, render};
+use crate::client::{Api, Managed, render};
 use crate::error::CliResult;
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::PathBuf;
-
-#[derive(Args)]
-pub(crate) struct Managed<C: Subcommand> {
-    #[command(subcommand)]
-    cmd: C,
-    #[command(flatten)]
-    conn: Conn,
-}
-
-impl<C: Subcommand> Managed<C> {
-    pub(crate) fn conn(&self) -> &Conn {
-        &self.conn
-    }
-
-    pub(crate) fn into_cmd(self) -> C {
-        self.cmd
-    }
-}
 
 #[derive(Subcommand)]
 pub(crate) enum TenantCmd {

@@ -7,11 +7,12 @@
 
 use crate::blobstore::{BlobSource, is_integrity_error};
 use crate::cache::Slot;
-use crate::commit::{ObjectRow, Outcome};
+use crate::commit::Outcome;
 use crate::error::{Result, StoreError};
 use crate::hierarchy::ObjectId;
 use crate::model::{DataRole, ObjectInfo, ObjectKind, Resource};
 use crate::objects::{Precondition, check_name};
+use crate::rows::ObjectRow;
 use crate::service::StoreService;
 use atrest_crypto::SecretKey;
 use atrest_crypto::stream::{EncryptingWriter, SeekableReader};

@@ -8,29 +8,10 @@
 //! [`Outcome::Moved`] and decides (retry, or 412 for `If-Match`).
 
 use crate::error::{Result, StoreError};
-use crate::objects::OBJ_COLS;
+use crate::rows::{OBJ_COLS, ObjectRow};
 use atrest_infra::db::{Db, Engine};
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
-
-/// One object row, as written.
-#[derive(Debug, Clone)]
-pub(crate) struct ObjectRow {
-    pub resource_id: String,
-    pub kind: &'static str,
-    pub name_hash: Vec<u8>,
-    pub id: String,
-    pub generation: i64,
-    pub size: i64,
-    pub rk_epoch: i64,
-    pub enc_epoch: i64,
-    pub name_sealed: Vec<u8>,
-    pub wrapped_dek: Vec<u8>,
-    pub body: Option<Vec<u8>>,
-    pub created: i64,
-    pub updated: i64,
-    pub mac: Vec<u8>,
-}
 
 /// What became of a write.
 #[derive(Debug, PartialEq, Eq)]

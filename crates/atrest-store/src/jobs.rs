@@ -10,12 +10,12 @@
 //! committed batch ended: no object is lost or done twice in a way that matters.
 
 use crate::cache::Slot;
-use crate::commit::ObjectRow;
 use crate::error::{Result, StoreError};
 use crate::hierarchy;
 use crate::layers;
 use crate::model::{DataRole, Job, ObjectKind, Resource};
-use crate::objects::OBJ_COLS;
+use crate::rows::OBJ_COLS;
+use crate::rows::ObjectRow;
 use crate::service::StoreService;
 use atrest_infra::rowmac::Field;
 use atrest_vault::Principal;

@@ -6,11 +6,12 @@
 //! MACed), the data key wrapped by the resource key, and for records the sealed body.
 
 use crate::cache::Slot;
-use crate::commit::{ObjectRow, Outcome};
+use crate::commit::Outcome;
 use crate::error::{Result, StoreError};
 use crate::hierarchy::{self, ObjectId};
 use crate::layers;
 use crate::model::{DataRole, ObjectInfo, ObjectKind, Resource};
+use crate::rows::{OBJ_COLS, ObjectRow};
 use crate::service::StoreService;
 use atrest_crypto::SecretKey;
 use atrest_infra::rowmac::Field;
@@ -30,9 +31,6 @@ pub struct Precondition {
     /// `If-None-Match: *`: it must not exist.
     pub if_none_match: bool,
 }
-
-pub(crate) const OBJ_COLS: &str = "resource_id, kind, name_hash, id, generation, size, rk_epoch, enc_epoch, \
-     name_sealed, wrapped_dek, body, created, updated, mac";
 
 pub(crate) fn etag(id: &str, generation: i64) -> String {
     format!("\"{id}.{generation}\"")

@@ -104,7 +104,7 @@ pub struct StoreConfig {
     /// on; empty: any.
     pub remote_vault_hosts: Vec<String>,
     /// This deployment's own origins: a key URI without a credential must name one.
-    pub origins: crate::encryption::Origins,
+    pub origins: crate::origins::Origins,
     /// Blob bodies no row references are removed once this old (and the sweep runs this
     /// often): a body is committed just before its row, so it must outlast any commit.
     pub orphan_blob_grace: Duration,
@@ -130,7 +130,7 @@ impl StoreConfig {
             platform_rotation: "P90D".into(),
             remote_ca: None,
             remote_vault_hosts: Vec::new(),
-            origins: crate::encryption::Origins::new(std::net::SocketAddr::from(([127, 0, 0, 1], 8443)), &[], None),
+            origins: crate::origins::Origins::new(std::net::SocketAddr::from(([127, 0, 0, 1], 8443)), &[], None),
             job_lease: Duration::from_secs(30),
             orphan_blob_grace: Duration::from_secs(3600),
         }

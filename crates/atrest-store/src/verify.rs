@@ -8,7 +8,7 @@
 use crate::StoreService;
 use crate::error::Result;
 use crate::model::Resource;
-use crate::objects::OBJ_COLS;
+use crate::rows::OBJ_COLS;
 use crate::service::RES_COLS;
 use sqlx::Row;
 use std::collections::HashMap;

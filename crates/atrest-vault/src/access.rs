@@ -168,7 +168,7 @@ impl VaultService {
     /// # Errors
     /// `Conflict` if the name exists.
     pub async fn create_tenant(&self, name: &str) -> Result<Tenant> {
-        crate::keys::check_name(name, "tenant")?;
+        crate::model::check_name(name, "tenant")?;
         if crate::platform::is_platform(name) {
             return Err(VaultError::bad(format!("the tenant name {name} is reserved for the deployment")));
         }
@@ -176,7 +176,7 @@ impl VaultService {
     }
 
     pub(crate) async fn insert_tenant(&self, name: &str) -> Result<Tenant> {
-        let t = Tenant { id: crate::keys::new_id()?, name: name.to_ascii_lowercase() };
+        let t = Tenant { id: crate::model::new_id()?, name: name.to_ascii_lowercase() };
         let now = self.now();
         let mac = self.mac.tag("tenants", &[Field::Text(&t.id), Field::Text(&t.name), Field::Int(now)]);
         let _g = self.write_guard().await;
@@ -223,9 +223,9 @@ impl VaultService {
         kind: PrincipalKind,
         role: Role,
     ) -> Result<Principal> {
-        crate::keys::check_name(name, "principal")?;
+        crate::model::check_name(name, "principal")?;
         let p = Principal {
-            id: crate::keys::new_id()?,
+            id: crate::model::new_id()?,
             tenant_id: tenant.id.clone(),
             name: name.to_ascii_lowercase(),
             kind,

@@ -342,7 +342,7 @@ impl VaultService {
             ),
             None => {
                 let _g = self.write_guard().await;
-                let id = crate::keys::new_id()?;
+                let id = crate::model::new_id()?;
                 let key =
                     self.backend.generate(KeySpec::Ec(EcCurve::P256), &[b"atrest/audit-signing", id.as_bytes()])?;
                 let Some(PublicKey::Ec(p)) = &key.public else {

@@ -110,7 +110,7 @@ impl VaultService {
         if blob.format != FORMAT || blob.versions.is_empty() {
             return Err(refused());
         }
-        crate::keys::check_name(&blob.name, "key")?;
+        crate::model::check_name(&blob.name, "key")?;
         let name_lc = blob.name.to_ascii_lowercase();
         let _g = self.write_guard().await;
         if self.key_row(vault, &blob.name).await?.is_some() {

@@ -22,8 +22,7 @@ use atrest_crypto::ec::{EcCurve, EcPrivateKey};
 use atrest_crypto::rsa::RsaPrivateKey;
 use atrest_crypto::{SecretKey, keywrap};
 
-/// The `key_ops` of an import key.
-pub const IMPORT_OP: &str = "import";
+pub use crate::model::IMPORT_OP;
 
 /// The only wrapping scheme accepted.
 const ENC: &str = "CKM_RSA_AES_KEY_WRAP";

@@ -4,6 +4,7 @@
 use crate::ImportJwk;
 use crate::error::{Refusal, Result, VaultError};
 use crate::model::{DeletedKey, KeyAttributes, KeyBundle, Kty, MAX_PAGE, Page, PublicJwk, VaultInfo, b64u};
+use crate::model::{check_name, new_id};
 use crate::rowmac::Field;
 use crate::service::VaultService;
 use atrest_crypto::backend::{BackendKey, KeySpec, PublicKey};
@@ -14,19 +15,6 @@ use sqlx::any::AnyRow;
 use std::collections::BTreeMap;
 
 const DAY: i64 = 86_400;
-
-/// Checks a key or vault name: `^[0-9a-zA-Z-]{1,127}$`.
-pub(crate) fn check_name(name: &str, what: &str) -> Result<()> {
-    if name.is_empty() || name.len() > 127 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(VaultError::bad(format!("invalid {what} name {name:?}: use 1 to 127 letters, digits and '-'")));
-    }
-    Ok(())
-}
-
-/// A fresh 32-hex-character id (key versions, vault ids).
-pub(crate) fn new_id() -> Result<String> {
-    Ok(hex::encode(atrest_crypto::rand::bytes::<16>()?))
-}
 
 /// What to create.
 #[derive(Debug, Clone, Default)]
@@ -262,9 +250,9 @@ fn check_dates(nbf: Option<i64>, exp: Option<i64>) -> Result<()> {
 fn check_ops(kty: Kty, ops: Option<Vec<String>>) -> Result<Vec<String>> {
     let allowed = kty.allowed_ops();
     let ops = ops.unwrap_or_else(|| {
-        allowed.iter().filter(|o| **o != crate::byok::IMPORT_OP).map(|s| (*s).to_string()).collect()
+        allowed.iter().filter(|o| **o != crate::model::IMPORT_OP).map(|s| (*s).to_string()).collect()
     });
-    if ops.iter().any(|o| o == crate::byok::IMPORT_OP) && ops.len() > 1 {
+    if ops.iter().any(|o| o == crate::model::IMPORT_OP) && ops.len() > 1 {
         return Err(VaultError::bad(
             "an import key (key_ops [\"import\"]) can do nothing else: create it with key_ops [\"import\"] only",
         ));
@@ -733,7 +721,7 @@ impl VaultService {
             // An import key's RSA-OAEP-256 unwrap opens every secure-import blob made for
             // it: it must never gain another operation, and a key that could unwrap must
             // not become one (blobs sent to it would have been exposed).
-            let is_import = |o: &[String]| o.iter().any(|x| x == crate::byok::IMPORT_OP);
+            let is_import = |o: &[String]| o.iter().any(|x| x == crate::model::IMPORT_OP);
             if is_import(&v.ops()) != is_import(&ops) {
                 return Err(VaultError::bad(
                     "the operations of an import key cannot change, and a key cannot become one: create a new import key",

@@ -197,3 +197,21 @@ pub struct VaultInfo {
     /// Settings.
     pub settings: VaultSettings,
 }
+
+/// The `key_ops` of an import key (secure import, see `byok.rs`).
+pub const IMPORT_OP: &str = "import";
+
+/// Checks a key or vault name: `^[0-9a-zA-Z-]{1,127}$`.
+pub(crate) fn check_name(name: &str, what: &str) -> Result<(), crate::VaultError> {
+    if name.is_empty() || name.len() > 127 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(crate::VaultError::bad(format!(
+            "invalid {what} name {name:?}: use 1 to 127 letters, digits and '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// A fresh 32-hex-character id (key versions, vault ids).
+pub(crate) fn new_id() -> Result<String, crate::VaultError> {
+    Ok(hex::encode(atrest_crypto::rand::bytes::<16>()?))
+}

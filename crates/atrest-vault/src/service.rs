@@ -106,7 +106,7 @@ impl VaultService {
     /// # Errors
     /// `Conflict` if the name exists; `BadParameter` for invalid settings or name.
     pub async fn create_vault(&self, tenant_id: &str, name: &str, settings: VaultSettings) -> Result<VaultInfo> {
-        crate::keys::check_name(name, "vault")?;
+        crate::model::check_name(name, "vault")?;
         if crate::platform::is_platform(name) {
             return Err(VaultError::bad(format!("the vault name {name} is reserved for the deployment")));
         }
@@ -115,7 +115,7 @@ impl VaultService {
 
     pub(crate) async fn insert_vault(&self, tenant_id: &str, name: &str, settings: VaultSettings) -> Result<VaultInfo> {
         Self::check_settings(&settings)?;
-        let id = crate::keys::new_id()?;
+        let id = crate::model::new_id()?;
         let v = VaultInfo { id, tenant_id: tenant_id.to_string(), name: name.to_ascii_lowercase(), settings };
         let now = self.now();
         let mac = self.mac.tag("vaults", &Self::vault_fields(&v, now, now));

@@ -1,0 +1,72 @@
+//! This deployment's own origins, which a customer key URI without a credential must
+//! name (the settings hold them; the encryption code checks against them).
+
+/// This deployment's own origins: the hosts at which a key URI names one of its own
+/// vaults (and nothing else: a URI naming another host is never silently mapped to a
+/// local vault).
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    /// The port served.
+    pub port: u16,
+    /// Addresses and names served only on [`Self::port`] (`localhost`, `127.0.0.1`, the
+    /// listen address), lowercase.
+    pub loopback: Vec<String>,
+    /// Names of the deployment (`--hostname`s), on [`Self::port`] or 443 (behind a proxy
+    /// or port forward), lowercase.
+    pub names: Vec<String>,
+    /// With `--vault-domain D`: `D` and `NAME.D`, on [`Self::port`] or 443.
+    pub vault_domain: Option<String>,
+}
+
+impl Origins {
+    /// The origins of a deployment listening on `listen`, with extra certificate names
+    /// `hostnames` and the vault domain, if any.
+    #[must_use]
+    pub fn new(listen: std::net::SocketAddr, hostnames: &[String], vault_domain: Option<&str>) -> Self {
+        let mut loopback = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        if listen.is_ipv6() && (listen.ip().is_unspecified() || listen.ip().is_loopback()) {
+            loopback.push("[::1]".to_string());
+        }
+        if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
+            loopback.push(match listen.ip() {
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            });
+        }
+        Self {
+            port: listen.port(),
+            loopback,
+            names: hostnames.iter().map(|h| h.trim().to_ascii_lowercase()).collect(),
+            vault_domain: vault_domain.map(str::to_ascii_lowercase),
+        }
+    }
+
+    /// Whether `authority` (`HOST[:PORT]` of a key URI) is this deployment.
+    #[must_use]
+    pub fn is_local(&self, authority: &str) -> bool {
+        let Some((host, port)) = crate::remote::split_authority(authority) else { return false };
+        if port == self.port && self.loopback.contains(&host) {
+            return true;
+        }
+        if port != self.port && port != 443 {
+            return false;
+        }
+        self.names.contains(&host)
+            || self.vault_domain.as_deref().is_some_and(|d| {
+                host == d
+                    || host
+                        .strip_suffix(d)
+                        .and_then(|n| n.strip_suffix('.'))
+                        .is_some_and(|n| !n.is_empty() && !n.contains('.'))
+            })
+    }
+
+    /// This deployment's default vault URL, for messages.
+    #[must_use]
+    pub fn example(&self) -> String {
+        match self.names.first() {
+            Some(n) => format!("https://{n}:{}", self.port),
+            None => format!("https://127.0.0.1:{}", self.port),
+        }
+    }
+}
