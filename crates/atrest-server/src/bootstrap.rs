@@ -242,19 +242,29 @@ async fn open_store(
     let db = Db::connect(&store_url(cfg)).await?;
     // Leases live in the vault's database: one deployment, one set of leases.
     let leases = atrest_infra::lease::Leases::for_db(svc.db())?;
-    let mut scfg = atrest_store::StoreConfig::new(&cfg.data_dir);
-    scfg.key_cache_ttl = std::time::Duration::from_secs(cfg.key_cache_ttl_secs.max(1));
-    scfg.vault_grace = std::time::Duration::from_secs(cfg.vault_grace_secs);
-    scfg.follow_interval = std::time::Duration::from_secs(cfg.key_follow_interval_secs.max(1));
-    scfg.platform_rotation = cfg.platform_key_rotation.clone();
-    scfg.remote_ca = cfg.remote_vault_ca.clone();
-    scfg.remote_vault_hosts.clone_from(&cfg.remote_vault_hosts);
-    scfg.origins = atrest_store::Origins::new(cfg.listen, &cfg.hostnames, cfg.vault_domain.as_deref());
-    scfg.job_batch = cfg.job_batch.max(1);
-    scfg.job_lease = std::time::Duration::from_secs(cfg.job_lease_secs.max(1));
-    scfg.blob_store.clone_from(&cfg.blob_store);
-    scfg.blob_retire_delay = cfg.blob_retire_delay_secs.map(std::time::Duration::from_secs);
-    let store = atrest_store::StoreService::open(db, svc.clone(), &roots, scfg, Arc::new(SystemClock), leases.clone())
+    let secs = std::time::Duration::from_secs;
+    let scfg = atrest_store::StoreConfig {
+        key_cache_ttl: secs(cfg.key_cache_ttl_secs.max(1)),
+        vault_grace: secs(cfg.vault_grace_secs),
+        follow_interval: secs(cfg.key_follow_interval_secs.max(1)),
+        platform_rotation: cfg.platform_key_rotation.clone(),
+        remote_ca: cfg.remote_vault_ca.clone(),
+        remote_vault_hosts: cfg.remote_vault_hosts.clone(),
+        origins: atrest_store::Origins::new(cfg.listen, &cfg.hostnames, cfg.vault_domain.as_deref()),
+        job_batch: cfg.job_batch.max(1),
+        job_lease: secs(cfg.job_lease_secs.max(1)),
+        blob_retire_delay: cfg.blob_retire_delay_secs.map(secs),
+        ..atrest_store::StoreConfig::default()
+    };
+    let blobs = match &cfg.blob_store {
+        Some(location) => atrest_store::blobstore::BlobStore::from_location(location)
+            .map_err(|e| ServerError::Config(format!("--blob-store {location}: {e}")))?,
+        None => atrest_store::blobstore::BlobStore::Local(atrest_store::blobstore::local::LocalDir::new(
+            cfg.data_dir.join("blobs"),
+        )),
+    };
+    let seams = atrest_store::Seams { blobs: Arc::new(blobs), clock: Arc::new(SystemClock), leases };
+    let store = atrest_store::StoreService::open(db, svc.clone(), &roots, scfg, seams)
         .await
         .map_err(|e| ServerError::Config(format!("the data service cannot start: {e}")))?;
     Ok((Arc::new(store), warning))

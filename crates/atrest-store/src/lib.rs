@@ -58,6 +58,6 @@ pub use messages::MAX_MESSAGE;
 pub use metrics::StoreMetrics;
 pub use objects::{MAX_NAME, MAX_RECORD, Precondition};
 pub use origins::Origins;
-pub use service::{MIGRATIONS, StoreConfig, StoreService};
+pub use service::{MIGRATIONS, Seams, StoreConfig, StoreService};
 pub use usage::{KeyUsage, VersionUsage};
 pub use verify::RowReport;

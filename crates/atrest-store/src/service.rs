@@ -72,14 +72,20 @@ async fn infra_master(db: &Db, roots: &[&SecretKey], now: i64) -> Result<SecretK
     ))
 }
 
+/// The seams the data service is given, chosen by configuration at start (the server's
+/// bootstrap): where blob bodies live, the clock, and the run-once leases.
+pub struct Seams {
+    /// The blob store (a directory, an S3 bucket).
+    pub blobs: Arc<BlobStore>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// This node's leases.
+    pub leases: atrest_infra::lease::Leases,
+}
+
 /// Settings of the data service.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// Where blob bodies live by default (`<data-dir>/blobs`).
-    pub blob_dir: PathBuf,
-    /// Where blob bodies live when not in `blob_dir`: a directory or
-    /// `s3://BUCKET[/PREFIX]?endpoint=…&region=…` (see [`crate::blobstore`]).
-    pub blob_store: Option<String>,
     /// How long the body of a replaced or deleted blob stays in the blob store, so
     /// downloads already running finish (`None`: 0 for a directory, where an open file
     /// outlives its removal; 300 s for S3).
@@ -113,13 +119,9 @@ pub struct StoreConfig {
     pub job_lease: Duration,
 }
 
-impl StoreConfig {
-    /// Defaults under a data directory.
-    #[must_use]
-    pub fn new(data_dir: &std::path::Path) -> Self {
+impl Default for StoreConfig {
+    fn default() -> Self {
         Self {
-            blob_dir: data_dir.join("blobs"),
-            blob_store: None,
             blob_retire_delay: None,
             key_cache_ttl: Duration::from_secs(60),
             vault_grace: Duration::from_secs(300),
@@ -223,17 +225,13 @@ impl StoreService {
         vault: Arc<VaultService>,
         infra_roots: &[&SecretKey],
         cfg: StoreConfig,
-        clock: Arc<dyn Clock>,
-        leases: atrest_infra::lease::Leases,
+        seams: Seams,
     ) -> Result<Self> {
+        let Seams { blobs, clock, leases } = seams;
         db.migrate_with(MIGRATIONS).await?;
         let master = infra_master(&db, infra_roots, clock.now()).await?;
         let infra_root = &master;
         let platform = vault.ensure_platform_namespace(&cfg.platform_rotation).await?;
-        let blobs = match &cfg.blob_store {
-            Some(loc) => BlobStore::from_location(loc)?,
-            None => BlobStore::Local(crate::blobstore::local::LocalDir::new(cfg.blob_dir.clone())),
-        };
         blobs
             .check()
             .await
@@ -256,7 +254,7 @@ impl StoreService {
             write_lock,
             clock,
             http: crate::remote::http_client(cfg_remote_ca.as_deref())?,
-            blobs: Arc::new(blobs),
+            blobs,
             leases,
             warnings: std::sync::Mutex::default(),
         })
