@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod access;
 mod blobs;
 pub mod blobstore;
 mod cache;
@@ -36,6 +37,7 @@ mod encryption;
 mod error;
 pub mod hierarchy;
 mod jobs;
+mod keypath;
 pub mod keyvault;
 pub mod keyvault_conformance;
 pub mod layers;
@@ -45,6 +47,8 @@ pub mod model;
 mod objects;
 mod origins;
 pub mod remote;
+mod resource_rows;
+mod resources;
 mod rows;
 mod service;
 mod usage;
