@@ -190,6 +190,120 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     }
 }
 
+/// The accept loop: TLS, HTTP/1.1 and HTTP/2 through `app`, under the limits; on `stop`
+/// it accepts no more connections and lets the open ones finish their requests (up to
+/// 10 s).
+pub(crate) fn serve(
+    listener: tokio::net::TcpListener,
+    live_tls: crate::tls::LiveConfig,
+    app: axum::Router,
+    limits: Limits,
+    stop: &tokio::sync::watch::Sender<bool>,
+) -> tokio::task::JoinHandle<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use hyper_util::service::TowerToHyperService;
+    let mut stopped = stop.subscribe();
+    let conn_stop = stop.subscribe();
+    tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        // A connection is accepted only with a permit: past the cap, clients wait in the
+        // listen backlog instead of exhausting file descriptors and memory.
+        let permits = Arc::new(tokio::sync::Semaphore::new(limits.max));
+        loop {
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+                _ = stopped.changed() => break,
+            };
+            let (tcp, _peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors, typically: back off rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+                _ = stopped.changed() => break,
+            };
+            let current = live_tls.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone());
+            let acceptor = tokio_rustls::TlsAcceptor::from(current);
+            let app = app.clone();
+            let mut stop = conn_stop.clone();
+            conns.spawn(async move {
+                let _permit = permit;
+                let tls = match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake not completed within the handshake timeout; closed");
+                        return;
+                    }
+                };
+                let (io, activity) = Tracked::new(tls);
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header);
+                builder.http2().timer(TokioTimer::new());
+                // A request being worked on (no byte moving while the server thinks) is not idle.
+                let busy = Busy::default();
+                let service = {
+                    let busy = busy.clone();
+                    tower::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let slot = Arc::new(std::sync::Mutex::new(None));
+                        let req = req.map(|b| axum::body::Body::new(EndOfBody::new(b, &busy, &slot)));
+                        let app = app.clone();
+                        async move {
+                            let resp = tower::ServiceExt::oneshot(app, req).await;
+                            drop(slot.lock().map(|mut s| s.take()));
+                            resp
+                        }
+                    })
+                };
+                let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+                tokio::pin!(conn);
+                let mut draining = false;
+                let tick = (limits.idle / 4).min(std::time::Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        r = conn.as_mut() => {
+                            if let Err(e) = r {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                            return;
+                        }
+                        _ = stop.changed(), if !draining => {
+                            // Finish the requests in flight, accept no new ones on this connection.
+                            conn.as_mut().graceful_shutdown();
+                            draining = true;
+                        }
+                        () = tokio::time::sleep(tick) => {
+                            if !busy.any() && activity.idle() >= limits.idle {
+                                tracing::debug!("no byte moved within the idle timeout; connection closed");
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        // Graceful shutdown: wait (bounded) for the connections to finish their requests.
+        let drain = async { while conns.join_next().await.is_some() {} };
+        if tokio::time::timeout(std::time::Duration::from_secs(10), drain).await.is_err() {
+            tracing::warn!("connections still open 10 s after shutdown began; closing them");
+            conns.abort_all();
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

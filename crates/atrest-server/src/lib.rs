@@ -20,9 +20,6 @@ pub mod tls;
 
 pub use config::ServeConfig;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -287,20 +284,9 @@ fn reload_tls(
     }
 }
 
-/// Bootstraps and starts serving; returns once the listener is bound.
-///
-/// # Errors
-/// Configuration, bootstrap and bind errors.
-pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
-    // Bound first, so the data service knows the port actually served (key URIs on this
-    // deployment name it; `--listen 127.0.0.1:0` picks one).
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| {
-        ServerError::Config(format!("cannot listen on {}: {e} (choose another address with --listen)", cfg.listen))
-    })?;
-    let addr = listener.local_addr().map_err(|e| ServerError::Config(e.to_string()))?;
-    let cfg = ServeConfig { listen: addr, ..cfg };
-    let boot = bootstrap::bootstrap(&cfg).await?;
-    let metrics_token = match &cfg.metrics_token_file {
+/// The scraper's bearer secret for `/metrics`, if configured (16 characters at least).
+fn read_metrics_token(cfg: &ServeConfig) -> Result<Option<atrest_crypto::SecretBytes>, ServerError> {
+    Ok(match &cfg.metrics_token_file {
         Some(f) => {
             let t = std::fs::read_to_string(f).map_err(|e| ServerError::io(f, e))?;
             let t = t.trim();
@@ -313,82 +299,76 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
             Some(atrest_crypto::SecretBytes::new(t.as_bytes().to_vec()))
         }
         None => None,
-    };
-    let anchor = Arc::new(boot.anchor);
-    let limits = conn::Limits::from(&cfg);
-    let state = Arc::new(api::AppState {
-        svc: boot.svc.clone(),
-        store: boot.store.clone(),
-        default_vault: boot.default_vault.name.clone(),
-        vault_domain: cfg.vault_domain.clone(),
-        warnings: boot.warnings.clone(),
-        metrics: metrics::Metrics::default(),
-        metrics_enabled: cfg.metrics,
-        metrics_token,
-        limiter: ratelimit::RateLimiter::new(cfg.rate_limit, cfg.rate_burst),
-        anchor: anchor.clone(),
-    });
-    let app = axum::Router::new().fallback(api::handle).with_state(state);
-    let live_tls: tls::LiveConfig = Arc::new(std::sync::RwLock::new(boot.tls.clone()));
-    let (stop, mut stopped) = watch::channel(false);
+    })
+}
 
-    // Certificate reload without restart: user-supplied files are checked every
-    // interval and on SIGHUP; a file that fails to load keeps the current configuration.
+/// Certificate reload without restart: user-supplied files are checked every interval
+/// and on SIGHUP; a file that fails to load keeps the current configuration. Always
+/// running, so SIGHUP never takes its default action (ending the process); with nothing
+/// user-supplied there is nothing to reload and it only logs.
+fn spawn_tls_reload(
+    cfg: &ServeConfig,
+    live_tls: &tls::LiveConfig,
+    boot_tls: &Arc<rustls::ServerConfig>,
+    stop: &watch::Sender<bool>,
+) {
     let files =
         tls::TlsFiles { cert: cfg.tls_cert.clone(), key: cfg.tls_key.clone(), client_ca: cfg.client_ca.clone() };
-    // Always running, so SIGHUP never takes its default action (ending the process);
-    // with nothing user-supplied there is nothing to reload and it only logs.
-    {
-        let live = live_tls.clone();
-        let mut reload_stop = stop.subscribe();
-        let every = std::time::Duration::from_secs(cfg.tls_reload_interval_secs.max(1));
-        let boot_tls = boot.tls.clone();
-        tokio::spawn(async move {
-            let mut seen = files.stamp();
+    let live = live_tls.clone();
+    let mut reload_stop = stop.subscribe();
+    let every = std::time::Duration::from_secs(cfg.tls_reload_interval_secs.max(1));
+    let boot_tls = boot_tls.clone();
+    tokio::spawn(async move {
+        let mut seen = files.stamp();
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
             #[cfg(unix)]
-            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-            loop {
-                #[cfg(unix)]
-                let hup_recv = async {
-                    match hup.as_mut() {
-                        Some(h) => h.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                #[cfg(not(unix))]
-                let hup_recv = std::future::pending::<Option<()>>();
-                let forced = tokio::select! {
-                    () = tokio::time::sleep(every) => false,
-                    _ = hup_recv => true,
-                    _ = reload_stop.changed() => return,
-                };
-                let now = files.stamp();
-                if now == seen && !forced {
-                    continue;
+            let hup_recv = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
                 }
-                if files.cert.is_none() && files.client_ca.is_none() {
-                    tracing::info!("SIGHUP: the generated certificate is in use; nothing to reload");
-                    continue;
-                }
-                seen = now;
-                match reload_tls(&files, &boot_tls) {
-                    Ok(new) => {
-                        if let Ok(mut l) = live.write() {
-                            *l = new;
-                        }
-                        tracing::info!("TLS configuration reloaded");
-                    }
-                    Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the current certificate"),
-                }
+            };
+            #[cfg(not(unix))]
+            let hup_recv = std::future::pending::<Option<()>>();
+            let forced = tokio::select! {
+                () = tokio::time::sleep(every) => false,
+                _ = hup_recv => true,
+                _ = reload_stop.changed() => return,
+            };
+            let now = files.stamp();
+            if now == seen && !forced {
+                continue;
             }
-        });
-    }
+            if files.cert.is_none() && files.client_ca.is_none() {
+                tracing::info!("SIGHUP: the generated certificate is in use; nothing to reload");
+                continue;
+            }
+            seen = now;
+            match reload_tls(&files, &boot_tls) {
+                Ok(new) => {
+                    if let Ok(mut l) = live.write() {
+                        *l = new;
+                    }
+                    tracing::info!("TLS configuration reloaded");
+                }
+                Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the current certificate"),
+            }
+        }
+    });
+}
 
-    // The purge sweeper and the rotation scheduler (performs due Rotate actions, reports
-    // Notify ones), each on one node of the deployment.
-    let leases = boot.store.leases().clone();
-    let sweeper_svc = boot.svc.clone();
-    every(&stop, &leases, "vault:purge", std::time::Duration::from_secs(cfg.sweep_interval_secs.max(1)), move || {
+/// The purge sweeper and the rotation scheduler (performs due Rotate actions, reports
+/// Notify ones), each on one node of the deployment.
+fn spawn_vault_tasks(
+    svc: &Arc<atrest_vault::VaultService>,
+    leases: &atrest_infra::lease::Leases,
+    stop: &watch::Sender<bool>,
+    cfg: &ServeConfig,
+) {
+    let sweeper_svc = svc.clone();
+    every(stop, leases, "vault:purge", std::time::Duration::from_secs(cfg.sweep_interval_secs.max(1)), move || {
         let svc = sweeper_svc.clone();
         async move {
             match svc.purge_due().await {
@@ -398,10 +378,10 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
             }
         }
     });
-    let rot_svc = boot.svc.clone();
+    let rot_svc = svc.clone();
     every(
-        &stop,
-        &leases,
+        stop,
+        leases,
         "vault:rotation",
         std::time::Duration::from_secs(cfg.rotation_interval_secs.max(1)),
         move || {
@@ -413,10 +393,10 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
             }
         },
     );
+}
 
-    spawn_store_tasks(&boot.store, &stop, &cfg);
-
-    // The rollback anchor's check while serving (this node's own files: no lease).
+/// The rollback anchor's check while serving (this node's own files: no lease).
+fn spawn_anchor_watch(anchor: &Arc<anchor::Anchor>, stop: &watch::Sender<bool>) {
     let watched = anchor.clone();
     let mut watch_stop = stop.subscribe();
     tokio::spawn(async move {
@@ -435,9 +415,11 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
             }
         }
     });
+}
 
-    // Signed audit checkpoints, written outside the database.
-    let cp_svc = boot.svc.clone();
+/// Signed audit checkpoints, written outside the database.
+fn spawn_checkpoint_writer(svc: &Arc<atrest_vault::VaultService>, cfg: &ServeConfig, stop: &watch::Sender<bool>) {
+    let cp_svc = svc.clone();
     let mut cp_stop = stop.subscribe();
     let cp_file = cfg.data_dir.join("audit").join("checkpoints.jsonl");
     let cp_every = std::time::Duration::from_secs(cfg.checkpoint_interval_secs.max(1));
@@ -453,105 +435,49 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
             }
         }
     });
+}
 
-    let conn_stop = stop.subscribe();
-    let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        // A connection is accepted only with a permit: past the cap, clients wait in the
-        // listen backlog instead of exhausting file descriptors and memory.
-        let permits = Arc::new(tokio::sync::Semaphore::new(limits.max));
-        loop {
-            let permit = tokio::select! {
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-                _ = stopped.changed() => break,
-            };
-            let (tcp, _peer) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of file descriptors, typically: back off rather than spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-                _ = stopped.changed() => break,
-            };
-            let current = live_tls.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone());
-            let acceptor = tokio_rustls::TlsAcceptor::from(current);
-            let app = app.clone();
-            let mut stop = conn_stop.clone();
-            conns.spawn(async move {
-                let _permit = permit;
-                let tls = match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
-                    Ok(Ok(t)) => t,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!("TLS handshake not completed within the handshake timeout; closed");
-                        return;
-                    }
-                };
-                let (io, activity) = conn::Tracked::new(tls);
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header);
-                builder.http2().timer(TokioTimer::new());
-                // A request being worked on (no byte moving while the server thinks) is not idle.
-                let busy = conn::Busy::default();
-                let service = {
-                    let busy = busy.clone();
-                    tower::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let slot = Arc::new(std::sync::Mutex::new(None));
-                        let req = req.map(|b| axum::body::Body::new(conn::EndOfBody::new(b, &busy, &slot)));
-                        let app = app.clone();
-                        async move {
-                            let resp = tower::ServiceExt::oneshot(app, req).await;
-                            drop(slot.lock().map(|mut s| s.take()));
-                            resp
-                        }
-                    })
-                };
-                let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
-                tokio::pin!(conn);
-                let mut draining = false;
-                let tick = (limits.idle / 4).min(std::time::Duration::from_secs(1));
-                loop {
-                    tokio::select! {
-                        r = conn.as_mut() => {
-                            if let Err(e) = r {
-                                tracing::debug!(error = %e, "connection ended with an error");
-                            }
-                            return;
-                        }
-                        _ = stop.changed(), if !draining => {
-                            // Finish the requests in flight, accept no new ones on this connection.
-                            conn.as_mut().graceful_shutdown();
-                            draining = true;
-                        }
-                        () = tokio::time::sleep(tick) => {
-                            if !busy.any() && activity.idle() >= limits.idle {
-                                tracing::debug!("no byte moved within the idle timeout; connection closed");
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-        // Graceful shutdown: wait (bounded) for the connections to finish their requests.
-        let drain = async { while conns.join_next().await.is_some() {} };
-        if tokio::time::timeout(std::time::Duration::from_secs(10), drain).await.is_err() {
-            tracing::warn!("connections still open 10 s after shutdown began; closing them");
-            conns.abort_all();
-        }
+/// Bootstraps and starts serving; returns once the listener is bound.
+///
+/// # Errors
+/// Configuration, bootstrap and bind errors.
+pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
+    // Bound first, so the data service knows the port actually served (key URIs on this
+    // deployment name it; `--listen 127.0.0.1:0` picks one).
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| {
+        ServerError::Config(format!("cannot listen on {}: {e} (choose another address with --listen)", cfg.listen))
+    })?;
+    let addr = listener.local_addr().map_err(|e| ServerError::Config(e.to_string()))?;
+    let cfg = ServeConfig { listen: addr, ..cfg };
+    let boot = bootstrap::bootstrap(&cfg).await?;
+    let metrics_token = read_metrics_token(&cfg)?;
+    let anchor = Arc::new(boot.anchor);
+    let limits = conn::Limits::from(&cfg);
+    let state = Arc::new(api::AppState {
+        svc: boot.svc.clone(),
+        store: boot.store.clone(),
+        default_vault: boot.default_vault.name.clone(),
+        vault_domain: cfg.vault_domain.clone(),
+        warnings: boot.warnings.clone(),
+        metrics: metrics::Metrics::default(),
+        metrics_enabled: cfg.metrics,
+        metrics_token,
+        limiter: ratelimit::RateLimiter::new(cfg.rate_limit, cfg.rate_burst),
+        anchor: anchor.clone(),
     });
+    let app = axum::Router::new().fallback(api::handle).with_state(state);
+    let live_tls: tls::LiveConfig = Arc::new(std::sync::RwLock::new(boot.tls.clone()));
+    let (stop, _) = watch::channel(false);
+
+    spawn_tls_reload(&cfg, &live_tls, &boot.tls, &stop);
+
+    spawn_vault_tasks(&boot.svc, boot.store.leases(), &stop, &cfg);
+    spawn_store_tasks(&boot.store, &stop, &cfg);
+
+    spawn_anchor_watch(&anchor, &stop);
+    spawn_checkpoint_writer(&boot.svc, &cfg, &stop);
+
+    let task = conn::serve(listener, live_tls, app, limits, &stop);
     Ok(Server {
         addr,
         ca_pem: boot.ca_pem,
