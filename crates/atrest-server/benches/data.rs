@@ -185,22 +185,7 @@ async fn main() {
         anchor_cost(secs, &dir).await;
         return;
     }
-    let cfg = ServeConfig {
-        data_dir: dir.clone(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        rate_limit: 0,
-        key_follow_interval_secs: 3600,
-        ..ServeConfig::default()
-    };
-    let server = atrest_server::start(cfg).await.unwrap();
-    let ca = std::fs::read(server.ca_pem.as_ref().unwrap()).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca.as_slice()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let client = client_trusting(roots);
-    let token = std::fs::read_to_string(&server.admin_token).unwrap().trim().to_string();
-    let base = format!("https://localhost:{}", server.addr.port());
+    let (server, client, token, base) = bench_server(bench_config(dir.clone())).await;
     let call = |m: Method, path: String, body: Option<Value>| {
         let (client, token, url) = (client.clone(), token.clone(), format!("{base}{path}"));
         async move {
@@ -572,29 +557,39 @@ async fn backends(secs: f64, blob_mib: u64, dir: &std::path::Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A server on the embedded default for a benchmark (no rate limit, no key following).
+fn bench_config(data_dir: std::path::PathBuf) -> ServeConfig {
+    ServeConfig {
+        data_dir,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        rate_limit: 0,
+        key_follow_interval_secs: 3600,
+        ..ServeConfig::default()
+    }
+}
+
+/// Starts `cfg`; returns the server, a client trusting its CA, its admin token and URL.
+async fn bench_server(cfg: ServeConfig) -> (atrest_server::Server, Client, String, String) {
+    let server = atrest_server::start(cfg).await.unwrap();
+    let ca = std::fs::read(server.ca_pem.as_ref().unwrap()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let client = client_trusting(roots);
+    let token = std::fs::read_to_string(&server.admin_token).unwrap().trim().to_string();
+    let base = format!("https://localhost:{}", server.addr.port());
+    (server, client, token, base)
+}
+
 /// The rollback anchor's cost: the same record load against a server with the anchor and
 /// one without, in interleaved rounds; medians of req/s and of the ratio.
 async fn anchor_cost(secs: f64, dir: &std::path::Path) {
     let rounds: usize = env("ATREST_BENCH_ROUNDS", 5);
     let mut servers = Vec::new();
     for (i, anchor) in [true, false].into_iter().enumerate() {
-        let cfg = ServeConfig {
-            data_dir: dir.join(format!("n{i}")),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            rate_limit: 0,
-            key_follow_interval_secs: 3600,
-            rollback_anchor: anchor,
-            ..ServeConfig::default()
-        };
-        let server = atrest_server::start(cfg).await.unwrap();
-        let ca = std::fs::read(server.ca_pem.as_ref().unwrap()).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile::certs(&mut ca.as_slice()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let client = client_trusting(roots);
-        let token = std::fs::read_to_string(&server.admin_token).unwrap().trim().to_string();
-        let base = format!("https://localhost:{}", server.addr.port());
+        let cfg = ServeConfig { rollback_anchor: anchor, ..bench_config(dir.join(format!("n{i}"))) };
+        let (server, client, token, base) = bench_server(cfg).await;
         let r = client.put(format!("{base}/data/resources/bench")).bearer_auth(&token).send().await.unwrap();
         assert!(r.status().is_success());
         assert_eq!(drive_seed(&client, &token, &base, 2000).await, 0, "seeding failed");

@@ -384,19 +384,24 @@ async fn rows_with_edited_lookup_columns_are_found_by_listing_and_by_the_full_sc
     server.shutdown().await;
 }
 
+/// What a data-service database put back under a running server looks like from inside:
+/// fewer commits.
+async fn set_store_seq(dir: &Path, seq: i64) {
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}", dir.join("store.db").display());
+    let mut db = sqlx::AnyConnection::connect(&url).await.unwrap();
+    sqlx::query("UPDATE atrest_commit_seq SET seq = $1").bind(seq).execute(&mut db).await.unwrap();
+    db.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_database_going_back_under_the_running_server_stops_its_answers() {
-    use sqlx::Connection as _;
     let dir = temp_dir("atrest-rollback-live");
     let server = atrest_server::start(config(&dir.0)).await.unwrap();
     let api = Api::new(&server, &dir.0);
     fill(&api, "a").await;
-    // What a file put back under the server looks like from inside: fewer commits.
-    sqlx::any::install_default_drivers();
-    let url = format!("sqlite://{}", dir.0.join("store.db").display());
-    let mut db = sqlx::AnyConnection::connect(&url).await.unwrap();
-    sqlx::query("UPDATE atrest_commit_seq SET seq = 1").execute(&mut db).await.unwrap();
-    db.close().await.unwrap();
+    set_store_seq(&dir.0, 1).await;
     // Nothing writes: the periodic check notices (within its 5 s period) and the node
     // reports itself not ready ...
     let t = Instant::now();
@@ -441,16 +446,11 @@ async fn one_server_per_data_directory() {
 
 #[tokio::test]
 async fn a_write_never_lowers_the_anchor() {
-    use sqlx::Connection as _;
     let dir = temp_dir("atrest-rollback-write");
     let server = atrest_server::start(config(&dir.0)).await.unwrap();
     let api = Api::new(&server, &dir.0);
     fill(&api, "a").await;
-    sqlx::any::install_default_drivers();
-    let url = format!("sqlite://{}", dir.0.join("store.db").display());
-    let mut db = sqlx::AnyConnection::connect(&url).await.unwrap();
-    sqlx::query("UPDATE atrest_commit_seq SET seq = 1").execute(&mut db).await.unwrap();
-    db.close().await.unwrap();
+    set_store_seq(&dir.0, 1).await;
     // The next write (to the other database) is refused rather than anchoring the lower
     // sequence.
     let body = serde_json::to_vec(&json!({"kty": "oct", "key_size": 256})).unwrap();

@@ -226,6 +226,21 @@ fn not_found_code(e: impl Into<ApiError>) -> ApiError {
     a
 }
 
+/// 403 `AdminRoleRequired` unless `actor` is the deployment admin.
+fn deployment_admin_only(actor: &Principal, what: &str) -> Result<(), ApiError> {
+    if actor.role == Role::DeploymentAdmin {
+        return Ok(());
+    }
+    Err(ApiError {
+        inner: Some("AdminRoleRequired"),
+        ..ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("principal {} may not {what}: only the deployment admin can", actor.name),
+        )
+    })
+}
+
 async fn route(ctx: &AdminCtx<'_>, method: &Method, path: &[&str]) -> Result<Response, ApiError> {
     route_inner(ctx, method, path).await.map_err(not_found_code)
 }
@@ -240,16 +255,7 @@ async fn route_inner(ctx: &AdminCtx<'_>, method: &Method, path: &[&str]) -> Resu
             Ok(ok(principal_json(actor, &t.name)))
         }
         (Method::POST, ["verify"]) => {
-            if actor.role != Role::DeploymentAdmin {
-                return Err(ApiError {
-                    inner: Some("AdminRoleRequired"),
-                    ..ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "Forbidden",
-                        format!("principal {} may not scan the deployment: only the deployment admin can", actor.name),
-                    )
-                });
-            }
+            deployment_admin_only(actor, "scan the deployment")?;
             let r = ctx.state.store.verify_rows().await?;
             Ok(ok(json!({"resources": r.resources, "objects": r.objects, "problems": r.problems})))
         }
@@ -258,16 +264,7 @@ async fn route_inner(ctx: &AdminCtx<'_>, method: &Method, path: &[&str]) -> Resu
             Ok(ok(json!({"value": list})))
         }
         (Method::POST, ["tenants"]) => {
-            if actor.role != Role::DeploymentAdmin {
-                return Err(ApiError {
-                    inner: Some("AdminRoleRequired"),
-                    ..ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "Forbidden",
-                        format!("principal {} may not create tenants: only the deployment admin can", actor.name),
-                    )
-                });
-            }
+            deployment_admin_only(actor, "create tenants")?;
             let req: NameIn = ctx.json()?;
             Ok(created(tenant_json(&svc.create_tenant(&req.name).await?)))
         }
