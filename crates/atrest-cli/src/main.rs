@@ -1,7 +1,8 @@
 //! The `atrest` command.
 //!
-//! `atrest serve` runs the server (the AKV-compatible keys API over TLS) on the embedded
-//! default; `atrest inspect` describes a sealed record or stream from its header.
+//! `atrest serve` runs the server (the AKV-compatible keys API, the admin API and the
+//! data API over TLS); the client commands talk to it over HTTPS; `backup`, `restore`,
+//! `anchor`, `audit` and `inspect` work on a data directory or a file.
 
 #![forbid(unsafe_code)]
 
@@ -83,6 +84,13 @@ enum Command {
     Message(client::Managed<data::MessageCmd>),
     /// Re-key and re-encrypt jobs.
     Job(client::Managed<data::JobCmd>),
+    /// Print a shell completion script: `atrest completions bash > /etc/bash_completion.d/atrest`
+    /// (or zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Describe a sealed record or stream file from its header: format, version,
     /// algorithms, segment size and plaintext length. Reads no key and no plaintext.
     Inspect {
@@ -113,6 +121,12 @@ fn main() -> ExitCode {
         Command::Anchor(cmd) => backup::anchor(&cmd),
         Command::Verify { conn } => backup::verify(&conn),
         Command::Inspect { file, output } => inspect::run(&file, output),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "atrest", &mut out);
+            Ok(String::from_utf8_lossy(&out).into_owned())
+        }
         Command::Tenant(m) => manage::tenant(m),
         Command::Vault(m) => manage::vault(m),
         Command::Principal(m) => manage::principal(m),
@@ -127,8 +141,15 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
+            // A reader that went away (`atrest … | head`) is not an error worth a panic.
+            use std::io::Write as _;
+            match std::io::stdout().lock().write_all(text.as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("error: cannot write the output: {e}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -302,7 +302,17 @@ async fn customer_key_story_end_to_end() {
     assert_eq!(s, StatusCode::OK, "{e}");
     let (s, e) = api.call(M::PUT, "/data/resources/bot/encryption", Some(set_cmk.clone())).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("purge protection"), "{e}");
+    let m = e["error"]["message"].as_str().unwrap();
+    assert!(m.contains("purge protection") && m.contains("atrest vault update VAULT --purge-protection`"), "{e}");
+    assert!(!m.contains("--purge-protection true"), "the flag takes no value: {e}");
+    // An EC key cannot wrap, and the refusal says so (not "EC (0 bits)").
+    let (s, _) = api.call(M::POST, "/keys/eck/create", Some(json!({"kty": "EC"}))).await;
+    assert_eq!(s, StatusCode::OK);
+    let set_ec = json!({"keySource": "customer", "keyUri": format!("{}/keys/eck", api.base)});
+    let (s, e) = api.call(M::PUT, "/data/resources/bot/encryption", Some(set_ec)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let m = e["error"]["message"].as_str().unwrap();
+    assert!(m.contains("is an EC key, which cannot wrap") && !m.contains("(0 bits)"), "{e}");
     let (s, _) = api.call(M::PATCH, "/admin/vaults/default", Some(json!({"purge_protection": true}))).await;
     assert_eq!(s, StatusCode::OK);
     let (s, e) = api.call(M::PUT, "/data/resources/bot/encryption", Some(set_cmk.clone())).await;

@@ -62,9 +62,19 @@ fn validate(uri: &str, info: &KeyInfo, now: i64) -> Result<()> {
     match (info.kty.as_str(), info.size_bits) {
         ("RSA", bits) if bits >= 2048 => {}
         ("oct", 256) => {}
+        ("EC", _) => {
+            return Err(reject(format!(
+                "key {uri} is an EC key, which cannot wrap: a customer key must be RSA of 2048 bits or more, or oct-256"
+            )));
+        }
+        (kty, 0) => {
+            return Err(reject(format!(
+                "key {uri} is {kty}: a customer key must be RSA of 2048 bits or more, or oct-256"
+            )));
+        }
         (kty, bits) => {
             return Err(reject(format!(
-                "key {uri} is {kty} ({bits} bits): a customer key must be RSA of 2048 bits or more, or oct-256"
+                "key {uri} is {kty} of {bits} bits: a customer key must be RSA of 2048 bits or more, or oct-256"
             )));
         }
     }
@@ -76,7 +86,8 @@ fn validate(uri: &str, info: &KeyInfo, now: i64) -> Result<()> {
     if info.recovery_level != "Recoverable" && info.recovery_level != "CustomizedRecoverable" {
         return Err(reject(format!(
             "the vault of key {uri} does not have purge protection on (recovery level {}): turn on soft delete and purge \
-             protection (atrest vault update --purge-protection true), so the key cannot be destroyed by mistake",
+             protection on that vault (`atrest vault update VAULT --purge-protection`, run by its tenant admin), so the \
+             key cannot be destroyed by mistake",
             info.recovery_level
         )));
     }

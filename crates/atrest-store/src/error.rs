@@ -6,7 +6,7 @@ use atrest_vault::{ErrorKind, VaultError};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The vault refused or could not be reached: the resource's data cannot be opened.
-    #[error("KeyInaccessible: the vault refused {operation} for key {key}: {reason}; {fix}")]
+    #[error("the vault refused {operation} for key {key}: {reason}; {fix}")]
     KeyInaccessible {
         /// The key, as a URI or vault/name.
         key: String,
@@ -21,7 +21,7 @@ pub enum StoreError {
         transient: bool,
     },
     /// A stored object, wrapped key or its metadata was modified or moved.
-    #[error("IntegrityCheckFailed: {0} does not open: it was modified, truncated or moved from another object")]
+    #[error("{0} does not open: it was modified, truncated or moved from another object")]
     Integrity(String),
     /// Nothing by that name (or outside the caller's tenant).
     #[error("{0}")]
@@ -131,3 +131,23 @@ impl StoreError {
 
 /// Result alias.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn messages_do_not_repeat_their_code() {
+        let e = StoreError::KeyInaccessible {
+            key: "https://v/keys/k".into(),
+            operation: "unwrapKey".into(),
+            reason: "disabled".into(),
+            fix: "enable it".into(),
+            transient: false,
+        };
+        assert_eq!(e.code(), "KeyInaccessible");
+        assert!(!e.to_string().contains("KeyInaccessible"), "{e}");
+        let e = StoreError::Integrity("the body of blob b".into());
+        assert!(!e.to_string().contains(e.code()), "{e}");
+    }
+}

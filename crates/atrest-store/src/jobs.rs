@@ -206,7 +206,7 @@ impl StoreService {
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(job = %job.id, error = %e, "job is waiting; it retries on the next pass");
-                    self.set_job(&job.id, None, None, &format!("waiting: {e}")).await?;
+                    self.set_job(&job.id, None, None, &format!("waiting: {}: {e}", e.code())).await?;
                 }
             }
         }

@@ -1,0 +1,59 @@
+//! What a new user meets first: shell completions, help text that says what the binary
+//! is, logs without colour codes when they go to a file, and errors that read
+//! `STATUS CODE: message` with the code once.
+
+mod common;
+use common::{Dir, Server, atrest};
+use std::process::{Command, Stdio};
+
+#[test]
+fn completions_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (ok, out, err) = atrest(&["completions", shell]);
+        assert!(ok, "{shell}: {err}");
+        assert!(out.contains("atrest") && out.contains("backup") && out.len() > 1000, "{shell}: {out}");
+    }
+    let (ok, _, err) = atrest(&["completions", "cmd"]);
+    assert!(!ok && err.contains("invalid value"), "{err}");
+}
+
+#[test]
+fn help_says_what_the_binary_is() {
+    let (ok, out, _) = atrest(&["--help"]);
+    assert!(ok);
+    assert!(!out.contains("as it lands") && out.contains("backup") && out.contains("completions"), "{out}");
+}
+
+#[test]
+fn logs_to_a_file_carry_no_colour_codes_and_codes_are_not_doubled() {
+    let dir = Dir::new("ux-logs");
+    let log = dir.0.join("serve.log");
+    let port = common::free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.0.join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("ATREST_CONFIG")
+        .env("ATREST_LOG", "info")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server =
+        Server { child, cli: common::Cli { dir: dir.0.join("data"), url: format!("https://127.0.0.1:{port}") } };
+    let t = std::time::Instant::now();
+    while !server.run(&["vault", "list"]).0 {
+        assert!(t.elapsed() < std::time::Duration::from_secs(30), "the server did not come up");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // A data-service refusal: its code once, then the message.
+    server.ok(&["resource", "create", "bot"]);
+    let (ok, _, err) = server.run(&["record", "get", "bot", "missing"]);
+    assert!(!ok);
+    let first = err.split_whitespace().nth(2).unwrap_or_default().trim_end_matches(':').to_string();
+    assert!(!first.is_empty() && err.matches(first.as_str()).count() == 1, "the code is said twice: {err}");
+    server.stop();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("INFO") || text.contains("WARN"), "nothing was logged: {text}");
+    assert!(!text.contains('\u{1b}'), "colour codes in a log file: {text:?}");
+}
