@@ -429,6 +429,11 @@ async fn route(
         });
     };
     rate_limit(state, &principal)?;
+    // Another tenant's vault does not exist for this caller, as in the admin API (a 403
+    // would say it does); the deployment admin knows every vault and gets the 403.
+    if principal.tenant_id != vault.tenant_id && principal.role != atrest_vault::Role::DeploymentAdmin {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "VaultNotFound", format!("no vault named {vault_name}")));
+    }
     let query: HashMap<String, String> =
         axum::extract::Query::<HashMap<String, String>>::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
     let api_version = query
