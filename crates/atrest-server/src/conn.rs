@@ -190,6 +190,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     }
 }
 
+/// The local port a request arrived on (a request extension): with vault ports, it says
+/// which vault the origin serves even behind a port forward that rewrites `Host`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocalPort(pub u16);
+
 /// The accept loop: TLS, HTTP/1.1 and HTTP/2 through `app`, under the limits; on `stop`
 /// it accepts no more connections and lets the open ones finish their requests (up to
 /// 10 s).
@@ -205,6 +210,7 @@ pub(crate) fn serve(
     use hyper_util::service::TowerToHyperService;
     let mut stopped = stop.subscribe();
     let conn_stop = stop.subscribe();
+    let local_port = LocalPort(listener.local_addr().map(|a| a.port()).unwrap_or(0));
     tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         // A connection is accepted only with a permit: past the cap, clients wait in the
@@ -259,7 +265,8 @@ pub(crate) fn serve(
                     let busy = busy.clone();
                     tower::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let slot = Arc::new(std::sync::Mutex::new(None));
-                        let req = req.map(|b| axum::body::Body::new(EndOfBody::new(b, &busy, &slot)));
+                        let mut req = req.map(|b| axum::body::Body::new(EndOfBody::new(b, &busy, &slot)));
+                        req.extensions_mut().insert(local_port);
                         let app = app.clone();
                         async move {
                             let resp = tower::ServiceExt::oneshot(app, req).await;

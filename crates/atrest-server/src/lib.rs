@@ -465,7 +465,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         limiter: ratelimit::RateLimiter::new(cfg.rate_limit, cfg.rate_burst),
         anchor: anchor.clone(),
     });
-    let app = axum::Router::new().fallback(api::handle).with_state(state);
+    let app = api::router(state);
     let live_tls: tls::LiveConfig = Arc::new(std::sync::RwLock::new(boot.tls.clone()));
     let (stop, _) = watch::channel(false);
 

@@ -2,8 +2,8 @@
 //! documented operation, called by the deployment admin (with placeholder names), is
 //! routed to a handler — it may answer 400 or 404 for the placeholder, never "no
 //! operation" — and paths outside the table answer 404 "no operation". (The reverse, a
-//! routed operation missing from the table, is the router's job once each front end is
-//! an axum `Router` built from the same table.)
+//! routed operation missing from the table, is not checked: each front end's router
+//! parses its own paths, the AKV ones with their quirks.)
 
 use atrest_server::ServeConfig;
 use reqwest::Method;
@@ -56,6 +56,33 @@ async fn every_documented_operation_is_routed() {
     {
         let (status, text) = call(m.clone(), path.into()).await;
         assert!(unrouted(&text) && status == reqwest::StatusCode::NOT_FOUND, "{m} {path}: {status} {text}");
+    }
+    server.shutdown().await;
+}
+
+/// Authentication is a layer in front of every front end: a request without a valid
+/// token is answered (401, with the AKV challenge on a vault origin) while its body is
+/// still on the way, never after waiting for or parsing it.
+#[tokio::test]
+async fn unauthenticated_requests_are_answered_before_the_body() {
+    let dir = temp_dir("atrest-routes-auth");
+    let cfg = ServeConfig { data_dir: dir.0.clone(), listen: "127.0.0.1:0".parse().unwrap(), ..ServeConfig::default() };
+    let server = atrest_server::start(cfg).await.unwrap();
+    let client = client_for(server.ca_pem.as_ref().unwrap());
+    let base = format!("https://localhost:{}", server.addr.port());
+    for (path, akv) in
+        [("/keys/k/create?api-version=7.5", true), ("/admin/tenants", false), ("/data/resources/r/records/x", false)]
+    {
+        // A body that never arrives.
+        let body = reqwest::Body::wrap_stream(futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>());
+        let sent = client.post(format!("{base}{path}")).header("content-length", "1000").body(body).send();
+        let r = tokio::time::timeout(std::time::Duration::from_secs(10), sent)
+            .await
+            .unwrap_or_else(|_| panic!("{path}: no answer while the body was pending"))
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED, "{path}");
+        let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_string();
+        assert_eq!(challenge.contains("authorization=\"https://login.atrest.invalid/"), akv, "{path}: {challenge}");
     }
     server.shutdown().await;
 }

@@ -12,11 +12,13 @@ use super::{ApiError, AppState, no_content, ok, split_host};
 use atrest_vault::audit::DEPLOYMENT_CHAIN;
 use atrest_vault::model::{VaultInfo, VaultSettings};
 use atrest_vault::{IssuedToken, Permission, Principal, PrincipalKind, Role, Tenant, TokenInfo, VaultService};
-use axum::body::Bytes;
-use axum::http::{Method, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 /// An authenticated admin request.
 pub(super) struct AdminCtx<'a> {
@@ -149,6 +151,25 @@ struct PolicyIn {
     permissions: Vec<String>,
 }
 
+/// The admin front end, nested under `/admin` (behind [`super::auth::bearer`]).
+pub(super) fn router() -> axum::Router<Arc<AppState>> {
+    axum::Router::new().fallback(handle)
+}
+
+async fn handle(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Principal>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let host = super::host_of(&headers, &uri).ok_or_else(|| ApiError::bad("the request has no Host"))?;
+    let body = super::read_body(body, super::MAX_BODY, "").await?;
+    let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    dispatch(&AdminCtx { state: &state, actor, host, body }, &method, &segments).await
+}
+
 /// What the audit trail calls a request: (chain selector, operation, target). `None`
 /// for reads, which change nothing and are not recorded.
 fn describe<'p>(method: &Method, path: &[&'p str]) -> Option<(Option<&'p str>, &'static str, String)> {
@@ -173,7 +194,7 @@ fn describe<'p>(method: &Method, path: &[&'p str]) -> Option<(Option<&'p str>, &
 }
 
 /// Routes an admin request (path without the leading `admin`) and audits changes.
-pub(super) async fn dispatch(ctx: &AdminCtx<'_>, method: &Method, path: &[&str]) -> Result<Response, ApiError> {
+async fn dispatch(ctx: &AdminCtx<'_>, method: &Method, path: &[&str]) -> Result<Response, ApiError> {
     let Some((vault, op, target)) = describe(method, path) else {
         return route(ctx, method, path).await;
     };

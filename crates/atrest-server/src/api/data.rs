@@ -7,10 +7,12 @@ use super::{ApiError, AppState, no_content, ok};
 use atrest_store::{ByteRange, EncryptionRequest, Precondition, StoreError, model::ObjectKind, model::Resource};
 use atrest_vault::Principal;
 use axum::body::Body;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
@@ -140,21 +142,28 @@ async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiE
     serde_json::from_slice(&b).map_err(|e| ApiError::bad(format!("the request body does not fit this operation: {e}")))
 }
 
-/// Routes a `/data/…` request.
-pub(super) async fn route(
-    state: &AppState,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
+/// The data front end, nested under `/data` (behind [`super::auth::bearer`]). It streams
+/// blob bodies and reads other bodies itself.
+pub(super) fn router() -> axum::Router<Arc<AppState>> {
+    axum::Router::new().fallback(handle)
+}
+
+/// Routes a `/data/…` request (the path as nested, without `/data`).
+async fn handle(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Principal>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let actor = super::require_principal(state, headers).await?;
+    let (state, method, headers) = (&*state, &method, &headers);
     let query: HashMap<String, String> =
-        axum::extract::Query::<HashMap<String, String>>::try_from_uri(uri).map(|q| q.0).unwrap_or_default();
+        axum::extract::Query::<HashMap<String, String>>::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
     let raw: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
     let store = &state.store;
     let a = &actor;
-    match (method, &raw[1..]) {
+    match (method, raw.as_slice()) {
         (&Method::GET, ["resources"]) => {
             let list = store.list_resources(a).await?;
             let items: Vec<Value> = list.iter().map(|(r, role)| resource_json(store, r, Some(role.as_str()))).collect();
@@ -170,7 +179,7 @@ pub(super) async fn route(
             let name = decode(name)?;
             resource_route(state, a, m, &name, rest, &query, headers, body).await
         }
-        _ => Err(unknown(method, uri)),
+        _ => Err(unknown(method, &uri)),
     }
 }
 
@@ -178,7 +187,7 @@ fn unknown(method: &Method, uri: &Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "NotFound",
-        format!("no operation {method} {} (see /openapi.json)", uri.path()),
+        format!("no operation {method} /data{} (see /openapi.json)", uri.path()),
     )
 }
 
@@ -426,7 +435,7 @@ fn encryption_request(state: &AppState, b: EncryptionBody) -> Result<EncryptionR
                 }),
                 None => {
                     let host = origin.trim_start_matches("https://");
-                    let vault = super::vault_name(state, host)
+                    let vault = super::vault_at(state, host, None)
                         .ok_or_else(|| ApiError::bad(format!("no vault of this deployment answers at {host}")))?;
                     Ok(EncryptionRequest::Customer {
                         kek: atrest_store::keyvault::KeyRef { vault, name: key, version },

@@ -1,13 +1,91 @@
 //! The keys routes (`../shared/akv-keys-api.md` §3), each checking its permission first.
 
+use super::auth::AkvCaller;
 use super::json::{self as j, AttributesIn};
-use super::{ApiError, Ctx, no_content, ok, unknown_route};
+use super::{ApiError, AppState, no_content, ok, unknown_route};
 use atrest_crypto::SecretBytes;
+use atrest_vault::model::VaultInfo;
 use atrest_vault::model::{b64u, b64u_decode};
 use atrest_vault::{CreateKey, KeyOp, OpInput, Permission, UpdateKey};
-use axum::http::Method;
+use atrest_vault::{Principal, VaultService};
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, State};
+use axum::http::{Method, Uri};
 use axum::response::Response;
 use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// `api-version` values the SDKs send (all treated alike).
+const API_VERSIONS: &[&str] = &["2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", "2025-07-01"];
+
+/// The AKV keys front end, at each vault's origin (behind [`super::auth::akv`]).
+pub(super) fn router() -> axum::Router<Arc<AppState>> {
+    axum::Router::new().fallback(handle)
+}
+
+/// The AKV paths keep their quirks (`/keys/{name}/` for "latest", `/keys/{name}//decrypt`),
+/// so they are parsed here rather than by the path router.
+async fn handle(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<AkvCaller>,
+    method: Method,
+    uri: Uri,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = super::read_body(body, super::MAX_BODY, "").await?;
+    let query: HashMap<String, String> =
+        axum::extract::Query::<HashMap<String, String>>::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
+    let api_version = query
+        .get("api-version")
+        .cloned()
+        .ok_or_else(|| ApiError::bad("the api-version query parameter is required, e.g. ?api-version=7.5"))?;
+    if !API_VERSIONS.contains(&api_version.as_str()) {
+        return Err(ApiError::bad(format!(
+            "unsupported api-version {api_version}; supported: {}",
+            API_VERSIONS.join(", ")
+        )));
+    }
+    let AkvCaller { vault, principal, origin } = caller;
+    let ctx = Ctx { svc: &state.svc, metrics: &state.metrics, vault, principal, origin, api_version, query, body };
+    let segments: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
+    dispatch(&ctx, &method, &segments).await
+}
+
+/// A parsed, authenticated request, as the route handlers see it.
+pub(crate) struct Ctx<'a> {
+    pub svc: &'a VaultService,
+    pub metrics: &'a crate::metrics::Metrics,
+    pub vault: VaultInfo,
+    pub principal: Principal,
+    /// `https://host[:port]` as the client addressed us.
+    pub origin: String,
+    pub api_version: String,
+    pub query: HashMap<String, String>,
+    pub body: Bytes,
+}
+
+impl Ctx<'_> {
+    pub(crate) async fn allow(&self, permission: atrest_vault::Permission, key: Option<&str>) -> Result<(), ApiError> {
+        Ok(self.svc.authorize(&self.vault, &self.principal, permission, key).await?)
+    }
+
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        // serde's messages can quote the offending value, which may be key material in an
+        // import: report only where and what kind of error it is.
+        serde_json::from_slice(&self.body).map_err(|e| {
+            let kind = match e.classify() {
+                serde_json::error::Category::Data => "a member is missing or has the wrong type",
+                _ => "it is not well-formed JSON",
+            };
+            ApiError::bad(format!(
+                "the request body does not fit this operation: {kind} (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })
+    }
+}
 
 fn op_of(segment: &str) -> Option<KeyOp> {
     Some(match segment {
