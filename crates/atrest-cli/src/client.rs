@@ -32,8 +32,9 @@ pub(crate) struct Conn {
     /// Data directory of a local server (for the default token and CA).
     #[arg(long, env = "ATREST_DATA_DIR", default_value = "atrest-data", global = true)]
     data_dir: PathBuf,
-    /// Vault for `key` commands (default: the vault at the URL). With --vault-domain D the
-    /// CLI addresses https://NAME.D and connects to the URL's address.
+    /// Vault for `key` commands (default: the vault at the URL). Without --vault-domain the
+    /// CLI asks the server for the vault's own port; with --vault-domain D it addresses
+    /// https://NAME.D and connects to the URL's address.
     #[arg(long = "vault", id = "conn_vault", env = "ATREST_VAULT", global = true)]
     vault: Option<String>,
     /// The server's --vault-domain.
@@ -49,8 +50,11 @@ pub(crate) struct Api {
     client: Client,
     /// Base URL of the admin API.
     base: String,
-    /// Base URL of the selected vault's keys API.
-    vault_base: String,
+    /// Base URL of the selected vault's keys API (asked of the server for `--vault NAME`
+    /// without a vault domain: the vault's own port).
+    vault_base: std::sync::OnceLock<String>,
+    /// The vault whose URL is to be asked for.
+    vault: Option<String>,
     /// The bearer token: zeroized on drop, never printed.
     token: atrest_crypto::SecretBytes,
 }
@@ -111,22 +115,24 @@ impl Conn {
         let port = url.port_or_known_default().unwrap_or(443);
         let mut builder = Client::builder().use_preconfigured_tls(tls);
         let base = self.url.trim_end_matches('/').to_string();
-        let vault_base = match (&self.vault, &self.vault_domain) {
+        let vault_base = std::sync::OnceLock::new();
+        let mut vault = None;
+        match (&self.vault, &self.vault_domain) {
             (Some(v), Some(d)) => {
                 let name = format!("{}.{d}", v.to_ascii_lowercase());
                 // Connect to the URL's address whatever DNS says about NAME.D.
                 if let Ok(ip) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
                     builder = builder.resolve(&name, std::net::SocketAddr::new(ip, port));
                 }
-                format!("https://{name}:{port}")
+                let _ = vault_base.set(format!("https://{name}:{port}"));
             }
-            (Some(_), None) => {
-                return Err("--vault needs --vault-domain (the server's setting): vaults answer at NAME.DOMAIN".into());
+            (Some(v), None) => vault = Some(v.to_ascii_lowercase()),
+            _ => {
+                let _ = vault_base.set(base.clone());
             }
-            _ => base.clone(),
-        };
+        }
         let client = builder.build().map_err(|e| e.to_string())?;
-        Ok(Api { client, base, vault_base, token })
+        Ok(Api { client, base, vault_base, vault, token })
     }
 }
 
@@ -139,7 +145,28 @@ impl Api {
     /// Calls the keys API of the selected vault (`path` like `/keys/NAME`).
     pub(crate) async fn keys(&self, method: Method, path: &str, body: Option<Value>) -> CliResult<Value> {
         let sep = if path.contains('?') { '&' } else { '?' };
-        self.send(method, format!("{}{path}{sep}api-version={API_VERSION}", self.vault_base), body).await
+        let vault_base = self.vault_base().await?;
+        self.send(method, format!("{vault_base}{path}{sep}api-version={API_VERSION}"), body).await
+    }
+
+    /// The selected vault's URL: a vault without a vault domain answers on a port of its
+    /// own, which the admin API knows. The token only goes to the host of `--url`.
+    async fn vault_base(&self) -> CliResult<&str> {
+        if let Some(b) = self.vault_base.get() {
+            return Ok(b);
+        }
+        let name = self.vault.as_deref().unwrap_or_default();
+        let v = self.admin(Method::GET, &format!("/vaults/{name}"), None).await?;
+        let url = v.get("url").and_then(Value::as_str).unwrap_or_default().trim_end_matches('/').to_string();
+        let host = |u: &str| reqwest::Url::parse(u).ok().and_then(|u| u.host_str().map(str::to_string));
+        if url.is_empty() || host(&url) != host(&self.base) {
+            return Err(CliError::Local(format!(
+                "the server says vault {name} answers at {url:?}, not on the host of --url {}; refusing to send the \
+                 token there (use --url with that vault's URL)",
+                self.base
+            )));
+        }
+        Ok(self.vault_base.get_or_init(|| url))
     }
 
     /// Follows `nextLink` until the list ends; returns every item.
@@ -153,11 +180,11 @@ impl Api {
             match page.get("nextLink").and_then(Value::as_str) {
                 Some(next) if !next.is_empty() => {
                     // The token goes only where the first request went.
-                    let same_origin = next.strip_prefix(&self.vault_base).is_some_and(|rest| rest.starts_with('/'));
+                    let vault_base = self.vault_base().await?;
+                    let same_origin = next.strip_prefix(vault_base).is_some_and(|rest| rest.starts_with('/'));
                     if !same_origin {
                         return Err(CliError::Local(format!(
-                            "the server's nextLink {next} leaves {}; refusing to follow it",
-                            self.vault_base
+                            "the server's nextLink {next} leaves {vault_base}; refusing to follow it"
                         )));
                     }
                     page = self.send(Method::GET, next.to_string(), None).await?;

@@ -44,6 +44,10 @@ pub(crate) struct ServeArgs {
     /// Vault NAME answers at https://NAME.DOMAIN (the default vault at the bare host).
     #[arg(long, env = "ATREST_VAULT_DOMAIN")]
     vault_domain: Option<String>,
+    /// Without a vault domain, each vault answers on a port of its own from this range,
+    /// FIRST-LAST (default: the 100 ports after the --listen port).
+    #[arg(long, env = "ATREST_VAULT_PORTS", value_name = "FIRST-LAST", value_parser = parse_port_range)]
+    vault_ports: Option<(u16, u16)>,
     /// Database URL (default: SQLite in the data directory).
     #[arg(long = "database", env = "ATREST_DATABASE_URL")]
     database_url: Option<String>,
@@ -159,6 +163,7 @@ struct FileConfig {
     #[serde(default)]
     hostname: Vec<String>,
     vault_domain: Option<String>,
+    vault_ports: Option<String>,
     database: Option<String>,
     root_key_file: Option<PathBuf>,
     root_passphrase_file: Option<PathBuf>,
@@ -233,6 +238,13 @@ impl ServeArgs {
             max_connections: self.max_connections.or(file.max_connections).unwrap_or(d.max_connections).max(1),
             hostnames: if self.hostnames.is_empty() { file.hostname } else { self.hostnames },
             vault_domain: self.vault_domain.or(file.vault_domain),
+            vault_ports: match (self.vault_ports, file.vault_ports) {
+                (Some(r), _) => Some(r),
+                (None, Some(s)) => {
+                    Some(parse_port_range(&s).map_err(|e| format!("vault_ports in the config file: {e}"))?)
+                }
+                (None, None) => None,
+            },
             database_url: self.database_url.or(file.database),
             root_key_file,
             root_passphrase_file,
@@ -333,6 +345,17 @@ async fn shutdown_signal() -> Result<(), String> {
     tokio::signal::ctrl_c().await.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))
 }
 
+/// `FIRST-LAST`, both ports, FIRST ≤ LAST.
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?} is not a port range: write FIRST-LAST, e.g. 8444-8543");
+    let (a, b) = s.trim().split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,5 +401,14 @@ mod tests {
         let t = T::try_parse_from(["x", "--config", f.to_str().unwrap()]).unwrap();
         assert!(t.a.resolve().unwrap_err().contains("together"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(super::parse_port_range("8444-8543"), Ok((8444, 8543)));
+        assert_eq!(super::parse_port_range(" 9000 - 9000 "), Ok((9000, 9000)));
+        for bad in ["8444", "0-10", "9-8", "a-b", "1-70000", ""] {
+            assert!(super::parse_port_range(bad).unwrap_err().contains("FIRST-LAST"), "{bad}");
+        }
     }
 }

@@ -67,8 +67,24 @@ async fn administration_and_keys_over_https() {
     let (ok, _, err) = cli.run(&["principal", "list", "--tenant", "default"], Some(ops_token)).await;
     assert!(!ok && err.contains("404 NotFound"), "{err}");
     let (ok, out, _) =
-        cli.run(&["policy", "set", "acme-keys", "ops", "--permissions", "get,list"], Some(ops_token)).await;
+        cli.run(&["policy", "set", "acme-keys", "ops", "--permissions", "get,list,create"], Some(ops_token)).await;
     assert!(ok && out.contains("get,list"), "{out}");
+
+    // Without a vault domain a tenant's vault answers on a port of its own: the URL printed
+    // reaches it (as the SDKs need: one vault per origin), and --vault finds it.
+    let (ok, out, _) = cli.run(&["vault", "show", "acme-keys", "--output", "json"], Some(ops_token)).await;
+    assert!(ok, "{out}");
+    let url = serde_json::from_str::<serde_json::Value>(&out).unwrap()["url"].as_str().unwrap().to_string();
+    assert!(url.starts_with("https://127.0.0.1:") && url != cli.url, "{url} vs {}", cli.url);
+    let (ok, out, err) = cli
+        .run(&["key", "create", "tk", "--vault", "acme-keys", "--kty", "EC", "--output", "json"], Some(ops_token))
+        .await;
+    assert!(ok, "{err}");
+    let kid = serde_json::from_str::<serde_json::Value>(&out).unwrap()["key"]["kid"].as_str().unwrap().to_string();
+    assert!(kid.starts_with(&format!("{url}/keys/tk/")), "{kid} is not at {url}");
+    let (_, listed, _) = cli.run(&["key", "list", "--vault", "acme-keys"], Some(ops_token)).await;
+    assert!(listed.contains("/keys/tk"), "{listed}");
+    assert!(!cli.ok(&["key", "list"]).await.contains("/keys/tk"), "the default vault is another vault");
     let (_, out, _) = cli.run(&["policy", "list", "acme-keys"], Some(ops_token)).await;
     assert!(out.starts_with("PRINCIPAL") && out.contains("ops"), "{out}");
     let (ok, _, err) = cli.run(&["tenant", "create", "x"], Some(ops_token)).await;

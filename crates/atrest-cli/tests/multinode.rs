@@ -535,3 +535,64 @@ fn a_long_batch_keeps_its_lease() {
     stop(b_proc);
     drop_db(&admin, &name);
 }
+
+/// Every vault at an origin of its own, served by every node: a tenant's vault created on
+/// A answers on its port on B too (B listens on another address, as another machine
+/// would), and bring-your-own-key in that tenant works through a key URI naming it.
+#[test]
+fn vault_ports_on_every_node() {
+    let Ok(admin) = std::env::var("ATREST_TEST_PG") else {
+        eprintln!("skipped: set ATREST_TEST_PG=postgres://USER@HOST:PORT to run the multi-node test");
+        return;
+    };
+    let name = format!("vaultports_{}", std::process::id());
+    let mut c = new_cluster("vaultports", create_db(&admin, &name), None);
+    let (a_proc, a) = first_node(&mut c, "a");
+    let port_b = free_port();
+    let mut args = c.serve_args("b", port_b);
+    let i = args.iter().position(|s| s == "--listen").unwrap();
+    args[i + 1] = format!("127.0.0.2:{port_b}");
+    args.extend(["--hostname".to_string(), "127.0.0.2".to_string()]);
+    let b_proc = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .args(args)
+        .env("ATREST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let b = Node { url: format!("https://127.0.0.2:{port_b}"), ca: c.dir.join("b/tls/ca.pem") };
+    until(30, "node B", || c.cli(&b, &["resource", "list"]).0);
+
+    c.ok(&a, &["tenant", "create", "shop"]);
+    c.ok(&a, &["principal", "create", "ops", "--tenant", "shop", "--kind", "user", "--role", "tenant-admin"]);
+    let token = c.json(&a, &["token", "issue", "ops", "--tenant", "shop", "--ttl", "600"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.ok(&a, &["vault", "create", "shop-keys", "--tenant", "shop", "--purge-protection"]);
+    let url = c.json(&a, &["vault", "show", "shop-keys"])["url"].as_str().unwrap().to_string();
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(url.starts_with("https://127.0.0.1:") && port != 0, "{url}");
+    c.token = token;
+    c.ok(&a, &["policy", "set", "shop-keys", "ops", "--permissions", "get,list,create"]);
+    // B reads the new port within its refresh (5 s) and serves it at its own address.
+    until(15, "node B serving the vault's port", || c.cli(&b, &["key", "list", "--vault", "shop-keys"]).0);
+    assert_eq!(c.json(&b, &["vault", "show", "shop-keys"])["url"], format!("https://127.0.0.2:{port}"));
+    let kid = c.json(&b, &["key", "create", "cmk", "--vault", "shop-keys", "--kty", "oct"])["key"]["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(kid.starts_with(&format!("https://127.0.0.2:{port}/keys/cmk/")), "{kid}");
+    assert!(c.ok(&a, &["key", "list", "--vault", "shop-keys"]).contains(&format!("{url}/keys/cmk")));
+    // Bring your own key inside the tenant: the resource's identity, the grant, the URI.
+    c.ok(&a, &["resource", "create", "orders"]);
+    c.ok(&a, &["policy", "set", "shop-keys", "res-orders", "--permissions", "get,wrapKey,unwrapKey"]);
+    c.ok(&b, &["resource", "encryption", "set", "orders", "--key-uri", &format!("{url}/keys/cmk")]);
+    c.ok(&b, &["record", "put", "orders", "o1", "--value", "two boxes"]);
+    assert_eq!(c.ok(&a, &["record", "get", "orders", "o1"]), "two boxes");
+    let shown = c.json(&a, &["resource", "show", "orders"]);
+    assert_eq!(shown["encryption"]["keySource"], "customer", "{shown}");
+    stop(a_proc);
+    stop(b_proc);
+    drop_db(&admin, &name);
+}

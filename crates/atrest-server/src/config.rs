@@ -30,6 +30,10 @@ pub struct ServeConfig {
     pub hostnames: Vec<String>,
     /// With `D`, vault `NAME` answers at `https://NAME.D`.
     pub vault_domain: Option<String>,
+    /// Ports a customer vault may be given as its own origin when there is no vault
+    /// domain (default: the 100 ports after the listen port; with listen port 0, ports
+    /// the system picks, for tests).
+    pub vault_ports: Option<(u16, u16)>,
     /// Database URL (default SQLite in the data directory).
     pub database_url: Option<String>,
     /// Root key file (default `<data-dir>/root.key`, generated).
@@ -115,6 +119,7 @@ impl Default for ServeConfig {
             max_connections: 1000,
             hostnames: Vec::new(),
             vault_domain: None,
+            vault_ports: None,
             database_url: None,
             root_key_file: None,
             root_passphrase_file: None,
@@ -142,6 +147,21 @@ impl Default for ServeConfig {
             job_lease_secs: 30,
             blob_store: None,
             blob_retire_delay_secs: None,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// The ports vaults may be given: `None` for ports the system picks (listen port 0).
+    #[must_use]
+    pub fn vault_port_range(&self) -> Option<std::ops::RangeInclusive<u16>> {
+        match self.vault_ports {
+            Some((first, last)) => Some(first..=last),
+            None if self.listen.port() == 0 => None,
+            None => {
+                let first = self.listen.port().saturating_add(1);
+                Some(first..=first.saturating_add(99))
+            }
         }
     }
 }

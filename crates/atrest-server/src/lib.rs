@@ -17,6 +17,7 @@ mod files;
 pub mod metrics;
 pub mod ratelimit;
 pub mod tls;
+mod vault_ports;
 
 pub use config::ServeConfig;
 
@@ -80,6 +81,7 @@ pub struct Server {
     anchor: Arc<anchor::Anchor>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    listeners: Arc<vault_ports::PortListeners>,
 }
 
 impl Server {
@@ -102,6 +104,9 @@ impl Server {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        for t in self.listeners.take_tasks() {
+            let _ = t.await;
+        }
         if let Err(e) = self.anchor.sync().await {
             tracing::error!(error = %e, "could not record the final commit sequence in the rollback anchor");
         }
@@ -453,6 +458,13 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
     let metrics_token = read_metrics_token(&cfg)?;
     let anchor = Arc::new(boot.anchor);
     let limits = conn::Limits::from(&cfg);
+    let vault_ports = boot.store.config().origins.vault_ports.clone();
+    let listeners = Arc::new(vault_ports::PortListeners::new(
+        boot.svc.clone(),
+        vault_ports.clone(),
+        &cfg,
+        &boot.default_vault.name,
+    ));
     let state = Arc::new(api::AppState {
         svc: boot.svc.clone(),
         store: boot.store.clone(),
@@ -464,6 +476,8 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         metrics_token,
         limiter: ratelimit::RateLimiter::new(cfg.rate_limit, cfg.rate_burst),
         anchor: anchor.clone(),
+        vault_ports,
+        listeners: listeners.clone(),
     });
     let app = api::router(state);
     let live_tls: tls::LiveConfig = Arc::new(std::sync::RwLock::new(boot.tls.clone()));
@@ -477,7 +491,12 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
     spawn_anchor_watch(&anchor, &stop);
     spawn_checkpoint_writer(&boot.svc, &cfg, &stop);
 
-    let task = conn::serve(listener, live_tls, app, limits, &stop);
+    let task = conn::serve(listener, live_tls.clone(), app.clone(), limits, &stop);
+    if let Err(e) = listeners.start(app, live_tls, limits, stop.clone()).await {
+        let _ = stop.send(true);
+        return Err(e);
+    }
+    spawn_port_refresh(&listeners, &stop);
     Ok(Server {
         addr,
         ca_pem: boot.ca_pem,
@@ -488,5 +507,24 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         anchor,
         stop,
         task,
+        listeners,
     })
+}
+
+/// Vaults created on other nodes: their ports are served here within 5 s.
+fn spawn_port_refresh(listeners: &Arc<vault_ports::PortListeners>, stop: &watch::Sender<bool>) {
+    let listeners = listeners.clone();
+    let mut stopped = stop.subscribe();
+    // Every node, not one under a lease: each serves every port.
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                _ = stopped.changed() => return,
+            }
+            if let Err(e) = listeners.refresh().await {
+                tracing::warn!(error = %e, "could not read the vault ports");
+            }
+        }
+    });
 }

@@ -388,6 +388,14 @@ mod tests {
         for fine in ["vault.example.com", "10.0.0.5:443", "127.0.0.1:9000", "[::1]:443"] {
             assert!(!super::is_link_local(fine), "{fine}");
         }
+        // A vault's own port is this deployment under its names, and no other port is.
+        o.vault_ports.insert(8444, "payments");
+        for local in ["127.0.0.1:8444", "localhost:8444", "vault.example.com:8444"] {
+            assert!(o.is_local(local), "{local}");
+        }
+        for foreign in ["127.0.0.1:8445", "evil.example:8444", "team.kv.example:8444"] {
+            assert!(!o.is_local(foreign), "{foreign}");
+        }
         let all6 = Origins::new("[::]:9000".parse().unwrap(), &[], None);
         assert!(all6.is_local("[::1]:9000") && all6.is_local("localhost:9000") && !all6.is_local("[::]:9000"));
     }

@@ -61,7 +61,7 @@ pub use jobs::KINDS as JOB_KINDS;
 pub use messages::MAX_MESSAGE;
 pub use metrics::StoreMetrics;
 pub use objects::{MAX_NAME, MAX_RECORD, Precondition};
-pub use origins::Origins;
+pub use origins::{Origins, VaultPorts};
 pub use service::{MIGRATIONS, Seams, StoreConfig, StoreService};
 pub use usage::{KeyUsage, VersionUsage};
 pub use verify::RowReport;

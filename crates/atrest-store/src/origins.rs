@@ -1,6 +1,9 @@
 //! This deployment's own origins, which a customer key URI without a credential must
 //! name (the settings hold them; the encryption code checks against them).
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
 /// This deployment's own origins: the hosts at which a key URI names one of its own
 /// vaults (and nothing else: a URI naming another host is never silently mapped to a
 /// local vault).
@@ -16,6 +19,37 @@ pub struct Origins {
     pub names: Vec<String>,
     /// With `--vault-domain D`: `D` and `NAME.D`, on [`Self::port`] or 443.
     pub vault_domain: Option<String>,
+    /// Vaults with a port of their own (served under the loopback names and the
+    /// deployment's names).
+    pub vault_ports: VaultPorts,
+}
+
+/// Which vault answers on which port of its own, as every node serves them: shared by the
+/// listeners that serve them and the checks of key URIs.
+#[derive(Debug, Clone, Default)]
+pub struct VaultPorts(Arc<RwLock<BTreeMap<u16, String>>>);
+
+impl VaultPorts {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u16, String>> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The vault answering on `port`.
+    #[must_use]
+    pub fn vault(&self, port: u16) -> Option<String> {
+        self.read().get(&port).cloned()
+    }
+
+    /// The port of vault `name`.
+    #[must_use]
+    pub fn port_of(&self, name: &str) -> Option<u16> {
+        self.read().iter().find(|(_, v)| v.as_str() == name).map(|(p, _)| *p)
+    }
+
+    /// Records that vault `name` answers on `port`.
+    pub fn insert(&self, port: u16, name: &str) {
+        self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(port, name.to_string());
+    }
 }
 
 impl Origins {
@@ -38,6 +72,7 @@ impl Origins {
             loopback,
             names: hostnames.iter().map(|h| h.trim().to_ascii_lowercase()).collect(),
             vault_domain: vault_domain.map(str::to_ascii_lowercase),
+            vault_ports: VaultPorts::default(),
         }
     }
 
@@ -46,6 +81,9 @@ impl Origins {
     pub fn is_local(&self, authority: &str) -> bool {
         let Some((host, port)) = crate::remote::split_authority(authority) else { return false };
         if port == self.port && self.loopback.contains(&host) {
+            return true;
+        }
+        if self.vault_ports.vault(port).is_some() && (self.loopback.contains(&host) || self.names.contains(&host)) {
             return true;
         }
         if port != self.port && port != 443 {

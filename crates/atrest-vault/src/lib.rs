@@ -24,6 +24,7 @@ pub mod model;
 mod ops;
 mod permission;
 pub mod platform;
+mod ports;
 mod rotation;
 pub mod schema;
 mod service;

@@ -11,6 +11,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("schema/0003_audit.sql")),
     (4, include_str!("schema/0004_rotation.sql")),
     (5, include_str!("schema/0005_leases.sql")),
+    (6, include_str!("schema/0006_vault_ports.sql")),
 ];
 
 /// Applies the vault's pending migrations to `db`.

@@ -833,3 +833,34 @@ async fn leases_pass_the_conformance_suite() {
     let name = format!("conformance-{}", hex::encode(atrest_crypto::rand::bytes::<6>().unwrap()));
     atrest_infra::lease::conformance(&a, &b, &name, T0).await;
 }
+
+#[tokio::test]
+async fn vault_ports_one_per_vault_one_vault_per_port_rows_checked() {
+    let a = env().await;
+    let b_name = format!("{}-b", a.vault.name);
+    let b = a.svc.create_vault("tenant-1", &b_name, VaultSettings::default()).await.unwrap();
+    // Ports of their own, so runs can share one database.
+    let p = 20_000 + u16::from_le_bytes(atrest_crypto::rand::bytes::<2>().unwrap()) % 40_000;
+    let (pa, pb) = (p, p + 1);
+    let svc = &a.svc;
+    assert!(svc.claim_vault_port(&a.vault.name, 0).await.is_err());
+    assert!(svc.claim_vault_port(&a.vault.name, pa).await.unwrap());
+    assert!(!svc.claim_vault_port(&a.vault.name, pa + 2).await.unwrap(), "a vault has one port");
+    assert!(!svc.claim_vault_port(&b_name, pa).await.unwrap(), "a port has one vault");
+    assert!(svc.claim_vault_port(&b_name, pb).await.unwrap());
+    assert!(svc.claim_vault_port("no-such-vault", pb + 5).await.is_err());
+    let ours = |ports: Vec<(u16, String)>| ports.into_iter().filter(|(p, _)| *p == pa || *p == pb).collect::<Vec<_>>();
+    let (ok, bad) = svc.vault_ports().await.unwrap();
+    assert_eq!(ours(ok), vec![(pa, a.vault.name.clone()), (pb, b_name.clone())]);
+    assert!(bad.is_empty());
+    // A port moved to another vault outside atrest is no longer served.
+    sqlx::query("DELETE FROM vault_ports WHERE port = $1").bind(i64::from(pb)).execute(a.db.pool()).await.unwrap();
+    sqlx::query("UPDATE vault_ports SET vault_id = $1 WHERE port = $2")
+        .bind(&b.id)
+        .bind(i64::from(pa))
+        .execute(a.db.pool())
+        .await
+        .unwrap();
+    let (ok, bad) = svc.vault_ports().await.unwrap();
+    assert!(ours(ok).is_empty() && bad.contains(&pa), "{bad:?}");
+}

@@ -39,12 +39,14 @@ impl AdminCtx<'_> {
         serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("the request body does not fit: {e}")))
     }
 
-    /// The URL a vault answers at, as seen from the host the client used.
+    /// The URL a vault answers at, as seen from the host the client used: `NAME.D` under
+    /// a vault domain, else the vault's own port, else (the default vault) the host.
     fn vault_url(&self, v: &VaultInfo) -> String {
         let (bare, port) = split_host(&self.host);
-        match &self.state.vault_domain {
-            Some(d) if v.name != self.state.default_vault => format!("https://{}.{d}{port}", v.name),
-            Some(d) if bare.ends_with(&format!(".{d}")) => format!("https://{d}{port}"),
+        match (&self.state.vault_domain, self.state.vault_ports.port_of(&v.name)) {
+            (Some(d), _) if v.name != self.state.default_vault => format!("https://{}.{d}{port}", v.name),
+            (Some(d), _) if bare.ends_with(&format!(".{d}")) => format!("https://{d}{port}"),
+            (None, Some(own)) => format!("https://{bare}:{own}"),
             _ => format!("https://{}", self.host),
         }
     }
@@ -376,6 +378,15 @@ async fn route_inner(ctx: &AdminCtx<'_>, method: &Method, path: &[&str]) -> Resu
                 allow_rsa1_5: req.allow_rsa1_5.unwrap_or(d.allow_rsa1_5),
             };
             let v = svc.create_vault(&tenant.id, &req.name, settings).await?;
+            // Its own origin, before its URL is answered.
+            if let Err(e) = ctx.state.listeners.assign(&v.name).await {
+                tracing::error!(error = %e, vault = %v.name, "vault created without a port of its own");
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    format!("vault {} was created, but it has no origin of its own yet: {e}", v.name),
+                ));
+            }
             svc.audit(
                 &v.id,
                 &actor.name,

@@ -435,7 +435,8 @@ fn encryption_request(state: &AppState, b: EncryptionBody) -> Result<EncryptionR
                 }),
                 None => {
                     let host = origin.trim_start_matches("https://");
-                    let vault = super::vault_at(state, host, None)
+                    let port = atrest_store::remote::split_authority(host).map(|(_, p)| p);
+                    let vault = super::vault_at(state, host, port)
                         .ok_or_else(|| ApiError::bad(format!("no vault of this deployment answers at {host}")))?;
                     Ok(EncryptionRequest::Customer {
                         kek: atrest_store::keyvault::KeyRef { vault, name: key, version },

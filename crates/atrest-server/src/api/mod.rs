@@ -41,12 +41,16 @@ pub struct AppState {
     pub limiter: crate::ratelimit::RateLimiter,
     /// The rollback anchor, brought up to date before an answer leaves.
     pub anchor: Arc<crate::anchor::Anchor>,
+    /// Which vault answers on which port of its own.
+    pub vault_ports: atrest_store::VaultPorts,
+    /// This node's listeners of the vault ports.
+    pub(crate) listeners: Arc<crate::vault_ports::PortListeners>,
 }
 
 impl AppState {
     /// Warnings for `/readyz`.
     pub(crate) fn warnings(&self) -> Vec<String> {
-        self.warnings.clone()
+        self.warnings.iter().cloned().chain(self.listeners.warnings()).collect()
     }
 }
 
@@ -146,14 +150,19 @@ fn split_host(host: &str) -> (&str, &str) {
     }
 }
 
-/// Which vault a request addresses: `NAME.D` with `--vault-domain D`, else the default.
-/// (`None` for a host under the vault domain that cannot be a vault name.)
-fn vault_at(state: &AppState, host: &str, _local_port: Option<u16>) -> Option<String> {
+/// Which vault a request (or a key URI) addresses: `NAME.D` with `--vault-domain D`,
+/// else the vault whose own port `port` is (the port the request arrived on, or the key
+/// URI names), else the default. (`None` for a host under the vault domain that cannot be
+/// a vault name.)
+fn vault_at(state: &AppState, host: &str, port: Option<u16>) -> Option<String> {
     let bare = split_host(host).0.to_ascii_lowercase();
     if let Some(d) = &state.vault_domain
         && let Some(name) = bare.strip_suffix(&format!(".{d}"))
     {
         return (!name.contains('.')).then(|| name.to_string());
+    }
+    if let Some(v) = port.and_then(|p| state.vault_ports.vault(p)) {
+        return Some(v);
     }
     Some(state.default_vault.clone())
 }
