@@ -375,11 +375,14 @@ mod tests {
         std::fs::write(
             &f,
             "listen = \"127.0.0.1:9999\"\nrate-limit = 5\nhostname = [\"a.example\"]\nmetrics = false\n\
-             remote-vault-hosts = [\"kv.example\"]\n",
+             remote-vault-hosts = [\"kv.example\"]\nvault-ports = \"9100-9199\"\n",
         )
         .unwrap();
         let t = T::try_parse_from(["x", "--config", f.to_str().unwrap(), "--rate-limit", "7"]).unwrap();
         let (cfg, fmt) = t.a.resolve().unwrap();
+        assert_eq!(cfg.vault_port_range(), Some(9100..=9199));
+        let t = T::try_parse_from(["x", "--config", f.to_str().unwrap(), "--vault-ports", "7000-7001"]).unwrap();
+        assert_eq!(t.a.resolve().unwrap().0.vault_ports, Some((7000, 7001)));
         assert_eq!(cfg.remote_vault_hosts, vec!["kv.example".to_string()]);
         let t = T::try_parse_from(["x", "--config", f.to_str().unwrap(), "--remote-vault-hosts", "a.example,b:8443"])
             .unwrap();

@@ -291,7 +291,7 @@ pub async fn backup(cfg: &ServeConfig, to: &Path) -> Result<BackupReport, Server
 
     // Checkpoints of every chain in the snapshot, signed now.
     let vault_db = Db::connect(&sqlite_url(&to.join("atrest.db"))).await?;
-    let svc = vault_service(vault_db.clone(), &root)?;
+    let svc = vault_service(cfg, vault_db.clone(), &root)?;
     let mut checkpoints = Vec::new();
     for chain in svc.audit_chains().await? {
         checkpoints.push(svc.audit_checkpoint(&chain).await?);
@@ -333,8 +333,8 @@ pub async fn backup(cfg: &ServeConfig, to: &Path) -> Result<BackupReport, Server
     })
 }
 
-fn vault_service(db: Db, root: &SecretKey) -> Result<atrest_vault::VaultService, ServerError> {
-    let backend = Arc::new(atrest_crypto::backend::software::SoftwareBackend::new(root)?);
+fn vault_service(cfg: &ServeConfig, db: Db, root: &SecretKey) -> Result<atrest_vault::VaultService, ServerError> {
+    let backend = crate::bootstrap::key_backend(cfg, root)?;
     Ok(atrest_vault::VaultService::new(db, backend, root, Arc::new(atrest_infra::clock::SystemClock))?)
 }
 
@@ -481,7 +481,7 @@ pub async fn restore(cfg: &ServeConfig, from: &Path) -> Result<RestoreReport, Se
     // ones it signed.
     let vault_db = Db::connect(&sqlite_url(&vault_path)).await?;
     let store_db = Db::connect(&sqlite_url(&store_path)).await?;
-    let svc = vault_service(vault_db.clone(), &root)?;
+    let svc = vault_service(cfg, vault_db.clone(), &root)?;
     let result = async {
         let seqs = [vault_db.commit_seq().await.unwrap_or(0), store_db.commit_seq().await.unwrap_or(0)];
         if seqs != m.commit_seq {
@@ -536,7 +536,7 @@ pub async fn accept_rollback(cfg: &ServeConfig) -> Result<(Option<[i64; 2]>, [i6
     let (root, _) = existing_roots(cfg)?;
     let vault_db = Db::connect(&sqlite_url(&vault_path)).await?;
     let store_db = Db::connect(&sqlite_url(&store_path)).await?;
-    let svc = vault_service(vault_db.clone(), &root)?;
+    let svc = vault_service(cfg, vault_db.clone(), &root)?;
     let result = async {
         let before = vault_db.commit_seq().await.ok();
         svc.audit(

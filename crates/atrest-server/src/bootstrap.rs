@@ -248,7 +248,6 @@ async fn open_store(
         vault_grace: secs(cfg.vault_grace_secs),
         follow_interval: secs(cfg.key_follow_interval_secs.max(1)),
         platform_rotation: cfg.platform_key_rotation.clone(),
-        remote_ca: cfg.remote_vault_ca.clone(),
         remote_vault_hosts: cfg.remote_vault_hosts.clone(),
         origins: atrest_store::Origins::new(cfg.listen, &cfg.hostnames, cfg.vault_domain.as_deref()),
         job_batch: cfg.job_batch.max(1),
@@ -263,7 +262,11 @@ async fn open_store(
             cfg.data_dir.join("blobs"),
         )),
     };
-    let seams = atrest_store::Seams { blobs: Arc::new(blobs), clock: Arc::new(SystemClock), leases };
+    let vaults = Arc::new(
+        atrest_store::DeploymentClients::new(svc.clone(), cfg.remote_vault_ca.as_deref())
+            .map_err(|e| ServerError::Config(format!("--remote-vault-ca: {e}")))?,
+    );
+    let seams = atrest_store::Seams { blobs: Arc::new(blobs), clock: Arc::new(SystemClock), leases, vaults };
     let store = atrest_store::StoreService::open(db, svc.clone(), &roots, scfg, seams)
         .await
         .map_err(|e| ServerError::Config(format!("the data service cannot start: {e}")))?;
@@ -302,9 +305,25 @@ async fn open(cfg: &ServeConfig, check_anchor: bool) -> Result<Opened, ServerErr
     };
     let db = Db::connect(&vault_url(cfg)).await?;
     atrest_vault::schema::migrate(&db).await?;
-    let backend = Arc::new(SoftwareBackend::new(&root)?);
+    let backend = key_backend(cfg, &root)?;
     let svc = Arc::new(VaultService::new(db, backend, &root, Arc::new(SystemClock))?);
     Ok((svc, root, warning, lock))
+}
+
+/// The key backend the settings choose (the one place that does: `serve`, `backup` and
+/// `restore` all come here). Today the software backend, which seals key material under
+/// the root key; the PKCS#11 settings will choose an HSM here.
+///
+/// # Errors
+/// A backend that cannot start.
+pub(crate) fn key_backend(
+    _cfg: &ServeConfig,
+    root: &SecretKey,
+) -> Result<Arc<dyn atrest_crypto::backend::KeyBackend>, ServerError> {
+    let backend: Arc<dyn atrest_crypto::backend::KeyBackend> = Arc::new(SoftwareBackend::new(root)?);
+    let caps = backend.capabilities();
+    tracing::debug!(backend = backend.name(), protection = ?caps.protection, blocking = caps.blocking, "key backend");
+    Ok(backend)
 }
 
 /// A new deployment is created only where there was none: a database without the

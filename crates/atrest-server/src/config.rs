@@ -165,3 +165,21 @@ impl ServeConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ServeConfig;
+
+    #[test]
+    fn vault_ports_default_to_the_hundred_after_the_listen_port() {
+        let at = |listen: &str, ports| ServeConfig {
+            listen: listen.parse().unwrap(),
+            vault_ports: ports,
+            ..ServeConfig::default()
+        };
+        assert_eq!(at("127.0.0.1:8443", None).vault_port_range(), Some(8444..=8543));
+        assert_eq!(at("127.0.0.1:0", None).vault_port_range(), None, "port 0: the system picks");
+        assert_eq!(at("127.0.0.1:0", Some((9000, 9009))).vault_port_range(), Some(9000..=9009));
+        assert_eq!(at("127.0.0.1:65500", None).vault_port_range(), Some(65501..=65535));
+    }
+}

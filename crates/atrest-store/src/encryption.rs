@@ -6,7 +6,6 @@ use crate::cache::Slot;
 use crate::error::{Result, StoreError};
 use crate::keyvault::{KeyInfo, KeyRef, KeyVault, WrappedKey};
 use crate::model::{DataRole, KeySource, Resource, ResourceState};
-use crate::remote::HttpVault;
 use crate::service::StoreService;
 use atrest_vault::Principal;
 
@@ -137,14 +136,13 @@ impl StoreService {
                     Err(e) => return Err(e.into()),
                 };
                 let identity = self.vault.principal(&r.identity_id).await?;
-                let vault: Box<dyn KeyVault> =
-                    Box::new(crate::keyvault::InProcessVault::new(self.vault.clone(), identity, &r.name));
+                let vault = self.vaults.local(identity, &r.name);
                 let _ = v;
                 (KeySource::Customer, uri, kek, Vec::new(), vault)
             }
             EncryptionRequest::Remote { uri, kek, credential } => {
                 let sealed = self.seal_credential(&r.id, credential.expose_secret())?;
-                let vault: Box<dyn KeyVault> = Box::new(HttpVault::new(self.http(), &uri, credential)?);
+                let vault = self.vaults.remote(&uri, credential)?;
                 (KeySource::Customer, uri, kek, sealed, vault)
             }
         };

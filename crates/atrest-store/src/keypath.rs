@@ -5,9 +5,8 @@
 use crate::cache::{Lookup, Slot};
 use crate::error::{Result, StoreError};
 use crate::hierarchy;
-use crate::keyvault::{InProcessVault, KeyRef, KeyVault};
+use crate::keyvault::{KeyRef, KeyVault};
 use crate::model::{KeySource, Resource, ResourceState};
-use crate::remote::HttpVault;
 use crate::service::{RES_COLS, StoreService};
 use atrest_crypto::{SecretKey, record};
 use atrest_vault::platform::{PLATFORM, PLATFORM_KEK};
@@ -37,18 +36,14 @@ impl StoreService {
                 });
             }
             let token = self.open_credential(&r.id, &r.remote_cred)?;
-            return Ok(Box::new(HttpVault::new(self.http.clone(), &r.key_uri, token)?));
+            return self.vaults.remote(&r.key_uri, token);
         }
         let identity = self.vault.principal(&r.identity_id).await?;
-        Ok(Box::new(InProcessVault::new(self.vault.clone(), identity, &r.name)))
-    }
-
-    pub(crate) fn http(&self) -> reqwest::Client {
-        self.http.clone()
+        Ok(self.vaults.local(identity, &r.name))
     }
 
     pub(crate) fn platform_vault(&self, resource: &str) -> Box<dyn KeyVault> {
-        Box::new(InProcessVault::new(self.vault.clone(), self.platform.identity.clone(), resource))
+        self.vaults.local(self.platform.identity.clone(), resource)
     }
 
     pub(crate) fn platform_kek() -> KeyRef {

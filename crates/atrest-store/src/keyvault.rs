@@ -1,7 +1,8 @@
 //! The one seam through which the data service reaches a vault: wrap and unwrap a
 //! resource key with a key-encryption key, as the resource's identity. One
-//! implementation per kind of vault: [`InProcessVault`] here; a vault on another server
-//! over HTTPS comes with the data service's API.
+//! implementation per kind of vault: [`InProcessVault`] here, `HttpVault` (a vault on
+//! another server, over HTTPS) in `remote.rs`; both run `keyvault_conformance`. The
+//! data service gets them from a [`VaultClients`] injected at open.
 
 use crate::error::{Result, StoreError};
 use atrest_crypto::{SecretBytes, SecretKey};
@@ -10,6 +11,20 @@ use atrest_vault::{KeyOp, OpInput, Principal, Refusal, VaultError, VaultService}
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+
+/// Makes the vault clients the data service talks to (one seam, injected at open): this
+/// deployment's vault as a resource's identity, and a vault on another server reached
+/// with a credential. [`crate::clients::DeploymentClients`] is the deployment's.
+pub trait VaultClients: Send + Sync {
+    /// This deployment's vault, acting as `identity` for `resource`.
+    fn local(&self, identity: Principal, resource: &str) -> Box<dyn KeyVault>;
+
+    /// The vault at `key_uri`'s origin on another server, with a bearer `credential`.
+    ///
+    /// # Errors
+    /// A URI that is not a key URI.
+    fn remote(&self, key_uri: &str, credential: SecretBytes) -> Result<Box<dyn KeyVault>>;
+}
 
 /// A boxed future (the trait is used as `dyn KeyVault`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

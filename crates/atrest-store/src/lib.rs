@@ -32,6 +32,7 @@ mod access;
 mod blobs;
 pub mod blobstore;
 mod cache;
+mod clients;
 mod commit;
 mod encryption;
 mod error;
@@ -55,6 +56,7 @@ mod usage;
 mod verify;
 
 pub use blobs::{BlobRead, ByteRange, blob_key};
+pub use clients::DeploymentClients;
 pub use encryption::EncryptionRequest;
 pub use error::{Result, StoreError};
 pub use jobs::KINDS as JOB_KINDS;

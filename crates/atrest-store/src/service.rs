@@ -17,7 +17,6 @@ use atrest_infra::db::{Db, Engine};
 use atrest_infra::rowmac::RowMac;
 use atrest_vault::VaultService;
 use atrest_vault::platform::PlatformNamespace;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard};
@@ -81,6 +80,8 @@ pub struct Seams {
     pub clock: Arc<dyn Clock>,
     /// This node's leases.
     pub leases: atrest_infra::lease::Leases,
+    /// The vault clients (in process, and over HTTPS to other servers).
+    pub vaults: Arc<dyn crate::keyvault::VaultClients>,
 }
 
 /// Settings of the data service.
@@ -104,8 +105,6 @@ pub struct StoreConfig {
     pub recheck_segments: u64,
     /// Platform key rotation period (ISO-8601).
     pub platform_rotation: String,
-    /// CA bundle trusted for remote vaults (default: the system bundle).
-    pub remote_ca: Option<PathBuf>,
     /// Hosts (`HOST[:PORT]`, `*.DOMAIN[:PORT]`) customer keys on other servers may be
     /// on; empty: any.
     pub remote_vault_hosts: Vec<String>,
@@ -130,7 +129,6 @@ impl Default for StoreConfig {
             max_message_ttl: 86_400,
             recheck_segments: 64,
             platform_rotation: "P90D".into(),
-            remote_ca: None,
             remote_vault_hosts: Vec::new(),
             origins: crate::origins::Origins::new(std::net::SocketAddr::from(([127, 0, 0, 1], 8443)), &[], None),
             job_lease: Duration::from_secs(30),
@@ -154,7 +152,7 @@ pub struct StoreService {
     write_lock: Arc<Mutex<()>>,
     pub(crate) committer: crate::commit::GroupCommit,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) http: reqwest::Client,
+    pub(crate) vaults: Arc<dyn crate::keyvault::VaultClients>,
     /// Where blob bodies live.
     pub(crate) blobs: Arc<BlobStore>,
     /// Run-once-per-deployment leases (jobs).
@@ -227,7 +225,7 @@ impl StoreService {
         cfg: StoreConfig,
         seams: Seams,
     ) -> Result<Self> {
-        let Seams { blobs, clock, leases } = seams;
+        let Seams { blobs, clock, leases, vaults } = seams;
         db.migrate_with(MIGRATIONS).await?;
         let master = infra_master(&db, infra_roots, clock.now()).await?;
         let infra_root = &master;
@@ -236,7 +234,6 @@ impl StoreService {
             .check()
             .await
             .map_err(|e| StoreError::Storage(format!("the blob store {} is not usable: {e}", blobs.describe())))?;
-        let cfg_remote_ca = cfg.remote_ca.clone();
         let write_lock = Arc::new(Mutex::new(()));
         let db_for_commit = db.clone();
         Ok(Self {
@@ -253,7 +250,7 @@ impl StoreService {
             committer: crate::commit::GroupCommit::start(db_for_commit, write_lock.clone()),
             write_lock,
             clock,
-            http: crate::remote::http_client(cfg_remote_ca.as_deref())?,
+            vaults,
             blobs,
             leases,
             warnings: std::sync::Mutex::default(),

@@ -343,8 +343,8 @@ impl VaultService {
             None => {
                 let _g = self.write_guard().await;
                 let id = crate::model::new_id()?;
-                let key =
-                    self.backend.generate(KeySpec::Ec(EcCurve::P256), &[b"atrest/audit-signing", id.as_bytes()])?;
+                let key = self
+                    .custody(|be| be.generate(KeySpec::Ec(EcCurve::P256), &[b"atrest/audit-signing", id.as_bytes()]))?;
                 let Some(PublicKey::Ec(p)) = &key.public else {
                     return Err(VaultError::Storage("audit signing key generation returned no EC public key".into()));
                 };
@@ -409,7 +409,8 @@ impl VaultService {
         let mut cp =
             Checkpoint { chain: chain.to_string(), count, head, time: self.now(), key_id, signature: String::new() };
         let digest = sha256(&[&cp.signed_bytes()]);
-        let sig = self.backend.sign(&key, &[b"atrest/audit-signing", cp.key_id.as_bytes()], SignAlg::Es256, &digest)?;
+        let sig = self
+            .custody(|be| be.sign(&key, &[b"atrest/audit-signing", cp.key_id.as_bytes()], SignAlg::Es256, &digest))?;
         cp.signature = b64u(&sig);
         Ok(cp)
     }

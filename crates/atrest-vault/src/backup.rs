@@ -143,7 +143,7 @@ impl VaultService {
             let key = row.backend_key()?;
             let from = row.binding();
             let to = [vault.id.as_bytes(), name_lc.as_bytes(), bv.version.as_bytes()];
-            let moved = self.backend.rebind(&key, &from, &to).map_err(|_| refused())?;
+            let moved = self.custody(|be| be.rebind(&key, &from, &to)).map_err(|_| refused())?;
             row.vault_id = vault.id.clone();
             row.material = moved.handle;
             rows.push(row);

@@ -103,8 +103,9 @@ impl VaultService {
             return Err(refused());
         }
         let (wrapped_aes, wrapped_key) = ct.split_at(modulus_len);
-        let aes =
-            self.backend.unwrap_key(&key, &v.binding(), WrapAlg::RsaOaep256, wrapped_aes).map_err(|_| refused())?;
+        let aes = self
+            .custody(|be| be.unwrap_key(&key, &v.binding(), WrapAlg::RsaOaep256, wrapped_aes))
+            .map_err(|_| refused())?;
         let aes = SecretKey::from_slice(aes.expose_secret()).map_err(|_| refused())?;
         let material = keywrap::unwrap_kwp(&aes, wrapped_key).map_err(|_| refused())?;
         let der = material.expose_secret();

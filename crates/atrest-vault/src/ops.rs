@@ -186,15 +186,15 @@ impl VaultService {
         }
         let key = v.backend_key()?;
         let binding = v.binding();
-        let be = self.backend.as_ref();
         Ok(match plan {
             Plan::Wrap(alg) => OpOutput::bytes(
                 &v,
-                be.wrap_key(&key, &binding, alg, input.value.expose_secret()).map_err(|e| backend_err(e, &v))?,
+                self.custody(|be| be.wrap_key(&key, &binding, alg, input.value.expose_secret()))
+                    .map_err(|e| backend_err(e, &v))?,
             ),
             Plan::Unwrap(alg) => OpOutput {
-                value: be
-                    .unwrap_key(&key, &binding, alg, input.value.expose_secret())
+                value: self
+                    .custody(|be| be.unwrap_key(&key, &binding, alg, input.value.expose_secret()))
                     .map_err(|e| backend_err(e, &v))?,
                 ..OpOutput::bytes(&v, Vec::new())
             },
@@ -210,21 +210,24 @@ impl VaultService {
                     .as_deref()
                     .filter(|t| t.len() == 16)
                     .ok_or_else(|| VaultError::bad("A256GCM decrypt needs a 16-byte tag"))?;
-                let pt = be
-                    .decrypt_gcm(
-                        &key,
-                        &binding,
-                        iv,
-                        input.aad.as_deref().unwrap_or(&[]),
-                        input.value.expose_secret(),
-                        tag,
-                    )
+                let pt = self
+                    .custody(|be| {
+                        be.decrypt_gcm(
+                            &key,
+                            &binding,
+                            iv,
+                            input.aad.as_deref().unwrap_or(&[]),
+                            input.value.expose_secret(),
+                            tag,
+                        )
+                    })
                     .map_err(|e| backend_err(e, &v))?;
                 OpOutput { value: pt, ..OpOutput::bytes(&v, Vec::new()) }
             }
             Plan::Sign(alg) => OpOutput::bytes(
                 &v,
-                be.sign(&key, &binding, alg, input.value.expose_secret()).map_err(|e| backend_err(e, &v))?,
+                self.custody(|be| be.sign(&key, &binding, alg, input.value.expose_secret()))
+                    .map_err(|e| backend_err(e, &v))?,
             ),
             Plan::Verify(alg) => {
                 let digest = input.digest.as_deref().ok_or_else(|| VaultError::bad("verify needs the digest"))?;
@@ -271,9 +274,9 @@ impl VaultService {
         }
         let iv: [u8; 12] = atrest_crypto::rand::bytes()?;
         let aad = input.aad.clone().unwrap_or_default();
+        let key = v.backend_key()?;
         let (ct, tag) = self
-            .backend
-            .encrypt_gcm(&v.backend_key()?, &v.binding(), iv, &aad, input.value.expose_secret())
+            .custody(|be| be.encrypt_gcm(&key, &v.binding(), iv, &aad, input.value.expose_secret()))
             .map_err(|e| backend_err(e, v))?;
         Ok(OpOutput {
             iv: Some(iv.to_vec()),

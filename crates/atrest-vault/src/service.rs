@@ -17,6 +17,8 @@ use tokio::sync::{Mutex, MutexGuard};
 pub struct VaultService {
     pub(crate) db: Db,
     pub(crate) backend: Arc<dyn KeyBackend>,
+    /// The backend's calls block on a device (its capabilities say so).
+    backend_blocks: bool,
     pub(crate) mac: RowMac,
     /// Keyed hash for API tokens (derived from the root key): a stolen database does not
     /// even let an attacker test token guesses offline.
@@ -45,6 +47,7 @@ impl VaultService {
         let backup_key = SecretKey::from_slice(&k[..])?;
         Ok(Self {
             db,
+            backend_blocks: backend.capabilities().blocking,
             backend,
             mac: RowMac::new(root)?,
             token_hash,
@@ -53,6 +56,20 @@ impl VaultService {
             write_lock: Mutex::new(()),
             audit_counts: Default::default(),
         })
+    }
+
+    /// Runs a call into the key backend. A backend whose calls block on a device (an HSM)
+    /// runs them with the runtime told first, so that worker's other tasks move to another
+    /// thread and no request waits behind the device; software keys only compute and run
+    /// inline. (On a single-threaded runtime, tests only, there is nowhere to move to.)
+    pub(crate) fn custody<T>(&self, f: impl FnOnce(&dyn KeyBackend) -> T) -> T {
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if self.backend_blocks && multi {
+            tokio::task::block_in_place(|| f(self.backend.as_ref()))
+        } else {
+            f(self.backend.as_ref())
+        }
     }
 
     /// Audit appends since start: (written, failed).

@@ -864,3 +864,125 @@ async fn vault_ports_one_per_vault_one_vault_per_port_rows_checked() {
     let (ok, bad) = svc.vault_ports().await.unwrap();
     assert!(ours(ok).is_empty() && bad.contains(&pa), "{bad:?}");
 }
+
+/// A backend whose calls block (as a device's do): the software backend, slowed down.
+struct SlowDevice(SoftwareBackend);
+
+const DEVICE_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
+
+impl atrest_crypto::backend::KeyBackend for SlowDevice {
+    fn name(&self) -> &'static str {
+        "slow-device"
+    }
+    fn capabilities(&self) -> atrest_crypto::backend::Capabilities {
+        atrest_crypto::backend::Capabilities { blocking: true, ..self.0.capabilities() }
+    }
+    fn generate(
+        &self,
+        spec: atrest_crypto::backend::KeySpec,
+        b: &[&[u8]],
+    ) -> atrest_crypto::Result<atrest_crypto::backend::BackendKey> {
+        self.0.generate(spec, b)
+    }
+    fn import(
+        &self,
+        key: atrest_crypto::backend::ImportKey,
+        b: &[&[u8]],
+    ) -> atrest_crypto::Result<atrest_crypto::backend::BackendKey> {
+        self.0.import(key, b)
+    }
+    fn rebind(
+        &self,
+        key: &atrest_crypto::backend::BackendKey,
+        from: &[&[u8]],
+        to: &[&[u8]],
+    ) -> atrest_crypto::Result<atrest_crypto::backend::BackendKey> {
+        self.0.rebind(key, from, to)
+    }
+    fn wrap_key(
+        &self,
+        key: &atrest_crypto::backend::BackendKey,
+        b: &[&[u8]],
+        alg: atrest_crypto::backend::WrapAlg,
+        pt: &[u8],
+    ) -> atrest_crypto::Result<Vec<u8>> {
+        std::thread::sleep(DEVICE_DELAY);
+        self.0.wrap_key(key, b, alg, pt)
+    }
+    fn unwrap_key(
+        &self,
+        key: &atrest_crypto::backend::BackendKey,
+        b: &[&[u8]],
+        alg: atrest_crypto::backend::WrapAlg,
+        w: &[u8],
+    ) -> atrest_crypto::Result<atrest_crypto::SecretBytes> {
+        self.0.unwrap_key(key, b, alg, w)
+    }
+    fn encrypt_gcm(
+        &self,
+        key: &atrest_crypto::backend::BackendKey,
+        b: &[&[u8]],
+        iv: [u8; 12],
+        aad: &[u8],
+        pt: &[u8],
+    ) -> atrest_crypto::Result<(Vec<u8>, [u8; 16])> {
+        self.0.encrypt_gcm(key, b, iv, aad, pt)
+    }
+    fn decrypt_gcm(
+        &self,
+        key: &atrest_crypto::backend::BackendKey,
+        b: &[&[u8]],
+        iv: [u8; 12],
+        aad: &[u8],
+        ct: &[u8],
+        tag: &[u8],
+    ) -> atrest_crypto::Result<atrest_crypto::SecretBytes> {
+        self.0.decrypt_gcm(key, b, iv, aad, ct, tag)
+    }
+    fn sign(
+        &self,
+        key: &atrest_crypto::backend::BackendKey,
+        b: &[&[u8]],
+        alg: atrest_crypto::backend::SignAlg,
+        digest: &[u8],
+    ) -> atrest_crypto::Result<Vec<u8>> {
+        self.0.sign(key, b, alg, digest)
+    }
+}
+
+/// A backend that says its calls block never holds up the async workers: with one
+/// worker, a task keeps ticking while a key operation waits on the device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn blocking_backend_calls_leave_the_async_workers_free() {
+    let db = Db::connect("sqlite::memory:").await.unwrap();
+    atrest_vault::schema::migrate(&db).await.unwrap();
+    let root = SecretKey::from_slice(&[5; 32]).unwrap();
+    let device = Arc::new(SlowDevice(SoftwareBackend::new(&root).unwrap()));
+    let svc = VaultService::new(db, device, &root, Arc::new(ManualClock::new(T0))).unwrap();
+    let vault = svc.create_vault("tenant-1", "dev", VaultSettings::default()).await.unwrap();
+    svc.create_key(&vault, "aes", oct()).await.unwrap();
+    let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let ticker = {
+        let ticks = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let before = ticks.load(std::sync::atomic::Ordering::Relaxed);
+    // On the one worker (the test body itself runs on another thread).
+    let svc = Arc::new(svc);
+    let w =
+        tokio::spawn(
+            async move { svc.operate(&vault, "aes", None, KeyOp::WrapKey, op("A256KW", &[9; 32])).await.unwrap() },
+        )
+        .await
+        .unwrap();
+    let during = ticks.load(std::sync::atomic::Ordering::Relaxed) - before;
+    ticker.abort();
+    assert_eq!(w.value.expose_secret().len(), 40);
+    assert!(during >= 10, "the worker was held by the device: {during} ticks in {DEVICE_DELAY:?}");
+}
