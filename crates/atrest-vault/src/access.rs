@@ -13,10 +13,10 @@
 use crate::error::{Refusal, Result, VaultError};
 use crate::model::VaultInfo;
 use crate::permission::Permission;
+use crate::repo::access as repo;
 use crate::rowmac::Field;
 use crate::service::VaultService;
 use atrest_crypto::SecretBytes;
-use sqlx::Row;
 
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,13 +183,7 @@ impl VaultService {
         if self.tenant(&t.name).await.is_ok() {
             return Err(VaultError::Conflict(format!("a tenant named {} already exists", t.name)));
         }
-        sqlx::query("INSERT INTO tenants (id, name, created, mac) VALUES ($1, $2, $3, $4)")
-            .bind(&t.id)
-            .bind(&t.name)
-            .bind(now)
-            .bind(mac)
-            .execute(self.db.pool())
-            .await?;
+        repo::insert_tenant(&self.db, &t.id, &t.name, now, &mac).await?;
         Ok(t)
     }
 
@@ -198,17 +192,16 @@ impl VaultService {
     /// # Errors
     /// `NotFound`, `Integrity`.
     pub async fn tenant(&self, name: &str) -> Result<Tenant> {
-        let row = sqlx::query("SELECT id, name, created, mac FROM tenants WHERE name = $1")
-            .bind(name.to_ascii_lowercase())
-            .fetch_optional(self.db.pool())
+        let row = repo::tenant_by_name(&self.db, &name.to_ascii_lowercase())
             .await?
             .ok_or_else(|| VaultError::NotFound(format!("no tenant named {name}")))?;
-        let t = Tenant { id: row.try_get("id")?, name: row.try_get("name")? };
-        let created: i64 = row.try_get("created")?;
-        let mac: Vec<u8> = row.try_get("mac")?;
-        self.mac.check("tenants", &[Field::Text(&t.id), Field::Text(&t.name), Field::Int(created)], &mac, || {
-            format!("tenant {}", t.name)
-        })?;
+        let t = Tenant { id: row.id, name: row.name };
+        self.mac.check(
+            "tenants",
+            &[Field::Text(&t.id), Field::Text(&t.name), Field::Int(row.created)],
+            &row.mac,
+            || format!("tenant {}", t.name),
+        )?;
         Ok(t)
     }
 
@@ -235,28 +228,23 @@ impl VaultService {
         let now = self.now();
         let mac = self.mac.tag("principals", &Self::principal_fields(&p, now));
         let _g = self.write_guard().await;
-        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM principals WHERE tenant_id = $1 AND name = $2")
-            .bind(&p.tenant_id)
-            .bind(&p.name)
-            .fetch_optional(self.db.pool())
-            .await?;
-        if exists.is_some() {
+        if repo::principal_id(&self.db, &p.tenant_id, &p.name).await?.is_some() {
             return Err(VaultError::Conflict(format!(
                 "a principal named {} already exists in tenant {}",
                 p.name, tenant.name
             )));
         }
-        sqlx::query("INSERT INTO principals (id, tenant_id, name, kind, role, disabled, created, mac) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-            .bind(&p.id)
-            .bind(&p.tenant_id)
-            .bind(&p.name)
-            .bind(p.kind.as_str())
-            .bind(p.role.as_str())
-            .bind(0i64)
-            .bind(now)
-            .bind(mac)
-            .execute(self.db.pool())
-            .await?;
+        let row = repo::PrincipalRow {
+            id: p.id.clone(),
+            tenant_id: p.tenant_id.clone(),
+            name: p.name.clone(),
+            kind: p.kind.as_str().into(),
+            role: p.role.as_str().into(),
+            disabled: false,
+            created: now,
+            mac,
+        };
+        repo::insert_principal(&self.db, &row).await?;
         Ok(p)
     }
 
@@ -265,25 +253,27 @@ impl VaultService {
     /// # Errors
     /// `NotFound`, `Integrity`.
     pub async fn principal(&self, id: &str) -> Result<Principal> {
-        let row =
-            sqlx::query("SELECT id, tenant_id, name, kind, role, disabled, created, mac FROM principals WHERE id = $1")
-                .bind(id)
-                .fetch_optional(self.db.pool())
-                .await?
-                .ok_or_else(|| VaultError::NotFound(format!("no principal with id {id}")))?;
+        Ok(self.principal_and_created(id).await?.0)
+    }
+
+    /// A principal by id (row verified) and its `created` time (needed to re-MAC the row).
+    pub(crate) async fn principal_and_created(&self, id: &str) -> Result<(Principal, i64)> {
+        let row = repo::principal(&self.db, id)
+            .await?
+            .ok_or_else(|| VaultError::NotFound(format!("no principal with id {id}")))?;
         let integrity = || VaultError::Integrity { what: format!("principal {id}") };
         let p = Principal {
-            id: row.try_get("id")?,
-            tenant_id: row.try_get("tenant_id")?,
-            name: row.try_get("name")?,
-            kind: PrincipalKind::parse(&row.try_get::<String, _>("kind")?).ok_or_else(integrity)?,
-            role: Role::parse(&row.try_get::<String, _>("role")?).ok_or_else(integrity)?,
-            disabled: row.try_get::<i64, _>("disabled")? != 0,
+            id: row.id,
+            tenant_id: row.tenant_id,
+            name: row.name,
+            kind: PrincipalKind::parse(&row.kind).ok_or_else(integrity)?,
+            role: Role::parse(&row.role).ok_or_else(integrity)?,
+            disabled: row.disabled,
         };
-        let created: i64 = row.try_get("created")?;
-        let mac: Vec<u8> = row.try_get("mac")?;
-        self.mac.check("principals", &Self::principal_fields(&p, created), &mac, || format!("principal {}", p.name))?;
-        Ok(p)
+        self.mac.check("principals", &Self::principal_fields(&p, row.created), &row.mac, || {
+            format!("principal {}", p.name)
+        })?;
+        Ok((p, row.created))
     }
 
     /// Issues a bearer token for a principal, valid for `ttl` seconds (or until revoked).
@@ -321,16 +311,16 @@ impl VaultService {
                 Field::Int(0),
             ],
         );
-        sqlx::query("INSERT INTO tokens (id, principal_id, hash, created, expires, revoked, mac) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(&id)
-            .bind(&principal.id)
-            .bind(hash.to_vec())
-            .bind(now)
-            .bind(expires)
-            .bind(0i64)
-            .bind(mac)
-            .execute(self.db.pool())
-            .await?;
+        let row = repo::TokenRow {
+            id: id.clone(),
+            principal_id: principal.id.clone(),
+            hash: hash.to_vec(),
+            created: now,
+            expires,
+            revoked: false,
+            mac,
+        };
+        repo::insert_token(&self.db, &row).await?;
         // Every intermediate copy of the secret is wiped when dropped.
         let mut token = atrest_wire::token::format(&id, &secret[..]);
         Ok(IssuedToken { id, token: SecretBytes::new(std::mem::take(&mut *token)), expires })
@@ -357,32 +347,14 @@ impl VaultService {
                 Field::Int(1),
             ],
         );
-        sqlx::query("UPDATE tokens SET revoked = 1, mac = $1 WHERE id = $2")
-            .bind(mac)
-            .bind(token_id)
-            .execute(self.db.pool())
-            .await?;
-        Ok(())
+        repo::revoke_token(&self.db, token_id, &mac).await
     }
 
-    pub(crate) async fn token_row(&self, id: &str) -> Result<Option<TokenRow>> {
-        let Some(r) =
-            sqlx::query("SELECT id, principal_id, hash, created, expires, revoked, mac FROM tokens WHERE id = $1")
-                .bind(id)
-                .fetch_optional(self.db.pool())
-                .await?
-        else {
+    /// A token's row, verified.
+    pub(crate) async fn token_row(&self, id: &str) -> Result<Option<repo::TokenRow>> {
+        let Some(t) = repo::token(&self.db, id).await? else {
             return Ok(None);
         };
-        let t = TokenRow {
-            id: r.try_get("id")?,
-            principal_id: r.try_get("principal_id")?,
-            hash: r.try_get("hash")?,
-            created: r.try_get("created")?,
-            expires: r.try_get("expires")?,
-            revoked: r.try_get::<i64, _>("revoked")? != 0,
-        };
-        let mac: Vec<u8> = r.try_get("mac")?;
         self.mac.check(
             "tokens",
             &[
@@ -393,7 +365,7 @@ impl VaultService {
                 Field::OptInt(t.expires),
                 Field::Int(i64::from(t.revoked)),
             ],
-            &mac,
+            &t.mac,
             || format!("token {}", t.id),
         )?;
         Ok(Some(t))
@@ -435,22 +407,7 @@ impl VaultService {
             &[Field::Text(&vault.id), Field::Text(&principal.id), Field::Text(&perms), Field::Int(now)],
         );
         let _g = self.write_guard().await;
-        let mut tx = self.db.pool().begin().await?;
-        sqlx::query("DELETE FROM access_policies WHERE vault_id = $1 AND principal_id = $2")
-            .bind(&vault.id)
-            .bind(&principal.id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO access_policies (vault_id, principal_id, permissions, updated, mac) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&vault.id)
-            .bind(&principal.id)
-            .bind(&perms)
-            .bind(now)
-            .bind(mac)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        repo::replace_policy(&self.db, &vault.id, &principal.id, &perms, now, &mac).await
     }
 
     /// Removes a principal's policy on a vault.
@@ -459,12 +416,7 @@ impl VaultService {
     /// Database errors.
     pub async fn remove_policy(&self, vault: &VaultInfo, principal: &Principal) -> Result<()> {
         let _g = self.write_guard().await;
-        sqlx::query("DELETE FROM access_policies WHERE vault_id = $1 AND principal_id = $2")
-            .bind(&vault.id)
-            .bind(&principal.id)
-            .execute(self.db.pool())
-            .await?;
-        Ok(())
+        repo::remove_policy(&self.db, &vault.id, &principal.id).await
     }
 
     /// Removes a principal's policies on every vault; returns how many there were.
@@ -473,11 +425,7 @@ impl VaultService {
     /// Database errors.
     pub async fn remove_all_policies(&self, principal: &Principal) -> Result<u64> {
         let _g = self.write_guard().await;
-        let done = sqlx::query("DELETE FROM access_policies WHERE principal_id = $1")
-            .bind(&principal.id)
-            .execute(self.db.pool())
-            .await?;
-        Ok(done.rows_affected())
+        repo::remove_policies_of(&self.db, &principal.id).await
     }
 
     /// Refuses a principal name reserved for data-service resource identities (for
@@ -503,19 +451,11 @@ impl VaultService {
     /// # Errors
     /// `Integrity`.
     pub async fn permissions(&self, vault: &VaultInfo, principal: &Principal) -> Result<Vec<Permission>> {
-        let Some(r) = sqlx::query(
-            "SELECT permissions, updated, mac FROM access_policies WHERE vault_id = $1 AND principal_id = $2",
-        )
-        .bind(&vault.id)
-        .bind(&principal.id)
-        .fetch_optional(self.db.pool())
-        .await?
+        let Some(repo::PolicyRow { permissions: perms, updated, mac }) =
+            repo::policy(&self.db, &vault.id, &principal.id).await?
         else {
             return Ok(Vec::new());
         };
-        let perms: String = r.try_get("permissions")?;
-        let updated: i64 = r.try_get("updated")?;
-        let mac: Vec<u8> = r.try_get("mac")?;
         self.mac.check(
             "access_policies",
             &[Field::Text(&vault.id), Field::Text(&principal.id), Field::Text(&perms), Field::Int(updated)],
@@ -559,13 +499,4 @@ pub(crate) fn parse_stored(perms: &str) -> Result<Vec<Permission>> {
         .iter()
         .map(|n| Permission::from_name(n).ok_or_else(|| VaultError::Integrity { what: "access policy".into() }))
         .collect()
-}
-
-pub(crate) struct TokenRow {
-    pub(crate) id: String,
-    pub(crate) principal_id: String,
-    pub(crate) hash: Vec<u8>,
-    pub(crate) created: i64,
-    pub(crate) expires: Option<i64>,
-    pub(crate) revoked: bool,
 }

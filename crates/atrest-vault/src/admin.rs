@@ -15,6 +15,7 @@
 use crate::access::{Principal, Role, Tenant};
 use crate::error::{Refusal, Result, VaultError};
 use crate::model::VaultInfo;
+use crate::repo::access as repo;
 use crate::service::VaultService;
 
 /// A token as listed (never its secret, which is not stored).
@@ -106,10 +107,7 @@ impl VaultService {
     /// # Errors
     /// `NotFound`, `Integrity`.
     pub async fn tenant_by_id(&self, id: &str) -> Result<Tenant> {
-        let name: Option<String> = sqlx::query_scalar("SELECT name FROM tenants WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.db.pool())
-            .await?;
+        let name = repo::tenant_name(&self.db, id).await?;
         self.tenant(&name.ok_or_else(|| VaultError::NotFound(format!("no tenant with id {id}")))?).await
     }
 
@@ -118,8 +116,7 @@ impl VaultService {
     /// # Errors
     /// Database and integrity errors.
     pub async fn list_tenants(&self, actor: &Principal) -> Result<Vec<Tenant>> {
-        let names: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM tenants ORDER BY name").fetch_all(self.db.pool()).await?;
+        let names = repo::tenant_names(&self.db).await?;
         let mut out = Vec::new();
         for n in names {
             if crate::platform::is_platform(&n) {
@@ -138,10 +135,7 @@ impl VaultService {
     /// # Errors
     /// Database and integrity errors.
     pub async fn list_principals(&self, tenant: &Tenant) -> Result<Vec<Principal>> {
-        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM principals WHERE tenant_id = $1 ORDER BY name")
-            .bind(&tenant.id)
-            .fetch_all(self.db.pool())
-            .await?;
+        let ids = repo::principal_ids(&self.db, &tenant.id).await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             out.push(self.principal(&id).await?);
@@ -154,11 +148,7 @@ impl VaultService {
     /// # Errors
     /// `NotFound`, `Integrity`.
     pub async fn principal_by_name(&self, tenant: &Tenant, name: &str) -> Result<Principal> {
-        let id: Option<String> = sqlx::query_scalar("SELECT id FROM principals WHERE tenant_id = $1 AND name = $2")
-            .bind(&tenant.id)
-            .bind(name.to_ascii_lowercase())
-            .fetch_optional(self.db.pool())
-            .await?;
+        let id = repo::principal_id(&self.db, &tenant.id, &name.to_ascii_lowercase()).await?;
         let id =
             id.ok_or_else(|| VaultError::NotFound(format!("no principal named {name} in tenant {}", tenant.name)))?;
         self.principal(&id).await
@@ -171,19 +161,10 @@ impl VaultService {
     /// `NotFound`, `Integrity`.
     pub async fn set_principal_disabled(&self, p: &Principal, disabled: bool) -> Result<Principal> {
         let _g = self.write_guard().await;
-        let current = self.principal(&p.id).await?;
-        let created: i64 = sqlx::query_scalar("SELECT created FROM principals WHERE id = $1")
-            .bind(&p.id)
-            .fetch_one(self.db.pool())
-            .await?;
+        let (current, created) = self.principal_and_created(&p.id).await?;
         let updated = Principal { disabled, ..current };
         let mac = self.mac.tag("principals", &Self::principal_fields(&updated, created));
-        sqlx::query("UPDATE principals SET disabled = $1, mac = $2 WHERE id = $3")
-            .bind(i64::from(disabled))
-            .bind(mac)
-            .bind(&p.id)
-            .execute(self.db.pool())
-            .await?;
+        repo::set_principal_disabled(&self.db, &p.id, disabled, &mac).await?;
         Ok(updated)
     }
 
@@ -192,11 +173,7 @@ impl VaultService {
     /// # Errors
     /// Database and integrity errors.
     pub async fn list_tokens(&self, p: &Principal) -> Result<Vec<TokenInfo>> {
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM tokens WHERE principal_id = $1 ORDER BY created DESC, id")
-                .bind(&p.id)
-                .fetch_all(self.db.pool())
-                .await?;
+        let ids = repo::token_ids(&self.db, &p.id).await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(t) = self.token_row(&id).await? {
@@ -244,10 +221,7 @@ impl VaultService {
     /// # Errors
     /// Database and integrity errors.
     pub async fn list_vaults(&self, tenant: &Tenant) -> Result<Vec<VaultInfo>> {
-        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM vaults WHERE tenant_id = $1 ORDER BY name")
-            .bind(&tenant.id)
-            .fetch_all(self.db.pool())
-            .await?;
+        let names = crate::repo::vaults::names_of_tenant(&self.db, &tenant.id).await?;
         let mut out = Vec::with_capacity(names.len());
         for n in names {
             out.push(self.vault(&n).await?);
@@ -260,10 +234,7 @@ impl VaultService {
     /// # Errors
     /// Database and integrity errors.
     pub async fn list_policies(&self, vault: &VaultInfo) -> Result<Vec<(Principal, Vec<crate::Permission>)>> {
-        let ids: Vec<String> = sqlx::query_scalar("SELECT principal_id FROM access_policies WHERE vault_id = $1")
-            .bind(&vault.id)
-            .fetch_all(self.db.pool())
-            .await?;
+        let ids = repo::policy_holders(&self.db, &vault.id).await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let p = self.principal(&id).await?;

@@ -14,13 +14,13 @@
 
 use crate::error::{Result, VaultError};
 use crate::model::b64u;
+use crate::repo::audit as repo;
 use crate::rowmac::{Field, RowMac};
 use crate::service::VaultService;
 use atrest_crypto::backend::{BackendKey, KeySpec, PublicKey, SignAlg};
 use atrest_crypto::ec::EcCurve;
 use atrest_crypto::hash::sha256;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 
 /// Chain of deployment-level events (tenants, principals, tokens).
 pub const DEPLOYMENT_CHAIN: &str = "deployment";
@@ -132,28 +132,6 @@ fn entry_hash(prev: &[u8], r: &AuditRecord) -> [u8; 32] {
     sha256(&[prev, &framed])
 }
 
-fn record(row: &sqlx::any::AnyRow) -> Result<(AuditRecord, Vec<u8>)> {
-    let prev: Vec<u8> = row.try_get("prev_hash")?;
-    let hash: Vec<u8> = row.try_get("hash")?;
-    Ok((
-        AuditRecord {
-            chain: row.try_get("chain")?,
-            seq: row.try_get("seq")?,
-            time: row.try_get("time")?,
-            principal: row.try_get("principal")?,
-            operation: row.try_get("operation")?,
-            target: row.try_get("target")?,
-            result: row.try_get("result")?,
-            detail: row.try_get("detail")?,
-            prev_hash: hex::encode(prev),
-            hash: hex::encode(hash),
-        },
-        row.try_get("mac")?,
-    ))
-}
-
-const COLS: &str = "chain, seq, time, principal, operation, target, result, detail, prev_hash, hash, mac";
-
 impl VaultService {
     /// Appends an entry; returns its sequence number. An operation whose entry cannot be
     /// written must fail (callers propagate the error).
@@ -186,53 +164,26 @@ impl VaultService {
         let _g = self.write_guard().await;
         // Concurrent appends on PostgreSQL collide on the (chain, seq) key: retry.
         for _ in 0..20 {
-            let mut tx = self.db.pool().begin().await?;
-            let last = sqlx::query("SELECT seq, hash FROM audit_log WHERE chain = $1 ORDER BY seq DESC LIMIT 1")
-                .bind(chain)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let (seq, prev) = match last {
-                Some(r) => (r.try_get::<i64, _>("seq")? + 1, r.try_get::<Vec<u8>, _>("hash")?),
-                None => (1, vec![0u8; 32]),
+            let make = |seq: i64, prev: Vec<u8>| {
+                let mut rec = AuditRecord {
+                    chain: chain.to_string(),
+                    seq,
+                    time: self.now(),
+                    principal: principal.to_string(),
+                    operation: operation.to_string(),
+                    target: target.to_string(),
+                    result: result.to_string(),
+                    detail: detail.to_string(),
+                    prev_hash: hex::encode(&prev),
+                    hash: String::new(),
+                };
+                let hash = entry_hash(&prev, &rec);
+                rec.hash = hex::encode(hash);
+                let mac = self.mac.tag("audit_log", &[Field::Bytes(&hash)]);
+                repo::NewEntry { rec, prev, hash: hash.to_vec(), mac }
             };
-            let mut rec = AuditRecord {
-                chain: chain.to_string(),
-                seq,
-                time: self.now(),
-                principal: principal.to_string(),
-                operation: operation.to_string(),
-                target: target.to_string(),
-                result: result.to_string(),
-                detail: detail.to_string(),
-                prev_hash: hex::encode(&prev),
-                hash: String::new(),
-            };
-            let hash = entry_hash(&prev, &rec);
-            rec.hash = hex::encode(hash);
-            let mac = self.mac.tag("audit_log", &[Field::Bytes(&hash)]);
-            let inserted = sqlx::query(&format!(
-                "INSERT INTO audit_log ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-            ))
-            .bind(&rec.chain)
-            .bind(rec.seq)
-            .bind(rec.time)
-            .bind(&rec.principal)
-            .bind(&rec.operation)
-            .bind(&rec.target)
-            .bind(&rec.result)
-            .bind(&rec.detail)
-            .bind(prev)
-            .bind(hash.to_vec())
-            .bind(mac)
-            .execute(&mut *tx)
-            .await;
-            match inserted {
-                Ok(_) => {
-                    tx.commit().await?;
-                    return Ok(seq);
-                }
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
-                Err(e) => return Err(e.into()),
+            if let Some(seq) = repo::append(&self.db, chain, make).await? {
+                return Ok(seq);
             }
         }
         Err(VaultError::Storage("audit append kept colliding with concurrent appends".into()))
@@ -243,7 +194,7 @@ impl VaultService {
     /// # Errors
     /// Database errors.
     pub async fn audit_chains(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT DISTINCT chain FROM audit_log ORDER BY chain").fetch_all(self.db.pool()).await?)
+        repo::chains(&self.db).await
     }
 
     /// Entries of a chain that match `f`, in order. Integrity is not checked here: use
@@ -252,13 +203,8 @@ impl VaultService {
     /// # Errors
     /// Database errors.
     pub async fn audit_entries(&self, chain: &str, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query(&format!("SELECT {COLS} FROM audit_log WHERE chain = $1 ORDER BY seq"))
-            .bind(chain)
-            .fetch_all(self.db.pool())
-            .await?;
         let mut out = Vec::new();
-        for r in &rows {
-            let (rec, _) = record(r)?;
+        for (rec, _) in repo::entries(&self.db, chain).await? {
             let keep = f.target.as_deref().is_none_or(|t| rec.target.starts_with(t))
                 && f.principal.as_deref().is_none_or(|p| rec.principal == p)
                 && f.operation.as_deref().is_none_or(|o| rec.operation == o)
@@ -277,16 +223,13 @@ impl VaultService {
     /// # Errors
     /// Database errors.
     pub async fn verify_audit_chain(&self, chain: &str, checkpoint: Option<&Checkpoint>) -> Result<VerifyReport> {
-        let rows = sqlx::query(&format!("SELECT {COLS} FROM audit_log WHERE chain = $1 ORDER BY seq"))
-            .bind(chain)
-            .fetch_all(self.db.pool())
-            .await?;
+        let rows = repo::entries(&self.db, chain).await?;
+        let entries = rows.len() as i64;
         let mut problems = Vec::new();
         let mut prev = vec![0u8; 32];
         let mut hashes = Vec::with_capacity(rows.len());
-        for (i, r) in rows.iter().enumerate() {
+        for (i, (rec, mac)) in rows.into_iter().enumerate() {
             let expected = i as i64 + 1;
-            let (rec, mac) = record(r)?;
             if rec.seq != expected {
                 problems.push(format!("entry {expected} is missing (next is {}): entries were deleted", rec.seq));
             }
@@ -307,7 +250,6 @@ impl VaultService {
             prev = stored;
             hashes.push(rec.hash);
         }
-        let entries = rows.len() as i64;
         if let Some(cp) = checkpoint {
             if cp.chain != chain {
                 problems.push(format!("the checkpoint is for chain {}, not {chain}", cp.chain));
@@ -327,19 +269,8 @@ impl VaultService {
     }
 
     async fn signing_key(&self) -> Result<(String, BackendKey)> {
-        let row = sqlx::query(
-            "SELECT id, material, public_jwk, created, mac FROM audit_signing_key ORDER BY created LIMIT 1",
-        )
-        .fetch_optional(self.db.pool())
-        .await?;
-        let (id, material, public_jwk, created, mac): (String, Vec<u8>, String, i64, Vec<u8>) = match row {
-            Some(r) => (
-                r.try_get("id")?,
-                r.try_get("material")?,
-                r.try_get("public_jwk")?,
-                r.try_get("created")?,
-                r.try_get("mac")?,
-            ),
+        let repo::SigningKeyRow { id, material, public_jwk, created, mac } = match repo::signing_key(&self.db).await? {
+            Some(r) => r,
             None => {
                 let _g = self.write_guard().await;
                 let id = crate::model::new_id()?;
@@ -356,15 +287,9 @@ impl VaultService {
                     "audit_signing_key",
                     &[Field::Text(&id), Field::Bytes(&key.handle), Field::Text(&jwk), Field::Int(now)],
                 );
-                sqlx::query("INSERT INTO audit_signing_key (id, material, public_jwk, created, mac) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(&id)
-                    .bind(&key.handle)
-                    .bind(&jwk)
-                    .bind(now)
-                    .bind(&mac)
-                    .execute(self.db.pool())
-                    .await?;
-                (id, key.handle, jwk, now, mac)
+                let row = repo::SigningKeyRow { id, material: key.handle, public_jwk: jwk, created: now, mac };
+                repo::insert_signing_key(&self.db, &row).await?;
+                row
             }
         };
         self.mac.check(
@@ -398,12 +323,8 @@ impl VaultService {
     /// Database and signing errors.
     pub async fn audit_checkpoint(&self, chain: &str) -> Result<Checkpoint> {
         let (key_id, key) = self.signing_key().await?;
-        let last = sqlx::query("SELECT seq, hash FROM audit_log WHERE chain = $1 ORDER BY seq DESC LIMIT 1")
-            .bind(chain)
-            .fetch_optional(self.db.pool())
-            .await?;
-        let (count, head) = match last {
-            Some(r) => (r.try_get::<i64, _>("seq")?, hex::encode(r.try_get::<Vec<u8>, _>("hash")?)),
+        let (count, head) = match repo::head(&self.db, chain).await? {
+            Some((seq, hash)) => (seq, hex::encode(hash)),
             None => (0, hex::encode([0u8; 32])),
         };
         let mut cp =

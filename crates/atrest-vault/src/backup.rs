@@ -179,10 +179,6 @@ impl VaultService {
     /// Best-effort removal of the versions a failed restore wrote (no key row points to
     /// them), so that a retry starts clean.
     async fn discard_versions(&self, vault: &VaultInfo, name_lc: &str) {
-        let _ = sqlx::query("DELETE FROM key_versions WHERE vault_id = $1 AND name_lc = $2")
-            .bind(&vault.id)
-            .bind(name_lc)
-            .execute(self.db.pool())
-            .await;
+        let _ = crate::repo::keys::delete_versions(&self.db, &vault.id, name_lc).await;
     }
 }

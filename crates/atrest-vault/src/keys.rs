@@ -5,13 +5,12 @@ use crate::ImportJwk;
 use crate::error::{Refusal, Result, VaultError};
 use crate::model::{DeletedKey, KeyAttributes, KeyBundle, Kty, MAX_PAGE, Page, PublicJwk, VaultInfo, b64u};
 use crate::model::{check_name, new_id};
+use crate::repo::keys as repo;
 use crate::rowmac::Field;
 use crate::service::VaultService;
 use atrest_crypto::backend::{BackendKey, KeySpec, PublicKey};
 use atrest_crypto::ec::EcCurve;
 use atrest_crypto::rsa::RsaBits;
-use sqlx::Row;
-use sqlx::any::AnyRow;
 use std::collections::BTreeMap;
 
 const DAY: i64 = 86_400;
@@ -269,57 +268,11 @@ fn check_ops(kty: Kty, ops: Option<Vec<String>>) -> Result<Vec<String>> {
     Ok(ops)
 }
 
-fn key_row(r: &AnyRow) -> Result<(KeyRow, Vec<u8>)> {
-    Ok((
-        KeyRow {
-            vault_id: r.try_get("vault_id")?,
-            name_lc: r.try_get("name_lc")?,
-            name: r.try_get("name")?,
-            latest_version: r.try_get("latest_version")?,
-            deleted_at: r.try_get("deleted_at")?,
-            scheduled_purge: r.try_get("scheduled_purge")?,
-        },
-        r.try_get("mac")?,
-    ))
-}
-
-fn version_row(r: &AnyRow) -> Result<(VersionRow, Vec<u8>)> {
-    Ok((
-        VersionRow {
-            vault_id: r.try_get("vault_id")?,
-            name_lc: r.try_get("name_lc")?,
-            version: r.try_get("version")?,
-            seq: r.try_get("seq")?,
-            kty: r.try_get("kty")?,
-            key_ops: r.try_get("key_ops")?,
-            enabled: r.try_get::<i64, _>("enabled")? != 0,
-            nbf: r.try_get("nbf")?,
-            exp: r.try_get("exp")?,
-            created: r.try_get("created")?,
-            updated: r.try_get("updated")?,
-            tags: r.try_get("tags")?,
-            public_jwk: r.try_get("public_jwk")?,
-            material: r.try_get("material")?,
-            gcm_count: r.try_get("gcm_count")?,
-            display_name: String::new(),
-        },
-        r.try_get("mac")?,
-    ))
-}
-
-const KEY_COLS: &str = "vault_id, name_lc, name, latest_version, deleted_at, scheduled_purge, mac";
-const VERSION_COLS: &str = "vault_id, name_lc, version, seq, kty, key_ops, enabled, nbf, exp, created, updated, tags, \
-                            public_jwk, material, gcm_count, mac";
-
 impl VaultService {
     pub(crate) async fn key_row(&self, vault: &VaultInfo, name: &str) -> Result<Option<KeyRow>> {
-        let row = sqlx::query(&format!("SELECT {KEY_COLS} FROM keys WHERE vault_id = $1 AND name_lc = $2"))
-            .bind(&vault.id)
-            .bind(name.to_ascii_lowercase())
-            .fetch_optional(self.db.pool())
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let (k, mac) = key_row(&row)?;
+        let Some((k, mac)) = repo::key(&self.db, &vault.id, &name.to_ascii_lowercase()).await? else {
+            return Ok(None);
+        };
         self.mac.check("keys", &k.fields(), &mac, || format!("key {} in vault {}", k.name, vault.name))?;
         Ok(Some(k))
     }
@@ -330,16 +283,9 @@ impl VaultService {
         name_lc: &str,
         version: &str,
     ) -> Result<Option<VersionRow>> {
-        let row = sqlx::query(&format!(
-            "SELECT {VERSION_COLS} FROM key_versions WHERE vault_id = $1 AND name_lc = $2 AND version = $3"
-        ))
-        .bind(&vault.id)
-        .bind(name_lc)
-        .bind(version)
-        .fetch_optional(self.db.pool())
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let (v, mac) = version_row(&row)?;
+        let Some((v, mac)) = repo::version(&self.db, &vault.id, name_lc, version).await? else {
+            return Ok(None);
+        };
         self.mac.check("key_versions", &v.fields(), &mac, || {
             format!("key version {}/{} in vault {}", name_lc, version, vault.name)
         })?;
@@ -387,50 +333,12 @@ impl VaultService {
 
     pub(crate) async fn store_version(&self, v: &VersionRow) -> Result<()> {
         let mac = self.mac.tag("key_versions", &v.fields());
-        sqlx::query(&format!(
-            "INSERT INTO key_versions ({VERSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-        ))
-        .bind(&v.vault_id)
-        .bind(&v.name_lc)
-        .bind(&v.version)
-        .bind(v.seq)
-        .bind(&v.kty)
-        .bind(&v.key_ops)
-        .bind(i64::from(v.enabled))
-        .bind(v.nbf)
-        .bind(v.exp)
-        .bind(v.created)
-        .bind(v.updated)
-        .bind(&v.tags)
-        .bind(&v.public_jwk)
-        .bind(&v.material)
-        .bind(v.gcm_count)
-        .bind(mac)
-        .execute(self.db.pool())
-        .await?;
-        Ok(())
+        repo::insert_version(&self.db, v, &mac).await
     }
 
     pub(crate) async fn rewrite_version(&self, v: &VersionRow) -> Result<()> {
         let mac = self.mac.tag("key_versions", &v.fields());
-        sqlx::query(
-            "UPDATE key_versions SET key_ops = $1, enabled = $2, nbf = $3, exp = $4, updated = $5, tags = $6, gcm_count = $7, mac = $8 \
-             WHERE vault_id = $9 AND name_lc = $10 AND version = $11",
-        )
-        .bind(&v.key_ops)
-        .bind(i64::from(v.enabled))
-        .bind(v.nbf)
-        .bind(v.exp)
-        .bind(v.updated)
-        .bind(&v.tags)
-        .bind(v.gcm_count)
-        .bind(mac)
-        .bind(&v.vault_id)
-        .bind(&v.name_lc)
-        .bind(&v.version)
-        .execute(self.db.pool())
-        .await?;
-        Ok(())
+        repo::update_version(&self.db, v, &mac).await
     }
 
     pub(crate) async fn insert_key_row(&self, k: &KeyRow) -> Result<()> {
@@ -439,22 +347,7 @@ impl VaultService {
 
     async fn write_key_row(&self, k: &KeyRow, insert: bool) -> Result<()> {
         let mac = self.mac.tag("keys", &k.fields());
-        let sql = if insert {
-            "INSERT INTO keys (name, latest_version, deleted_at, scheduled_purge, mac, vault_id, name_lc) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        } else {
-            "UPDATE keys SET name = $1, latest_version = $2, deleted_at = $3, scheduled_purge = $4, mac = $5 WHERE vault_id = $6 AND name_lc = $7"
-        };
-        sqlx::query(sql)
-            .bind(&k.name)
-            .bind(&k.latest_version)
-            .bind(k.deleted_at)
-            .bind(k.scheduled_purge)
-            .bind(mac)
-            .bind(&k.vault_id)
-            .bind(&k.name_lc)
-            .execute(self.db.pool())
-            .await?;
-        Ok(())
+        repo::write_key(&self.db, k, &mac, insert).await
     }
 
     /// Adds a version made by `make` (given the binding) to key `name`, creating the key
@@ -490,12 +383,7 @@ impl VaultService {
                  in this state, the key can only be recovered or purged."
             )));
         }
-        let seq: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(seq) FROM key_versions WHERE vault_id = $1 AND name_lc = $2")
-                .bind(&vault.id)
-                .bind(&name_lc)
-                .fetch_one(self.db.pool())
-                .await?;
+        let seq = repo::max_seq(&self.db, &vault.id, &name_lc).await?;
         let now = self.now();
         let v = VersionRow {
             vault_id: vault.id.clone(),
@@ -792,18 +680,9 @@ impl VaultService {
                 .map_err(|_| VaultError::bad("invalid $skiptoken"))?,
             None => String::new(),
         };
-        let cond = if deleted { "deleted_at IS NOT NULL" } else { "deleted_at IS NULL" };
-        let rows = sqlx::query(&format!(
-            "SELECT {KEY_COLS} FROM keys WHERE vault_id = $1 AND {cond} AND name_lc > $2 ORDER BY name_lc LIMIT $3"
-        ))
-        .bind(&vault.id)
-        .bind(&after)
-        .bind(i64::try_from(max + 1).unwrap_or(26))
-        .fetch_all(self.db.pool())
-        .await?;
+        let rows = repo::keys_page(&self.db, &vault.id, deleted, &after, i64::try_from(max + 1).unwrap_or(26)).await?;
         let mut items = Vec::new();
-        for r in rows.iter().take(max) {
-            let (k, mac) = key_row(r)?;
+        for (k, mac) in rows.iter().take(max) {
             self.mac.check("keys", &k.fields(), &mac, || format!("key {} in vault {}", k.name, vault.name))?;
             let v = self
                 .version_row(vault, &k.name_lc, &k.latest_version)
@@ -841,19 +720,11 @@ impl VaultService {
             .await?
             .filter(|k| k.deleted_at.is_none())
             .ok_or_else(|| VaultError::key_not_found(name))?;
-        let rows = sqlx::query(&format!(
-            "SELECT {VERSION_COLS} FROM key_versions WHERE vault_id = $1 AND name_lc = $2 AND seq > $3 ORDER BY seq LIMIT $4"
-        ))
-        .bind(&vault.id)
-        .bind(&k.name_lc)
-        .bind(after)
-        .bind(i64::try_from(max + 1).unwrap_or(26))
-        .fetch_all(self.db.pool())
-        .await?;
+        let rows =
+            repo::versions_page(&self.db, &vault.id, &k.name_lc, after, i64::try_from(max + 1).unwrap_or(26)).await?;
         let mut items = Vec::new();
         let mut last_seq = 0;
-        for r in rows.iter().take(max) {
-            let (v, mac) = version_row(r)?;
+        for (v, mac) in rows.iter().take(max) {
             self.mac.check("key_versions", &v.fields(), &mac, || format!("key version {}/{}", k.name, v.version))?;
             last_seq = v.seq;
             items.push(self.bundle(vault, &k, &v)?);
@@ -937,24 +808,7 @@ impl VaultService {
     }
 
     async fn erase(&self, k: &KeyRow) -> Result<()> {
-        let mut tx = self.db.pool().begin().await?;
-        sqlx::query("DELETE FROM key_versions WHERE vault_id = $1 AND name_lc = $2")
-            .bind(&k.vault_id)
-            .bind(&k.name_lc)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM rotation_policies WHERE vault_id = $1 AND name_lc = $2")
-            .bind(&k.vault_id)
-            .bind(&k.name_lc)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM keys WHERE vault_id = $1 AND name_lc = $2")
-            .bind(&k.vault_id)
-            .bind(&k.name_lc)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        repo::erase(&self.db, &k.vault_id, &k.name_lc).await
     }
 
     /// The purge sweeper: erases every soft-deleted key whose scheduled purge date has
@@ -964,15 +818,9 @@ impl VaultService {
     /// Database errors; rows that fail their integrity check are skipped and reported.
     pub async fn purge_due(&self) -> Result<usize> {
         let _g = self.write_guard().await;
-        let rows = sqlx::query(&format!(
-            "SELECT {KEY_COLS} FROM keys WHERE scheduled_purge IS NOT NULL AND scheduled_purge <= $1"
-        ))
-        .bind(self.now())
-        .fetch_all(self.db.pool())
-        .await?;
+        let rows = repo::keys_due(&self.db, self.now()).await?;
         let mut n = 0;
-        for r in &rows {
-            let (k, mac) = key_row(r)?;
+        for (k, mac) in &rows {
             // A row whose MAC fails is not trusted to say it is due: leave it for an operator.
             if self.mac.check("keys", &k.fields(), &mac, String::new).is_ok() {
                 self.erase(&k).await?;

@@ -25,6 +25,7 @@ mod ops;
 mod permission;
 pub mod platform;
 mod ports;
+mod repo;
 mod rotation;
 pub mod schema;
 mod service;

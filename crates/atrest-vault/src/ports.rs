@@ -4,9 +4,9 @@
 //! server's business.
 
 use crate::error::{Result, VaultError};
+use crate::repo::vaults as repo;
 use crate::rowmac::Field;
 use crate::service::VaultService;
-use sqlx::Row as _;
 
 impl VaultService {
     fn port_fields(port: i64, vault_id: &str) -> [Field<'_>; 2] {
@@ -19,20 +19,12 @@ impl VaultService {
     /// # Errors
     /// Database errors.
     pub async fn vault_ports(&self) -> Result<(Vec<(u16, String)>, Vec<u16>)> {
-        let rows = sqlx::query(
-            "SELECT p.port, p.vault_id, p.mac, v.name FROM vault_ports p JOIN vaults v ON v.id = p.vault_id \
-             ORDER BY p.port",
-        )
-        .fetch_all(self.db.pool())
-        .await?;
         let (mut ok, mut bad) = (Vec::new(), Vec::new());
-        for row in rows {
-            let port: i64 = row.try_get("port")?;
-            let vault_id: String = row.try_get("vault_id")?;
-            let mac: Vec<u8> = row.try_get("mac")?;
-            let Ok(p) = u16::try_from(port) else { continue };
-            match self.mac.check("vault_ports", &Self::port_fields(port, &vault_id), &mac, || format!("port {port}")) {
-                Ok(()) => ok.push((p, row.try_get("name")?)),
+        for row in repo::ports(&self.db).await? {
+            let Ok(p) = u16::try_from(row.port) else { continue };
+            let fields = Self::port_fields(row.port, &row.vault_id);
+            match self.mac.check("vault_ports", &fields, &row.mac, || format!("port {}", row.port)) {
+                Ok(()) => ok.push((p, row.vault_name)),
                 Err(_) => bad.push(p),
             }
         }
@@ -51,13 +43,6 @@ impl VaultService {
         let v = self.vault(name).await?;
         let mac = self.mac.tag("vault_ports", &Self::port_fields(i64::from(port), &v.id));
         let _g = self.write_guard().await;
-        let done =
-            sqlx::query("INSERT INTO vault_ports (port, vault_id, mac) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                .bind(i64::from(port))
-                .bind(&v.id)
-                .bind(mac)
-                .execute(self.db.pool())
-                .await?;
-        Ok(done.rows_affected() == 1)
+        repo::insert_port(&self.db, i64::from(port), &v.id, &mac).await
     }
 }

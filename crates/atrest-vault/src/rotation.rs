@@ -9,10 +9,10 @@
 
 use crate::error::{Result, VaultError};
 use crate::model::VaultInfo;
+use crate::repo::rotation as repo;
 use crate::rowmac::Field;
 use crate::service::VaultService;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 
 /// A trigger: exactly one of the two is set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,17 +170,11 @@ pub enum RotationOutcome {
 
 impl VaultService {
     async fn policy_row(&self, vault: &VaultInfo, name_lc: &str) -> Result<Option<(RotationPolicy, String)>> {
-        let Some(r) = sqlx::query("SELECT policy, created, updated, notified_version, mac FROM rotation_policies WHERE vault_id = $1 AND name_lc = $2")
-            .bind(&vault.id)
-            .bind(name_lc)
-            .fetch_optional(self.db.pool())
-            .await?
+        let Some(repo::PolicyRow { policy, created, updated, notified_version: notified, mac }) =
+            repo::policy(&self.db, &vault.id, name_lc).await?
         else {
             return Ok(None);
         };
-        let (policy, created, updated, notified): (String, i64, i64, String) =
-            (r.try_get("policy")?, r.try_get("created")?, r.try_get("updated")?, r.try_get("notified_version")?);
-        let mac: Vec<u8> = r.try_get("mac")?;
         self.mac.check(
             "rotation_policies",
             &[
@@ -225,24 +219,8 @@ impl VaultService {
                 Field::Text(notified),
             ],
         );
-        let mut tx = self.db.pool().begin().await?;
-        sqlx::query("DELETE FROM rotation_policies WHERE vault_id = $1 AND name_lc = $2")
-            .bind(&vault.id)
-            .bind(name_lc)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO rotation_policies (vault_id, name_lc, policy, created, updated, notified_version, mac) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(&vault.id)
-            .bind(name_lc)
-            .bind(&json)
-            .bind(created)
-            .bind(now)
-            .bind(notified)
-            .bind(mac)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        let row = repo::PolicyRow { policy: json, created, updated: now, notified_version: notified.to_string(), mac };
+        repo::replace(&self.db, &vault.id, name_lc, &row).await
     }
 
     /// The key's rotation policy (the default one if none was set).
@@ -303,16 +281,13 @@ impl VaultService {
     /// # Errors
     /// Database errors; a key whose rotation fails is reported as [`RotationOutcome::Failed`].
     pub async fn run_due_rotations(&self) -> Result<Vec<RotationAction>> {
-        let rows = sqlx::query("SELECT p.vault_id AS vault_id, p.name_lc AS name_lc FROM rotation_policies p JOIN keys k ON k.vault_id = p.vault_id AND k.name_lc = p.name_lc WHERE k.deleted_at IS NULL")
-            .fetch_all(self.db.pool())
-            .await?;
+        let rows = repo::live_keys_with_policies(&self.db).await?;
         // A vault whose row fails its check is skipped; its own requests fail closed.
         let vaults: std::collections::HashMap<String, VaultInfo> =
             self.verified_vaults().await?.0.into_iter().map(|v| (v.id.clone(), v)).collect();
         let mut done = Vec::new();
-        for r in &rows {
-            let (vid, name_lc): (String, String) = (r.try_get("vault_id")?, r.try_get("name_lc")?);
-            let Some(vault) = vaults.get(&vid) else { continue };
+        for (vid, name_lc) in &rows {
+            let Some(vault) = vaults.get(vid) else { continue };
             let (k, latest) = match self.live_version(vault, &name_lc, None).await {
                 Ok(x) => x,
                 Err(_) => continue,

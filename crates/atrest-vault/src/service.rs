@@ -5,11 +5,11 @@ use crate::clock::Clock;
 use crate::db::{Db, Engine};
 use crate::error::{Result, VaultError};
 use crate::model::{VaultInfo, VaultSettings};
+use crate::repo::vaults as repo;
 use crate::rowmac::{Field, RowMac};
 use atrest_crypto::SecretKey;
 use atrest_crypto::backend::KeyBackend;
 use atrest_crypto::kdf::{MacKey, hkdf_sha256};
-use sqlx::Row;
 use std::sync::Arc;
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -137,28 +137,10 @@ impl VaultService {
         let now = self.now();
         let mac = self.mac.tag("vaults", &Self::vault_fields(&v, now, now));
         let _g = self.write_guard().await;
-        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM vaults WHERE name = $1")
-            .bind(&v.name)
-            .fetch_optional(self.db.pool())
-            .await?;
-        if exists.is_some() {
+        if repo::id_by_name(&self.db, &v.name).await?.is_some() {
             return Err(VaultError::Conflict(format!("a vault named {} already exists", v.name)));
         }
-        sqlx::query(
-            "INSERT INTO vaults (id, tenant_id, name, retention_days, purge_protection, allow_rsa1_5, created, updated, mac) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&v.id)
-        .bind(&v.tenant_id)
-        .bind(&v.name)
-        .bind(v.settings.retention_days)
-        .bind(i64::from(v.settings.purge_protection))
-        .bind(i64::from(v.settings.allow_rsa1_5))
-        .bind(now)
-        .bind(now)
-        .bind(mac)
-        .execute(self.db.pool())
-        .await?;
+        repo::insert(&self.db, &v, now, &mac).await?;
         Ok(v)
     }
 
@@ -172,26 +154,9 @@ impl VaultService {
 
     /// The vault and its `created` time (needed to re-MAC the row).
     async fn load_vault(&self, name: &str) -> Result<(VaultInfo, i64)> {
-        let row = sqlx::query(
-            "SELECT id, tenant_id, name, retention_days, purge_protection, allow_rsa1_5, created, updated, mac \
-             FROM vaults WHERE name = $1",
-        )
-        .bind(name.to_ascii_lowercase())
-        .fetch_optional(self.db.pool())
-        .await?
-        .ok_or_else(|| VaultError::NotFound(format!("no vault named {name}")))?;
-        let v = VaultInfo {
-            id: row.try_get("id")?,
-            tenant_id: row.try_get("tenant_id")?,
-            name: row.try_get("name")?,
-            settings: VaultSettings {
-                retention_days: row.try_get("retention_days")?,
-                purge_protection: row.try_get::<i64, _>("purge_protection")? != 0,
-                allow_rsa1_5: row.try_get::<i64, _>("allow_rsa1_5")? != 0,
-            },
-        };
-        let (created, updated): (i64, i64) = (row.try_get("created")?, row.try_get("updated")?);
-        let mac: Vec<u8> = row.try_get("mac")?;
+        let repo::VaultRow { info: v, created, updated, mac } = repo::by_name(&self.db, &name.to_ascii_lowercase())
+            .await?
+            .ok_or_else(|| VaultError::NotFound(format!("no vault named {name}")))?;
         self.mac.check("vaults", &Self::vault_fields(&v, created, updated), &mac, || format!("vault {}", v.name))?;
         Ok((v, created))
     }
@@ -201,8 +166,7 @@ impl VaultService {
     /// # Errors
     /// Database and integrity errors.
     pub async fn vaults(&self) -> Result<Vec<VaultInfo>> {
-        let names: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM vaults ORDER BY name").fetch_all(self.db.pool()).await?;
+        let names = repo::names(&self.db).await?;
         let mut out = Vec::with_capacity(names.len());
         for n in names {
             out.push(self.vault(&n).await?);
@@ -217,8 +181,7 @@ impl VaultService {
     /// # Errors
     /// Database errors.
     pub async fn verified_vaults(&self) -> Result<(Vec<VaultInfo>, Vec<String>)> {
-        let names: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM vaults ORDER BY name").fetch_all(self.db.pool()).await?;
+        let names = repo::names(&self.db).await?;
         let (mut ok, mut bad) = (Vec::new(), Vec::new());
         for n in names {
             match self.vault(&n).await {
@@ -247,15 +210,7 @@ impl VaultService {
         v.settings = settings;
         let now = self.now();
         let mac = self.mac.tag("vaults", &Self::vault_fields(&v, created, now));
-        sqlx::query("UPDATE vaults SET retention_days = $1, purge_protection = $2, allow_rsa1_5 = $3, updated = $4, mac = $5 WHERE id = $6")
-            .bind(v.settings.retention_days)
-            .bind(i64::from(v.settings.purge_protection))
-            .bind(i64::from(v.settings.allow_rsa1_5))
-            .bind(now)
-            .bind(mac)
-            .bind(&v.id)
-            .execute(self.db.pool())
-            .await?;
+        repo::update_settings(&self.db, &v, now, &mac).await?;
         Ok(v)
     }
 }

@@ -1,0 +1,138 @@
+//! The audit log (hash chains) and the audit signing key.
+
+use crate::audit::AuditRecord;
+use crate::db::Db;
+use crate::error::Result;
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+
+const COLS: &str = "chain, seq, time, principal, operation, target, result, detail, prev_hash, hash, mac";
+
+fn record(row: &AnyRow) -> Result<(AuditRecord, Vec<u8>)> {
+    let prev: Vec<u8> = row.try_get("prev_hash")?;
+    let hash: Vec<u8> = row.try_get("hash")?;
+    Ok((
+        AuditRecord {
+            chain: row.try_get("chain")?,
+            seq: row.try_get("seq")?,
+            time: row.try_get("time")?,
+            principal: row.try_get("principal")?,
+            operation: row.try_get("operation")?,
+            target: row.try_get("target")?,
+            result: row.try_get("result")?,
+            detail: row.try_get("detail")?,
+            prev_hash: hex::encode(prev),
+            hash: hex::encode(hash),
+        },
+        row.try_get("mac")?,
+    ))
+}
+
+/// An entry ready to be written at the position it was built for.
+pub(crate) struct NewEntry {
+    pub rec: AuditRecord,
+    pub prev: Vec<u8>,
+    pub hash: Vec<u8>,
+    pub mac: Vec<u8>,
+}
+
+/// Appends the entry `make` builds for the chain's next position (given its sequence
+/// number and the previous entry's hash; zeros for the first), in one transaction.
+/// `Ok(None)` when a concurrent append took that position first: build it again.
+pub(crate) async fn append(db: &Db, chain: &str, make: impl FnOnce(i64, Vec<u8>) -> NewEntry) -> Result<Option<i64>> {
+    let mut tx = db.pool().begin().await?;
+    let last = sqlx::query("SELECT seq, hash FROM audit_log WHERE chain = $1 ORDER BY seq DESC LIMIT 1")
+        .bind(chain)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let (seq, prev) = match last {
+        Some(r) => (r.try_get::<i64, _>("seq")? + 1, r.try_get::<Vec<u8>, _>("hash")?),
+        None => (1, vec![0u8; 32]),
+    };
+    let e = make(seq, prev);
+    let inserted =
+        sqlx::query(&format!("INSERT INTO audit_log ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"))
+            .bind(&e.rec.chain)
+            .bind(e.rec.seq)
+            .bind(e.rec.time)
+            .bind(&e.rec.principal)
+            .bind(&e.rec.operation)
+            .bind(&e.rec.target)
+            .bind(&e.rec.result)
+            .bind(&e.rec.detail)
+            .bind(&e.prev)
+            .bind(&e.hash)
+            .bind(&e.mac)
+            .execute(&mut *tx)
+            .await;
+    match inserted {
+        Ok(_) => {
+            tx.commit().await?;
+            Ok(Some(seq))
+        }
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The head of a chain: (sequence number, hash) of its last entry.
+pub(crate) async fn head(db: &Db, chain: &str) -> Result<Option<(i64, Vec<u8>)>> {
+    let last = sqlx::query("SELECT seq, hash FROM audit_log WHERE chain = $1 ORDER BY seq DESC LIMIT 1")
+        .bind(chain)
+        .fetch_optional(db.pool())
+        .await?;
+    last.map(|r| Ok((r.try_get::<i64, _>("seq")?, r.try_get::<Vec<u8>, _>("hash")?))).transpose()
+}
+
+/// Every chain in the log.
+pub(crate) async fn chains(db: &Db) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar("SELECT DISTINCT chain FROM audit_log ORDER BY chain").fetch_all(db.pool()).await?)
+}
+
+/// Every entry of a chain in order, with its stored MAC.
+pub(crate) async fn entries(db: &Db, chain: &str) -> Result<Vec<(AuditRecord, Vec<u8>)>> {
+    let rows = sqlx::query(&format!("SELECT {COLS} FROM audit_log WHERE chain = $1 ORDER BY seq"))
+        .bind(chain)
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(record).collect()
+}
+
+/// The audit signing key's row as stored.
+pub(crate) struct SigningKeyRow {
+    pub id: String,
+    pub material: Vec<u8>,
+    pub public_jwk: String,
+    pub created: i64,
+    pub mac: Vec<u8>,
+}
+
+/// The oldest audit signing key.
+pub(crate) async fn signing_key(db: &Db) -> Result<Option<SigningKeyRow>> {
+    let row =
+        sqlx::query("SELECT id, material, public_jwk, created, mac FROM audit_signing_key ORDER BY created LIMIT 1")
+            .fetch_optional(db.pool())
+            .await?;
+    row.map(|r| {
+        Ok(SigningKeyRow {
+            id: r.try_get("id")?,
+            material: r.try_get("material")?,
+            public_jwk: r.try_get("public_jwk")?,
+            created: r.try_get("created")?,
+            mac: r.try_get("mac")?,
+        })
+    })
+    .transpose()
+}
+
+pub(crate) async fn insert_signing_key(db: &Db, k: &SigningKeyRow) -> Result<()> {
+    sqlx::query("INSERT INTO audit_signing_key (id, material, public_jwk, created, mac) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&k.id)
+        .bind(&k.material)
+        .bind(&k.public_jwk)
+        .bind(k.created)
+        .bind(&k.mac)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}

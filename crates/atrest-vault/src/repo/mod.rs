@@ -1,0 +1,11 @@
+//! Persistence: the only place in the vault with SQL. One module per use case; each
+//! function is one statement (or one transaction) on the deployment's database and
+//! returns rows as stored. Row MACs are computed and checked by the callers, which own
+//! the row's meaning; the authorization snapshot of a request (token, principal, vault,
+//! policy, key version in one read) lands here with the performance issue.
+
+pub(crate) mod access;
+pub(crate) mod audit;
+pub(crate) mod keys;
+pub(crate) mod rotation;
+pub(crate) mod vaults;
