@@ -683,13 +683,13 @@ impl VaultService {
         let rows = repo::keys_page(&self.db, &vault.id, deleted, &after, i64::try_from(max + 1).unwrap_or(26)).await?;
         let mut items = Vec::new();
         for (k, mac) in rows.iter().take(max) {
-            self.mac.check("keys", &k.fields(), &mac, || format!("key {} in vault {}", k.name, vault.name))?;
+            self.mac.check("keys", &k.fields(), mac, || format!("key {} in vault {}", k.name, vault.name))?;
             let v = self
                 .version_row(vault, &k.name_lc, &k.latest_version)
                 .await?
                 .ok_or_else(|| VaultError::Integrity { what: format!("latest version of key {}", k.name) })?;
             items.push(DeletedKey {
-                key: self.bundle(vault, &k, &v)?,
+                key: self.bundle(vault, k, &v)?,
                 deleted_date: k.deleted_at.unwrap_or(0),
                 scheduled_purge_date: k.scheduled_purge.unwrap_or(0),
             });
@@ -725,9 +725,9 @@ impl VaultService {
         let mut items = Vec::new();
         let mut last_seq = 0;
         for (v, mac) in rows.iter().take(max) {
-            self.mac.check("key_versions", &v.fields(), &mac, || format!("key version {}/{}", k.name, v.version))?;
+            self.mac.check("key_versions", &v.fields(), mac, || format!("key version {}/{}", k.name, v.version))?;
             last_seq = v.seq;
-            items.push(self.bundle(vault, &k, &v)?);
+            items.push(self.bundle(vault, &k, v)?);
         }
         Ok(Page { items, next: (rows.len() > max).then(|| last_seq.to_string()) })
     }
@@ -822,8 +822,8 @@ impl VaultService {
         let mut n = 0;
         for (k, mac) in &rows {
             // A row whose MAC fails is not trusted to say it is due: leave it for an operator.
-            if self.mac.check("keys", &k.fields(), &mac, String::new).is_ok() {
-                self.erase(&k).await?;
+            if self.mac.check("keys", &k.fields(), mac, String::new).is_ok() {
+                self.erase(k).await?;
                 n += 1;
             }
         }

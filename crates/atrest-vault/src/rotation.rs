@@ -288,11 +288,11 @@ impl VaultService {
         let mut done = Vec::new();
         for (vid, name_lc) in &rows {
             let Some(vault) = vaults.get(vid) else { continue };
-            let (k, latest) = match self.live_version(vault, &name_lc, None).await {
+            let (k, latest) = match self.live_version(vault, name_lc, None).await {
                 Ok(x) => x,
                 Err(_) => continue,
             };
-            let Some((policy, notified)) = self.policy_row(vault, &name_lc).await? else { continue };
+            let Some((policy, notified)) = self.policy_row(vault, name_lc).await? else { continue };
             let now = self.now();
             for a in &policy.lifetime_actions {
                 let due = match (&a.trigger.time_after_create, &a.trigger.time_before_expiry) {
@@ -312,7 +312,7 @@ impl VaultService {
                     break;
                 } else if notified != latest.version {
                     let created = policy.attributes.created.unwrap_or(now);
-                    self.write_policy(vault, &name_lc, &policy, created, &latest.version).await?;
+                    self.write_policy(vault, name_lc, &policy, created, &latest.version).await?;
                     done.push(action(RotationOutcome::Notified { version: latest.version.clone() }));
                 }
             }
