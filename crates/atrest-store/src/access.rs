@@ -6,7 +6,6 @@ use crate::model::{DataRole, Resource, ResourceState};
 use crate::service::StoreService;
 use atrest_infra::rowmac::Field;
 use atrest_vault::{Principal, Role};
-use sqlx::Row;
 
 impl StoreService {
     // ---- authorization ----
@@ -23,14 +22,9 @@ impl StoreService {
         if matches!(actor.role, Role::TenantAdmin | Role::DeploymentAdmin) {
             return Ok(Some(DataRole::Owner));
         }
-        let row = sqlx::query("SELECT role, mac FROM store_roles WHERE resource_id = $1 AND principal_id = $2")
-            .bind(&r.id)
-            .bind(&actor.id)
-            .fetch_optional(self.db.pool())
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let role: String = row.try_get("role")?;
-        let mac: Vec<u8> = row.try_get("mac")?;
+        let Some((role, mac)) = crate::repo::resources::role(&self.db, &r.id, &actor.id).await? else {
+            return Ok(None);
+        };
         self.mac
             .check("store_roles", &[Field::Text(&r.id), Field::Text(&actor.id), Field::Text(&role)], &mac, || {
                 format!("a role on resource {}", r.name)

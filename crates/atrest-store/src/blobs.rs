@@ -12,6 +12,7 @@ use crate::error::{Result, StoreError};
 use crate::hierarchy::ObjectId;
 use crate::model::{DataRole, ObjectInfo, ObjectKind, Resource};
 use crate::objects::{Precondition, check_name};
+use crate::repo::blobs as repo;
 use crate::rows::ObjectRow;
 use crate::service::StoreService;
 use atrest_crypto::SecretKey;
@@ -163,14 +164,7 @@ impl StoreService {
     /// it was read), so a missing body is a race, not tampering.
     async fn superseded(&self, o: &ObjectRow) -> Result<bool> {
         // The body's name comes from the generation and the sealed name (fresh per write).
-        let now: Option<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT generation, name_sealed FROM store_objects WHERE resource_id = $1 AND kind = $2 AND name_hash = $3",
-        )
-        .bind(&o.resource_id)
-        .bind(o.kind)
-        .bind(&o.name_hash)
-        .fetch_optional(self.db.pool())
-        .await?;
+        let now = crate::repo::objects::current(&self.db, &o.resource_id, o.kind, &o.name_hash).await?;
         Ok(now.is_none_or(|(g, n)| g != o.generation || n != o.name_sealed))
     }
 
@@ -226,16 +220,7 @@ impl StoreService {
     }
 
     async fn queue_removal(&self, resource_id: &str, name: &str, due: i64) {
-        let q = sqlx::query(
-            "INSERT INTO store_blob_removals (resource_id, name, due) VALUES ($1, $2, $3) \
-             ON CONFLICT (resource_id, name) DO NOTHING",
-        )
-        .bind(resource_id)
-        .bind(name)
-        .bind(due)
-        .execute(self.db.pool())
-        .await;
-        if let Err(e) = q {
+        if let Err(e) = repo::queue_removal(&self.db, resource_id, name, due).await {
             // The body stays as unreferenced ciphertext whose data key is gone.
             tracing::error!(blob = name, error = %e, "could not queue a blob body for removal");
         }
@@ -247,20 +232,12 @@ impl StoreService {
     /// # Errors
     /// Database errors.
     pub async fn sweep_blob_removals(&self) -> Result<u64> {
-        let due: Vec<(String, String)> =
-            sqlx::query_as("SELECT resource_id, name FROM store_blob_removals WHERE due <= $1 ORDER BY due LIMIT 1000")
-                .bind(self.now())
-                .fetch_all(self.db.pool())
-                .await?;
+        let due = repo::removals_due(&self.db, self.now()).await?;
         let mut removed = 0;
         for (resource_id, name) in due {
             match self.blobs.remove(&resource_id, &name).await {
                 Ok(()) => {
-                    sqlx::query("DELETE FROM store_blob_removals WHERE resource_id = $1 AND name = $2")
-                        .bind(&resource_id)
-                        .bind(&name)
-                        .execute(self.db.pool())
-                        .await?;
+                    repo::removed(&self.db, &resource_id, &name).await?;
                     removed += 1;
                 }
                 Err(e) => {
@@ -315,35 +292,17 @@ impl StoreService {
 
     /// Names of the bodies a resource's blob rows and queued removals refer to.
     async fn referenced_blob_names(&self, resource_id: &str) -> Result<std::collections::HashSet<String>> {
-        let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, generation, name_sealed FROM store_objects WHERE resource_id = $1 AND kind = $2",
-        )
-        .bind(resource_id)
-        .bind(ObjectKind::Blob.as_str())
-        .fetch_all(self.db.pool())
-        .await?;
+        let rows = crate::repo::objects::names_of_kind(&self.db, resource_id, ObjectKind::Blob.as_str()).await?;
         let mut names: std::collections::HashSet<String> =
             rows.iter().map(|(id, generation, sealed)| blob_key(id, *generation, sealed)).collect();
-        let queued: Vec<String> = sqlx::query_scalar("SELECT name FROM store_blob_removals WHERE resource_id = $1")
-            .bind(resource_id)
-            .fetch_all(self.db.pool())
-            .await?;
-        names.extend(queued);
+        names.extend(repo::queued(&self.db, resource_id).await?);
         // Bodies being written (their rows commit later); entries whose row has committed,
         // or that are older than a week (a write that died), are dropped here.
-        let writing: Vec<(String, i64)> =
-            sqlx::query_as("SELECT name, started FROM store_blob_writes WHERE resource_id = $1")
-                .bind(resource_id)
-                .fetch_all(self.db.pool())
-                .await?;
+        let writing = repo::writes(&self.db, resource_id).await?;
         let stale = self.now().saturating_sub(WRITE_PROTECTION_SECS);
         for (name, started) in writing {
             if names.contains(&name) || started < stale {
-                sqlx::query("DELETE FROM store_blob_writes WHERE resource_id = $1 AND name = $2")
-                    .bind(resource_id)
-                    .bind(&name)
-                    .execute(self.db.pool())
-                    .await?;
+                repo::written(&self.db, resource_id, &name).await?;
             } else {
                 names.insert(name);
             }
@@ -367,15 +326,7 @@ impl StoreService {
         let name = Self::blob_name(row);
         // Listed before the first byte goes out, so the orphan sweep leaves the body alone
         // however long the write and the commit of its row take.
-        sqlx::query(
-            "INSERT INTO store_blob_writes (resource_id, name, started) VALUES ($1, $2, $3) \
-             ON CONFLICT (resource_id, name) DO NOTHING",
-        )
-        .bind(&r.id)
-        .bind(&name)
-        .bind(self.now())
-        .execute(self.db.pool())
-        .await?;
+        repo::writing(&self.db, &r.id, &name, self.now()).await?;
         // `Some(chunk)`, then `None` once the input ended normally: only then does the
         // writer commit. A failed check, a broken client stream or a dropped request
         // closes the channel without `None`, and the sink goes uncommitted (nothing stored).

@@ -8,7 +8,8 @@
 //! [`Outcome::Moved`] and decides (retry, or 412 for `If-Match`).
 
 use crate::error::{Result, StoreError};
-use crate::rows::{OBJ_COLS, ObjectRow};
+use crate::repo::objects as repo;
+use crate::rows::ObjectRow;
 use atrest_infra::db::{Db, Engine};
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -83,62 +84,22 @@ impl GroupCommit {
     }
 }
 
-/// Replaces an object row if it is still at generation `$15` (binds: [`bind_row`], then
-/// the expected generation).
-pub(crate) const UPDATE_SQL: &str = "UPDATE store_objects SET id = $4, generation = $5, size = $6, rk_epoch = $7, \
-     enc_epoch = $8, name_sealed = $9, wrapped_dek = $10, body = $11, created = $12, updated = $13, mac = $14 \
-     WHERE resource_id = $1 AND kind = $2 AND name_hash = $3 AND generation = $15";
-
-/// Binds a row's columns in `OBJ_COLS` order ($1 … $14).
-pub(crate) fn bind_row<'q>(
-    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    r: &ObjectRow,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    q.bind(r.resource_id.clone())
-        .bind(r.kind)
-        .bind(r.name_hash.clone())
-        .bind(r.id.clone())
-        .bind(r.generation)
-        .bind(r.size)
-        .bind(r.rk_epoch)
-        .bind(r.enc_epoch)
-        .bind(r.name_sealed.clone())
-        .bind(r.wrapped_dek.clone())
-        .bind(r.body.clone())
-        .bind(r.created)
-        .bind(r.updated)
-        .bind(r.mac.clone())
-}
-
 async fn write_batch(db: &Db, batch: &[Op]) -> Result<Vec<Outcome>> {
     let mut tx = db.pool().begin().await?;
     let mut out = Vec::with_capacity(batch.len());
-    // On PostgreSQL the resource row is share-locked until commit, so a re-key cannot
-    // finish (clear the old resource key) between this check and the write.
-    let epoch_sql = match db.engine() {
-        Engine::Postgres => "SELECT rk_epoch FROM store_resources WHERE id = $1 FOR SHARE",
-        Engine::Sqlite => "SELECT rk_epoch FROM store_resources WHERE id = $1",
-    };
     for op in batch {
         let r = &op.row;
-        let epoch: Option<i64> = sqlx::query_scalar(epoch_sql).bind(&r.resource_id).fetch_optional(&mut *tx).await?;
-        if epoch != Some(r.rk_epoch) {
+        // On PostgreSQL the resource row is share-locked until commit, so a re-key cannot
+        // finish (clear the old resource key) between this check and the write.
+        if repo::resource_epoch(&mut tx, db.engine(), &r.resource_id).await? != Some(r.rk_epoch) {
             out.push(Outcome::Stale);
             continue;
         }
-        let sql = match op.prev {
-            None => format!(
-                "INSERT INTO store_objects ({OBJ_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-                 $13, $14) ON CONFLICT (resource_id, kind, name_hash) DO NOTHING"
-            ),
-            Some(_) => UPDATE_SQL.to_string(),
+        let written = match op.prev {
+            None => repo::insert_if_absent(&mut tx, r).await?,
+            Some(prev) => repo::replace_if_at(&mut tx, r, prev).await?,
         };
-        let mut q = bind_row(sqlx::query(&sql), r);
-        if let Some(prev) = op.prev {
-            q = q.bind(prev);
-        }
-        let n = q.execute(&mut *tx).await?.rows_affected();
-        out.push(if n == 1 { Outcome::Written } else { Outcome::Moved });
+        out.push(if written { Outcome::Written } else { Outcome::Moved });
     }
     tx.commit().await?;
     Ok(out)

@@ -14,19 +14,17 @@ use crate::error::{Result, StoreError};
 use crate::hierarchy;
 use crate::layers;
 use crate::model::{DataRole, Job, ObjectKind, Resource};
-use crate::rows::OBJ_COLS;
+use crate::repo::jobs as repo;
+use crate::repo::objects::Epoch;
 use crate::rows::ObjectRow;
 use crate::service::StoreService;
 use atrest_infra::rowmac::Field;
 use atrest_vault::Principal;
 use futures_util::StreamExt;
-use sqlx::Row;
 use std::sync::Arc;
 
 /// Job kinds.
 pub const KINDS: &[&str] = &["rekey", "reencrypt"];
-
-const JOB_COLS: &str = "id, resource_id, kind, state, done, total, error, created, updated, mac";
 
 impl StoreService {
     fn job_mac(&self, id: &str, resource_id: &str, kind: &str, created: i64) -> Vec<u8> {
@@ -34,22 +32,20 @@ impl StoreService {
     }
 
     /// A job row, its MAC checked (what the job is; its progress is not authenticated).
-    fn job_from_row(&self, row: &sqlx::any::AnyRow, resource: &str) -> Result<Job> {
+    fn verify_job(&self, row: repo::JobRow, resource: &str) -> Result<Job> {
+        let expect = self.job_mac(&row.id, &row.resource_id, &row.kind, row.created);
         let job = Job {
-            id: row.try_get("id")?,
+            id: row.id,
             resource: resource.to_string(),
-            kind: row.try_get("kind")?,
-            state: row.try_get("state")?,
-            done: row.try_get("done")?,
-            total: row.try_get("total")?,
-            error: row.try_get("error")?,
-            created: row.try_get("created")?,
-            updated: row.try_get("updated")?,
+            kind: row.kind,
+            state: row.state,
+            done: row.done,
+            total: row.total,
+            error: row.error,
+            created: row.created,
+            updated: row.updated,
         };
-        let rid: String = row.try_get("resource_id")?;
-        let mac: Vec<u8> = row.try_get("mac")?;
-        let expect = self.job_mac(&job.id, &rid, &job.kind, job.created);
-        if !atrest_crypto::secret::constant_time_eq(&expect, &mac) {
+        if !atrest_crypto::secret::constant_time_eq(&expect, &row.mac) {
             return Err(StoreError::Integrity(format!("job {}", job.id)));
         }
         Ok(job)
@@ -78,20 +74,12 @@ impl StoreService {
         let id = hex::encode(atrest_crypto::rand::bytes::<16>()?);
         let _g = self.write_guard().await;
         let mut tx = self.db.pool().begin().await?;
-        let running: Option<String> =
-            sqlx::query_scalar("SELECT id FROM store_jobs WHERE resource_id = $1 AND state = 'running'")
-                .bind(&r.id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(j) = running {
+        if let Some(j) = repo::running_on(&mut tx, &r.id).await? {
             return Err(StoreError::Conflict(format!(
                 "job {j} is still running on resource {resource}: wait for it (atrest job watch {j})"
             )));
         }
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM store_objects WHERE resource_id = $1")
-            .bind(&r.id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let total = crate::repo::objects::count(&mut tx, &r.id, None).await?;
         let mut cur = self.resource_by_id(&r.id).await?;
         match &new_wrapped {
             Some((_, w)) => {
@@ -102,27 +90,15 @@ impl StoreService {
         }
         cur.updated = now;
         self.save_resource(&mut *tx, &cur).await?;
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO store_jobs ({JOB_COLS}) VALUES ($1, $2, $3, 'running', 0, $4, '', $5, $5, $6)"
-        ))
-        .bind(&id)
-        .bind(&r.id)
-        .bind(kind)
-        .bind(total)
-        .bind(now)
-        .bind(self.job_mac(&id, &r.id, kind, now))
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            // The unique index on running jobs: another node started one meanwhile.
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(StoreError::Conflict(format!(
-                    "another job is running on resource {resource}; wait for it"
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        }
+        // The unique index on running jobs: another node may have started one meanwhile.
+        repo::insert_running(&mut tx, &id, &r.id, kind, total, now, &self.job_mac(&id, &r.id, kind, now))
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("another job is running on resource {resource}; wait for it"))
+                }
+                e => e,
+            })?;
         tx.commit().await?;
         drop(_g);
         if let Some((key, _)) = new_wrapped {
@@ -139,15 +115,11 @@ impl StoreService {
     /// # Errors
     /// `NotFound`.
     pub async fn job(&self, actor: &Principal, id: &str) -> Result<Job> {
-        let row = sqlx::query(&format!("SELECT {JOB_COLS} FROM store_jobs WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.db.pool())
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
-        let rid: String = row.try_get("resource_id")?;
-        let r = self.resource_by_id(&rid).await.map_err(|_| StoreError::NotFound(format!("no job {id}")))?;
+        let row = repo::by_id(&self.db, id).await?.ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
+        let r =
+            self.resource_by_id(&row.resource_id).await.map_err(|_| StoreError::NotFound(format!("no job {id}")))?;
         match self.role_of(actor, &r).await? {
-            Some(DataRole::Owner) => self.job_from_row(&row, &r.name),
+            Some(DataRole::Owner) => self.verify_job(row, &r.name),
             _ => Err(StoreError::NotFound(format!("no job {id}"))),
         }
     }
@@ -166,12 +138,8 @@ impl StoreService {
             if role != DataRole::Owner || resource.is_some_and(|n| n != r.name) {
                 continue;
             }
-            let rows = sqlx::query(&format!("SELECT {JOB_COLS} FROM store_jobs WHERE resource_id = $1"))
-                .bind(&r.id)
-                .fetch_all(self.db.pool())
-                .await?;
-            for row in &rows {
-                out.push(self.job_from_row(row, &r.name)?);
+            for row in repo::of_resource(&self.db, &r.id).await? {
+                out.push(self.verify_job(row, &r.name)?);
             }
         }
         out.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
@@ -185,13 +153,10 @@ impl StoreService {
     /// # Errors
     /// Database errors.
     pub async fn run_jobs(&self) -> Result<usize> {
-        let rows = sqlx::query(&format!("SELECT {JOB_COLS} FROM store_jobs WHERE state = 'running' ORDER BY created"))
-            .fetch_all(self.db.pool())
-            .await?;
         let mut finished = 0;
-        for row in &rows {
-            let job = self.job_from_row(row, "")?;
-            let rid: String = row.try_get("resource_id")?;
+        for row in repo::running(&self.db).await? {
+            let rid = row.resource_id.clone();
+            let job = self.verify_job(row, "")?;
             // One node per job: the lease is renewed every batch; if its holder dies,
             // another node takes it when it expires and resumes from the data.
             if !self.job_lease(&job.id).await? {
@@ -237,17 +202,7 @@ impl StoreService {
 
     async fn set_job(&self, id: &str, state: Option<&str>, done: Option<i64>, error: &str) -> Result<()> {
         let _g = self.write_guard().await;
-        sqlx::query(
-            "UPDATE store_jobs SET state = COALESCE($2, state), done = COALESCE($3, done), error = $4, updated = $5 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(state)
-        .bind(done)
-        .bind(error)
-        .bind(self.now())
-        .execute(self.db.pool())
-        .await?;
-        Ok(())
+        repo::set(&self.db, id, state, done, error, self.now()).await
     }
 
     /// Runs one job; `Ok(true)` when it finished.
@@ -263,16 +218,10 @@ impl StoreService {
             let _renewing = self.keep_job_lease(&job.id);
             let r = self.resource_by_id(resource_id).await?;
             Self::check_usable(&r)?;
-            let column = if job.kind == "rekey" { "rk_epoch" } else { "enc_epoch" };
-            let target = if job.kind == "rekey" { r.rk_epoch } else { r.enc_epoch };
-            let rows = sqlx::query(&format!(
-                "SELECT {OBJ_COLS} FROM store_objects WHERE resource_id = $1 AND {column} < $2 LIMIT $3"
-            ))
-            .bind(&r.id)
-            .bind(target)
-            .bind(i64::try_from(self.cfg.job_batch).unwrap_or(500))
-            .fetch_all(self.db.pool())
-            .await?;
+            let (epoch, target) =
+                if job.kind == "rekey" { (Epoch::ResourceKey, r.rk_epoch) } else { (Epoch::Encryption, r.enc_epoch) };
+            let limit = i64::try_from(self.cfg.job_batch).unwrap_or(500);
+            let rows = crate::repo::objects::behind(&self.db, &r.id, epoch, target, limit).await?;
             if rows.is_empty() {
                 if self.finish_job(job, &r).await? {
                     return Ok(true);
@@ -281,8 +230,8 @@ impl StoreService {
             }
             let mut done_now = 0i64;
             let mut updates = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let o = self.object_from_row(&r, row)?;
+            for row in rows {
+                let o = self.verify_object(&r, row)?;
                 let new =
                     if job.kind == "rekey" { self.rekeyed(&r, &o).await? } else { self.reencrypted(&r, &o).await? };
                 updates.push((o, new));
@@ -292,20 +241,11 @@ impl StoreService {
                 let _g = self.write_guard().await;
                 let mut tx = self.db.pool().begin().await?;
                 for (old, new) in &updates {
-                    let n = crate::commit::bind_row(sqlx::query(crate::commit::UPDATE_SQL), new)
-                        .bind(old.generation)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    applied.push(n == 1);
-                    done_now += i64::try_from(n).unwrap_or(0);
+                    let ok = crate::repo::objects::replace_if_at(&mut tx, new, old.generation).await?;
+                    applied.push(ok);
+                    done_now += i64::from(ok);
                 }
-                sqlx::query("UPDATE store_jobs SET done = done + $2, error = '', updated = $3 WHERE id = $1")
-                    .bind(&job.id)
-                    .bind(done_now)
-                    .bind(self.now())
-                    .execute(&mut *tx)
-                    .await?;
+                repo::add_done(&mut tx, &job.id, done_now, self.now()).await?;
                 tx.commit().await?;
             }
             // A rewritten blob's old body retires once its replacement is committed; a
@@ -321,10 +261,7 @@ impl StoreService {
                 }
             }
             batches += 1;
-            let done: i64 = sqlx::query_scalar("SELECT done FROM store_jobs WHERE id = $1")
-                .bind(&job.id)
-                .fetch_one(self.db.pool())
-                .await?;
+            let done = repo::done(&self.db, &job.id).await?;
             self.metrics.job(&Self::label(&r), done, job.total);
             if crash_after.is_some_and(|n| batches >= n) {
                 tracing::error!(job = %job.id, "ATREST_TEST_CRASH_AFTER_BATCHES reached: aborting the process (test drill)");
@@ -416,22 +353,13 @@ impl StoreService {
             cur.old_wrapped = None;
             cur.updated = self.now();
             self.save_resource(&mut *tx, &cur).await?;
-            let left: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM store_objects WHERE resource_id = $1 AND rk_epoch < $2")
-                    .bind(&r.id)
-                    .bind(cur.rk_epoch)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let left = crate::repo::objects::count(&mut tx, &r.id, Some(cur.rk_epoch)).await?;
             if left > 0 {
                 tx.rollback().await?;
                 return Ok(false);
             }
         }
-        sqlx::query("UPDATE store_jobs SET state = 'succeeded', error = '', updated = $2 WHERE id = $1")
-            .bind(&job.id)
-            .bind(self.now())
-            .execute(&mut *tx)
-            .await?;
+        repo::succeed(&mut tx, &job.id, self.now()).await?;
         tx.commit().await?;
         drop(_g);
         if job.kind == "rekey" {

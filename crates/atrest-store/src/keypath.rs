@@ -7,7 +7,7 @@ use crate::error::{Result, StoreError};
 use crate::hierarchy;
 use crate::keyvault::{KeyRef, KeyVault};
 use crate::model::{KeySource, Resource, ResourceState};
-use crate::service::{RES_COLS, StoreService};
+use crate::service::StoreService;
 use atrest_crypto::{SecretKey, record};
 use atrest_vault::platform::{PLATFORM, PLATFORM_KEK};
 use std::sync::Arc;
@@ -152,11 +152,9 @@ impl StoreService {
     /// Database errors.
     pub async fn recheck(&self) -> Result<Vec<String>> {
         self.cache.expire(self.cfg.key_cache_ttl, self.cfg.vault_grace);
-        let rows = sqlx::query(&format!("SELECT {RES_COLS} FROM store_resources WHERE state = $1"))
-            .bind(ResourceState::KeyInaccessible.as_str())
-            .fetch_all(self.db.pool())
-            .await?;
-        let inaccessible: Vec<Resource> = rows.iter().filter_map(|r| self.resource_from_row(r).ok()).collect();
+        let rows = crate::repo::resources::in_state(&self.db, ResourceState::KeyInaccessible).await?;
+        let inaccessible: Vec<Resource> =
+            rows.into_iter().filter_map(|r| r.and_then(|r| self.verify_resource(r)).ok()).collect();
         // Another node (or an earlier run) may have changed states: the gauge follows the rows.
         self.metrics.sync_inaccessible(&inaccessible.iter().map(Self::label).collect());
         let mut recovered = Vec::new();

@@ -48,6 +48,7 @@ pub mod model;
 mod objects;
 mod origins;
 pub mod remote;
+mod repo;
 mod resource_rows;
 mod resources;
 mod rows;

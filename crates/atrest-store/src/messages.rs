@@ -8,27 +8,14 @@ use crate::error::{Result, StoreError};
 use crate::hierarchy::{self, ObjectId};
 use crate::layers;
 use crate::model::{DataRole, Message, Resource};
+use crate::repo::messages::{self as repo, MsgRow};
 use crate::service::StoreService;
 use atrest_crypto::secret::constant_time_eq;
 use atrest_infra::rowmac::Field;
 use atrest_vault::Principal;
-use sqlx::Row;
 
 /// Largest message body.
 pub const MAX_MESSAGE: usize = 256 * 1024;
-
-struct MsgRow {
-    id: String,
-    resource_id: String,
-    body: Vec<u8>,
-    wrapped_dek: Vec<u8>,
-    created: i64,
-    expires: i64,
-    visible_at: i64,
-    receipt: String,
-    deliveries: i64,
-    mac: Vec<u8>,
-}
 
 impl StoreService {
     fn msg_mac(&self, m: &MsgRow) -> Vec<u8> {
@@ -95,22 +82,7 @@ impl StoreService {
         m.mac = self.msg_mac(&m);
         {
             let _g = self.write_guard().await;
-            sqlx::query(
-                "INSERT INTO store_messages (id, resource_id, body, wrapped_dek, created, expires, visible_at, receipt, \
-                 deliveries, mac) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(&m.id)
-            .bind(&m.resource_id)
-            .bind(&m.body)
-            .bind(&m.wrapped_dek)
-            .bind(m.created)
-            .bind(m.expires)
-            .bind(m.visible_at)
-            .bind(&m.receipt)
-            .bind(m.deliveries)
-            .bind(&m.mac)
-            .execute(self.db.pool())
-            .await?;
+            repo::insert(&self.db, &m).await?;
         }
         if r.diagnostics {
             self.audit(&r, &actor.name, "message-send", &id, "ok", serde_json::json!({"ttl": ttl})).await?;
@@ -118,19 +90,7 @@ impl StoreService {
         Ok((id, m.expires))
     }
 
-    fn msg_from_row(&self, r: &Resource, row: &sqlx::any::AnyRow) -> Result<MsgRow> {
-        let m = MsgRow {
-            id: row.try_get("id")?,
-            resource_id: row.try_get("resource_id")?,
-            body: row.try_get("body")?,
-            wrapped_dek: row.try_get("wrapped_dek")?,
-            created: row.try_get("created")?,
-            expires: row.try_get("expires")?,
-            visible_at: row.try_get("visible_at")?,
-            receipt: row.try_get("receipt")?,
-            deliveries: row.try_get("deliveries")?,
-            mac: row.try_get("mac")?,
-        };
+    fn verify_msg(&self, r: &Resource, m: MsgRow) -> Result<MsgRow> {
         if m.resource_id != r.id || !constant_time_eq(&self.msg_mac(&m), &m.mac) {
             return Err(self.integrity(r, &format!("message {} of resource {}", m.id, r.name)));
         }
@@ -161,18 +121,10 @@ impl StoreService {
         let now = self.now();
         let _g = self.write_guard().await;
         let mut tx = self.db.pool().begin().await?;
-        let rows = sqlx::query(
-            "SELECT id, resource_id, body, wrapped_dek, created, expires, visible_at, receipt, deliveries, mac \
-             FROM store_messages WHERE resource_id = $1 AND visible_at <= $2 AND expires > $2 ORDER BY created, id LIMIT $3",
-        )
-        .bind(&r.id)
-        .bind(now)
-        .bind(i64::try_from(max.clamp(1, 32)).unwrap_or(32))
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = repo::visible(&mut tx, &r.id, now, i64::try_from(max.clamp(1, 32)).unwrap_or(32)).await?;
         let mut out = Vec::new();
-        for row in &rows {
-            let mut m = self.msg_from_row(&r, row)?;
+        for row in rows {
+            let mut m = self.verify_msg(&r, row)?;
             let oid = Self::msg_id(&r, &m.id);
             let dek = hierarchy::open_data_key(&mk, oid, &m.wrapped_dek)
                 .map_err(|_| self.integrity(&r, &format!("the data key of message {}", m.id)))?;
@@ -183,19 +135,7 @@ impl StoreService {
             m.receipt = hex::encode(atrest_crypto::rand::bytes::<16>()?);
             m.deliveries += 1;
             m.mac = self.msg_mac(&m);
-            let n = sqlx::query(
-                "UPDATE store_messages SET visible_at = $2, receipt = $3, deliveries = $4, mac = $5 WHERE id = $1 AND visible_at = $6",
-            )
-            .bind(&m.id)
-            .bind(m.visible_at)
-            .bind(&m.receipt)
-            .bind(m.deliveries)
-            .bind(&m.mac)
-            .bind(prev_visible)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 1 {
+            if repo::deliver(&mut tx, &m, prev_visible).await? {
                 out.push(Message { id: m.id, receipt: m.receipt, body, deliveries: m.deliveries, expires: m.expires });
             }
         }
@@ -218,26 +158,16 @@ impl StoreService {
         let r = self.authorized(actor, resource, DataRole::Writer).await?;
         Self::check_usable(&r)?;
         let _g = self.write_guard().await;
-        let row = sqlx::query(
-            "SELECT id, resource_id, body, wrapped_dek, created, expires, visible_at, receipt, deliveries, mac \
-             FROM store_messages WHERE id = $1 AND resource_id = $2",
-        )
-        .bind(id)
-        .bind(&r.id)
-        .fetch_optional(self.db.pool())
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("no message {id} (acknowledged, expired or never sent)")))?;
-        let m = self.msg_from_row(&r, &row)?;
+        let row = repo::get(&self.db, id, &r.id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no message {id} (acknowledged, expired or never sent)")))?;
+        let m = self.verify_msg(&r, row)?;
         if m.receipt.is_empty() || !constant_time_eq(m.receipt.as_bytes(), receipt.as_bytes()) {
             return Err(StoreError::PreconditionFailed(format!(
                 "message {id}: the receipt is not the latest one (it was received again after its visibility timeout)"
             )));
         }
-        sqlx::query("DELETE FROM store_messages WHERE id = $1 AND receipt = $2")
-            .bind(id)
-            .bind(receipt)
-            .execute(self.db.pool())
-            .await?;
+        repo::delete_with_receipt(&self.db, id, receipt).await?;
         drop(_g);
         if r.diagnostics {
             self.audit(&r, &actor.name, "message-ack", id, "ok", serde_json::json!({})).await?;
@@ -251,11 +181,7 @@ impl StoreService {
     /// Database errors.
     pub async fn sweep_messages(&self) -> Result<u64> {
         let _g = self.write_guard().await;
-        let n = sqlx::query("DELETE FROM store_messages WHERE expires <= $1")
-            .bind(self.now())
-            .execute(self.db.pool())
-            .await?
-            .rows_affected();
+        let n = repo::delete_expired(&self.db, self.now()).await?;
         drop(_g);
         if n > 0 {
             self.forget_for_real().await;

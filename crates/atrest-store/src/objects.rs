@@ -11,12 +11,12 @@ use crate::error::{Result, StoreError};
 use crate::hierarchy::{self, ObjectId};
 use crate::layers;
 use crate::model::{DataRole, ObjectInfo, ObjectKind, Resource};
-use crate::rows::{OBJ_COLS, ObjectRow};
+use crate::repo::objects::{self as repo, StoredObject};
+use crate::rows::ObjectRow;
 use crate::service::StoreService;
 use atrest_crypto::SecretKey;
 use atrest_infra::rowmac::Field;
 use atrest_vault::Principal;
-use sqlx::Row;
 
 /// Longest object name, in bytes.
 pub const MAX_NAME: usize = 1024;
@@ -67,24 +67,9 @@ impl StoreService {
         ]
     }
 
-    pub(crate) fn object_from_row(&self, res: &Resource, row: &sqlx::any::AnyRow) -> Result<ObjectRow> {
-        let kind: String = row.try_get("kind")?;
-        let o = ObjectRow {
-            resource_id: row.try_get("resource_id")?,
-            kind: if kind == "blob" { "blob" } else { "record" },
-            name_hash: row.try_get("name_hash")?,
-            id: row.try_get("id")?,
-            generation: row.try_get("generation")?,
-            size: row.try_get("size")?,
-            rk_epoch: row.try_get("rk_epoch")?,
-            enc_epoch: row.try_get("enc_epoch")?,
-            name_sealed: row.try_get("name_sealed")?,
-            wrapped_dek: row.try_get("wrapped_dek")?,
-            body: row.try_get("body")?,
-            created: row.try_get("created")?,
-            updated: row.try_get("updated")?,
-            mac: row.try_get("mac")?,
-        };
+    /// Checks a stored object row: its kind, its resource and its MAC.
+    pub(crate) fn verify_object(&self, res: &Resource, stored: StoredObject) -> Result<ObjectRow> {
+        let StoredObject { row: o, kind } = stored;
         let ok = o.kind == kind
             && o.resource_id == res.id
             && self.mac.check("store_objects", &Self::object_fields(&o), &o.mac, String::new).is_ok();
@@ -108,15 +93,8 @@ impl StoreService {
     /// The row of object `name`, if any.
     pub(crate) async fn find_object(&self, r: &Resource, kind: ObjectKind, name: &str) -> Result<Option<ObjectRow>> {
         let hash = self.names.hash(&r.id, kind.as_str(), name);
-        let row = sqlx::query(&format!(
-            "SELECT {OBJ_COLS} FROM store_objects WHERE resource_id = $1 AND kind = $2 AND name_hash = $3"
-        ))
-        .bind(&r.id)
-        .bind(kind.as_str())
-        .bind(&hash)
-        .fetch_optional(self.db.pool())
-        .await?;
-        row.map(|row| self.object_from_row(r, &row)).transpose()
+        let row = repo::find(&self.db, &r.id, kind.as_str(), &hash).await?;
+        row.map(|row| self.verify_object(r, row)).transpose()
     }
 
     /// The data key of an object (through the resource key of its epoch).
@@ -304,17 +282,7 @@ impl StoreService {
         Self::check_precondition(name, Some(&o), cond)?;
         {
             let _g = self.write_guard().await;
-            let n = sqlx::query(
-                "DELETE FROM store_objects WHERE resource_id = $1 AND kind = $2 AND name_hash = $3 AND generation = $4",
-            )
-            .bind(&r.id)
-            .bind(kind.as_str())
-            .bind(&o.name_hash)
-            .bind(o.generation)
-            .execute(self.db.pool())
-            .await?
-            .rows_affected();
-            if n == 0 {
+            if !repo::delete_at(&self.db, &r.id, kind.as_str(), &o.name_hash, o.generation).await? {
                 return Err(StoreError::PreconditionFailed(format!("{name}: it changed while being deleted; retry")));
             }
         }
@@ -340,14 +308,10 @@ impl StoreService {
     ) -> Result<(Vec<ObjectInfo>, bool)> {
         let r = self.authorized(actor, resource, DataRole::Reader).await?;
         Self::check_usable(&r)?;
-        let rows = sqlx::query(&format!("SELECT {OBJ_COLS} FROM store_objects WHERE resource_id = $1 AND kind = $2"))
-            .bind(&r.id)
-            .bind(kind.as_str())
-            .fetch_all(self.db.pool())
-            .await?;
+        let rows = repo::of_kind(&self.db, &r.id, kind.as_str()).await?;
         let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let o = self.object_from_row(&r, row)?;
+        for row in rows {
+            let o = self.verify_object(&r, row)?;
             let dek = self.data_key(&r, &o).await?;
             let info = self.info(&r, &o, &dek)?;
             if info.name.starts_with(prefix) && after.is_none_or(|a| info.name.as_str() > a) {

@@ -1,12 +1,11 @@
-//! Resource rows: their columns, MACs, compare-and-swap saves and lookups (the
-//! persistence of resources; objects are in `rows.rs` and `objects.rs`).
+//! Resource rows: their MACs, compare-and-swap saves and verified lookups (the SQL is
+//! in `repo/resources.rs`).
 
 use crate::error::{Result, StoreError};
-use crate::keyvault::{KeyRef, WrappedKey};
-use crate::model::{KeySource, Resource, ResourceState};
-use crate::service::{RES_COLS, StoreService, decode_wrapped, encode_wrapped};
+use crate::model::Resource;
+use crate::repo::resources as repo;
+use crate::service::{StoreService, encode_wrapped};
 use atrest_infra::rowmac::Field;
-use sqlx::Row;
 
 impl StoreService {
     // ---- rows ----
@@ -44,43 +43,9 @@ impl StoreService {
         )
     }
 
-    pub(crate) fn resource_from_row(&self, row: &sqlx::any::AnyRow) -> Result<Resource> {
-        let bad = |what: &str| StoreError::Integrity(format!("the resource row ({what})"));
-        let kek_version: String = row.try_get("kek_version")?;
-        let old: Vec<u8> = row.try_get("old_wrapped")?;
-        let r = Resource {
-            id: row.try_get("id")?,
-            tenant_id: row.try_get("tenant_id")?,
-            name: row.try_get("name")?,
-            identity_id: row.try_get("identity_id")?,
-            state: ResourceState::parse(&row.try_get::<String, _>("state")?).ok_or_else(|| bad("state"))?,
-            state_reason: row.try_get("state_reason")?,
-            key_source: KeySource::parse(&row.try_get::<String, _>("key_source")?).ok_or_else(|| bad("key source"))?,
-            key_uri: row.try_get("key_uri")?,
-            kek: KeyRef {
-                vault: row.try_get("kek_vault")?,
-                name: row.try_get("kek_name")?,
-                version: (!kek_version.is_empty()).then_some(kek_version),
-            },
-            remote_cred: row.try_get("remote_cred")?,
-            wrapped: WrappedKey {
-                version: row.try_get("wrapped_version")?,
-                alg: row.try_get("wrapped_alg")?,
-                bytes: row.try_get("wrapped_key")?,
-            },
-            rk_epoch: row.try_get("rk_epoch")?,
-            old_wrapped: if old.is_empty() { None } else { Some(decode_wrapped(&old).ok_or_else(|| bad("old key"))?) },
-            enc_epoch: row.try_get("enc_epoch")?,
-            msg_wrapped: WrappedKey {
-                version: row.try_get("msg_version")?,
-                alg: row.try_get("msg_alg")?,
-                bytes: row.try_get("msg_key")?,
-            },
-            diagnostics: row.try_get::<i64, _>("diagnostics")? != 0,
-            created: row.try_get("created")?,
-            updated: row.try_get("updated")?,
-            loaded_mac: row.try_get("mac")?,
-        };
+    /// Checks a resource row's MAC (a row edited outside atrest is an integrity error,
+    /// counted and logged).
+    pub(crate) fn verify_resource(&self, r: Resource) -> Result<Resource> {
         let mac = r.loaded_mac.clone();
         let bufs = Self::resource_bufs(&r);
         self.mac
@@ -105,12 +70,7 @@ impl StoreService {
     where
         E: sqlx::Executor<'e, Database = sqlx::Any>,
     {
-        let set: Vec<String> =
-            RES_COLS.split(',').map(str::trim).enumerate().map(|(i, c)| format!("{c} = ${}", i + 1)).collect();
-        let n = RES_COLS.split(',').count() + 1;
-        let sql = format!("UPDATE store_resources SET {} WHERE id = $1 AND mac = ${n}", set.join(", "));
-        let done = self.bind_resource(sqlx::query(&sql), r).bind(r.loaded_mac.clone()).execute(exec).await?;
-        if done.rows_affected() == 0 {
+        if !repo::save_if_unchanged(exec, r, self.resource_mac(r)).await? {
             return Err(StoreError::Conflict(format!(
                 "resource {} was changed or deleted concurrently; read it again and retry",
                 r.name
@@ -119,50 +79,8 @@ impl StoreService {
         Ok(())
     }
 
-    fn insert_sql() -> String {
-        let params: Vec<String> = (1..=RES_COLS.split(',').count()).map(|i| format!("${i}")).collect();
-        format!("INSERT INTO store_resources ({RES_COLS}) VALUES ({})", params.join(", "))
-    }
-
-    /// Binds every column of `r`, in `RES_COLS` order.
-    fn bind_resource<'q>(
-        &self,
-        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-        r: &Resource,
-    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-        let bufs = Self::resource_bufs(r);
-        let mac = self.resource_mac(r);
-        q.bind(r.id.clone())
-            .bind(r.tenant_id.clone())
-            .bind(r.name.clone())
-            .bind(r.identity_id.clone())
-            .bind(r.state.as_str())
-            .bind(r.state_reason.clone())
-            .bind(r.key_source.as_str())
-            .bind(r.key_uri.clone())
-            .bind(r.kek.vault.clone())
-            .bind(r.kek.name.clone())
-            .bind(r.kek.version.clone().unwrap_or_default())
-            .bind(r.remote_cred.clone())
-            .bind(r.wrapped.version.clone())
-            .bind(r.wrapped.alg.clone())
-            .bind(r.wrapped.bytes.clone())
-            .bind(r.rk_epoch)
-            .bind(bufs.1)
-            .bind(r.enc_epoch)
-            .bind(r.msg_wrapped.version.clone())
-            .bind(r.msg_wrapped.alg.clone())
-            .bind(r.msg_wrapped.bytes.clone())
-            .bind(i64::from(r.diagnostics))
-            .bind(r.created)
-            .bind(r.updated)
-            .bind(mac)
-    }
-
     pub(crate) async fn insert_resource(&self, r: &Resource) -> Result<()> {
-        let sql = Self::insert_sql();
-        self.bind_resource(sqlx::query(&sql), r).execute(self.db.pool()).await?;
-        Ok(())
+        repo::insert(&self.db, r, self.resource_mac(r)).await
     }
 
     /// A resource of `tenant_id` by name (row verified).
@@ -170,29 +88,25 @@ impl StoreService {
     /// # Errors
     /// `NotFound`, `Integrity`.
     pub async fn resource_in(&self, tenant_id: &str, name: &str) -> Result<Resource> {
-        let row = sqlx::query(&format!("SELECT {RES_COLS} FROM store_resources WHERE tenant_id = $1 AND name = $2"))
-            .bind(tenant_id)
-            .bind(name)
-            .fetch_optional(self.db.pool())
+        let r = repo::by_name(&self.db, tenant_id, name)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("no resource named {name}")))?;
-        self.resource_from_row(&row)
+        self.verify_resource(r)
     }
 
     pub(crate) async fn resource_by_id(&self, id: &str) -> Result<Resource> {
-        let row = sqlx::query(&format!("SELECT {RES_COLS} FROM store_resources WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.db.pool())
+        let r = repo::by_id(&self.db, id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("no resource with id {id}")))?;
-        self.resource_from_row(&row)
+        self.verify_resource(r)
     }
 
     /// Every resource (rows that fail their check are reported and skipped).
     pub(crate) async fn all_resources(&self) -> Result<Vec<Resource>> {
-        let rows = sqlx::query(&format!("SELECT {RES_COLS} FROM store_resources ORDER BY tenant_id, name"))
-            .fetch_all(self.db.pool())
-            .await?;
-        Ok(rows.iter().filter_map(|r| self.resource_from_row(r).ok()).collect())
+        Ok(repo::all(&self.db)
+            .await?
+            .into_iter()
+            .filter_map(|(_, r)| r.and_then(|r| self.verify_resource(r)).ok())
+            .collect())
     }
 }

@@ -3,11 +3,11 @@
 use crate::error::{Result, StoreError};
 use crate::hierarchy;
 use crate::model::{DataRole, KeySource, Resource, ResourceState};
-use crate::service::{RES_COLS, StoreService, check_resource_name};
+use crate::repo::resources as repo;
+use crate::service::{StoreService, check_resource_name};
 use atrest_infra::db::Engine;
 use atrest_infra::rowmac::Field;
 use atrest_vault::{Principal, PrincipalKind, Role, VaultError};
-use sqlx::Row;
 
 impl StoreService {
     // ---- resources ----
@@ -103,13 +103,9 @@ impl StoreService {
     /// # Errors
     /// Database and integrity errors.
     pub async fn list_resources(&self, actor: &Principal) -> Result<Vec<(Resource, DataRole)>> {
-        let rows = sqlx::query(&format!("SELECT {RES_COLS} FROM store_resources WHERE tenant_id = $1 ORDER BY name"))
-            .bind(&actor.tenant_id)
-            .fetch_all(self.db.pool())
-            .await?;
         let mut out = Vec::new();
-        for row in &rows {
-            let r = self.resource_from_row(row)?;
+        for row in repo::of_tenant(&self.db, &actor.tenant_id).await? {
+            let r = self.verify_resource(row?)?;
             if let Some(role) = self.role_of(actor, &r).await? {
                 out.push((r, role));
             }
@@ -136,24 +132,12 @@ impl StoreService {
             e => e.into(),
         })?;
         let _g = self.write_guard().await;
-        let mut tx = self.db.pool().begin().await?;
-        sqlx::query("DELETE FROM store_roles WHERE resource_id = $1 AND principal_id = $2")
-            .bind(&r.id)
-            .bind(&p.id)
-            .execute(&mut *tx)
-            .await?;
-        if let Some(role) = role {
+        let stored = role.map(|role| {
             let mac =
                 self.mac.tag("store_roles", &[Field::Text(&r.id), Field::Text(&p.id), Field::Text(role.as_str())]);
-            sqlx::query("INSERT INTO store_roles (resource_id, principal_id, role, mac) VALUES ($1, $2, $3, $4)")
-                .bind(&r.id)
-                .bind(&p.id)
-                .bind(role.as_str())
-                .bind(mac)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
+            (role.as_str(), mac)
+        });
+        repo::set_role(&self.db, &r.id, &p.id, stored).await?;
         drop(_g);
         let role_name = role.map_or("none", DataRole::as_str);
         self.audit(&r, &actor.name, "set-role", &p.name, "ok", serde_json::json!({"role": role_name})).await
@@ -165,15 +149,8 @@ impl StoreService {
     /// `Forbidden` unless owner.
     pub async fn roles(&self, actor: &Principal, name: &str) -> Result<Vec<(String, DataRole)>> {
         let r = self.authorized(actor, name, DataRole::Owner).await?;
-        let rows = sqlx::query("SELECT principal_id, role, mac FROM store_roles WHERE resource_id = $1")
-            .bind(&r.id)
-            .fetch_all(self.db.pool())
-            .await?;
         let mut out = Vec::new();
-        for row in rows {
-            let pid: String = row.try_get("principal_id")?;
-            let role: String = row.try_get("role")?;
-            let mac: Vec<u8> = row.try_get("mac")?;
+        for (pid, role, mac) in repo::roles(&self.db, &r.id).await? {
             self.mac
                 .check("store_roles", &[Field::Text(&r.id), Field::Text(&pid), Field::Text(&role)], &mac, || {
                     format!("a role on resource {}", r.name)
@@ -220,22 +197,7 @@ impl StoreService {
         self.audit(&r, &actor.name, "delete-resource", &r.name, "attempt", serde_json::json!({})).await?;
         {
             let _g = self.write_guard().await;
-            let mut tx = self.db.pool().begin().await?;
-            for table in [
-                "store_objects",
-                "store_messages",
-                "store_roles",
-                "store_jobs",
-                "store_blob_removals",
-                "store_blob_writes",
-            ] {
-                sqlx::query(&format!("DELETE FROM {table} WHERE resource_id = $1"))
-                    .bind(&r.id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query("DELETE FROM store_resources WHERE id = $1").bind(&r.id).execute(&mut *tx).await?;
-            tx.commit().await?;
+            repo::erase(&self.db, &r.id).await?;
         }
         self.forget_for_real().await;
         self.cache.forget(&r.id);
@@ -277,8 +239,8 @@ impl StoreService {
             return;
         }
         let _g = self.write_guard().await;
-        match sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").fetch_optional(self.db.pool()).await {
-            Ok(Some(row)) if row.try_get::<i64, _>(0).unwrap_or(1) != 0 => {
+        match crate::repo::infra::checkpoint_truncate(&self.db).await {
+            Ok(false) => {
                 tracing::warn!(
                     "WAL checkpoint after a delete was blocked by readers; it runs again on the next delete"
                 );

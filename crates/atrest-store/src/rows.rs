@@ -1,9 +1,6 @@
 //! Row shapes shared by the code that reads objects (`objects.rs`, `blobs.rs`, `jobs.rs`)
 //! and the group commit that writes them (`commit.rs`), so neither depends on the other.
 
-pub(crate) const OBJ_COLS: &str = "resource_id, kind, name_hash, id, generation, size, rk_epoch, enc_epoch, \
-     name_sealed, wrapped_dek, body, created, updated, mac";
-
 /// One object row, as written.
 #[derive(Debug, Clone)]
 pub(crate) struct ObjectRow {

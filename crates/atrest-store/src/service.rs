@@ -35,16 +35,11 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
 async fn infra_master(db: &Db, roots: &[&SecretKey], now: i64) -> Result<SecretKey> {
     const CTX: &[&[u8]] = &[b"atrest/v1/infra-master"];
     let current = roots.first().ok_or_else(|| StoreError::bad("no infrastructure root given"))?;
-    let sealed: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT sealed FROM store_infra WHERE id = 1").fetch_optional(db.pool()).await?;
+    let sealed = crate::repo::infra::sealed_master(db).await?;
     let Some(sealed) = sealed else {
         let master = SecretKey::generate()?;
         let sealed = record::seal(current, CTX, master.expose_secret())?;
-        sqlx::query("INSERT INTO store_infra (id, sealed, created, updated) VALUES (1, $1, $2, $2)")
-            .bind(sealed)
-            .bind(now)
-            .execute(db.pool())
-            .await?;
+        crate::repo::infra::insert_master(db, &sealed, now).await?;
         return Ok(master);
     };
     for (i, root) in roots.iter().enumerate() {
@@ -53,11 +48,7 @@ async fn infra_master(db: &Db, roots: &[&SecretKey], now: i64) -> Result<SecretK
         let master = SecretKey::from_slice(&bytes)?;
         if i > 0 {
             let resealed = record::seal(current, CTX, master.expose_secret())?;
-            sqlx::query("UPDATE store_infra SET sealed = $1, updated = $2 WHERE id = 1")
-                .bind(resealed)
-                .bind(now)
-                .execute(db.pool())
-                .await?;
+            crate::repo::infra::reseal_master(db, &resealed, now).await?;
             tracing::warn!(
                 "the infrastructure root was rotated: the data service's master secret is now sealed under the new \
                  root; the previous root is no longer needed once every node runs with the new one"
@@ -160,10 +151,6 @@ pub struct StoreService {
     /// Warnings per resource (e.g. "the latest key version is disabled").
     pub(crate) warnings: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
-
-pub(crate) const RES_COLS: &str = "id, tenant_id, name, identity_id, state, state_reason, key_source, key_uri, kek_vault, \
-     kek_name, kek_version, remote_cred, wrapped_version, wrapped_alg, wrapped_key, rk_epoch, old_wrapped, enc_epoch, \
-     msg_version, msg_alg, msg_key, diagnostics, created, updated, mac";
 
 /// Frames a wrapped key as `0x01 ‖ u8 len ‖ version ‖ u8 len ‖ alg ‖ bytes`.
 pub(crate) fn encode_wrapped(w: &WrappedKey) -> Vec<u8> {

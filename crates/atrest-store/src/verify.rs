@@ -8,9 +8,6 @@
 use crate::StoreService;
 use crate::error::Result;
 use crate::model::Resource;
-use crate::rows::OBJ_COLS;
-use crate::service::RES_COLS;
-use sqlx::Row;
 use std::collections::HashMap;
 
 /// What a scan found.
@@ -34,10 +31,9 @@ impl StoreService {
     pub async fn verify_rows(&self) -> Result<RowReport> {
         let mut report = RowReport::default();
         let mut resources: HashMap<String, Resource> = HashMap::new();
-        for row in sqlx::query(&format!("SELECT {RES_COLS} FROM store_resources")).fetch_all(self.db.pool()).await? {
+        for (id, row) in crate::repo::resources::all(&self.db).await? {
             report.resources += 1;
-            let id: String = row.try_get("id")?;
-            match self.resource_from_row(&row) {
+            match row.and_then(|r| self.verify_resource(r)) {
                 Ok(r) => {
                     resources.insert(r.id.clone(), r);
                 }
@@ -46,35 +42,26 @@ impl StoreService {
         }
         let mut after: (String, String, Vec<u8>) = (String::new(), String::new(), Vec::new());
         loop {
-            let rows = sqlx::query(&format!(
-                "SELECT {OBJ_COLS} FROM store_objects WHERE (resource_id, kind, name_hash) > ($1, $2, $3) \
-                 ORDER BY resource_id, kind, name_hash LIMIT {PAGE}"
-            ))
-            .bind(&after.0)
-            .bind(&after.1)
-            .bind(&after.2)
-            .fetch_all(self.db.pool())
-            .await?;
-            for row in &rows {
+            let rows = crate::repo::objects::page_after(&self.db, &after, PAGE).await?;
+            let full = rows.len() as i64 == PAGE;
+            let last = rows.last().map(|o| (o.row.resource_id.clone(), o.kind.clone(), o.row.name_hash.clone()));
+            for row in rows {
                 report.objects += 1;
-                let (rid, kind, id): (String, String, String) =
-                    (row.try_get("resource_id")?, row.try_get("kind")?, row.try_get("id")?);
+                let (rid, kind, id) = (row.row.resource_id.clone(), row.kind.clone(), row.row.id.clone());
                 match resources.get(&rid) {
                     None => report.problems.push(format!(
                         "{kind} object {id} names resource {rid}, which does not exist: its lookup columns were \
                          edited, or its resource row is gone"
                     )),
                     Some(r) => {
-                        if let Err(e) = self.object_from_row(r, row) {
+                        if let Err(e) = self.verify_object(r, row) {
                             report.problems.push(format!("{kind} object {id} in resource {}: {e}", r.name));
                         }
                     }
                 }
             }
-            match rows.last() {
-                Some(last) if rows.len() as i64 == PAGE => {
-                    after = (last.try_get("resource_id")?, last.try_get("kind")?, last.try_get("name_hash")?);
-                }
+            match last {
+                Some(last) if full => after = last,
                 _ => break,
             }
         }
