@@ -1,4 +1,5 @@
-//! atrest's HTTPS server: the Azure Key Vault–compatible keys API over TLS, on the
+//! atrest's HTTPS server: the Azure Key Vault–compatible keys API at each vault's origin,
+//! the admin API and the data API over TLS, and their background tasks, on the
 //! embedded default (SQLite and files in a data directory, generated root key and local
 //! CA) or a database given by URL.
 //!

@@ -5,7 +5,7 @@
 //!
 //! Each write is conditional on the generation the writer sealed against (`prev`): the
 //! object must still be absent (`None`) or at that generation, else the writer gets
-//! [`Outcome::Moved`] and decides (retry, or 412 for `If-Match`).
+//! [`Outcome::Moved`] and decides (retry, or `PreconditionFailed` for `If-Match`).
 
 use crate::error::{Result, StoreError};
 use crate::repo::objects as repo;

@@ -1,4 +1,4 @@
-//! Errors of the data service, with stable codes and HTTP statuses.
+//! Errors of the data service, with stable codes and a protocol-free `ErrorKind`.
 
 use atrest_vault::{ErrorKind, VaultError};
 
@@ -38,7 +38,7 @@ pub enum StoreError {
     /// The caller lacks a role on the resource.
     #[error("{0}")]
     Forbidden(String),
-    /// A byte range outside the blob (HTTP 416, with the blob's size).
+    /// A byte range outside the blob (`RangeNotSatisfiable`, with the blob's size).
     #[error("{message}")]
     RangeNotSatisfiable {
         /// The blob's size.

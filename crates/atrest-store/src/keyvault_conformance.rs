@@ -1,7 +1,7 @@
 //! The vault-client conformance suite: what every [`KeyVault`] implementation must do
 //! for the data service, whatever carries the calls. The in-process client runs it in
-//! `tests/hierarchy.rs`; the HTTPS client against a real `atrest serve` in the server's
-//! data tests.
+//! `tests/hierarchy.rs`; the HTTPS client against a real `atrest serve` in
+//! `atrest-server/tests/vault_client.rs`.
 //!
 //! The suite panics with a message naming the failed property; call it from a test.
 

@@ -2,7 +2,7 @@
 //! resource row and every object row checked against its MAC, and every object row
 //! against the resource it names. A point read finds a row only through its lookup
 //! columns (`resource_id`, `kind`, `name_hash`), so a row whose lookup columns were
-//! edited can only answer 404 there; listing its resource or kind, or this scan, reports
+//! edited can only answer `NotFound` there; listing its resource or kind, or this scan, reports
 //! it. Objects are read in pages, so memory stays flat however many there are.
 
 use crate::StoreService;

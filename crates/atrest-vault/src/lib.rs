@@ -1,7 +1,8 @@
 //! atrest's key vault: vaults, keys and their versions, lifecycle (soft delete, recover,
 //! purge, purge protection, retention), and key operations behind the AKV rules — with
-//! no HTTP. Storage goes through sqlx on SQLite or PostgreSQL (`db`), key custody through
-//! `atrest_crypto::backend::KeyBackend`, and time through a [`clock::Clock`] tests drive.
+//! no HTTP. Storage goes through `repo` (the only SQL; sqlx on SQLite or PostgreSQL), key
+//! custody through `atrest_crypto::backend::KeyBackend`, and time through an
+//! `atrest_infra::clock::Clock` tests drive.
 //!
 //! # Invariants
 //! - Key material is stored only as the backend's handle: for the software backend, the

@@ -1,8 +1,9 @@
-//! The HTTP surface. One handler receives every request, so that authentication runs
-//! before routing and validation (the Azure SDK's first request to an origin carries no
-//! token and no body, and must get the 401 challenge whatever its path), and so that the
-//! AKV path quirks (`/keys/{name}/` for "latest", `/keys/{name}//decrypt`) are parsed
-//! exactly. Errors are mapped to HTTP here and nowhere else.
+//! The HTTP surface: one axum router per front end (probes, admin, data, the AKV keys
+//! API), each behind its authentication layer (`auth.rs`: answered before the body is
+//! read, since the Azure SDK's first request to an origin carries no token and no body
+//! and must get the 401 challenge whatever its path), all under the `answer` layer
+//! (rollback refusal, anchor update, metrics). Each front end maps domain errors to its
+//! wire format; the JSON ones share [`status_of`].
 
 mod admin;
 mod auth;
