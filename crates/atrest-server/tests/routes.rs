@@ -52,11 +52,19 @@ async fn every_documented_operation_is_routed() {
         }
     }
     assert!(checked >= 50, "only {checked} operations documented");
-    for (m, path) in [(Method::GET, "/keys/a/b/c/d"), (Method::POST, "/admin/nothing"), (Method::GET, "/data/nothing")]
-    {
+    for (m, path) in [
+        (Method::GET, "/keys/a/b/c/d"),
+        (Method::POST, "/admin/nothing"),
+        (Method::GET, "/data/nothing"),
+        (Method::PATCH, "/data/resources/routecheck"),
+        (Method::GET, "/data/resources/routecheck/records/"),
+    ] {
         let (status, text) = call(m.clone(), path.into()).await;
         assert!(unrouted(&text) && status == reqwest::StatusCode::NOT_FOUND, "{m} {path}: {status} {text}");
     }
+    // A path parameter that is not percent-encoded UTF-8 is refused in the API's format.
+    let (status, text) = call(Method::GET, "/data/resources/routecheck/records/%FF".into()).await;
+    assert!(status == reqwest::StatusCode::BAD_REQUEST && text.contains("BadParameter"), "{status} {text}");
     server.shutdown().await;
 }
 

@@ -7,7 +7,8 @@ use super::{ApiError, AppState, no_content, ok};
 use atrest_store::{ByteRange, EncryptionRequest, Precondition, StoreError, model::ObjectKind, model::Resource};
 use atrest_vault::Principal;
 use axum::body::Body;
-use axum::extract::{Extension, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -44,13 +45,6 @@ pub(super) fn route_label(method: &Method, path: &str) -> String {
         _ => "other",
     };
     format!("data:{what}:{}", method.as_str().to_ascii_lowercase())
-}
-
-fn decode(segment: &str) -> Result<String, ApiError> {
-    percent_encoding::percent_decode_str(segment)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| ApiError::bad("a path segment is not percent-encoded UTF-8"))
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -142,48 +136,47 @@ async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiE
     serde_json::from_slice(&b).map_err(|e| ApiError::bad(format!("the request body does not fit this operation: {e}")))
 }
 
-/// The data front end, nested under `/data` (behind [`super::auth::bearer`]). It streams
-/// blob bodies and reads other bodies itself.
+/// The data front end, nested under `/data` (behind [`super::auth::bearer`]): one route
+/// per operation. Blob bodies stream; other bodies are read by the handlers, bounded.
+/// Path parameters arrive percent-decoded.
 pub(super) fn router() -> axum::Router<Arc<AppState>> {
-    axum::Router::new().fallback(handle)
+    use axum::routing::{delete, get, post, put};
+    axum::Router::new()
+        .route("/resources", get(list_resources))
+        .route("/key-usage", get(key_usage))
+        .route("/jobs", get(all_jobs))
+        .route("/jobs/{id}", get(one_job))
+        .route("/resources/{name}", put(create_resource).get(show_resource).delete(delete_resource))
+        .route("/resources/{name}/encryption", get(show_encryption).put(set_encryption))
+        .route("/resources/{name}/diagnostics", put(set_diagnostics))
+        .route("/resources/{name}/roles", get(list_roles))
+        .route("/resources/{name}/roles/{principal}", put(set_role).delete(remove_role))
+        .route("/resources/{name}/records", get(list_records))
+        .route("/resources/{name}/records/{*key}", put(put_record).get(get_record).delete(delete_record))
+        .route("/resources/{name}/blobs", get(list_blobs))
+        .route("/resources/{name}/blobs/{*key}", put(put_blob).get(get_blob).head(head_blob).delete(delete_blob))
+        .route("/resources/{name}/messages", post(send_message))
+        .route("/resources/{name}/messages/receive", post(receive_messages))
+        .route("/resources/{name}/messages/{id}", delete(ack_message))
+        .route("/resources/{name}/jobs", post(start_job).get(resource_jobs))
+        .fallback(unknown)
+        .method_not_allowed_fallback(unknown)
 }
 
-/// Routes a `/data/…` request (the path as nested, without `/data`).
-async fn handle(
-    State(state): State<Arc<AppState>>,
-    Extension(actor): Extension<Principal>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let (state, method, headers) = (&*state, &method, &headers);
-    let query: HashMap<String, String> =
-        axum::extract::Query::<HashMap<String, String>>::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
-    let raw: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
-    let store = &state.store;
-    let a = &actor;
-    match (method, raw.as_slice()) {
-        (&Method::GET, ["resources"]) => {
-            let list = store.list_resources(a).await?;
-            let items: Vec<Value> = list.iter().map(|(r, role)| resource_json(store, r, Some(role.as_str()))).collect();
-            Ok(ok(json!({"value": items})))
-        }
-        (&Method::GET, ["key-usage"]) => Ok(ok(key_usage_json(&store.key_usage(a).await?))),
-        (&Method::GET, ["jobs"]) => {
-            let jobs = store.list_jobs(a, None).await?;
-            Ok(ok(json!({"value": jobs.iter().map(job_json).collect::<Vec<_>>()})))
-        }
-        (&Method::GET, ["jobs", id]) => Ok(ok(job_json(&store.job(a, id).await?))),
-        (m, ["resources", name, rest @ ..]) => {
-            let name = decode(name)?;
-            resource_route(state, a, m, &name, rest, &query, headers, body).await
-        }
-        _ => Err(unknown(method, &uri)),
-    }
+type St = State<Arc<AppState>>;
+type Who = Extension<Principal>;
+type Params<T> = Result<Path<T>, PathRejection>;
+
+/// Path parameters, or 400 in the API's error format.
+fn params<T>(p: Params<T>) -> Result<T, ApiError> {
+    p.map(|Path(t)| t).map_err(|_| ApiError::bad("a path segment is not percent-encoded UTF-8"))
 }
 
-fn unknown(method: &Method, uri: &Uri) -> ApiError {
+fn query(uri: &Uri) -> HashMap<String, String> {
+    axum::extract::Query::<HashMap<String, String>>::try_from_uri(uri).map(|q| q.0).unwrap_or_default()
+}
+
+async fn unknown(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "NotFound",
@@ -191,165 +184,272 @@ fn unknown(method: &Method, uri: &Uri) -> ApiError {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn resource_route(
-    state: &AppState,
-    a: &Principal,
-    method: &Method,
-    name: &str,
-    rest: &[&str],
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
+async fn list_resources(State(state): St, Extension(a): Who) -> Result<Response, ApiError> {
+    let store = &state.store;
+    let list = store.list_resources(&a).await?;
+    let items: Vec<Value> = list.iter().map(|(r, role)| resource_json(store, r, Some(role.as_str()))).collect();
+    Ok(ok(json!({"value": items})))
+}
+
+async fn key_usage(State(state): St, Extension(a): Who) -> Result<Response, ApiError> {
+    Ok(ok(key_usage_json(&state.store.key_usage(&a).await?)))
+}
+
+async fn all_jobs(State(state): St, Extension(a): Who) -> Result<Response, ApiError> {
+    let jobs = state.store.list_jobs(&a, None).await?;
+    Ok(ok(json!({"value": jobs.iter().map(job_json).collect::<Vec<_>>()})))
+}
+
+async fn one_job(State(state): St, Extension(a): Who, id: Params<String>) -> Result<Response, ApiError> {
+    Ok(ok(job_json(&state.store.job(&a, &params(id)?).await?)))
+}
+
+async fn create_resource(State(state): St, Extension(a): Who, name: Params<String>) -> Result<Response, ApiError> {
+    let r = state.store.create_resource(&a, &params(name)?).await?;
+    Ok(with_status(StatusCode::CREATED, resource_json(&state.store, &r, Some("owner"))))
+}
+
+async fn show_resource(State(state): St, Extension(a): Who, name: Params<String>) -> Result<Response, ApiError> {
+    let store = &state.store;
+    let r = store.authorized(&a, &params(name)?, atrest_store::model::DataRole::Reader).await?;
+    let role = store.role_of(&a, &r).await?.map(|r| r.as_str());
+    Ok(ok(resource_json(store, &r, role)))
+}
+
+async fn delete_resource(State(state): St, Extension(a): Who, name: Params<String>) -> Result<Response, ApiError> {
+    state.store.delete_resource(&a, &params(name)?).await?;
+    Ok(no_content())
+}
+
+async fn show_encryption(State(state): St, Extension(a): Who, name: Params<String>) -> Result<Response, ApiError> {
+    let r = state.store.authorized(&a, &params(name)?, atrest_store::model::DataRole::Reader).await?;
+    Ok(ok(encryption_json(&r)))
+}
+
+async fn set_encryption(
+    State(state): St,
+    Extension(a): Who,
+    name: Params<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let store = &state.store;
-    let unknown = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("no operation {method} /data/resources/{name}/{} (see /openapi.json)", rest.join("/")),
-        )
-    };
-    match (method, rest) {
-        (&Method::PUT, []) => {
-            let r = store.create_resource(a, name).await?;
-            Ok(with_status(StatusCode::CREATED, resource_json(store, &r, Some("owner"))))
-        }
-        (&Method::GET, []) => {
-            let r = store.authorized(a, name, atrest_store::model::DataRole::Reader).await?;
-            let role = store.role_of(a, &r).await?.map(|r| r.as_str());
-            Ok(ok(resource_json(store, &r, role)))
-        }
-        (&Method::DELETE, []) => {
-            store.delete_resource(a, name).await?;
-            Ok(no_content())
-        }
-        (&Method::GET, ["encryption"]) => {
-            let r = store.authorized(a, name, atrest_store::model::DataRole::Reader).await?;
-            Ok(ok(encryption_json(&r)))
-        }
-        (&Method::PUT, ["encryption"]) => {
-            let req: EncryptionBody = json_body(body).await?;
-            let req = encryption_request(state, req)?;
-            let r = store.set_encryption(a, name, req).await?;
-            Ok(ok(encryption_json(&r)))
-        }
-        (&Method::PUT, ["diagnostics"]) => {
-            let req: Value = json_body(body).await?;
-            let on = req["dataAudit"].as_bool().ok_or_else(|| ApiError::bad("send {\"dataAudit\": true|false}"))?;
-            let r = store.set_diagnostics(a, name, on).await?;
-            Ok(ok(resource_json(store, &r, Some("owner"))))
-        }
-        (&Method::GET, ["roles"]) => {
-            let roles = store.roles(a, name).await?;
-            let items: Vec<Value> = roles.iter().map(|(p, r)| json!({"principal": p, "role": r.as_str()})).collect();
-            Ok(ok(json!({"value": items})))
-        }
-        (&Method::PUT, ["roles", principal]) => {
-            let req: Value = json_body(body).await?;
-            let role = req["role"]
-                .as_str()
-                .and_then(atrest_store::model::DataRole::parse)
-                .ok_or_else(|| ApiError::bad("send {\"role\": \"reader\"|\"writer\"|\"owner\"}"))?;
-            store.set_role(a, name, &decode(principal)?, Some(role)).await?;
-            Ok(ok(json!({"principal": decode(principal)?, "role": role.as_str()})))
-        }
-        (&Method::DELETE, ["roles", principal]) => {
-            store.set_role(a, name, &decode(principal)?, None).await?;
-            Ok(no_content())
-        }
-        (&Method::GET, ["records"]) => list(store, a, name, ObjectKind::Record, query).await,
-        (&Method::GET, ["blobs"]) => list(store, a, name, ObjectKind::Blob, query).await,
-        (m, ["records", key @ ..]) if !key.is_empty() => {
-            let key = key.iter().map(|s| decode(s)).collect::<Result<Vec<_>, _>>()?.join("/");
-            match *m {
-                Method::PUT => {
-                    let cond = precondition(headers)?;
-                    let b = body_bytes(body).await?;
-                    let info = store.put_record(a, name, &key, &b, &cond).await?;
-                    let status = if info.generation == 1 { StatusCode::CREATED } else { StatusCode::OK };
-                    Ok(with_etag(with_status(status, object_json(&info)), &info.etag))
-                }
-                Method::GET => {
-                    let (info, value) = store.get_record(a, name, &key).await?;
-                    if header_str(headers, header::IF_NONE_MATCH) == Some(info.etag.as_str()) {
-                        let r = Response::builder()
-                            .status(StatusCode::NOT_MODIFIED)
-                            .body(Body::empty())
-                            .unwrap_or_default();
-                        return Ok(with_etag(r, &info.etag));
-                    }
-                    let mut r = (StatusCode::OK, value).into_response();
-                    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-                    r.headers_mut().insert("x-atrest-generation", HeaderValue::from(info.generation));
-                    Ok(with_etag(r, &info.etag))
-                }
-                Method::DELETE => {
-                    store.delete_object(a, name, ObjectKind::Record, &key, &precondition(headers)?).await?;
-                    Ok(no_content())
-                }
-                _ => Err(unknown()),
-            }
-        }
-        (m, ["blobs", key @ ..]) if !key.is_empty() => {
-            let key = key.iter().map(|s| decode(s)).collect::<Result<Vec<_>, _>>()?.join("/");
-            match *m {
-                Method::PUT => {
-                    let cond = precondition(headers)?;
-                    let info = store.put_blob(a, name, &key, &cond, body.into_data_stream()).await?;
-                    let status = if info.generation == 1 { StatusCode::CREATED } else { StatusCode::OK };
-                    Ok(with_etag(with_status(status, object_json(&info)), &info.etag))
-                }
-                Method::GET | Method::HEAD => get_blob(state, a, name, &key, headers, m == Method::HEAD).await,
-                Method::DELETE => {
-                    store.delete_object(a, name, ObjectKind::Blob, &key, &precondition(headers)?).await?;
-                    Ok(no_content())
-                }
-                _ => Err(unknown()),
-            }
-        }
-        (&Method::POST, ["messages"]) => {
-            let ttl = query
-                .get("ttl")
-                .map(|t| t.parse::<i64>())
-                .transpose()
-                .map_err(|_| ApiError::bad("ttl must be seconds"))?;
-            let b = body_bytes(body).await?;
-            let (id, expires) = store.send_message(a, name, &b, ttl).await?;
-            Ok(with_status(StatusCode::CREATED, json!({"id": id, "expires": expires})))
-        }
-        (&Method::POST, ["messages", "receive"]) => {
-            use base64::Engine as _;
-            let max = query.get("max").and_then(|m| m.parse().ok()).unwrap_or(1);
-            let vis = query.get("visibility").and_then(|m| m.parse().ok()).unwrap_or(30);
-            let msgs = store.receive_messages(a, name, max, vis).await?;
-            let items: Vec<Value> = msgs
-                .iter()
-                .map(|m| {
-                    json!({"id": m.id, "receipt": m.receipt, "deliveries": m.deliveries, "expires": m.expires,
-                           "body": base64::engine::general_purpose::STANDARD.encode(&m.body)})
-                })
-                .collect();
-            Ok(ok(json!({"value": items})))
-        }
-        (&Method::DELETE, ["messages", id]) => {
-            let receipt =
-                query.get("receipt").ok_or_else(|| ApiError::bad("the receipt query parameter is required"))?;
-            store.ack_message(a, name, id, receipt).await?;
-            Ok(no_content())
-        }
-        (&Method::POST, ["jobs"]) => {
-            let req: Value = json_body(body).await?;
-            let kind = req["kind"].as_str().ok_or_else(|| ApiError::bad("send {\"kind\": \"rekey\"|\"reencrypt\"}"))?;
-            let job = store.start_job(a, name, kind).await?;
-            Ok(with_status(StatusCode::ACCEPTED, job_json(&job)))
-        }
-        (&Method::GET, ["jobs"]) => {
-            let jobs = store.list_jobs(a, Some(name)).await?;
-            Ok(ok(json!({"value": jobs.iter().map(job_json).collect::<Vec<_>>()})))
-        }
-        _ => Err(unknown()),
+    let name = params(name)?;
+    let req = encryption_request(&state, json_body(body).await?)?;
+    let r = state.store.set_encryption(&a, &name, req).await?;
+    Ok(ok(encryption_json(&r)))
+}
+
+async fn set_diagnostics(
+    State(state): St,
+    Extension(a): Who,
+    name: Params<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = params(name)?;
+    let req: Value = json_body(body).await?;
+    let on = req["dataAudit"].as_bool().ok_or_else(|| ApiError::bad("send {\"dataAudit\": true|false}"))?;
+    let r = state.store.set_diagnostics(&a, &name, on).await?;
+    Ok(ok(resource_json(&state.store, &r, Some("owner"))))
+}
+
+async fn list_roles(State(state): St, Extension(a): Who, name: Params<String>) -> Result<Response, ApiError> {
+    let roles = state.store.roles(&a, &params(name)?).await?;
+    let items: Vec<Value> = roles.iter().map(|(p, r)| json!({"principal": p, "role": r.as_str()})).collect();
+    Ok(ok(json!({"value": items})))
+}
+
+async fn set_role(
+    State(state): St,
+    Extension(a): Who,
+    p: Params<(String, String)>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (name, principal) = params(p)?;
+    let req: Value = json_body(body).await?;
+    let role = req["role"]
+        .as_str()
+        .and_then(atrest_store::model::DataRole::parse)
+        .ok_or_else(|| ApiError::bad("send {\"role\": \"reader\"|\"writer\"|\"owner\"}"))?;
+    state.store.set_role(&a, &name, &principal, Some(role)).await?;
+    Ok(ok(json!({"principal": principal, "role": role.as_str()})))
+}
+
+async fn remove_role(State(state): St, Extension(a): Who, p: Params<(String, String)>) -> Result<Response, ApiError> {
+    let (name, principal) = params(p)?;
+    state.store.set_role(&a, &name, &principal, None).await?;
+    Ok(no_content())
+}
+
+async fn list_records(
+    State(state): St,
+    Extension(a): Who,
+    name: Params<String>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    list(&state.store, &a, &params(name)?, ObjectKind::Record, &query(&uri)).await
+}
+
+async fn list_blobs(State(state): St, Extension(a): Who, name: Params<String>, uri: Uri) -> Result<Response, ApiError> {
+    list(&state.store, &a, &params(name)?, ObjectKind::Blob, &query(&uri)).await
+}
+
+async fn put_record(
+    State(state): St,
+    Extension(a): Who,
+    p: Params<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (name, key) = params(p)?;
+    let cond = precondition(&headers)?;
+    let b = body_bytes(body).await?;
+    let info = state.store.put_record(&a, &name, &key, &b, &cond).await?;
+    let status = if info.generation == 1 { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(with_etag(with_status(status, object_json(&info)), &info.etag))
+}
+
+async fn get_record(
+    State(state): St,
+    Extension(a): Who,
+    p: Params<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (name, key) = params(p)?;
+    let (info, value) = state.store.get_record(&a, &name, &key).await?;
+    if header_str(&headers, header::IF_NONE_MATCH) == Some(info.etag.as_str()) {
+        let r = Response::builder().status(StatusCode::NOT_MODIFIED).body(Body::empty()).unwrap_or_default();
+        return Ok(with_etag(r, &info.etag));
     }
+    let mut r = (StatusCode::OK, value).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    r.headers_mut().insert("x-atrest-generation", HeaderValue::from(info.generation));
+    Ok(with_etag(r, &info.etag))
+}
+
+async fn delete_record(
+    State(state): St,
+    Extension(a): Who,
+    p: Params<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (name, key) = params(p)?;
+    state.store.delete_object(&a, &name, ObjectKind::Record, &key, &precondition(&headers)?).await?;
+    Ok(no_content())
+}
+
+async fn put_blob(
+    State(state): St,
+    Extension(a): Who,
+    p: Params<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (name, key) = params(p)?;
+    let cond = precondition(&headers)?;
+    let info = state.store.put_blob(&a, &name, &key, &cond, body.into_data_stream()).await?;
+    let status = if info.generation == 1 { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(with_etag(with_status(status, object_json(&info)), &info.etag))
+}
+
+async fn get_blob(
+    State(state): St,
+    Extension(a): Who,
+    p: Params<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (name, key) = params(p)?;
+    read_blob(&state, &a, &name, &key, &headers, false).await
+}
+
+async fn head_blob(
+    State(state): St,
+    Extension(a): Who,
+    p: Params<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (name, key) = params(p)?;
+    read_blob(&state, &a, &name, &key, &headers, true).await
+}
+
+async fn delete_blob(
+    State(state): St,
+    Extension(a): Who,
+    p: Params<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (name, key) = params(p)?;
+    state.store.delete_object(&a, &name, ObjectKind::Blob, &key, &precondition(&headers)?).await?;
+    Ok(no_content())
+}
+
+async fn send_message(
+    State(state): St,
+    Extension(a): Who,
+    name: Params<String>,
+    uri: Uri,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = params(name)?;
+    let ttl = query(&uri)
+        .get("ttl")
+        .map(|t| t.parse::<i64>())
+        .transpose()
+        .map_err(|_| ApiError::bad("ttl must be seconds"))?;
+    let b = body_bytes(body).await?;
+    let (id, expires) = state.store.send_message(&a, &name, &b, ttl).await?;
+    Ok(with_status(StatusCode::CREATED, json!({"id": id, "expires": expires})))
+}
+
+async fn receive_messages(
+    State(state): St,
+    Extension(a): Who,
+    name: Params<String>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    use base64::Engine as _;
+    let name = params(name)?;
+    let q = query(&uri);
+    let max = q.get("max").and_then(|m| m.parse().ok()).unwrap_or(1);
+    let vis = q.get("visibility").and_then(|m| m.parse().ok()).unwrap_or(30);
+    let msgs = state.store.receive_messages(&a, &name, max, vis).await?;
+    let items: Vec<Value> = msgs
+        .iter()
+        .map(|m| {
+            json!({"id": m.id, "receipt": m.receipt, "deliveries": m.deliveries, "expires": m.expires,
+                   "body": base64::engine::general_purpose::STANDARD.encode(&m.body)})
+        })
+        .collect();
+    Ok(ok(json!({"value": items})))
+}
+
+async fn ack_message(
+    State(state): St,
+    Extension(a): Who,
+    p: Params<(String, String)>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let (name, id) = params(p)?;
+    let q = query(&uri);
+    let receipt = q.get("receipt").ok_or_else(|| ApiError::bad("the receipt query parameter is required"))?;
+    state.store.ack_message(&a, &name, &id, receipt).await?;
+    Ok(no_content())
+}
+
+async fn start_job(
+    State(state): St,
+    Extension(a): Who,
+    name: Params<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = params(name)?;
+    let req: Value = json_body(body).await?;
+    let kind = req["kind"].as_str().ok_or_else(|| ApiError::bad("send {\"kind\": \"rekey\"|\"reencrypt\"}"))?;
+    let job = state.store.start_job(&a, &name, kind).await?;
+    Ok(with_status(StatusCode::ACCEPTED, job_json(&job)))
+}
+
+async fn resource_jobs(State(state): St, Extension(a): Who, name: Params<String>) -> Result<Response, ApiError> {
+    let jobs = state.store.list_jobs(&a, Some(&params(name)?)).await?;
+    Ok(ok(json!({"value": jobs.iter().map(job_json).collect::<Vec<_>>()})))
 }
 
 async fn list(
@@ -367,7 +467,7 @@ async fn list(
     Ok(ok(json!({"value": items.iter().map(object_json).collect::<Vec<_>>(), "nextAfter": next})))
 }
 
-async fn get_blob(
+async fn read_blob(
     state: &AppState,
     a: &Principal,
     name: &str,
