@@ -12,31 +12,43 @@ use super::{ApiError, AppState, no_content, ok, split_host};
 use atrest_vault::audit::DEPLOYMENT_CHAIN;
 use atrest_vault::model::{VaultInfo, VaultSettings};
 use atrest_vault::{IssuedToken, Permission, Principal, PrincipalKind, Role, Tenant, TokenInfo, VaultService};
-use axum::body::{Body, Bytes};
-use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// An authenticated admin request.
-pub(super) struct AdminCtx<'a> {
-    pub state: &'a AppState,
+/// An authenticated admin request: the caller and the host it addressed (for vault
+/// URLs). Extracted from the request the [`super::auth::bearer`] layer let through.
+pub(super) struct AdminCtx {
+    pub state: Arc<AppState>,
     pub actor: Principal,
     /// The host the client addressed, for vault URLs.
     pub host: String,
-    pub body: Bytes,
 }
 
-impl AdminCtx<'_> {
+impl axum::extract::FromRequestParts<Arc<AppState>> for AdminCtx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let actor = parts.extensions.get::<Principal>().cloned().ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a valid bearer token is required")
+        })?;
+        let host =
+            super::host_of(&parts.headers, &parts.uri).ok_or_else(|| ApiError::bad("the request has no Host"))?;
+        Ok(Self { state: state.clone(), actor, host })
+    }
+}
+
+impl AdminCtx {
     fn svc(&self) -> &VaultService {
         &self.state.svc
-    }
-
-    fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
-        let body: &[u8] = if self.body.is_empty() { b"{}" } else { &self.body };
-        serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("the request body does not fit: {e}")))
     }
 
     /// The URL a vault answers at, as seen from the host the client used: `NAME.D` under
@@ -153,25 +165,6 @@ struct PolicyIn {
     permissions: Vec<String>,
 }
 
-/// The admin front end, nested under `/admin` (behind [`super::auth::bearer`]).
-pub(super) fn router() -> axum::Router<Arc<AppState>> {
-    axum::Router::new().fallback(handle)
-}
-
-async fn handle(
-    State(state): State<Arc<AppState>>,
-    Extension(actor): Extension<Principal>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let host = super::host_of(&headers, &uri).ok_or_else(|| ApiError::bad("the request has no Host"))?;
-    let body = super::read_body(body, super::MAX_BODY, "").await?;
-    let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
-    dispatch(&AdminCtx { state: &state, actor, host, body }, &method, &segments).await
-}
-
 /// What the audit trail calls a request: (chain selector, operation, target). `None`
 /// for reads, which change nothing and are not recorded.
 fn describe<'p>(method: &Method, path: &[&'p str]) -> Option<(Option<&'p str>, &'static str, String)> {
@@ -195,52 +188,342 @@ fn describe<'p>(method: &Method, path: &[&'p str]) -> Option<(Option<&'p str>, &
     })
 }
 
-/// Routes an admin request (path without the leading `admin`) and audits changes.
-async fn dispatch(ctx: &AdminCtx<'_>, method: &Method, path: &[&str]) -> Result<Response, ApiError> {
-    let Some((vault, op, target)) = describe(method, path) else {
-        return route(ctx, method, path).await;
+/// The admin front end, nested under `/admin` (behind [`super::auth::bearer`]), every
+/// change audited by [`audited`].
+pub(super) fn router(state: &Arc<AppState>) -> axum::Router<Arc<AppState>> {
+    use axum::routing::{get, post, put};
+    axum::Router::new()
+        .route("/whoami", get(whoami))
+        .route("/verify", post(verify))
+        .route("/tenants", get(list_tenants).post(create_tenant))
+        .route("/tenants/{t}", get(show_tenant))
+        .route("/tenants/{t}/principals", get(list_principals).post(create_principal))
+        .route("/tenants/{t}/principals/{p}", get(show_principal).patch(update_principal))
+        .route("/tenants/{t}/principals/{p}/tokens", get(list_tokens).post(issue_token))
+        .route("/tenants/{t}/principals/{p}/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/tenants/{t}/principals/{p}/tokens/{id}/rotate", post(rotate_token))
+        .route("/tenants/{t}/vaults", get(list_vaults).post(create_vault))
+        .route("/vaults/{v}", get(show_vault).patch(update_vault))
+        .route("/vaults/{v}/policies", get(list_policies))
+        .route("/vaults/{v}/policies/{p}", put(set_policy).delete(remove_policy))
+        .fallback(unknown)
+        .method_not_allowed_fallback(unknown)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audited))
+}
+
+async fn unknown(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!("no admin operation {method} /admin{}; see /openapi.json", uri.path().trim_end_matches('/')),
+    )
+}
+
+/// Audits every change (see [`describe`]) around its handler: the attempt before (if it
+/// cannot be written nothing runs), the outcome after. A change to a vault goes on that
+/// vault's chain once the actor may see it, else on the deployment chain.
+async fn audited(
+    State(state): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path().trim_matches('/').to_string();
+    let segments: Vec<&str> = path.split('/').collect();
+    let Some((vault, op, target)) = describe(req.method(), &segments) else {
+        return next.run(req).await;
     };
-    // A change to a vault is recorded on that vault's chain, once the actor may see it.
-    let who = ctx.actor.name.clone();
-    // What was asked for: admin bodies hold names, roles, flags, settings, permissions
-    // and lifetimes, never secrets (a token is only ever in a response).
-    let request: Value = serde_json::from_slice(&ctx.body).unwrap_or(Value::Null);
+    let Some(actor) = req.extensions().get::<Principal>().cloned() else {
+        return next.run(req).await;
+    };
+    let (parts, body) = req.into_parts();
+    // Admin bodies hold names, roles, flags, settings, permissions and lifetimes, never
+    // secrets (a token is only ever in a response).
+    let body = match super::read_body(body, super::MAX_BODY, "").await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let target = match (op, request.get("name").and_then(Value::as_str)) {
         ("create-tenant", Some(n)) => n.to_string(),
         ("create-principal" | "create-vault", Some(n)) => format!("{target}/{n}"),
         _ => target,
     };
-    let detail = json!({"tenant_of_actor": ctx.actor.tenant_id, "request": request});
+    let detail = json!({"tenant_of_actor": actor.tenant_id, "request": request});
+    let svc = &state.svc;
     let chain = match vault {
-        Some(v) => match ctx.svc().administered_vault(&ctx.actor, v, op).await {
+        Some(v) => match svc.administered_vault(&actor, v, op).await {
             Ok(v) => v.id,
             Err(e) => {
                 // Refused before the vault's chain could be chosen (not visible to the
                 // caller, or not its admin): recorded on the deployment chain.
                 let e = not_found_code(e);
                 let target = format!("{v}/{target}");
-                if let Err(a) = ctx.svc().audit(DEPLOYMENT_CHAIN, &who, op, &target, &e.code, &detail).await {
-                    return Err(super::keys::audit_failed(&a));
+                if let Err(a) = svc.audit(DEPLOYMENT_CHAIN, &actor.name, op, &target, &e.code, &detail).await {
+                    return super::keys::audit_failed(&a).into_response();
                 }
-                return Err(e);
+                return e.into_response();
             }
         },
         None => DEPLOYMENT_CHAIN.to_string(),
     };
-    ctx.svc().audit(&chain, &who, op, &target, "attempt", &detail).await.map_err(|e| super::keys::audit_failed(&e))?;
-    let result = route(ctx, method, path).await;
-    let outcome = match &result {
-        Ok(_) => "ok".to_string(),
-        Err(e) => e.code.clone(),
+    if let Err(e) = svc.audit(&chain, &actor.name, op, &target, "attempt", &detail).await {
+        return super::keys::audit_failed(&e).into_response();
+    }
+    let resp = next.run(axum::extract::Request::from_parts(parts, Body::from(body))).await;
+    let outcome = match resp.extensions().get::<super::ErrorCode>() {
+        Some(code) => code.0.clone(),
+        None => "ok".to_string(),
     };
-    if let Err(e) = ctx.svc().audit(&chain, &who, op, &target, &outcome, &detail).await {
+    if let Err(e) = svc.audit(&chain, &actor.name, op, &target, &outcome, &detail).await {
         tracing::error!(error = %e, operation = op, "the outcome of a committed admin change could not be audited (its attempt was)");
     }
-    result
+    resp
 }
 
-/// Admin lookups report a missing tenant, principal or vault as `NotFound`, not the
-/// keys API's `KeyNotFound`.
+/// An admin API error: a missing tenant, principal or vault is `NotFound`, not the keys
+/// API's `KeyNotFound`.
+pub(super) struct AdminError(ApiError);
+
+impl<E: Into<ApiError>> From<E> for AdminError {
+    fn from(e: E) -> Self {
+        Self(not_found_code(e))
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        self.0.into_response()
+    }
+}
+
+type Answer = Result<Response, AdminError>;
+type Params<T> = Result<Path<T>, PathRejection>;
+
+/// Path parameters, or 400 in the API's error format.
+fn params<T>(p: Params<T>) -> Result<T, ApiError> {
+    p.map(|Path(t)| t).map_err(|_| ApiError::bad("a path segment is not percent-encoded UTF-8"))
+}
+
+/// A JSON request body (an empty one reads as `{}`).
+async fn body_json<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    let body = super::read_body(body, super::MAX_BODY, "").await?;
+    let body: &[u8] = if body.is_empty() { b"{}" } else { &body };
+    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("the request body does not fit: {e}")))
+}
+
+async fn whoami(ctx: AdminCtx) -> Answer {
+    let t = ctx.svc().tenant_by_id(&ctx.actor.tenant_id).await?;
+    Ok(ok(principal_json(&ctx.actor, &t.name)))
+}
+
+async fn verify(ctx: AdminCtx) -> Answer {
+    deployment_admin_only(&ctx.actor, "scan the deployment")?;
+    let r = ctx.state.store.verify_rows().await?;
+    Ok(ok(json!({"resources": r.resources, "objects": r.objects, "problems": r.problems})))
+}
+
+async fn list_tenants(ctx: AdminCtx) -> Answer {
+    let list: Vec<Value> = ctx.svc().list_tenants(&ctx.actor).await?.iter().map(tenant_json).collect();
+    Ok(ok(json!({"value": list})))
+}
+
+async fn create_tenant(ctx: AdminCtx, body: Body) -> Answer {
+    deployment_admin_only(&ctx.actor, "create tenants")?;
+    let req: NameIn = body_json(body).await?;
+    Ok(created(tenant_json(&ctx.svc().create_tenant(&req.name).await?)))
+}
+
+async fn show_tenant(ctx: AdminCtx, t: Params<String>) -> Answer {
+    Ok(ok(tenant_json(&ctx.svc().visible_tenant(&ctx.actor, &params(t)?).await?)))
+}
+
+async fn list_principals(ctx: AdminCtx, t: Params<String>) -> Answer {
+    let svc = ctx.svc();
+    let tenant = svc.administered_tenant(&ctx.actor, &params(t)?, "list principals").await?;
+    let list: Vec<Value> =
+        svc.list_principals(&tenant).await?.iter().map(|p| principal_json(p, &tenant.name)).collect();
+    Ok(ok(json!({"value": list})))
+}
+
+async fn create_principal(ctx: AdminCtx, t: Params<String>, body: Body) -> Answer {
+    let svc = ctx.svc();
+    let tenant = svc.administered_tenant(&ctx.actor, &params(t)?, "create principals").await?;
+    let req: PrincipalIn = body_json(body).await?;
+    VaultService::check_principal_name(&req.name)?;
+    let kind = PrincipalKind::parse(&req.kind).ok_or_else(|| ApiError::bad("kind must be \"user\" or \"service\""))?;
+    let role = Role::parse(&req.role)
+        .ok_or_else(|| ApiError::bad("role must be \"member\", \"tenant-admin\" or \"deployment-admin\""))?;
+    VaultService::check_grantable(&ctx.actor, role)?;
+    let p = svc.create_principal(&tenant, &req.name, kind, role).await?;
+    Ok(created(principal_json(&p, &tenant.name)))
+}
+
+async fn show_principal(ctx: AdminCtx, tp: Params<(String, String)>) -> Answer {
+    let (t, p) = params(tp)?;
+    let (tenant, p) = principal_in_scope(&ctx, &t, &p, "read principals").await?;
+    Ok(ok(principal_json(&p, &tenant.name)))
+}
+
+async fn update_principal(ctx: AdminCtx, tp: Params<(String, String)>, body: Body) -> Answer {
+    let (t, p) = params(tp)?;
+    let svc = ctx.svc();
+    let tenant = svc.administered_tenant(&ctx.actor, &t, "update principals").await?;
+    let p = svc.principal_by_name(&tenant, &p).await?;
+    let req: PrincipalPatch = body_json(body).await?;
+    // Only a deployment admin may disable a deployment admin.
+    VaultService::check_grantable(&ctx.actor, p.role)?;
+    let p = match req.disabled {
+        Some(d) => svc.set_principal_disabled(&p, d).await?,
+        None => p,
+    };
+    Ok(ok(principal_json(&p, &tenant.name)))
+}
+
+async fn list_tokens(ctx: AdminCtx, tp: Params<(String, String)>) -> Answer {
+    let (t, p) = params(tp)?;
+    let (_, p) = principal_in_scope(&ctx, &t, &p, "list tokens").await?;
+    let list: Vec<Value> = ctx.svc().list_tokens(&p).await?.iter().map(token_json).collect();
+    Ok(ok(json!({"value": list})))
+}
+
+async fn issue_token(ctx: AdminCtx, tp: Params<(String, String)>, body: Body) -> Answer {
+    let (t, p) = params(tp)?;
+    let svc = ctx.svc();
+    let tenant = svc.administered_tenant(&ctx.actor, &t, "issue tokens").await?;
+    let p = svc.principal_by_name(&tenant, &p).await?;
+    // A token is the principal's power: only a deployment admin mints one for a
+    // deployment admin.
+    VaultService::check_grantable(&ctx.actor, p.role)?;
+    let req: TokenIn = body_json(body).await?;
+    check_ttl(req.ttl_seconds)?;
+    let issued = svc.issue_token(&p, req.ttl_seconds).await?;
+    Ok(created(issued_json(&issued, &p.name)?))
+}
+
+async fn revoke_token(ctx: AdminCtx, tpi: Params<(String, String, String)>) -> Answer {
+    let (t, p, id) = params(tpi)?;
+    let (_, p) = principal_in_scope(&ctx, &t, &p, "revoke tokens").await?;
+    token_of(ctx.svc(), &p, &id).await?;
+    ctx.svc().revoke_token(&id).await?;
+    Ok(no_content())
+}
+
+async fn rotate_token(ctx: AdminCtx, tpi: Params<(String, String, String)>, body: Body) -> Answer {
+    let (t, p, id) = params(tpi)?;
+    let (tenant, p) = principal_in_scope(&ctx, &t, &p, "rotate tokens").await?;
+    token_of(ctx.svc(), &p, &id).await?;
+    let req: TokenIn = body_json(body).await?;
+    check_ttl(req.ttl_seconds)?;
+    // Rotating one's own token never extends what an admin granted.
+    if !VaultService::administers(&ctx.actor, &tenant.id) && req.ttl_seconds.is_some() {
+        return Err(ApiError::bad(
+            "only an admin of the tenant can choose a new token's lifetime; omit ttl_seconds to keep the old one",
+        )
+        .into());
+    }
+    let issued = ctx.svc().rotate_token(&id, req.ttl_seconds).await?;
+    Ok(created(issued_json(&issued, &p.name)?))
+}
+
+async fn list_vaults(ctx: AdminCtx, t: Params<String>) -> Answer {
+    let svc = ctx.svc();
+    let tenant = svc.administered_tenant(&ctx.actor, &params(t)?, "list vaults").await?;
+    let list: Vec<Value> = svc.list_vaults(&tenant).await?.iter().map(|v| ctx.vault_json(v, &tenant.name)).collect();
+    Ok(ok(json!({"value": list})))
+}
+
+async fn create_vault(ctx: AdminCtx, t: Params<String>, body: Body) -> Answer {
+    let svc = ctx.svc();
+    let tenant = svc.administered_tenant(&ctx.actor, &params(t)?, "create vaults").await?;
+    let req: VaultIn = body_json(body).await?;
+    let d = VaultSettings::default();
+    let settings = VaultSettings {
+        retention_days: req.retention_days.unwrap_or(d.retention_days),
+        purge_protection: req.purge_protection.unwrap_or(d.purge_protection),
+        allow_rsa1_5: req.allow_rsa1_5.unwrap_or(d.allow_rsa1_5),
+    };
+    let v = svc.create_vault(&tenant.id, &req.name, settings).await?;
+    // Its own origin, before its URL is answered.
+    if let Err(e) = ctx.state.listeners.assign(&v.name).await {
+        tracing::error!(error = %e, vault = %v.name, "vault created without a port of its own");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!("vault {} was created, but it has no origin of its own yet: {e}", v.name),
+        )
+        .into());
+    }
+    svc.audit(
+        &v.id,
+        &ctx.actor.name,
+        "create-vault",
+        &v.name,
+        "ok",
+        &json!({"settings": ctx.vault_json(&v, &tenant.name)}),
+    )
+    .await
+    .map_err(|e| super::keys::audit_failed(&e))?;
+    Ok(created(ctx.vault_json(&v, &tenant.name)))
+}
+
+async fn show_vault(ctx: AdminCtx, v: Params<String>) -> Answer {
+    let svc = ctx.svc();
+    let v = svc.administered_vault(&ctx.actor, &params(v)?, "read vault settings").await?;
+    let t = svc.tenant_by_id(&v.tenant_id).await?;
+    Ok(ok(ctx.vault_json(&v, &t.name)))
+}
+
+async fn update_vault(ctx: AdminCtx, v: Params<String>, body: Body) -> Answer {
+    let svc = ctx.svc();
+    let current = svc.administered_vault(&ctx.actor, &params(v)?, "change vault settings").await?;
+    let req: VaultPatch = body_json(body).await?;
+    let s = current.settings;
+    let settings = VaultSettings {
+        retention_days: req.retention_days.unwrap_or(s.retention_days),
+        purge_protection: req.purge_protection.unwrap_or(s.purge_protection),
+        allow_rsa1_5: req.allow_rsa1_5.unwrap_or(s.allow_rsa1_5),
+    };
+    let v = svc.update_vault_settings(&current.name, settings).await?;
+    let t = svc.tenant_by_id(&v.tenant_id).await?;
+    Ok(ok(ctx.vault_json(&v, &t.name)))
+}
+
+async fn list_policies(ctx: AdminCtx, v: Params<String>) -> Answer {
+    let svc = ctx.svc();
+    let v = svc.administered_vault(&ctx.actor, &params(v)?, "read access policies").await?;
+    let list: Vec<Value> = svc
+        .list_policies(&v)
+        .await?
+        .iter()
+        .map(|(p, perms)| json!({"principal": p.name, "permissions": Permission::names(perms)}))
+        .collect();
+    Ok(ok(json!({"value": list})))
+}
+
+async fn set_policy(ctx: AdminCtx, vp: Params<(String, String)>, body: Body) -> Answer {
+    let (v, p) = params(vp)?;
+    let svc = ctx.svc();
+    let v = svc.administered_vault(&ctx.actor, &v, "set access policies").await?;
+    let t = svc.tenant_by_id(&v.tenant_id).await?;
+    let p = svc.principal_by_name(&t, &p).await?;
+    let req: PolicyIn = body_json(body).await?;
+    let perms = Permission::parse_list(&req.permissions)?;
+    svc.set_policy(&v, &p, &perms).await?;
+    Ok(ok(json!({"principal": p.name, "permissions": Permission::names(&perms)})))
+}
+
+async fn remove_policy(ctx: AdminCtx, vp: Params<(String, String)>) -> Answer {
+    let (v, p) = params(vp)?;
+    let svc = ctx.svc();
+    let v = svc.administered_vault(&ctx.actor, &v, "remove access policies").await?;
+    let t = svc.tenant_by_id(&v.tenant_id).await?;
+    let p = svc.principal_by_name(&t, &p).await?;
+    svc.remove_policy(&v, &p).await?;
+    Ok(no_content())
+}
+
+/// Admin lookups report a missing tenant, principal or vault as `NotFound`, not the keys
+/// API's `KeyNotFound`.
 fn not_found_code(e: impl Into<ApiError>) -> ApiError {
     let mut a = e.into();
     if a.code == "KeyNotFound" {
@@ -264,193 +547,6 @@ fn deployment_admin_only(actor: &Principal, what: &str) -> Result<(), ApiError> 
     })
 }
 
-async fn route(ctx: &AdminCtx<'_>, method: &Method, path: &[&str]) -> Result<Response, ApiError> {
-    route_inner(ctx, method, path).await.map_err(not_found_code)
-}
-
-async fn route_inner(ctx: &AdminCtx<'_>, method: &Method, path: &[&str]) -> Result<Response, ApiError> {
-    let svc = ctx.svc();
-    let actor = &ctx.actor;
-    let m = method.clone();
-    match (m, path) {
-        (Method::GET, ["whoami"]) => {
-            let t = svc.tenant_by_id(&actor.tenant_id).await?;
-            Ok(ok(principal_json(actor, &t.name)))
-        }
-        (Method::POST, ["verify"]) => {
-            deployment_admin_only(actor, "scan the deployment")?;
-            let r = ctx.state.store.verify_rows().await?;
-            Ok(ok(json!({"resources": r.resources, "objects": r.objects, "problems": r.problems})))
-        }
-        (Method::GET, ["tenants"]) => {
-            let list: Vec<Value> = svc.list_tenants(actor).await?.iter().map(tenant_json).collect();
-            Ok(ok(json!({"value": list})))
-        }
-        (Method::POST, ["tenants"]) => {
-            deployment_admin_only(actor, "create tenants")?;
-            let req: NameIn = ctx.json()?;
-            Ok(created(tenant_json(&svc.create_tenant(&req.name).await?)))
-        }
-        (Method::GET, ["tenants", t]) => Ok(ok(tenant_json(&svc.visible_tenant(actor, t).await?))),
-        (Method::GET, ["tenants", t, "principals"]) => {
-            let tenant = svc.administered_tenant(actor, t, "list principals").await?;
-            let list: Vec<Value> =
-                svc.list_principals(&tenant).await?.iter().map(|p| principal_json(p, &tenant.name)).collect();
-            Ok(ok(json!({"value": list})))
-        }
-        (Method::POST, ["tenants", t, "principals"]) => {
-            let tenant = svc.administered_tenant(actor, t, "create principals").await?;
-            let req: PrincipalIn = ctx.json()?;
-            VaultService::check_principal_name(&req.name)?;
-            let kind =
-                PrincipalKind::parse(&req.kind).ok_or_else(|| ApiError::bad("kind must be \"user\" or \"service\""))?;
-            let role = Role::parse(&req.role)
-                .ok_or_else(|| ApiError::bad("role must be \"member\", \"tenant-admin\" or \"deployment-admin\""))?;
-            VaultService::check_grantable(actor, role)?;
-            let p = svc.create_principal(&tenant, &req.name, kind, role).await?;
-            Ok(created(principal_json(&p, &tenant.name)))
-        }
-        (Method::GET, ["tenants", t, "principals", p]) => {
-            let (tenant, p) = principal_in_scope(ctx, t, p, "read principals").await?;
-            Ok(ok(principal_json(&p, &tenant.name)))
-        }
-        (Method::PATCH, ["tenants", t, "principals", p]) => {
-            let tenant = svc.administered_tenant(actor, t, "update principals").await?;
-            let p = svc.principal_by_name(&tenant, p).await?;
-            let req: PrincipalPatch = ctx.json()?;
-            // Only a deployment admin may disable a deployment admin.
-            VaultService::check_grantable(actor, p.role)?;
-            let p = match req.disabled {
-                Some(d) => svc.set_principal_disabled(&p, d).await?,
-                None => p,
-            };
-            Ok(ok(principal_json(&p, &tenant.name)))
-        }
-        (Method::GET, ["tenants", t, "principals", p, "tokens"]) => {
-            let (_, p) = principal_in_scope(ctx, t, p, "list tokens").await?;
-            let list: Vec<Value> = svc.list_tokens(&p).await?.iter().map(token_json).collect();
-            Ok(ok(json!({"value": list})))
-        }
-        (Method::POST, ["tenants", t, "principals", p, "tokens"]) => {
-            let tenant = svc.administered_tenant(actor, t, "issue tokens").await?;
-            let p = svc.principal_by_name(&tenant, p).await?;
-            // A token is the principal's power: only a deployment admin mints one for a
-            // deployment admin.
-            VaultService::check_grantable(actor, p.role)?;
-            let req: TokenIn = ctx.json()?;
-            check_ttl(req.ttl_seconds)?;
-            let issued = svc.issue_token(&p, req.ttl_seconds).await?;
-            Ok(created(issued_json(&issued, &p.name)?))
-        }
-        (Method::DELETE, ["tenants", t, "principals", p, "tokens", id]) => {
-            let (_, p) = principal_in_scope(ctx, t, p, "revoke tokens").await?;
-            token_of(svc, &p, id).await?;
-            svc.revoke_token(id).await?;
-            Ok(no_content())
-        }
-        (Method::POST, ["tenants", t, "principals", p, "tokens", id, "rotate"]) => {
-            let (tenant, p) = principal_in_scope(ctx, t, p, "rotate tokens").await?;
-            token_of(svc, &p, id).await?;
-            let req: TokenIn = ctx.json()?;
-            check_ttl(req.ttl_seconds)?;
-            // Rotating one's own token never extends what an admin granted.
-            if !VaultService::administers(actor, &tenant.id) && req.ttl_seconds.is_some() {
-                return Err(ApiError::bad(
-                    "only an admin of the tenant can choose a new token's lifetime; omit ttl_seconds to keep the old one",
-                ));
-            }
-            let issued = svc.rotate_token(id, req.ttl_seconds).await?;
-            Ok(created(issued_json(&issued, &p.name)?))
-        }
-        (Method::GET, ["tenants", t, "vaults"]) => {
-            let tenant = svc.administered_tenant(actor, t, "list vaults").await?;
-            let list: Vec<Value> =
-                svc.list_vaults(&tenant).await?.iter().map(|v| ctx.vault_json(v, &tenant.name)).collect();
-            Ok(ok(json!({"value": list})))
-        }
-        (Method::POST, ["tenants", t, "vaults"]) => {
-            let tenant = svc.administered_tenant(actor, t, "create vaults").await?;
-            let req: VaultIn = ctx.json()?;
-            let d = VaultSettings::default();
-            let settings = VaultSettings {
-                retention_days: req.retention_days.unwrap_or(d.retention_days),
-                purge_protection: req.purge_protection.unwrap_or(d.purge_protection),
-                allow_rsa1_5: req.allow_rsa1_5.unwrap_or(d.allow_rsa1_5),
-            };
-            let v = svc.create_vault(&tenant.id, &req.name, settings).await?;
-            // Its own origin, before its URL is answered.
-            if let Err(e) = ctx.state.listeners.assign(&v.name).await {
-                tracing::error!(error = %e, vault = %v.name, "vault created without a port of its own");
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ServiceUnavailable",
-                    format!("vault {} was created, but it has no origin of its own yet: {e}", v.name),
-                ));
-            }
-            svc.audit(
-                &v.id,
-                &actor.name,
-                "create-vault",
-                &v.name,
-                "ok",
-                &json!({"settings": ctx.vault_json(&v, &tenant.name)}),
-            )
-            .await
-            .map_err(|e| super::keys::audit_failed(&e))?;
-            Ok(created(ctx.vault_json(&v, &tenant.name)))
-        }
-        (Method::GET, ["vaults", v]) => {
-            let v = svc.administered_vault(actor, v, "read vault settings").await?;
-            let t = svc.tenant_by_id(&v.tenant_id).await?;
-            Ok(ok(ctx.vault_json(&v, &t.name)))
-        }
-        (Method::PATCH, ["vaults", v]) => {
-            let current = svc.administered_vault(actor, v, "change vault settings").await?;
-            let req: VaultPatch = ctx.json()?;
-            let s = current.settings;
-            let settings = VaultSettings {
-                retention_days: req.retention_days.unwrap_or(s.retention_days),
-                purge_protection: req.purge_protection.unwrap_or(s.purge_protection),
-                allow_rsa1_5: req.allow_rsa1_5.unwrap_or(s.allow_rsa1_5),
-            };
-            let v = svc.update_vault_settings(&current.name, settings).await?;
-            let t = svc.tenant_by_id(&v.tenant_id).await?;
-            Ok(ok(ctx.vault_json(&v, &t.name)))
-        }
-        (Method::GET, ["vaults", v, "policies"]) => {
-            let v = svc.administered_vault(actor, v, "read access policies").await?;
-            let list: Vec<Value> = svc
-                .list_policies(&v)
-                .await?
-                .iter()
-                .map(|(p, perms)| json!({"principal": p.name, "permissions": Permission::names(perms)}))
-                .collect();
-            Ok(ok(json!({"value": list})))
-        }
-        (Method::PUT, ["vaults", v, "policies", p]) => {
-            let v = svc.administered_vault(actor, v, "set access policies").await?;
-            let t = svc.tenant_by_id(&v.tenant_id).await?;
-            let p = svc.principal_by_name(&t, p).await?;
-            let req: PolicyIn = ctx.json()?;
-            let perms = Permission::parse_list(&req.permissions)?;
-            svc.set_policy(&v, &p, &perms).await?;
-            Ok(ok(json!({"principal": p.name, "permissions": Permission::names(&perms)})))
-        }
-        (Method::DELETE, ["vaults", v, "policies", p]) => {
-            let v = svc.administered_vault(actor, v, "remove access policies").await?;
-            let t = svc.tenant_by_id(&v.tenant_id).await?;
-            let p = svc.principal_by_name(&t, p).await?;
-            svc.remove_policy(&v, &p).await?;
-            Ok(no_content())
-        }
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("no admin operation {method} /admin/{}; see /openapi.json", path.join("/")),
-        )),
-    }
-}
-
 fn check_ttl(ttl: Option<i64>) -> Result<(), ApiError> {
     match ttl {
         Some(t) if t <= 0 => {
@@ -465,7 +561,7 @@ fn check_ttl(ttl: Option<i64>) -> Result<(), ApiError> {
 }
 
 /// A principal the actor may manage tokens of: any in a tenant it administers, or itself.
-async fn principal_in_scope(ctx: &AdminCtx<'_>, t: &str, p: &str, what: &str) -> Result<(Tenant, Principal), ApiError> {
+async fn principal_in_scope(ctx: &AdminCtx, t: &str, p: &str, what: &str) -> Result<(Tenant, Principal), ApiError> {
     let svc = ctx.svc();
     let tenant = svc.visible_tenant(&ctx.actor, t).await?;
     let principal = svc.principal_by_name(&tenant, p).await?;

@@ -112,6 +112,11 @@ impl From<VaultError> for ApiError {
     }
 }
 
+/// The error code of an answer (a response extension), for the layers that record
+/// outcomes (the admin audit).
+#[derive(Clone)]
+pub(crate) struct ErrorCode(pub String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut err = json!({"code": self.code, "message": self.message});
@@ -125,6 +130,7 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
+        resp.extensions_mut().insert(ErrorCode(self.code));
         resp
     }
 }
@@ -237,7 +243,7 @@ pub(crate) async fn read_body(body: Body, limit: usize, hint: &str) -> Result<By
 pub fn router(state: Arc<AppState>) -> axum::Router {
     use axum::middleware::from_fn_with_state;
     let bearer = from_fn_with_state(state.clone(), auth::bearer);
-    let admin = admin::router().layer(bearer.clone()).with_state(state.clone());
+    let admin = admin::router(&state).layer(bearer.clone()).with_state(state.clone());
     let data = data::router().layer(bearer).with_state(state.clone());
     let keys = keys::router().layer(from_fn_with_state(state.clone(), auth::akv)).with_state(state.clone());
     axum::Router::new()
