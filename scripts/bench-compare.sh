@@ -72,7 +72,7 @@ def rows(path):
         label = " / ".join(c for c in cells if num(c) is None) or "-"
         # A concurrency column is part of the label, not a result.
         for h, c in zip(header, cells):
-            if h.lower() in ("concurrency", "objects") and num(c) is not None:
+            if h.lower() == "concurrency" and num(c) is not None:
                 label += f" @{h[0]}{c}"
         for h, c in zip(header, cells):
             v = num(c)

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 /// Makes the vault clients the data service talks to (one seam, injected at open): this
 /// deployment's vault as a resource's identity, and a vault on another server reached
-/// with a credential. [`crate::clients::DeploymentClients`] is the deployment's.
+/// with a credential. `DeploymentClients` (in `clients.rs`) is the deployment's.
 pub trait VaultClients: Send + Sync {
     /// This deployment's vault, acting as `identity` for `resource`.
     fn local(&self, identity: Principal, resource: &str) -> Box<dyn KeyVault>;

@@ -4,7 +4,8 @@
 use crate::error::{Result, StoreError};
 use crate::model::Resource;
 use crate::repo::resources as repo;
-use crate::service::{StoreService, encode_wrapped};
+use crate::rows::encode_wrapped;
+use crate::service::StoreService;
 use atrest_infra::rowmac::Field;
 
 impl StoreService {

@@ -7,7 +7,6 @@
 use crate::blobstore::BlobStore;
 use crate::cache::KeyCache;
 use crate::error::{Result, StoreError};
-use crate::keyvault::WrappedKey;
 use crate::layers::{InfraLayer, NameHasher, derive};
 use crate::metrics::StoreMetrics;
 use crate::model::Resource;
@@ -152,38 +151,6 @@ pub struct StoreService {
     pub(crate) warnings: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
-/// Frames a wrapped key as `0x01 ‖ u8 len ‖ version ‖ u8 len ‖ alg ‖ bytes`.
-pub(crate) fn encode_wrapped(w: &WrappedKey) -> Vec<u8> {
-    let mut out = Vec::with_capacity(w.bytes.len() + 64);
-    out.push(WRAPPED_FORMAT);
-    for s in [&w.version, &w.alg] {
-        out.push(u8::try_from(s.len()).unwrap_or(u8::MAX));
-        out.extend_from_slice(s.as_bytes());
-    }
-    out.extend_from_slice(&w.bytes);
-    out
-}
-
-/// Version byte of the wrapped-key framing.
-const WRAPPED_FORMAT: u8 = 1;
-
-pub(crate) fn decode_wrapped(b: &[u8]) -> Option<WrappedKey> {
-    let (&WRAPPED_FORMAT, mut rest) = b.split_first()? else { return None };
-    let mut take = || -> Option<String> {
-        let (&n, tail) = rest.split_first()?;
-        let n = usize::from(n);
-        if tail.len() < n {
-            return None;
-        }
-        let s = String::from_utf8(tail[..n].to_vec()).ok()?;
-        rest = &tail[n..];
-        Some(s)
-    };
-    let version = take()?;
-    let alg = take()?;
-    Some(WrappedKey { version, alg, bytes: rest.to_vec() })
-}
-
 /// Checks a resource name: 1 to 63 lowercase letters, digits and '-'.
 pub(crate) fn check_resource_name(name: &str) -> Result<()> {
     if name.is_empty()
@@ -315,21 +282,6 @@ impl StoreService {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wrapped_key_framing_round_trips_and_refuses_garbage() {
-        let w = WrappedKey { version: "0123abcd".into(), alg: "RSA-OAEP-256".into(), bytes: vec![9; 256] };
-        let enc = encode_wrapped(&w);
-        assert_eq!(enc[0], WRAPPED_FORMAT);
-        assert_eq!(decode_wrapped(&enc), Some(w.clone()));
-        let mut other_version = enc.clone();
-        other_version[0] = 2;
-        assert_eq!(decode_wrapped(&other_version), None);
-        assert_eq!(decode_wrapped(&enc[..5]), None, "cut inside the version");
-        assert_eq!(decode_wrapped(&[]), None);
-        let empty = WrappedKey { version: String::new(), alg: String::new(), bytes: Vec::new() };
-        assert_eq!(decode_wrapped(&encode_wrapped(&empty)), Some(empty));
-    }
 
     #[test]
     fn migrations_split_into_whole_statements() {

@@ -6,6 +6,7 @@ use crate::error::{Refusal, Result, VaultError};
 use crate::model::{DeletedKey, KeyAttributes, KeyBundle, Kty, MAX_PAGE, Page, PublicJwk, VaultInfo, b64u};
 use crate::model::{check_name, new_id};
 use crate::repo::keys as repo;
+pub(crate) use crate::repo::keys::{KeyRow, VersionRow};
 use crate::rowmac::Field;
 use crate::service::VaultService;
 use atrest_crypto::backend::{BackendKey, KeySpec, PublicKey};
@@ -85,16 +86,6 @@ enum Material {
     Import(atrest_crypto::backend::ImportKey),
 }
 
-/// A `keys` row.
-pub(crate) struct KeyRow {
-    pub vault_id: String,
-    pub name_lc: String,
-    pub name: String,
-    pub latest_version: String,
-    pub deleted_at: Option<i64>,
-    pub scheduled_purge: Option<i64>,
-}
-
 impl KeyRow {
     fn fields(&self) -> [Field<'_>; 6] {
         [
@@ -106,27 +97,6 @@ impl KeyRow {
             Field::OptInt(self.scheduled_purge),
         ]
     }
-}
-
-/// A `key_versions` row.
-pub(crate) struct VersionRow {
-    pub vault_id: String,
-    pub name_lc: String,
-    pub version: String,
-    pub seq: i64,
-    pub kty: String,
-    pub key_ops: String,
-    pub enabled: bool,
-    pub nbf: Option<i64>,
-    pub exp: Option<i64>,
-    pub created: i64,
-    pub updated: i64,
-    pub tags: String,
-    pub public_jwk: String,
-    pub material: Vec<u8>,
-    pub gcm_count: i64,
-    /// The key's name as first created (from the keys row; not a column of this table).
-    pub display_name: String,
 }
 
 impl VersionRow {

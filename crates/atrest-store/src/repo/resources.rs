@@ -4,7 +4,7 @@
 use crate::error::{Result, StoreError};
 use crate::keyvault::{KeyRef, WrappedKey};
 use crate::model::{KeySource, Resource, ResourceState};
-use crate::service::{decode_wrapped, encode_wrapped};
+use crate::rows::{decode_wrapped, encode_wrapped};
 use atrest_infra::db::Db;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;

@@ -1,10 +1,35 @@
 //! The audit log (hash chains) and the audit signing key.
 
-use crate::audit::AuditRecord;
 use crate::db::Db;
 use crate::error::Result;
+use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
+
+/// One audit entry as stored and exported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Chain (vault id or `deployment`).
+    pub chain: String,
+    /// Position, from 1, without gaps.
+    pub seq: i64,
+    /// Unix seconds.
+    pub time: i64,
+    /// Who (principal name, or `system`).
+    pub principal: String,
+    /// What (e.g. `unwrapKey`, `create`, `set-policy`).
+    pub operation: String,
+    /// On what (key name/version, principal, vault).
+    pub target: String,
+    /// `ok`, or the error code.
+    pub result: String,
+    /// Extra facts as JSON (algorithm, resource, …); never key material or data.
+    pub detail: String,
+    /// Hash of the previous entry (hex).
+    pub prev_hash: String,
+    /// This entry's hash (hex).
+    pub hash: String,
+}
 
 const COLS: &str = "chain, seq, time, principal, operation, target, result, detail, prev_hash, hash, mac";
 

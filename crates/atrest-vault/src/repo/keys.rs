@@ -2,9 +2,39 @@
 
 use crate::db::Db;
 use crate::error::Result;
-use crate::keys::{KeyRow, VersionRow};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
+
+/// A `keys` row.
+pub(crate) struct KeyRow {
+    pub vault_id: String,
+    pub name_lc: String,
+    pub name: String,
+    pub latest_version: String,
+    pub deleted_at: Option<i64>,
+    pub scheduled_purge: Option<i64>,
+}
+
+/// A `key_versions` row.
+pub(crate) struct VersionRow {
+    pub vault_id: String,
+    pub name_lc: String,
+    pub version: String,
+    pub seq: i64,
+    pub kty: String,
+    pub key_ops: String,
+    pub enabled: bool,
+    pub nbf: Option<i64>,
+    pub exp: Option<i64>,
+    pub created: i64,
+    pub updated: i64,
+    pub tags: String,
+    pub public_jwk: String,
+    pub material: Vec<u8>,
+    pub gcm_count: i64,
+    /// The key's name as first created (from the keys row; not a column of this table).
+    pub display_name: String,
+}
 
 const KEY_COLS: &str = "vault_id, name_lc, name, latest_version, deleted_at, scheduled_purge, mac";
 const VERSION_COLS: &str = "vault_id, name_lc, version, seq, kty, key_ops, enabled, nbf, exp, created, updated, tags, \
