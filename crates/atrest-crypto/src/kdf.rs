@@ -36,6 +36,13 @@ impl MacKey {
         Self(hmac::Key::new(hmac::HMAC_SHA256, key.expose_secret()))
     }
 
+    /// Key from raw bytes of any length, for protocols that fix the key themselves (the
+    /// SigV4 key chain).
+    #[must_use]
+    pub fn from_raw(key: &[u8]) -> Self {
+        Self(hmac::Key::new(hmac::HMAC_SHA256, key))
+    }
+
     /// HMAC over the concatenation of `parts`.
     #[must_use]
     pub fn sign(&self, parts: &[&[u8]]) -> [u8; MAC_LEN] {
