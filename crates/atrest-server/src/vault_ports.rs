@@ -103,6 +103,8 @@ impl PortListeners {
             );
         }
         for (port, name) in ports {
+            // Known even where it cannot be served here: URLs and key URIs name it.
+            self.ports.insert(port, &name);
             if self.serving(port) {
                 continue;
             }

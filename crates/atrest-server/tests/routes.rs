@@ -2,8 +2,8 @@
 //! documented operation, called by the deployment admin (with placeholder names), is
 //! routed to a handler — it may answer 400 or 404 for the placeholder, never "no
 //! operation" — and paths outside the table answer 404 "no operation". (The reverse, a
-//! routed operation missing from the table, is not checked: each front end's router
-//! parses its own paths, the AKV ones with their quirks.)
+//! routed operation missing from the table, is not checked: axum cannot list a router's
+//! routes, and the AKV router parses its own paths for their quirks.)
 
 use atrest_server::ServeConfig;
 use reqwest::Method;

@@ -1,8 +1,9 @@
 //! Key operations (wrapKey, unwrapKey, encrypt, decrypt, sign, verify) with the checks
 //! the AKV API prescribes, in its order: key exists (`KeyNotFound`) → enabled
 //! (`KeyDisabled`) → operation in `key_ops` (`KeyOperationForbidden`) → algorithm valid
-//! for the key (`BadParameter`) → time validity (before `nbf` everything is refused; after `exp`, encrypt,
-//! wrapKey and sign are refused while decrypt, unwrapKey and verify still work).
+//! for the key (`BadParameter`) → time validity (before `nbf` everything is refused;
+//! after `exp`, encrypt, wrapKey and sign are refused while decrypt, unwrapKey and verify
+//! still work).
 //! Authorization of the caller happens before any of this, in the access layer.
 
 use crate::error::{Refusal, Result, VaultError};

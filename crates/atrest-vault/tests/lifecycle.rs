@@ -722,33 +722,48 @@ async fn secure_import_under_an_import_key() {
     assert!(err.to_string().contains("disabled"), "{err}");
 }
 
-/// A backend that reports fewer capabilities than the software one it wraps, as a
-/// limited token would.
-struct Limited(SoftwareBackend);
+/// The software backend as another backend would look: other capabilities (a limited
+/// token, a device whose calls block), and wrapKey slowed down by `wrap_delay`.
+struct Wrapped {
+    inner: SoftwareBackend,
+    name: &'static str,
+    caps: atrest_crypto::backend::Capabilities,
+    wrap_delay: std::time::Duration,
+}
 
-impl atrest_crypto::backend::KeyBackend for Limited {
+impl Wrapped {
+    fn new(
+        root: &SecretKey,
+        name: &'static str,
+        caps: impl FnOnce(atrest_crypto::backend::Capabilities) -> atrest_crypto::backend::Capabilities,
+        wrap_delay: std::time::Duration,
+    ) -> Self {
+        let inner = SoftwareBackend::new(root).unwrap();
+        let caps = caps(atrest_crypto::backend::KeyBackend::capabilities(&inner));
+        Self { inner, name, caps, wrap_delay }
+    }
+}
+
+impl atrest_crypto::backend::KeyBackend for Wrapped {
     fn name(&self) -> &'static str {
-        "limited"
+        self.name
     }
     fn capabilities(&self) -> atrest_crypto::backend::Capabilities {
-        atrest_crypto::backend::Capabilities {
-            specs: vec![atrest_crypto::backend::KeySpec::Aes256],
-            ..self.0.capabilities()
-        }
+        self.caps.clone()
     }
     fn generate(
         &self,
         spec: atrest_crypto::backend::KeySpec,
         binding: &[&[u8]],
     ) -> atrest_crypto::Result<atrest_crypto::backend::BackendKey> {
-        self.0.generate(spec, binding)
+        self.inner.generate(spec, binding)
     }
     fn import(
         &self,
         key: atrest_crypto::backend::ImportKey,
         binding: &[&[u8]],
     ) -> atrest_crypto::Result<atrest_crypto::backend::BackendKey> {
-        self.0.import(key, binding)
+        self.inner.import(key, binding)
     }
     fn rebind(
         &self,
@@ -756,7 +771,7 @@ impl atrest_crypto::backend::KeyBackend for Limited {
         from: &[&[u8]],
         to: &[&[u8]],
     ) -> atrest_crypto::Result<atrest_crypto::backend::BackendKey> {
-        self.0.rebind(key, from, to)
+        self.inner.rebind(key, from, to)
     }
     fn wrap_key(
         &self,
@@ -765,7 +780,8 @@ impl atrest_crypto::backend::KeyBackend for Limited {
         alg: atrest_crypto::backend::WrapAlg,
         plaintext: &[u8],
     ) -> atrest_crypto::Result<Vec<u8>> {
-        self.0.wrap_key(key, binding, alg, plaintext)
+        std::thread::sleep(self.wrap_delay);
+        self.inner.wrap_key(key, binding, alg, plaintext)
     }
     fn unwrap_key(
         &self,
@@ -774,7 +790,7 @@ impl atrest_crypto::backend::KeyBackend for Limited {
         alg: atrest_crypto::backend::WrapAlg,
         wrapped: &[u8],
     ) -> atrest_crypto::Result<atrest_crypto::SecretBytes> {
-        self.0.unwrap_key(key, binding, alg, wrapped)
+        self.inner.unwrap_key(key, binding, alg, wrapped)
     }
     fn encrypt_gcm(
         &self,
@@ -784,7 +800,7 @@ impl atrest_crypto::backend::KeyBackend for Limited {
         aad: &[u8],
         plaintext: &[u8],
     ) -> atrest_crypto::Result<(Vec<u8>, [u8; 16])> {
-        self.0.encrypt_gcm(key, binding, iv, aad, plaintext)
+        self.inner.encrypt_gcm(key, binding, iv, aad, plaintext)
     }
     fn decrypt_gcm(
         &self,
@@ -795,7 +811,7 @@ impl atrest_crypto::backend::KeyBackend for Limited {
         ciphertext: &[u8],
         tag: &[u8],
     ) -> atrest_crypto::Result<atrest_crypto::SecretBytes> {
-        self.0.decrypt_gcm(key, binding, iv, aad, ciphertext, tag)
+        self.inner.decrypt_gcm(key, binding, iv, aad, ciphertext, tag)
     }
     fn sign(
         &self,
@@ -804,7 +820,7 @@ impl atrest_crypto::backend::KeyBackend for Limited {
         alg: atrest_crypto::backend::SignAlg,
         digest: &[u8],
     ) -> atrest_crypto::Result<Vec<u8>> {
-        self.0.sign(key, binding, alg, digest)
+        self.inner.sign(key, binding, alg, digest)
     }
 }
 
@@ -813,7 +829,12 @@ async fn what_the_backend_cannot_hold_is_refused_by_its_own_answer() {
     let db = Db::connect("sqlite::memory:").await.unwrap();
     atrest_vault::schema::migrate(&db).await.unwrap();
     let root = SecretKey::from_slice(&[5; 32]).unwrap();
-    let backend = Arc::new(Limited(SoftwareBackend::new(&root).unwrap()));
+    let backend = Arc::new(Wrapped::new(
+        &root,
+        "limited",
+        |c| atrest_crypto::backend::Capabilities { specs: vec![atrest_crypto::backend::KeySpec::Aes256], ..c },
+        std::time::Duration::ZERO,
+    ));
     let svc = VaultService::new(db, backend, &root, Arc::new(ManualClock::new(T0))).unwrap();
     let vault = svc.create_vault("tenant-1", "limited", VaultSettings::default()).await.unwrap();
     svc.create_key(&vault, "aes", oct()).await.unwrap();
@@ -865,90 +886,7 @@ async fn vault_ports_one_per_vault_one_vault_per_port_rows_checked() {
     assert!(ours(ok).is_empty() && bad.contains(&pa), "{bad:?}");
 }
 
-/// A backend whose calls block (as a device's do): the software backend, slowed down.
-struct SlowDevice(SoftwareBackend);
-
 const DEVICE_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
-
-impl atrest_crypto::backend::KeyBackend for SlowDevice {
-    fn name(&self) -> &'static str {
-        "slow-device"
-    }
-    fn capabilities(&self) -> atrest_crypto::backend::Capabilities {
-        atrest_crypto::backend::Capabilities { blocking: true, ..self.0.capabilities() }
-    }
-    fn generate(
-        &self,
-        spec: atrest_crypto::backend::KeySpec,
-        b: &[&[u8]],
-    ) -> atrest_crypto::Result<atrest_crypto::backend::BackendKey> {
-        self.0.generate(spec, b)
-    }
-    fn import(
-        &self,
-        key: atrest_crypto::backend::ImportKey,
-        b: &[&[u8]],
-    ) -> atrest_crypto::Result<atrest_crypto::backend::BackendKey> {
-        self.0.import(key, b)
-    }
-    fn rebind(
-        &self,
-        key: &atrest_crypto::backend::BackendKey,
-        from: &[&[u8]],
-        to: &[&[u8]],
-    ) -> atrest_crypto::Result<atrest_crypto::backend::BackendKey> {
-        self.0.rebind(key, from, to)
-    }
-    fn wrap_key(
-        &self,
-        key: &atrest_crypto::backend::BackendKey,
-        b: &[&[u8]],
-        alg: atrest_crypto::backend::WrapAlg,
-        pt: &[u8],
-    ) -> atrest_crypto::Result<Vec<u8>> {
-        std::thread::sleep(DEVICE_DELAY);
-        self.0.wrap_key(key, b, alg, pt)
-    }
-    fn unwrap_key(
-        &self,
-        key: &atrest_crypto::backend::BackendKey,
-        b: &[&[u8]],
-        alg: atrest_crypto::backend::WrapAlg,
-        w: &[u8],
-    ) -> atrest_crypto::Result<atrest_crypto::SecretBytes> {
-        self.0.unwrap_key(key, b, alg, w)
-    }
-    fn encrypt_gcm(
-        &self,
-        key: &atrest_crypto::backend::BackendKey,
-        b: &[&[u8]],
-        iv: [u8; 12],
-        aad: &[u8],
-        pt: &[u8],
-    ) -> atrest_crypto::Result<(Vec<u8>, [u8; 16])> {
-        self.0.encrypt_gcm(key, b, iv, aad, pt)
-    }
-    fn decrypt_gcm(
-        &self,
-        key: &atrest_crypto::backend::BackendKey,
-        b: &[&[u8]],
-        iv: [u8; 12],
-        aad: &[u8],
-        ct: &[u8],
-        tag: &[u8],
-    ) -> atrest_crypto::Result<atrest_crypto::SecretBytes> {
-        self.0.decrypt_gcm(key, b, iv, aad, ct, tag)
-    }
-    fn sign(
-        &self,
-        key: &atrest_crypto::backend::BackendKey,
-        b: &[&[u8]],
-        alg: atrest_crypto::backend::SignAlg,
-        digest: &[u8],
-    ) -> atrest_crypto::Result<Vec<u8>> {
-        self.0.sign(key, b, alg, digest)
-    }
-}
 
 /// A backend that says its calls block never holds up the async workers: with one
 /// worker, a task keeps ticking while a key operation waits on the device.
@@ -957,7 +895,12 @@ async fn blocking_backend_calls_leave_the_async_workers_free() {
     let db = Db::connect("sqlite::memory:").await.unwrap();
     atrest_vault::schema::migrate(&db).await.unwrap();
     let root = SecretKey::from_slice(&[5; 32]).unwrap();
-    let device = Arc::new(SlowDevice(SoftwareBackend::new(&root).unwrap()));
+    let device = Arc::new(Wrapped::new(
+        &root,
+        "slow-device",
+        |c| atrest_crypto::backend::Capabilities { blocking: true, ..c },
+        DEVICE_DELAY,
+    ));
     let svc = VaultService::new(db, device, &root, Arc::new(ManualClock::new(T0))).unwrap();
     let vault = svc.create_vault("tenant-1", "dev", VaultSettings::default()).await.unwrap();
     svc.create_key(&vault, "aes", oct()).await.unwrap();

@@ -154,7 +154,7 @@ pub(super) fn router() -> axum::Router<Arc<AppState>> {
         .route("/resources/{name}/records", get(list_records))
         .route("/resources/{name}/records/{*key}", put(put_record).get(get_record).delete(delete_record))
         .route("/resources/{name}/blobs", get(list_blobs))
-        .route("/resources/{name}/blobs/{*key}", put(put_blob).get(get_blob).head(head_blob).delete(delete_blob))
+        .route("/resources/{name}/blobs/{*key}", put(put_blob).get(get_blob).head(get_blob).delete(delete_blob))
         .route("/resources/{name}/messages", post(send_message))
         .route("/resources/{name}/messages/receive", post(receive_messages))
         .route("/resources/{name}/messages/{id}", delete(ack_message))
@@ -350,24 +350,16 @@ async fn put_blob(
     Ok(with_etag(with_status(status, object_json(&info)), &info.etag))
 }
 
+/// GET and HEAD (which reads no body from the blob store).
 async fn get_blob(
     State(state): St,
     Extension(a): Who,
+    method: Method,
     p: Params<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (name, key) = params(p)?;
-    read_blob(&state, &a, &name, &key, &headers, false).await
-}
-
-async fn head_blob(
-    State(state): St,
-    Extension(a): Who,
-    p: Params<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let (name, key) = params(p)?;
-    read_blob(&state, &a, &name, &key, &headers, true).await
+    read_blob(&state, &a, &name, &key, &headers, method == Method::HEAD).await
 }
 
 async fn delete_blob(
