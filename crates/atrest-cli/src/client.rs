@@ -237,12 +237,49 @@ impl Api {
 /// A transport failure, with its chain of causes.
 fn unreachable(url: &str, e: &reqwest::Error) -> CliError {
     let mut detail = e.to_string();
+    let mut tls = None;
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         detail.push_str(&format!(": {s}"));
+        tls = tls.or_else(|| rustls_error(s));
         src = s.source();
     }
+    if let Some(hint) = tls.as_ref().and_then(|t| tls_hint(url, t)) {
+        detail.push_str(&format!(" — {hint}"));
+    }
     CliError::Unreachable { url: url.to_string(), detail }
+}
+
+/// The rustls error behind a handshake failure: it arrives wrapped in an io::Error,
+/// possibly boxed, which `source()` does not look into.
+fn rustls_error(e: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
+    if let Some(t) = e.downcast_ref::<rustls::Error>() {
+        return Some(t.clone());
+    }
+    let io = e.downcast_ref::<std::io::Error>()?;
+    rustls_error(io.get_ref()?)
+}
+
+/// What to do about a certificate the CLI refused.
+fn tls_hint(url: &str, e: &rustls::Error) -> Option<String> {
+    use rustls::CertificateError as C;
+    let host = reqwest::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
+    match e {
+        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => Some(format!(
+            "the server's certificate does not name {host}: use a name it was started with (--url), or restart \
+             `atrest serve` with --hostname {host} (for a vault NAME.D, with --vault-domain D, and give this CLI \
+             the same --vault-domain); `atrest vault show NAME` prints a URL that reaches the vault"
+        )),
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => Some(
+            "the server's certificate is not signed by a CA this CLI trusts: pass its CA with --ca (a local server's \
+             is <data-dir>/tls/ca.pem)"
+                .to_string(),
+        ),
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => Some(
+            "the server's certificate has expired: renew it (the server reloads --tls-cert when it changes)".into(),
+        ),
+        _ => None,
+    }
 }
 
 /// The server's error answer, typed.

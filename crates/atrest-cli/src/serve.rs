@@ -316,13 +316,21 @@ pub(crate) fn run(args: ServeArgs) -> CliResult {
         if let Some(ca) = &server.ca_pem {
             println!("  trust this CA:      {}", ca.display());
         }
-        println!("  admin token:        {}", server.admin_token.display());
-        println!(
-            "  try: curl --cacert {} -H \"Authorization: Bearer $(cat {})\" \"https://{}/keys?api-version=7.5\"",
-            server.ca_pem.as_ref().map_or_else(|| "<your CA>".into(), |p| p.display().to_string()),
-            server.admin_token.display(),
-            server.addr
-        );
+        if server.admin_token.exists() {
+            println!("  admin token:        {}", server.admin_token.display());
+            println!(
+                "  try: curl --cacert {} -H \"Authorization: Bearer $(cat {})\" \"https://{}/keys?api-version=7.5\"",
+                server.ca_pem.as_ref().map_or_else(|| "<your CA>".into(), |p| p.display().to_string()),
+                server.admin_token.display(),
+                server.addr
+            );
+        } else {
+            // Another node created the deployment, and its admin token, in its data dir.
+            println!(
+                "  admin token:        none here: the node that created this deployment wrote it to its own data \
+                 directory (admin.token); use that one, or a token issued with `atrest token issue`"
+            );
+        }
         shutdown_signal().await?;
         tracing::info!("shutting down");
         server.shutdown().await;

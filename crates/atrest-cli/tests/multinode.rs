@@ -553,15 +553,23 @@ fn vault_ports_on_every_node() {
     let i = args.iter().position(|s| s == "--listen").unwrap();
     args[i + 1] = format!("127.0.0.2:{port_b}");
     args.extend(["--hostname".to_string(), "127.0.0.2".to_string()]);
+    let b_out = c.dir.join("b.out");
     let b_proc = Command::new(env!("CARGO_BIN_EXE_atrest"))
         .args(args)
         .env("ATREST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(std::fs::File::create(&b_out).unwrap())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let b = Node { url: format!("https://127.0.0.2:{port_b}"), ca: c.dir.join("b/tls/ca.pem") };
     until(30, "node B", || c.cli(&b, &["resource", "list"]).0);
+    // B did not create the deployment: it points to the first node's admin token instead
+    // of printing a path that does not exist.
+    until(10, "node B's start-up lines", || {
+        std::fs::read_to_string(&b_out).unwrap_or_default().contains("admin token")
+    });
+    let said = std::fs::read_to_string(&b_out).unwrap();
+    assert!(said.contains("admin token:        none here") && !c.dir.join("b/admin.token").exists(), "{said}");
 
     c.ok(&a, &["tenant", "create", "shop"]);
     c.ok(&a, &["principal", "create", "ops", "--tenant", "shop", "--kind", "user", "--role", "tenant-admin"]);

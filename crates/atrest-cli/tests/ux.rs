@@ -57,3 +57,28 @@ fn logs_to_a_file_carry_no_colour_codes_and_codes_are_not_doubled() {
     assert!(text.contains("INFO") || text.contains("WARN"), "nothing was logged: {text}");
     assert!(!text.contains('\u{1b}'), "colour codes in a log file: {text:?}");
 }
+
+/// A certificate the CLI refuses is explained with what to do: a name the certificate
+/// does not cover (a vault domain the server was not started with), or a CA this CLI
+/// does not trust.
+#[test]
+fn tls_refusals_say_what_to_do() {
+    let dir = Dir::new("ux-tls");
+    let server = Server::start(&dir.0.join("data"), &["--vault-domain", "vault.test"]);
+    server.ok(&["vault", "create", "payments"]);
+    server.ok(&["policy", "set", "payments", "admin", "--permissions", "get,list"]);
+    // The server covers *.vault.test, not *.other.test.
+    let (ok, _, err) = server.run(&["key", "list", "--vault", "payments", "--vault-domain", "other.test"]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("does not name payments.other.test") && err.contains("--vault-domain"),
+        "no advice for a name the certificate does not cover: {err}"
+    );
+    assert_eq!(server.status(&["key", "list", "--vault", "payments", "--vault-domain", "other.test"]), Some(3));
+    // The right domain works.
+    server.ok(&["key", "list", "--vault", "payments", "--vault-domain", "vault.test"]);
+    // A CA that did not sign the server's certificate.
+    let (ok, _, err) = server.run(&["vault", "list", "--ca", "/etc/ssl/certs/ca-certificates.crt"]);
+    assert!(!ok && err.contains("not signed by a CA this CLI trusts") && err.contains("--ca"), "{err}");
+    server.stop();
+}
