@@ -41,6 +41,7 @@ pub(crate) enum AuditCommand {
         /// Only this vault (by name), or `deployment`.
         #[arg(long)]
         vault: Option<String>,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
@@ -50,6 +51,7 @@ pub(crate) enum AuditCommand {
         data: DataArgs,
         #[command(flatten)]
         filter: FilterArgs,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },

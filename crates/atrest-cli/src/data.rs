@@ -22,13 +22,20 @@ fn enc(s: &str) -> String {
 #[derive(Subcommand)]
 pub(crate) enum ResourceCmd {
     /// Create a resource (platform-managed keys; its identity is principal res-NAME).
-    Create { name: String },
+    Create {
+        /// Resource name.
+        name: String,
+    },
     /// Show a resource: state, encryption, identity.
-    Show { name: String },
+    Show {
+        /// Resource name.
+        name: String,
+    },
     /// List the resources you hold a role on.
     List,
     /// Delete a resource by crypto-erasure (irreversible: its keys are destroyed).
     Delete {
+        /// Resource name.
         name: String,
         /// Confirm that the data becomes unrecoverable.
         #[arg(long)]
@@ -42,7 +49,9 @@ pub(crate) enum ResourceCmd {
     Role(RoleCmd),
     /// Write data reads and writes to the resource's audit chain too.
     Diagnostics {
+        /// Resource name.
         name: String,
+        /// Record data-plane reads and writes on the resource's audit chain (true/false).
         #[arg(long)]
         data_audit: bool,
     },
@@ -51,9 +60,13 @@ pub(crate) enum ResourceCmd {
 #[derive(Subcommand)]
 pub(crate) enum EncryptionCmd {
     /// Show the key source, key URI and version in use.
-    Show { name: String },
+    Show {
+        /// Resource name.
+        name: String,
+    },
     /// Use platform keys, or a customer key (validated first).
     Set {
+        /// Resource name.
         name: String,
         /// Back to platform-managed keys.
         #[arg(long, conflicts_with = "key_uri")]
@@ -70,26 +83,41 @@ pub(crate) enum EncryptionCmd {
 #[derive(Subcommand)]
 pub(crate) enum RoleCmd {
     /// List the roles granted on a resource.
-    List { name: String },
+    List {
+        /// Resource name.
+        name: String,
+    },
     /// Grant a principal of the tenant a role.
     Set {
+        /// Resource name.
         name: String,
+        /// Principal name (in the resource's tenant).
         principal: String,
+        /// Role to grant.
         #[arg(value_parser = ["reader", "writer", "owner"])]
         role: String,
     },
     /// Remove a principal's role.
-    Remove { name: String, principal: String },
+    Remove {
+        /// Resource name.
+        name: String,
+        /// Principal name (in the resource's tenant).
+        principal: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub(crate) enum RecordCmd {
     /// Write a record from --value or --file.
     Put {
+        /// Resource name.
         resource: String,
+        /// Record key (may contain /).
         key: String,
+        /// The value, as text.
         #[arg(long, conflicts_with = "file")]
         value: Option<String>,
+        /// Read the value from this file.
         #[arg(long)]
         file: Option<PathBuf>,
         /// Only if the record still has this ETag.
@@ -100,17 +128,27 @@ pub(crate) enum RecordCmd {
         if_none_match: bool,
     },
     /// Print a record's value (raw bytes on stdout).
-    Get { resource: String, key: String },
+    Get {
+        /// Resource name.
+        resource: String,
+        /// Record key (may contain /).
+        key: String,
+    },
     /// Delete a record (crypto-erasure of its data key).
     Delete {
+        /// Resource name.
         resource: String,
+        /// Record key (may contain /).
         key: String,
+        /// Only if the record still has this ETag (else 412).
         #[arg(long)]
         if_match: Option<String>,
     },
     /// List records.
     List {
+        /// Resource name.
         resource: String,
+        /// Only names starting with this.
         #[arg(long, default_value = "")]
         prefix: String,
     },
@@ -119,21 +157,38 @@ pub(crate) enum RecordCmd {
 #[derive(Subcommand)]
 pub(crate) enum BlobCmd {
     /// Upload a file as a blob (streamed; progress on a terminal).
-    Put { resource: String, name: String, file: PathBuf },
+    Put {
+        /// Resource name.
+        resource: String,
+        /// Blob name (may contain /).
+        name: String,
+        /// Local file (for get, - writes to stdout).
+        file: PathBuf,
+    },
     /// Download a blob to a file (`-` for stdout), or a byte range of it.
     Get {
+        /// Resource name.
         resource: String,
+        /// Blob name (may contain /).
         name: String,
+        /// Local file (for get, - writes to stdout).
         file: PathBuf,
         /// START-END (inclusive), START- or -N.
         #[arg(long)]
         range: Option<String>,
     },
     /// Delete a blob (its data key and file).
-    Delete { resource: String, name: String },
+    Delete {
+        /// Resource name.
+        resource: String,
+        /// Blob name (may contain /).
+        name: String,
+    },
     /// List blobs.
     List {
+        /// Resource name.
         resource: String,
+        /// Only names starting with this.
         #[arg(long, default_value = "")]
         prefix: String,
     },
@@ -143,9 +198,12 @@ pub(crate) enum BlobCmd {
 pub(crate) enum MessageCmd {
     /// Send a message (encrypted under platform keys; TTL ≤ 24 h).
     Send {
+        /// Resource name.
         resource: String,
+        /// The message, as text.
         #[arg(long, conflicts_with = "file")]
         body: Option<String>,
+        /// Read the message from this file.
         #[arg(long)]
         file: Option<PathBuf>,
         /// Seconds until it expires (default 3600, at most 86400).
@@ -154,14 +212,24 @@ pub(crate) enum MessageCmd {
     },
     /// Receive messages; they stay invisible for --visibility seconds unless acknowledged.
     Receive {
+        /// Resource name.
         resource: String,
+        /// Most messages to receive (1-32).
         #[arg(long, default_value_t = 1)]
         max: usize,
+        /// Seconds the received messages stay invisible unless acknowledged.
         #[arg(long, default_value_t = 30)]
         visibility: i64,
     },
     /// Acknowledge (delete) a received message.
-    Ack { resource: String, id: String, receipt: String },
+    Ack {
+        /// Resource name.
+        resource: String,
+        /// Message id (from receive).
+        id: String,
+        /// Receipt of the latest receive of it.
+        receipt: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -169,19 +237,28 @@ pub(crate) enum JobCmd {
     /// Start a re-key (new resource key, data keys re-wrapped) or re-encrypt (new data
     /// keys, data rewritten) job.
     Start {
+        /// Only the jobs of this resource.
         resource: String,
+        /// rekey: new resource key, data keys re-wrapped; reencrypt: new data keys, data rewritten.
         #[arg(value_parser = ["rekey", "reencrypt"])]
         kind: String,
     },
     /// List jobs (newest first).
     List {
+        /// Only the jobs of this resource.
         #[arg(long)]
         resource: Option<String>,
     },
     /// Show a job's state and progress.
-    Show { id: String },
+    Show {
+        /// Job id (from job start or job list).
+        id: String,
+    },
     /// Follow a job until it ends.
-    Watch { id: String },
+    Watch {
+        /// Job id (from job start or job list).
+        id: String,
+    },
 }
 
 fn run<F: std::future::Future<Output = CliResult>>(f: F) -> CliResult {

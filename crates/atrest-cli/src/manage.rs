@@ -13,9 +13,15 @@ pub(crate) enum TenantCmd {
     /// List the tenants you can see.
     List,
     /// Create a tenant (deployment admin only).
-    Create { name: String },
+    Create {
+        /// Tenant name.
+        name: String,
+    },
     /// Show a tenant.
-    Show { name: String },
+    Show {
+        /// Tenant name.
+        name: String,
+    },
     /// Who the token belongs to.
     Whoami,
 }
@@ -24,12 +30,15 @@ pub(crate) enum TenantCmd {
 pub(crate) enum VaultCmd {
     /// List a tenant's vaults.
     List {
+        /// The tenant.
         #[arg(long, default_value = "default")]
         tenant: String,
     },
     /// Create a vault in a tenant.
     Create {
+        /// Vault name.
         name: String,
+        /// The tenant.
         #[arg(long, default_value = "default")]
         tenant: String,
         /// Soft-delete retention in days (7-90, default 90).
@@ -43,15 +52,21 @@ pub(crate) enum VaultCmd {
         allow_rsa1_5: bool,
     },
     /// Show a vault's settings and URL.
-    Show { name: String },
+    Show {
+        /// Vault name.
+        name: String,
+    },
     /// Change a vault's settings.
     Update {
+        /// Vault name.
         name: String,
+        /// Soft-delete retention in days (7-90).
         #[arg(long)]
         retention_days: Option<i64>,
         /// Turn purge protection on (irreversible).
         #[arg(long)]
         purge_protection: bool,
+        /// Allow (true) or refuse (false) legacy RSA1_5 unwrap.
         #[arg(long)]
         allow_rsa1_5: Option<bool>,
     },
@@ -61,12 +76,15 @@ pub(crate) enum VaultCmd {
 pub(crate) enum PrincipalCmd {
     /// List a tenant's principals.
     List {
+        /// The tenant.
         #[arg(long, default_value = "default")]
         tenant: String,
     },
     /// Create a principal (a user, or a service identity).
     Create {
+        /// Principal name.
         name: String,
+        /// The tenant.
         #[arg(long, default_value = "default")]
         tenant: String,
         /// user or service.
@@ -78,19 +96,25 @@ pub(crate) enum PrincipalCmd {
     },
     /// Show a principal.
     Show {
+        /// Principal name.
         name: String,
+        /// The tenant.
         #[arg(long, default_value = "default")]
         tenant: String,
     },
     /// Disable a principal (its tokens stop working at once).
     Disable {
+        /// Principal name.
         name: String,
+        /// The tenant.
         #[arg(long, default_value = "default")]
         tenant: String,
     },
     /// Enable a principal again.
     Enable {
+        /// Principal name.
         name: String,
+        /// The tenant.
         #[arg(long, default_value = "default")]
         tenant: String,
     },
@@ -100,13 +124,17 @@ pub(crate) enum PrincipalCmd {
 pub(crate) enum TokenCmd {
     /// List a principal's tokens (ids and dates; secrets are never stored).
     List {
+        /// Principal name.
         principal: String,
+        /// The tenant.
         #[arg(long, default_value = "default")]
         tenant: String,
     },
     /// Issue a token; it is printed once.
     Issue {
+        /// Principal name.
         principal: String,
+        /// The tenant.
         #[arg(long, default_value = "default")]
         tenant: String,
         /// Lifetime in seconds (default: until revoked).
@@ -115,17 +143,24 @@ pub(crate) enum TokenCmd {
     },
     /// Revoke a token.
     Revoke {
+        /// Principal name.
         principal: String,
+        /// Token id (from token list).
         id: String,
+        /// The tenant.
         #[arg(long, default_value = "default")]
         tenant: String,
     },
     /// Replace a token by a new one (same lifetime unless --ttl) and revoke the old one.
     Rotate {
+        /// Principal name.
         principal: String,
+        /// Token id (from token list).
         id: String,
+        /// The tenant.
         #[arg(long, default_value = "default")]
         tenant: String,
+        /// Lifetime in seconds (at most 10 years; default: until revoked, or for rotate the old token's).
         #[arg(long)]
         ttl: Option<i64>,
     },
@@ -134,17 +169,27 @@ pub(crate) enum TokenCmd {
 #[derive(Subcommand)]
 pub(crate) enum PolicyCmd {
     /// List a vault's access policies.
-    List { vault: String },
+    List {
+        /// Vault name.
+        vault: String,
+    },
     /// Grant permissions (replacing the principal's earlier policy on the vault).
     Set {
+        /// Vault name.
         vault: String,
+        /// Principal name.
         principal: String,
         /// Comma-separated: get,list,create,…,wrapKey,unwrapKey,… or `all`.
         #[arg(long, value_delimiter = ',', required = true)]
         permissions: Vec<String>,
     },
     /// Remove a principal's policy on a vault (takes effect on the next request).
-    Remove { vault: String, principal: String },
+    Remove {
+        /// Vault name.
+        vault: String,
+        /// Principal name.
+        principal: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -154,7 +199,9 @@ pub(crate) enum KeyCmd {
     Usage,
     /// Create a key (RSA 2048/3072/4096, EC P-256/P-384, oct 256).
     Create {
+        /// Key name.
         name: String,
+        /// Key type.
         #[arg(long, value_parser = ["RSA", "EC", "oct"])]
         kty: String,
         /// RSA: 2048, 3072 or 4096; oct: 256.
@@ -169,6 +216,7 @@ pub(crate) enum KeyCmd {
     /// Import a key: a JWK file with private members, or (secure import) key material
     /// wrapped under one of the vault's import keys.
     Import {
+        /// Key name.
         name: String,
         /// JWK (JSON) with the private key.
         #[arg(long, conflicts_with_all = ["byok", "wrapped"], required_unless_present_any = ["byok", "wrapped"])]
@@ -191,6 +239,7 @@ pub(crate) enum KeyCmd {
     },
     /// Show a key (latest version, or --version).
     Show {
+        /// Key name.
         name: String,
         #[arg(long)]
         version: Option<String>,
@@ -202,42 +251,64 @@ pub(crate) enum KeyCmd {
     /// List keys.
     List,
     /// List a key's versions.
-    Versions { name: String },
+    Versions {
+        /// Key name.
+        name: String,
+    },
     /// List soft-deleted keys.
     ListDeleted,
     /// Change a version's attributes (latest version unless --version).
     Update {
+        /// Key name.
         name: String,
         #[arg(long)]
         version: Option<String>,
+        /// Enable the key (version).
         #[arg(long, conflicts_with = "disable")]
         enable: bool,
+        /// Disable the key (version): it refuses every operation until enabled.
         #[arg(long)]
         disable: bool,
         #[command(flatten)]
         attrs: KeyAttrs,
     },
     /// Create a new version now.
-    Rotate { name: String },
+    Rotate {
+        /// Key name.
+        name: String,
+    },
     /// Soft-delete a key (all versions).
-    Delete { name: String },
+    Delete {
+        /// Key name.
+        name: String,
+    },
     /// Recover a soft-deleted key.
-    Recover { name: String },
+    Recover {
+        /// Key name.
+        name: String,
+    },
     /// Purge a soft-deleted key for good.
-    Purge { name: String },
+    Purge {
+        /// Key name.
+        name: String,
+    },
     /// Write an encrypted backup of a key (all versions) to a file.
     Backup {
+        /// Key name.
         name: String,
+        /// File to write the backup blob to.
         #[arg(long)]
         out: PathBuf,
     },
     /// Restore a key from a backup file (same deployment only).
     Restore {
+        /// Backup blob file (from key backup).
         #[arg(long = "in")]
         input: PathBuf,
     },
     /// Show a key's rotation policy, or set it with the flags.
     RotationPolicy {
+        /// Key name.
         name: String,
         /// Rotate this long after creation (ISO-8601, e.g. P90D).
         #[arg(long)]
