@@ -41,8 +41,8 @@ pub(crate) enum AuditCommand {
         /// Only this vault (by name), or `deployment`.
         #[arg(long)]
         vault: Option<String>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Output::Table)]
+        /// Output format (set from the global --output).
+        #[arg(skip)]
         output: Output,
     },
     /// List entries, filtered.
@@ -51,8 +51,8 @@ pub(crate) enum AuditCommand {
         data: DataArgs,
         #[command(flatten)]
         filter: FilterArgs,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Output::Table)]
+        /// Output format (set from the global --output).
+        #[arg(skip)]
         output: Output,
     },
     /// Export entries as JSON lines (with hashes), filtered.

@@ -38,9 +38,9 @@ pub(crate) struct Deployment {
     /// The rollback anchor file [default: <data-dir>/anchor].
     #[arg(long, env = "ATREST_ANCHOR_FILE")]
     anchor_file: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Table)]
-    output: Output,
+    /// Output format (set from the global --output).
+    #[arg(skip)]
+    pub(crate) output: Output,
 }
 
 impl Deployment {

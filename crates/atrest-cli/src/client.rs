@@ -40,8 +40,8 @@ pub(crate) struct Conn {
     /// The server's --vault-domain.
     #[arg(long, env = "ATREST_VAULT_DOMAIN", global = true)]
     vault_domain: Option<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
+    /// Output format (set from the global --output).
+    #[arg(skip)]
     pub output: Output,
 }
 

@@ -22,6 +22,9 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "atrest", version, about, long_about = None)]
 struct Cli {
+    /// Output format of every command: tables for people, JSON for scripts.
+    #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
+    output: Output,
     #[command(subcommand)]
     command: Command,
 }
@@ -96,23 +99,50 @@ enum Command {
     Inspect {
         /// The file to inspect.
         file: std::path::PathBuf,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Output::Table)]
-        output: Output,
     },
 }
 
+impl Command {
+    /// Hands the global `--output` to the command's settings.
+    fn set_output(&mut self, output: Output) {
+        match self {
+            Command::Backup { deployment, .. } | Command::Restore { deployment, .. } => deployment.output = output,
+            Command::Verify { conn } => conn.output = output,
+            Command::Anchor(backup::AnchorCommand::Reset { deployment }) => deployment.output = output,
+            Command::Audit(
+                audit::AuditCommand::Verify { output: o, .. } | audit::AuditCommand::List { output: o, .. },
+            ) => {
+                *o = output;
+            }
+            Command::Tenant(m) => m.conn.output = output,
+            Command::Vault(m) => m.conn.output = output,
+            Command::Principal(m) => m.conn.output = output,
+            Command::Token(m) => m.conn.output = output,
+            Command::Policy(m) => m.conn.output = output,
+            Command::Key(m) => m.conn.output = output,
+            Command::Resource(m) => m.conn.output = output,
+            Command::Record(m) => m.conn.output = output,
+            Command::Blob(m) => m.conn.output = output,
+            Command::Message(m) => m.conn.output = output,
+            Command::Job(m) => m.conn.output = output,
+            _ => {}
+        }
+    }
+}
+
 /// How to print results.
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, Default, ValueEnum)]
 pub(crate) enum Output {
     /// Aligned `field: value` lines for people.
+    #[default]
     Table,
     /// One JSON object, for scripts.
     Json,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.command.set_output(cli.output);
     let result = match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::Audit(cmd) => audit::run(cmd),
@@ -120,7 +150,7 @@ fn main() -> ExitCode {
         Command::Restore { from, deployment } => backup::restore(&deployment, &from),
         Command::Anchor(cmd) => backup::anchor(&cmd),
         Command::Verify { conn } => backup::verify(&conn),
-        Command::Inspect { file, output } => inspect::run(&file, output),
+        Command::Inspect { file } => inspect::run(&file, cli.output),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();

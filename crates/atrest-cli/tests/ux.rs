@@ -82,3 +82,21 @@ fn tls_refusals_say_what_to_do() {
     assert!(!ok && err.contains("not signed by a CA this CLI trusts") && err.contains("--ca"), "{err}");
     server.stop();
 }
+
+/// `--output` is global: before the command or after it.
+#[test]
+fn output_is_a_global_option() {
+    let dir = Dir::new("ux-output");
+    let server = Server::start(&dir.0.join("data"), &[]);
+    for args in [
+        &["--output", "json", "tenant", "list"][..],
+        &["tenant", "list", "--output", "json"],
+        &["tenant", "--output", "json", "list"],
+    ] {
+        let out = server.ok(args);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"));
+        assert!(v["value"].as_array().is_some_and(|t| !t.is_empty()), "{args:?}: {out}");
+    }
+    assert!(server.ok(&["tenant", "list"]).starts_with("NAME"), "tables by default");
+    server.stop();
+}
