@@ -64,7 +64,25 @@ fn logs_to_a_file_carry_no_colour_codes_and_codes_are_not_doubled() {
 #[test]
 fn tls_refusals_say_what_to_do() {
     let dir = Dir::new("ux-tls");
-    let server = Server::start(&dir.0.join("data"), &["--vault-domain", "vault.test"]);
+    let log = dir.0.join("serve.log");
+    let port = common::free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.0.join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--vault-domain", "vault.test"])
+        .env_remove("ATREST_CONFIG")
+        .env("ATREST_LOG", "warn")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server =
+        Server { child, cli: common::Cli { dir: dir.0.join("data"), url: format!("https://127.0.0.1:{port}") } };
+    let t = std::time::Instant::now();
+    while !server.run(&["vault", "list"]).0 {
+        assert!(t.elapsed() < std::time::Duration::from_secs(30), "the server did not come up");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     server.ok(&["vault", "create", "payments"]);
     server.ok(&["policy", "set", "payments", "admin", "--permissions", "get,list"]);
     // The server covers *.vault.test, not *.other.test.
@@ -81,6 +99,10 @@ fn tls_refusals_say_what_to_do() {
     let (ok, _, err) = server.run(&["vault", "list", "--ca", "/etc/ssl/certs/ca-certificates.crt"]);
     assert!(!ok && err.contains("not signed by a CA this CLI trusts") && err.contains("--ca"), "{err}");
     server.stop();
+    // The server says which name a client wanted that its certificate lacks, once.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("payments.other.test").count(), 1, "{text}");
+    assert!(!text.contains("payments.vault.test"), "a covered name is not reported: {text}");
 }
 
 /// `--output` is global: before the command or after it.

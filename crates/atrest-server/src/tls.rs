@@ -13,6 +13,7 @@ use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 use time::{Duration, OffsetDateTime};
 
 /// Where the generated TLS material lives.
@@ -146,11 +147,49 @@ pub fn server_config(
     key: PrivateKeyDer<'static>,
     client_ca: Option<&Path>,
 ) -> Result<Arc<ServerConfig>, ServerError> {
+    let leaf = chain.first().cloned();
     let mut cfg = builder(client_ca)?
         .with_single_cert(chain, key)
         .map_err(|e| ServerError::Config(format!("TLS certificate and key do not match or are unusable: {e}")))?;
+    if let Some(leaf) = leaf {
+        cfg.cert_resolver = Arc::new(SniCheck { inner: cfg.cert_resolver.clone(), leaf, seen: Mutex::default() });
+    }
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// Logs (once per name) a client asking, by SNI, for a host name the certificate does
+/// not cover: that client's handshake fails on its side, so the server's log is where an
+/// operator can see which name to add (`--hostname`, `--vault-domain`).
+#[derive(Debug)]
+struct SniCheck {
+    inner: Arc<dyn rustls::server::ResolvesServerCert>,
+    leaf: CertificateDer<'static>,
+    /// Names already judged: bounded, so a scanner cannot grow it.
+    seen: Mutex<std::collections::HashSet<String>>,
+}
+
+impl rustls::server::ResolvesServerCert for SniCheck {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        if let Some(sni) = hello.server_name() {
+            let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if seen.len() < 1024 && seen.insert(sni.to_ascii_lowercase()) {
+                let covered = webpki::EndEntityCert::try_from(&self.leaf).is_ok_and(|c| {
+                    rustls::pki_types::ServerName::try_from(sni)
+                        .is_ok_and(|n| c.verify_is_valid_for_subject_name(&n).is_ok())
+                });
+                if !covered {
+                    tracing::warn!(
+                        sni,
+                        "a client asked for a host name the TLS certificate does not cover (its handshake fails): \
+                         add it with --hostname, serve vault names under --vault-domain, or have the client use a \
+                         name the certificate has"
+                    );
+                }
+            }
+        }
+        self.inner.resolve(hello)
+    }
 }
 
 /// Like [`server_config`], keeping the certificate of `current` (a client CA change
