@@ -713,13 +713,45 @@ async fn key_cmd(api: &Api, cmd: KeyCmd, out: crate::Output) -> CliResult {
     })
 }
 
-/// A key bundle as `field: value` lines: the JWK and attributes one level up.
+/// The RFC 7638 thumbprint (SHA-256, base64url) of an RSA or EC public JWK.
+fn jwk_thumbprint(jwk: &serde_json::Map<String, Value>) -> Option<String> {
+    use base64::Engine as _;
+    let m = |k: &str| jwk.get(k).and_then(Value::as_str);
+    let canonical = match m("kty")?.trim_end_matches("-HSM") {
+        "RSA" => format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, m("e")?, m("n")?),
+        "EC" => format!(r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#, m("crv")?, m("x")?, m("y")?),
+        _ => return None,
+    };
+    let digest = atrest_crypto::hash::sha256(&[canonical.as_bytes()]);
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest))
+}
+
+/// A key bundle as `field: value` lines: the JWK and attributes one level up, the
+/// public key summarized as its size or curve and its RFC 7638 thumbprint (the modulus or
+/// point is in `--output json` and `key show --pem`).
 fn flatten_bundle(v: Value) -> Value {
     let Value::Object(map) = v else { return v };
     let mut flat = serde_json::Map::new();
     for (k, val) in map {
         match (k.as_str(), val) {
-            ("key" | "attributes", Value::Object(inner)) => {
+            ("key", Value::Object(inner)) => {
+                if let Some(t) = jwk_thumbprint(&inner) {
+                    flat.insert("thumbprint".into(), json!(t));
+                }
+                for (ik, iv) in inner {
+                    match ik.as_str() {
+                        "n" => {
+                            let bits = iv.as_str().map_or(0, |n| n.trim_end_matches('=').len() * 6 / 8 * 8);
+                            flat.insert("size".into(), json!(bits));
+                        }
+                        "e" | "x" | "y" => {}
+                        _ => {
+                            flat.insert(ik, iv);
+                        }
+                    }
+                }
+            }
+            ("attributes", Value::Object(inner)) => {
                 for (ik, iv) in inner {
                     flat.insert(ik, iv);
                 }

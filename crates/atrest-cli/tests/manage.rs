@@ -110,6 +110,10 @@ async fn administration_and_keys_over_https() {
 
     // Secure import, exactly as the README shows it.
     cli.ok(&["key", "create", "kek", "--kty", "RSA", "--size", "3072", "--ops", "import"]).await;
+    // People get a summary: size and thumbprint, never the modulus (JSON has it).
+    let table = cli.ok(&["key", "show", "kek"]).await;
+    let n = cli.json(&["key", "show", "kek"]).await["key"]["n"].as_str().unwrap().to_string();
+    assert!(table.contains("3072") && table.contains("thumbprint") && !table.contains(&n[..40]), "{table}");
     let pem = cli.ok(&["key", "show", "kek", "--pem"]).await;
     std::fs::write(dir.join("kek.pem"), pem).unwrap();
     sh(
