@@ -122,3 +122,45 @@ fn output_is_a_global_option() {
     assert!(server.ok(&["tenant", "list"]).starts_with("NAME"), "tables by default");
     server.stop();
 }
+
+/// Expiry as in Azure Key Vault: once the customer key's version expires the resource
+/// keeps reading and writing (its key still unwraps) and says why in a warning; what
+/// needs a new wrap — a re-key, a key change onto the expired version — is refused,
+/// naming the expiry, and the resource stays active.
+#[test]
+fn an_expired_customer_key_warns_and_refuses_only_new_wraps() {
+    let dir = Dir::new("ux-expiry");
+    let server = Server::start(&dir.0.join("data"), &["--key-follow-interval", "1", "--key-cache-ttl", "1"]);
+    server.ok(&["vault", "update", "default", "--purge-protection"]);
+    server.ok(&["resource", "create", "bot"]);
+    server.ok(&["key", "create", "cmk", "--kty", "oct", "--exp", "+4s"]);
+    server.ok(&["policy", "set", "default", "res-bot", "--permissions", "get,wrapKey,unwrapKey"]);
+    let uri = format!("{}/keys/cmk", server.url);
+    server.ok(&["resource", "encryption", "set", "bot", "--key-uri", &uri]);
+    server.ok(&["record", "put", "bot", "a", "--value", "before"]);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    // Past exp: reads and writes go on.
+    server.ok(&["record", "put", "bot", "b", "--value", "after"]);
+    assert_eq!(server.ok(&["record", "get", "bot", "a"]), "before");
+    let t = std::time::Instant::now();
+    let shown = loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&server.ok(&["resource", "show", "bot", "--output", "json"])).unwrap();
+        if v["warning"].as_str().is_some_and(|w| w.contains("expired")) || t.elapsed().as_secs() > 10 {
+            break v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(shown["state"], "active", "{shown}");
+    assert!(shown["warning"].as_str().is_some_and(|w| w.contains("keys/cmk") && w.contains("expired")), "{shown}");
+    // A re-key needs wrapKey: refused, naming the expiry; the resource stays active.
+    let (ok, _, err) = server.run(&["job", "start", "bot", "rekey"]);
+    assert!(!ok && err.contains("expired"), "{err}");
+    let (ok, _, err) = server.run(&["resource", "encryption", "set", "bot", "--key-uri", &uri]);
+    assert!(!ok && err.contains("expired"), "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&server.ok(&["resource", "show", "bot", "--output", "json"])).unwrap();
+    assert_eq!(v["state"], "active", "{v}");
+    assert_eq!(server.ok(&["record", "get", "bot", "b"]), "after");
+    server.stop();
+}

@@ -281,7 +281,7 @@ impl StoreService {
     pub async fn follow_latest(&self) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
         for r in self.all_resources().await? {
-            if r.kek.version.is_some() || r.state != ResourceState::Active || r.old_wrapped.is_some() {
+            if r.state != ResourceState::Active || r.old_wrapped.is_some() {
                 continue;
             }
             match self.follow_one(&r).await {
@@ -291,6 +291,31 @@ impl StoreService {
             }
         }
         Ok(out)
+    }
+
+    /// Raises (or clears) the resource's warning about its key version's expiry: after
+    /// `exp` the key still unwraps, so the resource keeps working, but it wraps nothing
+    /// new (no re-key, no rotation onto it).
+    fn expiry_warning(&self, r: &Resource, version: &str, exp: Option<i64>) -> bool {
+        let mut warnings = self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match exp.filter(|&e| e <= self.now()) {
+            Some(e) => {
+                let w = format!(
+                    "key {} version {version} expired (exp {e}, Unix seconds): the resource keeps reading and \
+                     writing, but a re-key is refused until the key is rotated or its exp extended",
+                    r.key_uri
+                );
+                if warnings.get(&r.id) != Some(&w) {
+                    tracing::warn!(resource = %r.name, "{w}");
+                    warnings.insert(r.id.clone(), w);
+                }
+                true
+            }
+            None => {
+                warnings.remove(&r.id);
+                false
+            }
+        }
     }
 
     async fn follow_one(&self, r: &Resource) -> Result<Option<String>> {
@@ -306,8 +331,9 @@ impl StoreService {
             }
             Err(e) => return Err(e),
         };
-        if info.version == r.wrapped.version {
-            self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&r.id);
+        // A pinned version is only watched for its expiry.
+        if info.version == r.wrapped.version || r.kek.version.is_some() {
+            self.expiry_warning(r, &info.version, info.exp);
             return Ok(None);
         }
         if !info.enabled {

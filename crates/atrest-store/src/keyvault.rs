@@ -125,6 +125,11 @@ impl InProcessVault {
             VaultError::Forbidden { reason: Refusal::AccessDenied, .. } => {
                 format!("grant get, wrapKey and unwrapKey on the key to principal {}", self.identity.name)
             }
+            VaultError::Forbidden { reason: Refusal::KeyExpired, .. } => {
+                "the key has expired: data it already protects stays readable and writable, but it wraps nothing \
+                 new; rotate the key (a new version) or extend its exp, then retry"
+                    .to_string()
+            }
             VaultError::Forbidden { .. } => "enable the key, or check its nbf and exp".to_string(),
             VaultError::NotFound(_) => "recover the key if it was deleted, or configure another key".to_string(),
             _ => "retry; if it persists, check the vault".to_string(),
