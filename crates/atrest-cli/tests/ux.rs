@@ -24,17 +24,17 @@ fn help_says_what_the_binary_is() {
     assert!(!out.contains("as it lands") && out.contains("backup") && out.contains("completions"), "{out}");
 }
 
-#[test]
-fn logs_to_a_file_carry_no_colour_codes_and_codes_are_not_doubled() {
-    let dir = Dir::new("ux-logs");
+/// `atrest serve` with its log (stdout, at `level`) in a file, once it answers.
+fn serve_logging_to_a_file(dir: &Dir, level: &str, extra: &[&str]) -> (Server, std::path::PathBuf) {
     let log = dir.0.join("serve.log");
     let port = common::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_atrest"))
         .args(["serve", "--data-dir"])
         .arg(dir.0.join("data"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .env_remove("ATREST_CONFIG")
-        .env("ATREST_LOG", "info")
+        .env("ATREST_LOG", level)
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::null())
         .spawn()
@@ -46,6 +46,13 @@ fn logs_to_a_file_carry_no_colour_codes_and_codes_are_not_doubled() {
         assert!(t.elapsed() < std::time::Duration::from_secs(30), "the server did not come up");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    (server, log)
+}
+
+#[test]
+fn logs_to_a_file_carry_no_colour_codes_and_codes_are_not_doubled() {
+    let dir = Dir::new("ux-logs");
+    let (server, log) = serve_logging_to_a_file(&dir, "info", &[]);
     // A data-service refusal: its code once, then the message.
     server.ok(&["resource", "create", "bot"]);
     let (ok, _, err) = server.run(&["record", "get", "bot", "missing"]);
@@ -64,25 +71,7 @@ fn logs_to_a_file_carry_no_colour_codes_and_codes_are_not_doubled() {
 #[test]
 fn tls_refusals_say_what_to_do() {
     let dir = Dir::new("ux-tls");
-    let log = dir.0.join("serve.log");
-    let port = common::free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .args(["serve", "--data-dir"])
-        .arg(dir.0.join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--vault-domain", "vault.test"])
-        .env_remove("ATREST_CONFIG")
-        .env("ATREST_LOG", "warn")
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server =
-        Server { child, cli: common::Cli { dir: dir.0.join("data"), url: format!("https://127.0.0.1:{port}") } };
-    let t = std::time::Instant::now();
-    while !server.run(&["vault", "list"]).0 {
-        assert!(t.elapsed() < std::time::Duration::from_secs(30), "the server did not come up");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let (server, log) = serve_logging_to_a_file(&dir, "warn", &["--vault-domain", "vault.test"]);
     server.ok(&["vault", "create", "payments"]);
     server.ok(&["policy", "set", "payments", "admin", "--permissions", "get,list"]);
     // The server covers *.vault.test, not *.other.test.
