@@ -63,9 +63,12 @@ impl VaultService {
     /// thread and no request waits behind the device; software keys only compute and run
     /// inline. (On a single-threaded runtime, tests only, there is nowhere to move to.)
     pub(crate) fn custody<T>(&self, f: impl FnOnce(&dyn KeyBackend) -> T) -> T {
-        let multi = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if self.backend_blocks && multi {
+        // Software keys (the hot path) never look the runtime up.
+        let multi = || {
+            tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        };
+        if self.backend_blocks && multi() {
             tokio::task::block_in_place(|| f(self.backend.as_ref()))
         } else {
             f(self.backend.as_ref())
