@@ -73,6 +73,9 @@ enum Command {
     Principal(client::Managed<manage::PrincipalCmd>),
     /// API tokens: issue, list, rotate, revoke.
     Token(client::Managed<manage::TokenCmd>),
+    /// S3 access keys of a principal, for the S3 front end: issue, list, revoke.
+    #[command(name = "s3-key")]
+    S3Key(client::Managed<manage::S3KeyCmd>),
     /// Access policies: which principal may do what on a vault.
     Policy(client::Managed<manage::PolicyCmd>),
     /// Keys of a vault (through the AKV-compatible keys API), and their usage.
@@ -118,6 +121,7 @@ impl Command {
             Command::Vault(m) => m.conn.output = output,
             Command::Principal(m) => m.conn.output = output,
             Command::Token(m) => m.conn.output = output,
+            Command::S3Key(m) => m.conn.output = output,
             Command::Policy(m) => m.conn.output = output,
             Command::Key(m) => m.conn.output = output,
             Command::Resource(m) => m.conn.output = output,
@@ -161,6 +165,7 @@ fn main() -> ExitCode {
         Command::Vault(m) => manage::vault(m),
         Command::Principal(m) => manage::principal(m),
         Command::Token(m) => manage::token(m),
+        Command::S3Key(m) => manage::s3_key(m),
         Command::Policy(m) => manage::policy(m),
         Command::Key(m) => manage::key(m),
         Command::Resource(m) => data::resource(m),

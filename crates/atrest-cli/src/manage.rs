@@ -167,6 +167,36 @@ pub(crate) enum TokenCmd {
 }
 
 #[derive(Subcommand)]
+pub(crate) enum S3KeyCmd {
+    /// List a principal's S3 access keys (ids and dates; secrets are never shown again).
+    List {
+        /// Principal name.
+        principal: String,
+        /// The tenant.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// Issue an S3 access key (id and secret) acting as the principal; the secret is printed once.
+    Issue {
+        /// Principal name.
+        principal: String,
+        /// The tenant.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// Revoke an S3 access key: the next request signed with it is refused, on every node.
+    Revoke {
+        /// Principal name.
+        principal: String,
+        /// Access key id (from s3-key list).
+        id: String,
+        /// The tenant.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub(crate) enum PolicyCmd {
     /// List a vault's access policies.
     List {
@@ -522,6 +552,33 @@ pub(crate) fn token(m: Managed<TokenCmd>) -> CliResult {
                 let body = json!({ "ttl_seconds": ttl });
                 let path = format!("/tenants/{tenant}/principals/{principal}/tokens/{id}/rotate");
                 api.admin(Method::POST, &path, Some(body)).await?
+            }
+        };
+        Ok(render(&v, out, &[]))
+    })
+}
+
+pub(crate) fn s3_key(m: Managed<S3KeyCmd>) -> CliResult {
+    let api = m.conn.api()?;
+    let out = m.conn.output;
+    run_async(async move {
+        let v = match m.cmd {
+            S3KeyCmd::List { principal, tenant } => {
+                check_names(&[&tenant, &principal])?;
+                let path = format!("/tenants/{tenant}/principals/{principal}/s3-keys");
+                let v = api.admin(Method::GET, &path, None).await?;
+                return Ok(render(&v, out, &["id", "created", "revoked"]));
+            }
+            S3KeyCmd::Issue { principal, tenant } => {
+                check_names(&[&tenant, &principal])?;
+                let path = format!("/tenants/{tenant}/principals/{principal}/s3-keys");
+                api.admin(Method::POST, &path, None).await?
+            }
+            S3KeyCmd::Revoke { principal, id, tenant } => {
+                check_names(&[&tenant, &principal, &id])?;
+                let path = format!("/tenants/{tenant}/principals/{principal}/s3-keys/{id}");
+                api.admin(Method::DELETE, &path, None).await?;
+                return Ok(render(&json!({"revoked": id}), out, &[]));
             }
         };
         Ok(render(&v, out, &[]))

@@ -21,6 +21,9 @@ pub(crate) struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8443].
     #[arg(long, env = "ATREST_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Address of the S3 front end (path-style, SigV4, TLS) [default: the --listen IP, its port + 1000: 127.0.0.1:9443].
+    #[arg(long, env = "ATREST_S3_LISTEN")]
+    s3_listen: Option<SocketAddr>,
     /// The rollback anchor file; on another volume than the data directory it also
     /// catches a whole data directory put back [default: <data-dir>/anchor].
     #[arg(long, env = "ATREST_ANCHOR_FILE")]
@@ -155,6 +158,7 @@ pub(crate) struct ServeArgs {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    s3_listen: Option<SocketAddr>,
     anchor_file: Option<PathBuf>,
     handshake_timeout: Option<u64>,
     header_timeout: Option<u64>,
@@ -226,6 +230,7 @@ impl ServeArgs {
         let cfg = ServeConfig {
             data_dir: self.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
             listen: self.listen.or(file.listen).unwrap_or(d.listen),
+            s3_listen: self.s3_listen.or(file.s3_listen),
             anchor_file: self.anchor_file.or(file.anchor_file),
             rollback_anchor: true,
             handshake_timeout_secs: self
@@ -313,6 +318,7 @@ pub(crate) fn run(args: ServeArgs) -> CliResult {
             tracing::warn!("{w}");
         }
         println!("atrest is serving the default vault at https://{}", server.addr);
+        println!("  S3 endpoint:        https://{} (access keys: atrest s3-key issue)", server.s3_addr);
         if let Some(ca) = &server.ca_pem {
             println!("  trust this CA:      {}", ca.display());
         }

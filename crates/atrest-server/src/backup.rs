@@ -246,7 +246,7 @@ pub async fn backup(cfg: &ServeConfig, to: &Path) -> Result<BackupReport, Server
     // Then the bodies the store snapshot references.
     let store = Db::connect(&sqlite_url(&to.join("store.db"))).await?;
     let rows: Vec<(String, String, i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT resource_id, id, generation, name_sealed FROM store_objects WHERE kind = 'blob' ORDER BY resource_id, id",
+        "SELECT resource_id, id, generation, name_sealed FROM store_objects WHERE kind IN ('blob', 's3') ORDER BY resource_id, id",
     )
     .fetch_all(store.pool())
     .await

@@ -10,6 +10,9 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// Listen address (default `127.0.0.1:8443`).
     pub listen: SocketAddr,
+    /// The S3 front end's listen address (default: the listen address's IP, its port +
+    /// 1000, so 9443; with listen port 0, a port the system picks).
+    pub s3_listen: Option<SocketAddr>,
     /// The rollback anchor of the embedded default (default `<data-dir>/anchor`); on
     /// another volume it also catches a whole data directory put back.
     pub anchor_file: Option<PathBuf>,
@@ -111,6 +114,7 @@ impl Default for ServeConfig {
         Self {
             data_dir: PathBuf::from("atrest-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            s3_listen: None,
             anchor_file: None,
             rollback_anchor: true,
             handshake_timeout_secs: 10,
@@ -152,6 +156,18 @@ impl Default for ServeConfig {
 }
 
 impl ServeConfig {
+    /// Where the S3 front end listens.
+    #[must_use]
+    pub fn s3_addr(&self) -> SocketAddr {
+        self.s3_listen.unwrap_or_else(|| {
+            let port = match self.listen.port() {
+                0 => 0,
+                p => p.checked_add(1000).unwrap_or(0),
+            };
+            SocketAddr::new(self.listen.ip(), port)
+        })
+    }
+
     /// The ports vaults may be given: `None` for ports the system picks (listen port 0).
     #[must_use]
     pub fn vault_port_range(&self) -> Option<std::ops::RangeInclusive<u16>> {
@@ -169,6 +185,24 @@ impl ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::ServeConfig;
+
+    #[test]
+    fn the_s3_listener_defaults_to_the_listen_port_plus_1000() {
+        let at = |listen: &str, s3: Option<&str>| {
+            ServeConfig {
+                listen: listen.parse().unwrap(),
+                s3_listen: s3.map(|a| a.parse().unwrap()),
+                ..ServeConfig::default()
+            }
+            .s3_addr()
+            .to_string()
+        };
+        assert_eq!(at("127.0.0.1:8443", None), "127.0.0.1:9443");
+        assert_eq!(at("0.0.0.0:443", None), "0.0.0.0:1443");
+        assert_eq!(at("127.0.0.1:0", None), "127.0.0.1:0");
+        assert_eq!(at("127.0.0.1:65000", None), "127.0.0.1:0");
+        assert_eq!(at("127.0.0.1:8443", Some("0.0.0.0:9000")), "0.0.0.0:9000");
+    }
 
     #[test]
     fn vault_ports_default_to_the_hundred_after_the_listen_port() {

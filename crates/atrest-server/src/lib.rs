@@ -71,6 +71,9 @@ impl ServerError {
 pub struct Server {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// The S3 front end's address.
+    pub s3_addr: SocketAddr,
+    s3_task: tokio::task::JoinHandle<()>,
     /// The CA certificate to trust, when the certificate is generated.
     pub ca_pem: Option<PathBuf>,
     /// The deployment administrator's token file.
@@ -105,6 +108,7 @@ impl Server {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        let _ = self.s3_task.await;
         for t in self.listeners.take_tasks() {
             let _ = t.await;
         }
@@ -454,7 +458,12 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         ServerError::Config(format!("cannot listen on {}: {e} (choose another address with --listen)", cfg.listen))
     })?;
     let addr = listener.local_addr().map_err(|e| ServerError::Config(e.to_string()))?;
-    let cfg = ServeConfig { listen: addr, ..cfg };
+    let s3_want = cfg.s3_addr();
+    let s3_listener = tokio::net::TcpListener::bind(s3_want).await.map_err(|e| {
+        ServerError::Config(format!("cannot listen on {s3_want} for S3: {e} (choose another address with --s3-listen)"))
+    })?;
+    let s3_addr = s3_listener.local_addr().map_err(|e| ServerError::Config(e.to_string()))?;
+    let cfg = ServeConfig { listen: addr, s3_listen: Some(s3_addr), ..cfg };
     let boot = bootstrap::bootstrap(&cfg).await?;
     let metrics_token = read_metrics_token(&cfg)?;
     let anchor = Arc::new(boot.anchor);
@@ -480,6 +489,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         vault_ports,
         listeners: listeners.clone(),
     });
+    let s3_app = api::s3_router(state.clone());
     let app = api::router(state);
     let live_tls: tls::LiveConfig = Arc::new(std::sync::RwLock::new(boot.tls.clone()));
     let (stop, _) = watch::channel(false);
@@ -493,6 +503,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
     spawn_checkpoint_writer(&boot.svc, &cfg, &stop);
 
     let task = conn::serve(listener, live_tls.clone(), app.clone(), limits, &stop);
+    let s3_task = conn::serve(s3_listener, live_tls.clone(), s3_app, limits, &stop);
     if let Err(e) = listeners.start(app, live_tls, limits, stop.clone()).await {
         let _ = stop.send(true);
         return Err(e);
@@ -500,6 +511,8 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
     spawn_port_refresh(&listeners, &stop);
     Ok(Server {
         addr,
+        s3_addr,
+        s3_task,
         ca_pem: boot.ca_pem,
         admin_token: boot.admin_token,
         warnings: boot.warnings,

@@ -220,7 +220,13 @@ impl StoreService {
     }
 
     async fn queue_removal(&self, resource_id: &str, name: &str, due: i64) {
-        if let Err(e) = repo::queue_removal(&self.db, resource_id, name, due).await {
+        // Every SQLite write goes under the write lock: a write outside it would make the
+        // group commit's transaction (which reads, then writes) fail with SQLITE_BUSY.
+        let queued = {
+            let _g = self.write_guard().await;
+            repo::queue_removal(&self.db, resource_id, name, due).await
+        };
+        if let Err(e) = queued {
             // The body stays as unreferenced ciphertext whose data key is gone.
             tracing::error!(blob = name, error = %e, "could not queue a blob body for removal");
         }
@@ -237,6 +243,7 @@ impl StoreService {
         for (resource_id, name) in due {
             match self.blobs.remove(&resource_id, &name).await {
                 Ok(()) => {
+                    let _g = self.write_guard().await;
                     repo::removed(&self.db, &resource_id, &name).await?;
                     removed += 1;
                 }
@@ -292,7 +299,8 @@ impl StoreService {
 
     /// Names of the bodies a resource's blob rows and queued removals refer to.
     async fn referenced_blob_names(&self, resource_id: &str) -> Result<std::collections::HashSet<String>> {
-        let rows = crate::repo::objects::names_of_kind(&self.db, resource_id, ObjectKind::Blob.as_str()).await?;
+        let mut rows = crate::repo::objects::names_of_kind(&self.db, resource_id, ObjectKind::Blob.as_str()).await?;
+        rows.extend(crate::repo::objects::names_of_kind(&self.db, resource_id, ObjectKind::S3.as_str()).await?);
         let mut names: std::collections::HashSet<String> =
             rows.iter().map(|(id, generation, sealed)| blob_key(id, *generation, sealed)).collect();
         names.extend(repo::queued(&self.db, resource_id).await?);
@@ -302,6 +310,7 @@ impl StoreService {
         let stale = self.now().saturating_sub(WRITE_PROTECTION_SECS);
         for (name, started) in writing {
             if names.contains(&name) || started < stale {
+                let _g = self.write_guard().await;
                 repo::written(&self.db, resource_id, &name).await?;
             } else {
                 names.insert(name);
@@ -326,7 +335,10 @@ impl StoreService {
         let name = Self::blob_name(row);
         // Listed before the first byte goes out, so the orphan sweep leaves the body alone
         // however long the write and the commit of its row take.
-        repo::writing(&self.db, &r.id, &name, self.now()).await?;
+        {
+            let _g = self.write_guard().await;
+            repo::writing(&self.db, &r.id, &name, self.now()).await?;
+        }
         // `Some(chunk)`, then `None` once the input ended normally: only then does the
         // writer commit. A failed check, a broken client stream or a dropped request
         // closes the channel without `None`, and the sink goes uncommitted (nothing stored).
@@ -400,6 +412,63 @@ impl StoreService {
         self.key(&cur, Slot::Resource(cur.rk_epoch)).await.map(|_| ())
     }
 
+    /// Commits the row of a body already written (`body`), conditional on the object
+    /// still being at `cur`'s generation. A re-key that finished during the upload: the
+    /// data key is wrapped again under the current resource key and the row committed
+    /// again (the file does not change). When the row does not commit, the body is removed.
+    pub(crate) async fn commit_body_row(
+        &self,
+        r: &Resource,
+        row: &mut ObjectRow,
+        dek: &SecretKey,
+        body: &str,
+        cur: Option<&ObjectRow>,
+        name: &str,
+    ) -> Result<()> {
+        let mut outcome = Outcome::Stale;
+        for _ in 0..4 {
+            let now = self.resource_by_id(&r.id).await;
+            let now = match now {
+                Ok(n) => n,
+                Err(e) => {
+                    self.discard_blob_body(&r.id, body).await;
+                    return Err(e);
+                }
+            };
+            if now.rk_epoch != row.rk_epoch {
+                let rk = match self.key(&now, crate::cache::Slot::Resource(now.rk_epoch)).await {
+                    Ok(rk) => rk,
+                    Err(e) => {
+                        self.discard_blob_body(&r.id, body).await;
+                        return Err(e);
+                    }
+                };
+                row.rk_epoch = now.rk_epoch;
+                row.wrapped_dek = crate::hierarchy::rewrap_data_key(&rk, Self::oid(&now, row), dek)?;
+            }
+            row.mac = self.object_mac(row);
+            match self.committer.write(row.clone(), cur.map(|o| o.generation)).await {
+                Ok(Outcome::Stale) => continue,
+                Ok(o) => {
+                    outcome = o;
+                    break;
+                }
+                Err(e) => {
+                    self.discard_blob_body(&r.id, body).await;
+                    return Err(e);
+                }
+            }
+        }
+        if outcome != Outcome::Written {
+            // Only this write's own body: its name is unique to this write.
+            self.discard_blob_body(&r.id, body).await;
+            return Err(StoreError::PreconditionFailed(format!(
+                "{name}: another write of it finished first; read it again and retry"
+            )));
+        }
+        Ok(())
+    }
+
     /// Uploads blob `name` from a stream of chunks.
     ///
     /// # Errors
@@ -434,43 +503,7 @@ impl StoreService {
             updated: row.updated,
         };
         let oid = row.id.clone();
-        // A re-key that finished during the upload: wrap the data key under the current
-        // resource key and commit again (the file does not change).
-        let mut outcome = Outcome::Stale;
-        for _ in 0..4 {
-            let now = self.resource_by_id(&r.id).await;
-            let now = match now {
-                Ok(n) => n,
-                Err(e) => {
-                    self.discard_blob_body(&r.id, &body).await;
-                    return Err(e);
-                }
-            };
-            if now.rk_epoch != row.rk_epoch {
-                let rk = self.key(&now, crate::cache::Slot::Resource(now.rk_epoch)).await?;
-                row.rk_epoch = now.rk_epoch;
-                row.wrapped_dek = crate::hierarchy::rewrap_data_key(&rk, Self::oid(&now, &row), &dek_copy)?;
-            }
-            row.mac = self.object_mac(&row);
-            match self.committer.write(row.clone(), cur.as_ref().map(|o| o.generation)).await {
-                Ok(Outcome::Stale) => continue,
-                Ok(o) => {
-                    outcome = o;
-                    break;
-                }
-                Err(e) => {
-                    self.discard_blob_body(&r.id, &body).await;
-                    return Err(e);
-                }
-            }
-        }
-        if outcome != Outcome::Written {
-            // Only this write's own body: its name is unique to this write.
-            self.discard_blob_body(&r.id, &body).await;
-            return Err(StoreError::PreconditionFailed(format!(
-                "{name}: another write of it finished first; read it again and retry"
-            )));
-        }
+        self.commit_body_row(&r, &mut row, &dek_copy, &body, cur.as_ref(), name).await?;
         if let Some(old) = &cur {
             self.retire_blob_body(&r, old).await;
         }
@@ -480,31 +513,20 @@ impl StoreService {
         Ok(info)
     }
 
-    /// Reads blob `name`, or a byte range of it. Header and final segment of both layers
-    /// are authenticated before this returns; later segments as they are read.
-    ///
-    /// # Errors
-    /// `NotFound`, `Integrity`, `KeyInaccessible`, `Forbidden`; `RangeNotSatisfiable`
-    /// for a range starting past the end or an empty suffix.
-    pub async fn get_blob(
+    /// Opens a stored body and streams `range` of it (the plaintext is `size` bytes),
+    /// re-checking key access on the way out. Returns (first byte, length, chunks).
+    pub(crate) async fn read_body(
         self: &Arc<Self>,
-        actor: &Principal,
-        resource: &str,
-        name: &str,
+        r: &Resource,
+        o: &ObjectRow,
+        dek: SecretKey,
+        size: u64,
         range: Option<ByteRange>,
-    ) -> Result<BlobRead> {
-        let r = self.authorized(actor, resource, DataRole::Reader).await?;
-        Self::check_usable(&r)?;
-        let o = self
-            .find_object(&r, ObjectKind::Blob, name)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("no blob named {name} in resource {resource}")))?;
-        let dek = self.data_key(&r, &o).await?;
-        let info = self.info(&r, &o, &dek)?;
-        let size = info.size;
+        name: &str,
+    ) -> Result<(u64, u64, mpsc::Receiver<std::result::Result<Bytes, std::io::Error>>)> {
         let unsatisfiable = |what: String| StoreError::RangeNotSatisfiable {
             size,
-            message: format!("{what}: the blob {name} has {size} bytes; ask for a range within them"),
+            message: format!("{what}: {name} has {size} bytes; ask for a range within them"),
         };
         let (offset, len) = atrest_wire::range::resolve(range, size).map_err(|e| {
             unsatisfiable(match e {
@@ -512,11 +534,7 @@ impl StoreService {
                 atrest_wire::range::Unsatisfiable::StartsPastEnd(start) => format!("the range starts at byte {start}"),
             })
         })?;
-        let reader = self.open_blob(&r, &o, dek).await?;
-        if r.diagnostics {
-            self.audit(&r, &actor.name, "blob-get", &o.id, "ok", serde_json::json!({"offset": offset, "len": len}))
-                .await?;
-        }
+        let reader = self.open_blob(r, o, dek).await?;
         let mut prx = produce(reader, offset, len);
         let store = self.clone();
         let res_label = (r.clone(), o.id.clone());
@@ -551,7 +569,36 @@ impl StoreService {
                 }
             }
         });
-        Ok(BlobRead { info, offset, len, chunks: rx })
+        Ok((offset, len, rx))
+    }
+
+    /// Reads blob `name`, or a byte range of it. Header and final segment of both layers
+    /// are authenticated before this returns; later segments as they are read.
+    ///
+    /// # Errors
+    /// `NotFound`, `Integrity`, `KeyInaccessible`, `Forbidden`; `RangeNotSatisfiable`
+    /// for a range starting past the end or an empty suffix.
+    pub async fn get_blob(
+        self: &Arc<Self>,
+        actor: &Principal,
+        resource: &str,
+        name: &str,
+        range: Option<ByteRange>,
+    ) -> Result<BlobRead> {
+        let r = self.authorized(actor, resource, DataRole::Reader).await?;
+        Self::check_usable(&r)?;
+        let o = self
+            .find_object(&r, ObjectKind::Blob, name)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no blob named {name} in resource {resource}")))?;
+        let dek = self.data_key(&r, &o).await?;
+        let info = self.info(&r, &o, &dek)?;
+        let (offset, len, chunks) = self.read_body(&r, &o, dek, info.size, range, name).await?;
+        if r.diagnostics {
+            self.audit(&r, &actor.name, "blob-get", &o.id, "ok", serde_json::json!({"offset": offset, "len": len}))
+                .await?;
+        }
+        Ok(BlobRead { info, offset, len, chunks })
     }
 }
 

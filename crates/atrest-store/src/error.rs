@@ -26,6 +26,10 @@ pub enum StoreError {
     /// Nothing by that name (or outside the caller's tenant).
     #[error("{0}")]
     NotFound(String),
+    /// The resource exists, the object in it does not (front ends that tell the two
+    /// apart, such as S3's `NoSuchKey` and `NoSuchBucket`, use this).
+    #[error("{0}")]
+    ObjectNotFound(String),
     /// The name is taken, or the state does not allow it.
     #[error("{0}")]
     Conflict(String),
@@ -91,7 +95,7 @@ impl StoreError {
         match self {
             StoreError::KeyInaccessible { .. } => "KeyInaccessible",
             StoreError::Integrity(_) => "IntegrityCheckFailed",
-            StoreError::NotFound(_) => "NotFound",
+            StoreError::NotFound(_) | StoreError::ObjectNotFound(_) => "NotFound",
             StoreError::Conflict(_) => "Conflict",
             StoreError::PreconditionFailed(_) => "PreconditionFailed",
             StoreError::BadRequest(_) => "BadParameter",
@@ -114,7 +118,7 @@ impl StoreError {
                 atrest_crypto::CryptoError::Integrity | atrest_crypto::CryptoError::CommitmentMismatch,
             ) => ErrorKind::Corrupted,
             StoreError::Crypto(_) => ErrorKind::Internal,
-            StoreError::NotFound(_) => ErrorKind::NotFound,
+            StoreError::NotFound(_) | StoreError::ObjectNotFound(_) => ErrorKind::NotFound,
             StoreError::Conflict(_) => ErrorKind::Conflict,
             StoreError::PreconditionFailed(_) => ErrorKind::PreconditionFailed,
             StoreError::RangeNotSatisfiable { .. } => ErrorKind::RangeNotSatisfiable,

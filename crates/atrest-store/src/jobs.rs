@@ -252,7 +252,7 @@ impl StoreService {
             // replacement that lost to a concurrent write goes at once instead (each body
             // belongs to one write).
             for ((old, new), ok) in updates.iter().zip(applied) {
-                if old.kind == "blob" && new.generation != old.generation {
+                if ObjectKind::stored_is_streamed(old.kind) && new.generation != old.generation {
                     if ok {
                         self.retire_blob_body(&r, old).await;
                     } else {
@@ -291,8 +291,12 @@ impl StoreService {
         let mut new = o.clone();
         new.rk_epoch = r.rk_epoch;
         new.enc_epoch = r.enc_epoch;
-        if o.kind == ObjectKind::Blob.as_str() {
+        if ObjectKind::stored_is_streamed(o.kind) {
             new.generation = o.generation + 1;
+        }
+        if o.kind == ObjectKind::S3.as_str() {
+            // Sealed with the generation as context: moves with it.
+            new.meta = Some(self.reseal_s3_meta(r, o, &new)?);
         }
         let (dek2, wrapped) = hierarchy::new_data_key(&rk, Self::oid(r, &new))?;
         new.wrapped_dek = wrapped;

@@ -52,6 +52,7 @@ mod repo;
 mod resource_rows;
 mod resources;
 mod rows;
+pub mod s3;
 mod service;
 mod usage;
 mod verify;

@@ -146,6 +146,9 @@ pub enum ObjectKind {
     Record,
     /// Streamed, any size, stored as a file (or object-store object).
     Blob,
+    /// An S3 object: a blob whose key is stored readable (for ordered listings) and that
+    /// carries S3 metadata; only the S3 front end reads and writes these.
+    S3,
 }
 
 impl ObjectKind {
@@ -155,7 +158,19 @@ impl ObjectKind {
         match self {
             ObjectKind::Record => "record",
             ObjectKind::Blob => "blob",
+            ObjectKind::S3 => "s3",
         }
+    }
+
+    /// Whether its body is a file in the blob store (blobs and S3 objects).
+    #[must_use]
+    pub fn is_streamed(self) -> bool {
+        matches!(self, ObjectKind::Blob | ObjectKind::S3)
+    }
+
+    /// [`Self::is_streamed`] for a stored kind name.
+    pub(crate) fn stored_is_streamed(kind: &str) -> bool {
+        kind == "blob" || kind == "s3"
     }
 }
 

@@ -50,8 +50,10 @@ impl StoreService {
         self.mac.tag("store_objects", &Self::object_fields(r))
     }
 
-    fn object_fields(r: &ObjectRow) -> [Field<'_>; 12] {
-        [
+    /// The MACed fields: every column but the body (sealed instead) and the MAC; S3
+    /// objects add their key and sealed metadata (the kind tells the two shapes apart).
+    fn object_fields(r: &ObjectRow) -> Vec<Field<'_>> {
+        let mut f = vec![
             Field::Text(&r.resource_id),
             Field::Text(r.kind),
             Field::Bytes(&r.name_hash),
@@ -64,7 +66,12 @@ impl StoreService {
             Field::Bytes(&r.wrapped_dek),
             Field::Int(r.created),
             Field::Int(r.updated),
-        ]
+        ];
+        if r.kind == ObjectKind::S3.as_str() {
+            f.push(Field::Bytes(r.skey.as_deref().unwrap_or_default()));
+            f.push(Field::Bytes(r.meta.as_deref().unwrap_or_default()));
+        }
+        f
     }
 
     /// Checks a stored object row: its kind, its resource and its MAC.
@@ -162,6 +169,8 @@ impl StoreService {
             created,
             updated: now,
             mac: Vec::new(),
+            skey: None,
+            meta: None,
         };
         let (dek, wrapped) = hierarchy::new_data_key(&rk, Self::oid(r, &row))?;
         row.wrapped_dek = wrapped;
@@ -275,10 +284,9 @@ impl StoreService {
     ) -> Result<()> {
         let r = self.authorized(actor, resource, DataRole::Writer).await?;
         Self::check_usable(&r)?;
-        let o = self
-            .find_object(&r, kind, name)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("no {} named {name} in resource {resource}", kind.as_str())))?;
+        let o = self.find_object(&r, kind, name).await?.ok_or_else(|| {
+            StoreError::ObjectNotFound(format!("no {} named {name} in resource {resource}", kind.as_str()))
+        })?;
         Self::check_precondition(name, Some(&o), cond)?;
         {
             let _g = self.write_guard().await;
@@ -286,7 +294,7 @@ impl StoreService {
                 return Err(StoreError::PreconditionFailed(format!("{name}: it changed while being deleted; retry")));
             }
         }
-        if kind == ObjectKind::Blob {
+        if kind.is_streamed() {
             self.retire_blob_body(&r, &o).await;
         }
         self.forget_for_real().await;

@@ -21,6 +21,10 @@ pub(crate) struct ObjectRow {
     pub created: i64,
     pub updated: i64,
     pub mac: Vec<u8>,
+    /// S3 objects only: the object key, readable (listed in byte order), and the S3
+    /// metadata sealed under the infrastructure layer (see the S3 module).
+    pub skey: Option<Vec<u8>>,
+    pub meta: Option<Vec<u8>>,
 }
 
 /// Frames a wrapped key as `0x01 ‖ u8 len ‖ version ‖ u8 len ‖ alg ‖ bytes`.

@@ -139,7 +139,7 @@ pub fn is_resource_identity(p: &Principal) -> bool {
     p.kind == PrincipalKind::Service && p.name.starts_with(RESOURCE_IDENTITY_PREFIX)
 }
 
-fn data_service_identity(p: &Principal) -> VaultError {
+pub(crate) fn data_service_identity(p: &Principal) -> VaultError {
     VaultError::forbidden(
         Refusal::DataServiceIdentity,
         format!(

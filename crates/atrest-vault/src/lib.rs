@@ -28,6 +28,7 @@ pub mod platform;
 mod ports;
 mod repo;
 mod rotation;
+mod s3keys;
 pub mod schema;
 mod service;
 
@@ -46,4 +47,5 @@ pub use permission::Permission;
 pub use rotation::{
     Action, LifetimeAction, PolicyAttributes, RotationAction, RotationOutcome, RotationPolicy, Trigger, parse_duration,
 };
+pub use s3keys::{IssuedS3Key, S3_KEY_PREFIX, S3KeyInfo};
 pub use service::VaultService;

@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("schema/0004_rotation.sql")),
     (5, include_str!("schema/0005_leases.sql")),
     (6, include_str!("schema/0006_vault_ports.sql")),
+    (7, include_str!("schema/0007_s3_keys.sql")),
 ];
 
 /// Applies the vault's pending migrations to `db`.

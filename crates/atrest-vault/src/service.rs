@@ -25,6 +25,8 @@ pub struct VaultService {
     pub(crate) token_hash: MacKey,
     /// Seals key backups, so they restore only into this deployment.
     pub(crate) backup_key: SecretKey,
+    /// Seals the secrets of S3 access keys (`s3keys.rs`).
+    pub(crate) s3_secret_key: SecretKey,
     pub(crate) clock: Arc<dyn Clock>,
     /// SQLite allows one writer; serializing write transactions in-process avoids
     /// `SQLITE_BUSY` on lock upgrades. PostgreSQL relies on row locks instead.
@@ -45,6 +47,8 @@ impl VaultService {
         let token_hash = MacKey::new(&SecretKey::from_slice(&k[..])?);
         hkdf_sha256(root.expose_secret(), b"atrest/v1/root", &[b"key-backup"], &mut k[..])?;
         let backup_key = SecretKey::from_slice(&k[..])?;
+        hkdf_sha256(root.expose_secret(), b"atrest/v1/root", &[b"s3-key-secret"], &mut k[..])?;
+        let s3_secret_key = SecretKey::from_slice(&k[..])?;
         Ok(Self {
             db,
             backend_blocks: backend.capabilities().blocking,
@@ -52,6 +56,7 @@ impl VaultService {
             mac: RowMac::new(root)?,
             token_hash,
             backup_key,
+            s3_secret_key,
             clock,
             write_lock: Mutex::new(()),
             audit_counts: Default::default(),

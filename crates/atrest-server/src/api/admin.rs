@@ -180,6 +180,10 @@ fn describe<'p>(method: &Method, path: &[&'p str]) -> Option<(Option<&'p str>, &
         (Method::POST, ["tenants", t, "principals", p, "tokens", id, "rotate"]) => {
             (None, "rotate-token", format!("{t}/{p}/{id}"))
         }
+        (Method::POST, ["tenants", t, "principals", p, "s3-keys"]) => (None, "issue-s3-key", format!("{t}/{p}")),
+        (Method::DELETE, ["tenants", t, "principals", p, "s3-keys", id]) => {
+            (None, "revoke-s3-key", format!("{t}/{p}/{id}"))
+        }
         (Method::POST, ["tenants", t, "vaults"]) => (None, "create-vault", (*t).to_string()),
         (Method::PATCH, ["vaults", v]) => (Some(*v), "update-vault", (*v).to_string()),
         (Method::PUT, ["vaults", v, "policies", p]) => (Some(*v), "set-policy", (*p).to_string()),
@@ -202,6 +206,8 @@ pub(super) fn router(state: &Arc<AppState>) -> axum::Router<Arc<AppState>> {
         .route("/tenants/{t}/principals/{p}/tokens", get(list_tokens).post(issue_token))
         .route("/tenants/{t}/principals/{p}/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/tenants/{t}/principals/{p}/tokens/{id}/rotate", post(rotate_token))
+        .route("/tenants/{t}/principals/{p}/s3-keys", get(list_s3_keys).post(issue_s3_key))
+        .route("/tenants/{t}/principals/{p}/s3-keys/{id}", axum::routing::delete(revoke_s3_key))
         .route("/tenants/{t}/vaults", get(list_vaults).post(create_vault))
         .route("/vaults/{v}", get(show_vault).patch(update_vault))
         .route("/vaults/{v}/policies", get(list_policies))
@@ -423,6 +429,50 @@ async fn rotate_token(ctx: AdminCtx, tpi: Params<(String, String, String)>, body
     }
     let issued = ctx.svc().rotate_token(&id, req.ttl_seconds).await?;
     Ok(created(issued_json(&issued, &p.name)?))
+}
+
+fn s3_key_json(k: &atrest_vault::S3KeyInfo, principal: &str) -> Value {
+    json!({"id": k.id, "principal": principal, "created": k.created, "revoked": k.revoked})
+}
+
+async fn list_s3_keys(ctx: AdminCtx, tp: Params<(String, String)>) -> Answer {
+    let (t, p) = params(tp)?;
+    let (_, p) = principal_in_scope(&ctx, &t, &p, "list S3 keys").await?;
+    let list: Vec<Value> = ctx.svc().s3_keys(&p).await?.iter().map(|k| s3_key_json(k, &p.name)).collect();
+    Ok(ok(json!({"value": list})))
+}
+
+/// Issued like a token (by an admin of the tenant): the key acts as the principal.
+async fn issue_s3_key(ctx: AdminCtx, tp: Params<(String, String)>) -> Answer {
+    let (t, p) = params(tp)?;
+    let svc = ctx.svc();
+    let tenant = svc.administered_tenant(&ctx.actor, &t, "issue S3 keys").await?;
+    let p = svc.principal_by_name(&tenant, &p).await?;
+    VaultService::check_grantable(&ctx.actor, p.role)?;
+    let issued = svc.issue_s3_key(&p).await?;
+    let secret = std::str::from_utf8(issued.secret.expose_secret())
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "secret encoding"))?;
+    Ok(created(json!({"id": issued.id, "principal": p.name, "secret": secret})))
+}
+
+async fn revoke_s3_key(ctx: AdminCtx, tpi: Params<(String, String, String)>) -> Answer {
+    let (t, p, id) = params(tpi)?;
+    let (_, p) = principal_in_scope(&ctx, &t, &p, "revoke S3 keys").await?;
+    // One answer for "no such key" and "not this principal's".
+    match ctx.svc().s3_key(&id).await {
+        Ok(k) if k.principal_id == p.id => {}
+        Ok(_) | Err(atrest_vault::VaultError::NotFound(_)) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("principal {} has no S3 key {id}", p.name),
+            )
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    ctx.svc().revoke_s3_key(&id).await?;
+    Ok(no_content())
 }
 
 async fn list_vaults(ctx: AdminCtx, t: Params<String>) -> Answer {

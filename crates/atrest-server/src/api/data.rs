@@ -525,16 +525,7 @@ fn encryption_request(state: &AppState, b: EncryptionBody) -> Result<EncryptionR
                     uri,
                     credential: atrest_crypto::SecretBytes::new(c.trim().as_bytes().to_vec()),
                 }),
-                None => {
-                    let host = origin.trim_start_matches("https://");
-                    let port = atrest_store::remote::split_authority(host).map(|(_, p)| p);
-                    let vault = super::vault_at(state, host, port)
-                        .ok_or_else(|| ApiError::bad(format!("no vault of this deployment answers at {host}")))?;
-                    Ok(EncryptionRequest::Customer {
-                        kek: atrest_store::keyvault::KeyRef { vault, name: key, version },
-                        uri,
-                    })
-                }
+                None => local_key(state, uri).map_err(ApiError::bad),
             }
         }
         ("customer", None, _) => {
@@ -542,6 +533,17 @@ fn encryption_request(state: &AppState, b: EncryptionBody) -> Result<EncryptionR
         }
         (other, _, _) => Err(ApiError::bad(format!("keySource must be platform or customer, not {other}"))),
     }
+}
+
+/// A customer key of this deployment, by its URI (`https://HOST/keys/NAME[/VERSION]`,
+/// the host naming one of this deployment's vaults).
+pub(super) fn local_key(state: &AppState, uri: String) -> Result<EncryptionRequest, String> {
+    let (origin, key, version) = atrest_store::remote::parse_key_uri(&uri).map_err(|e| e.to_string())?;
+    let host = origin.trim_start_matches("https://");
+    let port = atrest_store::remote::split_authority(host).map(|(_, p)| p);
+    let vault =
+        super::vault_at(state, host, port).ok_or_else(|| format!("no vault of this deployment answers at {host}"))?;
+    Ok(EncryptionRequest::Customer { kek: atrest_store::keyvault::KeyRef { vault, name: key, version }, uri })
 }
 
 fn key_usage_json(usage: &[atrest_store::KeyUsage]) -> Value {

@@ -12,6 +12,7 @@ mod json;
 mod keys;
 mod openapi;
 mod probes;
+mod s3;
 
 use atrest_vault::{VaultError, VaultService};
 use axum::body::{Body, Bytes};
@@ -255,6 +256,22 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .with_state(state)
 }
 
+/// The S3 front end, served on its own listener: the same outer layer as [`router`],
+/// its authentication (SigV4) inside.
+pub fn s3_router(state: Arc<AppState>) -> axum::Router {
+    use axum::middleware::{from_fn, from_fn_with_state};
+    s3::router(state.clone()).layer(from_fn_with_state(state, answer)).layer(from_fn(mark_s3))
+}
+
+/// Marks a request as the S3 front end's (for its metrics label).
+#[derive(Clone, Copy)]
+struct S3Request;
+
+async fn mark_s3(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    req.extensions_mut().insert(S3Request);
+    next.run(req).await
+}
+
 /// The outer layer: nothing is carried out or answered once a database went back under
 /// the server; whatever a request committed is in the rollback anchor before its answer
 /// leaves (one shared write for concurrent requests); every answer is counted.
@@ -264,7 +281,11 @@ async fn answer(
     next: axum::middleware::Next,
 ) -> Response {
     let started = std::time::Instant::now();
-    let label = route_label(req.method(), req.uri().path());
+    let label = if req.extensions().get::<S3Request>().is_some() {
+        s3::route_label(req.method(), req.uri().path())
+    } else {
+        route_label(req.method(), req.uri().path())
+    };
     let method_name = req.method().as_str().to_string();
     let probe = probes::PATHS.contains(&label.as_str());
     let rolled_back =

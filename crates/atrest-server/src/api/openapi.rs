@@ -152,6 +152,27 @@ const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
         "Replace a token",
         "tenant-admin or self",
     ),
+    (
+        "get",
+        "/admin/tenants/{tenant}/principals/{principal}/s3-keys",
+        "AdminListS3Keys",
+        "S3 access key ids and dates (never the secrets)",
+        "tenant-admin or self",
+    ),
+    (
+        "post",
+        "/admin/tenants/{tenant}/principals/{principal}/s3-keys",
+        "AdminIssueS3Key",
+        "Issue an S3 access key; the secret is in this answer only (none for res-NAME identities)",
+        "tenant-admin",
+    ),
+    (
+        "delete",
+        "/admin/tenants/{tenant}/principals/{principal}/s3-keys/{id}",
+        "AdminRevokeS3Key",
+        "Revoke an S3 access key (the next request signed with it is refused, on every node)",
+        "tenant-admin or self",
+    ),
     ("get", "/admin/tenants/{tenant}/vaults", "AdminListVaults", "Vaults of a tenant", "tenant-admin"),
     (
         "post",

@@ -9,7 +9,7 @@ use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
 const OBJ_COLS: &str = "resource_id, kind, name_hash, id, generation, size, rk_epoch, enc_epoch, \
-     name_sealed, wrapped_dek, body, created, updated, mac";
+     name_sealed, wrapped_dek, body, created, updated, mac, skey, meta";
 
 /// An object row as stored, with the kind column as written (the caller checks it and
 /// the MAC).
@@ -23,7 +23,11 @@ fn parse(row: &AnyRow) -> Result<StoredObject> {
     Ok(StoredObject {
         row: ObjectRow {
             resource_id: row.try_get("resource_id")?,
-            kind: if kind == "blob" { "blob" } else { "record" },
+            kind: match kind.as_str() {
+                "blob" => "blob",
+                "s3" => "s3",
+                _ => "record",
+            },
             name_hash: row.try_get("name_hash")?,
             id: row.try_get("id")?,
             generation: row.try_get("generation")?,
@@ -36,6 +40,8 @@ fn parse(row: &AnyRow) -> Result<StoredObject> {
             created: row.try_get("created")?,
             updated: row.try_get("updated")?,
             mac: row.try_get("mac")?,
+            skey: row.try_get("skey")?,
+            meta: row.try_get("meta")?,
         },
         kind,
     })
@@ -43,7 +49,7 @@ fn parse(row: &AnyRow) -> Result<StoredObject> {
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
-/// Binds a row's columns in `OBJ_COLS` order ($1 … $14).
+/// Binds a row's columns in `OBJ_COLS` order ($1 … $16).
 fn bind<'q>(q: AnyQuery<'q>, r: &ObjectRow) -> AnyQuery<'q> {
     q.bind(r.resource_id.clone())
         .bind(r.kind)
@@ -59,6 +65,8 @@ fn bind<'q>(q: AnyQuery<'q>, r: &ObjectRow) -> AnyQuery<'q> {
         .bind(r.created)
         .bind(r.updated)
         .bind(r.mac.clone())
+        .bind(r.skey.clone())
+        .bind(r.meta.clone())
 }
 
 /// The row of one object, by its name hash.
@@ -212,7 +220,7 @@ pub(crate) async fn resource_epoch(conn: &mut AnyConnection, engine: Engine, res
 /// does.
 pub(crate) async fn insert_if_absent(conn: &mut AnyConnection, r: &ObjectRow) -> Result<bool> {
     let sql = format!(
-        "INSERT INTO store_objects ({OBJ_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+        "INSERT INTO store_objects ({OBJ_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
          ON CONFLICT (resource_id, kind, name_hash) DO NOTHING"
     );
     Ok(bind(sqlx::query(&sql), r).execute(conn).await?.rows_affected() == 1)
@@ -222,7 +230,41 @@ pub(crate) async fn insert_if_absent(conn: &mut AnyConnection, r: &ObjectRow) ->
 /// transaction; `false` when it moved.
 pub(crate) async fn replace_if_at(conn: &mut AnyConnection, r: &ObjectRow, prev: i64) -> Result<bool> {
     const SQL: &str = "UPDATE store_objects SET id = $4, generation = $5, size = $6, rk_epoch = $7, enc_epoch = $8, \
-         name_sealed = $9, wrapped_dek = $10, body = $11, created = $12, updated = $13, mac = $14 \
-         WHERE resource_id = $1 AND kind = $2 AND name_hash = $3 AND generation = $15";
+         name_sealed = $9, wrapped_dek = $10, body = $11, created = $12, updated = $13, mac = $14, skey = $15, \
+         meta = $16 WHERE resource_id = $1 AND kind = $2 AND name_hash = $3 AND generation = $17";
     Ok(bind(sqlx::query(SQL), r).bind(prev).execute(conn).await?.rows_affected() == 1)
+}
+
+/// The next `limit` S3 objects of a resource in key order, from `from` (inclusive or
+/// not) and below `below` (the end of a prefix, if any): one index range scan, whatever
+/// the number of objects in the resource.
+pub(crate) async fn s3_page(
+    db: &Db,
+    resource_id: &str,
+    from: &[u8],
+    inclusive: bool,
+    below: Option<&[u8]>,
+    limit: i64,
+) -> Result<Vec<StoredObject>> {
+    let op = if inclusive { ">=" } else { ">" };
+    let upper = if below.is_some() { "AND skey < $4" } else { "" };
+    let sql = format!(
+        "SELECT {OBJ_COLS} FROM store_objects WHERE resource_id = $1 AND kind = 's3' AND skey {op} $2 {upper} \
+         ORDER BY skey LIMIT $3"
+    );
+    let mut q = sqlx::query(&sql).bind(resource_id).bind(from.to_vec()).bind(limit);
+    if let Some(b) = below {
+        q = q.bind(b.to_vec());
+    }
+    let rows = q.fetch_all(db.pool()).await?;
+    rows.iter().map(parse).collect()
+}
+
+/// Whether a resource holds any object (of any kind).
+pub(crate) async fn any_in(db: &Db, resource_id: &str) -> Result<bool> {
+    let n: Option<i64> = sqlx::query_scalar("SELECT 1 FROM store_objects WHERE resource_id = $1 LIMIT 1")
+        .bind(resource_id)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(n.is_some())
 }

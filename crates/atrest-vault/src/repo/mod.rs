@@ -8,4 +8,5 @@ pub(crate) mod access;
 pub(crate) mod audit;
 pub(crate) mod keys;
 pub(crate) mod rotation;
+pub(crate) mod s3keys;
 pub(crate) mod vaults;

@@ -1,0 +1,936 @@
+//! The S3 operations: dispatch on (method, bucket, key, sub-resource), then one thin
+//! function per operation over `atrest_store::s3`.
+
+use super::S3Error;
+use super::auth::{self, S3Caller};
+use super::body::{self, Algo, Expect};
+use super::xml::{Xml, http_date, iso8601};
+use crate::api::AppState;
+use atrest_store::s3::{ListQuery, S3Object, S3Put, Sse, SseRequest};
+use atrest_store::{ByteRange, EncryptionRequest, StoreError, model::DataRole};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Most keys of one listing page and of one batch delete.
+const MAX_KEYS: usize = 1000;
+/// Most bytes of user metadata (`x-amz-meta-*` names and values), as on S3.
+const MAX_USER_META: usize = 2048;
+/// Largest XML request body (a batch delete of 1,000 long keys).
+const MAX_XML: usize = 2 << 20;
+/// Stored `Content-*` style headers, returned on GET and HEAD.
+const STORED_HEADERS: [&str; 6] =
+    ["content-type", "content-encoding", "content-disposition", "content-language", "cache-control", "expires"];
+/// Sub-resources of features this front end does not have (docs/s3.md).
+const UNSUPPORTED: [&str; 22] = [
+    "acl",
+    "policy",
+    "policyStatus",
+    "lifecycle",
+    "cors",
+    "website",
+    "tagging",
+    "logging",
+    "notification",
+    "object-lock",
+    "retention",
+    "legal-hold",
+    "replication",
+    "ownershipControls",
+    "publicAccessBlock",
+    "requestPayment",
+    "accelerate",
+    "analytics",
+    "metrics",
+    "inventory",
+    "intelligent-tiering",
+    "select",
+];
+/// What `encoding-type=url` leaves as is: unreserved characters and `/`.
+const URL_KEEP: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
+
+/// The decoded query string.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(q: Option<&str>) -> Self {
+        let dec = |s: &str| percent_decode_str(&s.replace('+', "%20")).decode_utf8_lossy().into_owned();
+        Self(
+            q.unwrap_or("")
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (dec(k), dec(v))
+                })
+                .collect(),
+        )
+    }
+
+    fn has(&self, k: &str) -> bool {
+        self.0.iter().any(|(n, _)| n == k)
+    }
+
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+}
+
+/// `/BUCKET/KEY`, decoded.
+struct Target {
+    bucket: Option<String>,
+    key: Option<String>,
+}
+
+impl Target {
+    fn parse(path: &str) -> Result<Self, S3Error> {
+        let dec = |s: &str| {
+            percent_decode_str(s)
+                .decode_utf8()
+                .map(std::borrow::Cow::into_owned)
+                .map_err(|_| S3Error::bad("InvalidURI", "the path is not percent-encoded UTF-8"))
+        };
+        let rest = path.strip_prefix('/').unwrap_or(path);
+        let (bucket, key) = match rest.split_once('/') {
+            Some((b, k)) => (b, k),
+            None => (rest, ""),
+        };
+        Ok(Self {
+            bucket: (!bucket.is_empty()).then(|| dec(bucket)).transpose()?,
+            key: (!key.is_empty()).then(|| dec(key)).transpose()?,
+        })
+    }
+
+    fn resource(&self) -> String {
+        match (&self.bucket, &self.key) {
+            (Some(b), Some(k)) => format!("{b}/{k}"),
+            (Some(b), None) => b.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Every S3 request: authenticated before its body is read, then routed.
+pub(crate) async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let head = parts.method == Method::HEAD;
+    let target = match Target::parse(parts.uri.path()) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let result = async {
+        let caller = auth::authenticate(&state, &parts).await?;
+        route(&state, &parts, body, caller, &target).await
+    }
+    .await;
+    match result {
+        Ok(r) => r,
+        Err(mut e) => {
+            e.head = head;
+            if e.resource.is_empty() {
+                e.resource = target.resource();
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn route(
+    state: &Arc<AppState>,
+    parts: &Parts,
+    body: Body,
+    caller: S3Caller,
+    t: &Target,
+) -> Result<Response, S3Error> {
+    let q = Query::parse(parts.uri.query());
+    let m = &parts.method;
+    if let Some(sub) = UNSUPPORTED.iter().find(|s| q.has(s)) {
+        return Err(S3Error::not_implemented(&format!("the ?{sub} sub-resource")));
+    }
+    let multipart = q.has("uploads") || q.has("uploadId");
+    match (&t.bucket, &t.key) {
+        (None, _) if *m == Method::GET => list_buckets(state, &caller).await,
+        (None, _) => Err(S3Error::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "use GET / to list buckets")),
+        (Some(_), _) if multipart => Err(S3Error::not_implemented("multipart upload")),
+        (Some(b), None) => match *m {
+            Method::GET if q.has("location") => location(state, &caller, b).await,
+            Method::GET if q.has("encryption") => get_encryption(state, &caller, b).await,
+            Method::GET if q.has("versioning") => versioning(state, &caller, b).await,
+            Method::GET if q.get("list-type") == Some("2") => list(state, &caller, b, &q, true).await,
+            Method::GET => list(state, &caller, b, &q, false).await,
+            Method::HEAD => head_bucket(state, &caller, b).await,
+            Method::PUT if q.has("encryption") => put_encryption(state, parts, body, caller, b).await,
+            Method::PUT => create_bucket(state, parts, body, caller, b).await,
+            Method::DELETE if q.has("encryption") => delete_encryption(state, &caller, b).await,
+            Method::DELETE => delete_bucket(state, &caller, b).await,
+            Method::POST if q.has("delete") => delete_objects(state, parts, body, caller, b).await,
+            _ => Err(S3Error::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{m} on a bucket"))),
+        },
+        (Some(b), Some(k)) => match *m {
+            Method::PUT if parts.headers.contains_key("x-amz-copy-source") => {
+                copy_object(state, parts, caller, b, k).await
+            }
+            Method::PUT => put_object(state, parts, body, caller, b, k).await,
+            Method::GET => get_object(state, &parts.headers, &q, &caller, b, k, false).await,
+            Method::HEAD => get_object(state, &parts.headers, &q, &caller, b, k, true).await,
+            Method::DELETE => {
+                state.store.s3_delete(&caller.principal, b, k).await.map_err(S3Error::from_store)?;
+                Ok(empty(StatusCode::NO_CONTENT))
+            }
+            _ => Err(S3Error::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{m} on an object"))),
+        },
+    }
+}
+
+fn empty(status: StatusCode) -> Response {
+    Response::builder().status(status).body(Body::empty()).unwrap_or_default()
+}
+
+fn header_str<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+fn set(h: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(name, v);
+    }
+}
+
+/// The `x-amz-server-side-encryption*` headers of an object.
+fn sse_headers(h: &mut HeaderMap, sse: &Sse) {
+    match sse {
+        Sse::S3 => set(h, "x-amz-server-side-encryption", "AES256"),
+        Sse::Kms { key_id } => {
+            set(h, "x-amz-server-side-encryption", "aws:kms");
+            set(h, "x-amz-server-side-encryption-aws-kms-key-id", key_id);
+            // The bucket's resource key is S3's "bucket key": one vault call per key
+            // lifetime, not per object.
+            set(h, "x-amz-server-side-encryption-bucket-key-enabled", "true");
+        }
+    }
+}
+
+fn owner(x: &mut Xml, caller: &S3Caller) {
+    x.start("Owner").text("ID", &caller.principal.id).text("DisplayName", &caller.principal.name).end();
+}
+
+// ---- buckets ----
+
+async fn list_buckets(state: &AppState, caller: &S3Caller) -> Result<Response, S3Error> {
+    let buckets = state.store.s3_buckets(&caller.principal).await.map_err(S3Error::from_store)?;
+    let mut x = Xml::new("ListAllMyBucketsResult");
+    owner(&mut x, caller);
+    x.start("Buckets");
+    for b in buckets {
+        x.start("Bucket").text("Name", &b.name).text("CreationDate", &iso8601(b.created)).end();
+    }
+    x.end();
+    Ok(x.into_response(StatusCode::OK))
+}
+
+/// S3's bucket naming rules, within what a resource name allows (no dots).
+fn check_bucket_name(name: &str) -> Result<(), S3Error> {
+    let ok = (3..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(S3Error::bad(
+            "InvalidBucketName",
+            format!(
+                "{name:?} is not a bucket name this server accepts: 3 to 63 lowercase letters, digits and '-', starting \
+                 and ending with a letter or digit (no dots)"
+            ),
+        ))
+    }
+}
+
+/// A small request body (XML), verified as any body is.
+async fn small_body(parts: &Parts, body: Body, caller: S3Caller) -> Result<Bytes, S3Error> {
+    let expect = Expect::from_headers(&parts.headers, caller.payload, caller.signing)?;
+    let (mut stream, judge) = body::take(body, expect);
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) if buf.len() + c.len() <= MAX_XML => buf.extend_from_slice(&c),
+            Ok(_) => {
+                return Err(S3Error::bad(
+                    "MaxMessageLengthExceeded",
+                    format!("the request body is over {MAX_XML} bytes"),
+                ));
+            }
+            Err(_) => break,
+        }
+    }
+    judge.finish(buf.len() as u64)?;
+    Ok(Bytes::from(buf))
+}
+
+async fn create_bucket(
+    state: &AppState,
+    parts: &Parts,
+    body: Body,
+    caller: S3Caller,
+    b: &str,
+) -> Result<Response, S3Error> {
+    check_bucket_name(b)?;
+    let actor = caller.principal.clone();
+    // A CreateBucketConfiguration (the region) may come along; any region is this server.
+    small_body(parts, body, caller).await?;
+    match state.store.create_resource(&actor, b).await {
+        Ok(_) => {
+            let mut r = empty(StatusCode::OK);
+            set(r.headers_mut(), "location", &format!("/{b}"));
+            Ok(r)
+        }
+        Err(StoreError::Conflict(_)) => Err(S3Error::new(
+            StatusCode::CONFLICT,
+            "BucketAlreadyOwnedByYou",
+            format!("your tenant already has a bucket named {b}"),
+        )),
+        Err(StoreError::Forbidden(m)) => Err(S3Error::denied(m)),
+        Err(e) => Err(S3Error::from_store(e)),
+    }
+}
+
+async fn head_bucket(state: &AppState, caller: &S3Caller, b: &str) -> Result<Response, S3Error> {
+    state.store.s3_bucket(&caller.principal, b, DataRole::Reader).await.map_err(S3Error::from_store)?;
+    let mut r = empty(StatusCode::OK);
+    set(r.headers_mut(), "x-amz-bucket-region", "us-east-1");
+    Ok(r)
+}
+
+async fn delete_bucket(state: &AppState, caller: &S3Caller, b: &str) -> Result<Response, S3Error> {
+    match state.store.s3_delete_bucket(&caller.principal, b).await {
+        Ok(()) => Ok(empty(StatusCode::NO_CONTENT)),
+        Err(StoreError::Conflict(m)) => Err(S3Error::new(StatusCode::CONFLICT, "BucketNotEmpty", m)),
+        Err(e) => Err(S3Error::from_store(e)),
+    }
+}
+
+async fn location(state: &AppState, caller: &S3Caller, b: &str) -> Result<Response, S3Error> {
+    state.store.s3_bucket(&caller.principal, b, DataRole::Reader).await.map_err(S3Error::from_store)?;
+    // us-east-1 is answered as an empty constraint, as S3 does.
+    Ok(Xml::new("LocationConstraint").into_response(StatusCode::OK))
+}
+
+async fn versioning(state: &AppState, caller: &S3Caller, b: &str) -> Result<Response, S3Error> {
+    state.store.s3_bucket(&caller.principal, b, DataRole::Reader).await.map_err(S3Error::from_store)?;
+    // Never enabled: an empty configuration, as for a bucket that never had it.
+    Ok(Xml::new("VersioningConfiguration").into_response(StatusCode::OK))
+}
+
+fn bucket_sse(r: &atrest_store::model::Resource) -> Sse {
+    match r.key_source {
+        atrest_store::model::KeySource::Platform => Sse::S3,
+        atrest_store::model::KeySource::Customer => Sse::Kms { key_id: r.key_uri.clone() },
+    }
+}
+
+async fn get_encryption(state: &AppState, caller: &S3Caller, b: &str) -> Result<Response, S3Error> {
+    let r = state.store.s3_bucket(&caller.principal, b, DataRole::Reader).await.map_err(S3Error::from_store)?;
+    let mut x = Xml::new("ServerSideEncryptionConfiguration");
+    x.start("Rule").start("ApplyServerSideEncryptionByDefault");
+    match bucket_sse(&r) {
+        Sse::S3 => {
+            x.text("SSEAlgorithm", "AES256").end().text("BucketKeyEnabled", "false");
+        }
+        Sse::Kms { key_id } => {
+            x.text("SSEAlgorithm", "aws:kms").text("KMSMasterKeyID", &key_id).end().text("BucketKeyEnabled", "true");
+        }
+    }
+    Ok(x.into_response(StatusCode::OK))
+}
+
+#[derive(serde::Deserialize)]
+struct SseConfig {
+    #[serde(rename = "Rule", default)]
+    rules: Vec<SseRule>,
+}
+
+#[derive(serde::Deserialize)]
+struct SseRule {
+    #[serde(rename = "ApplyServerSideEncryptionByDefault")]
+    default: Option<SseDefault>,
+}
+
+#[derive(serde::Deserialize)]
+struct SseDefault {
+    #[serde(rename = "SSEAlgorithm")]
+    algorithm: String,
+    #[serde(rename = "KMSMasterKeyID")]
+    key_id: Option<String>,
+}
+
+async fn put_encryption(
+    state: &AppState,
+    parts: &Parts,
+    body: Body,
+    caller: S3Caller,
+    b: &str,
+) -> Result<Response, S3Error> {
+    let actor = caller.principal.clone();
+    let xml = small_body(parts, body, caller).await?;
+    let malformed = |why: &str| S3Error::bad("MalformedXML", format!("the encryption configuration {why}"));
+    let cfg: SseConfig =
+        quick_xml::de::from_reader(xml.as_ref()).map_err(|e| malformed(&format!("does not parse: {e}")))?;
+    let [rule] = cfg.rules.as_slice() else { return Err(malformed("must hold exactly one Rule")) };
+    let d = rule.default.as_ref().ok_or_else(|| malformed("needs ApplyServerSideEncryptionByDefault"))?;
+    let req = match (d.algorithm.as_str(), d.key_id.as_deref()) {
+        ("AES256", None) => EncryptionRequest::Platform,
+        ("aws:kms", Some(id)) if id.starts_with("https://") => {
+            crate::api::data::local_key(state, id.to_string()).map_err(|m| S3Error::bad("InvalidArgument", m))?
+        }
+        ("aws:kms", _) => {
+            return Err(S3Error::bad(
+                "InvalidArgument",
+                "aws:kms needs KMSMasterKeyID set to the key's URI in a vault of your tenant, \
+                 https://HOST/keys/NAME[/VERSION] (atrest key show prints it)",
+            ));
+        }
+        (a, _) => {
+            return Err(S3Error::bad(
+                "InvalidArgument",
+                format!("SSEAlgorithm {a} is not supported: use AES256 or aws:kms"),
+            ));
+        }
+    };
+    set_encryption(state, &actor, b, req).await
+}
+
+async fn set_encryption(
+    state: &AppState,
+    actor: &atrest_vault::Principal,
+    b: &str,
+    req: EncryptionRequest,
+) -> Result<Response, S3Error> {
+    match state.store.set_encryption(actor, b, req).await {
+        Ok(_) => Ok(empty(StatusCode::OK)),
+        Err(e @ StoreError::KeyRejected(_)) => Err(S3Error::bad("InvalidArgument", e.to_string())),
+        Err(e) => Err(S3Error::from_store(e)),
+    }
+}
+
+async fn delete_encryption(state: &AppState, caller: &S3Caller, b: &str) -> Result<Response, S3Error> {
+    set_encryption(state, &caller.principal, b, EncryptionRequest::Platform).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+// ---- listing ----
+
+fn url_encode(s: &str) -> String {
+    utf8_percent_encode(s, URL_KEEP).to_string()
+}
+
+async fn list(state: &AppState, caller: &S3Caller, b: &str, q: &Query, v2: bool) -> Result<Response, S3Error> {
+    let max = match q.get("max-keys") {
+        None => MAX_KEYS,
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(|n| usize::try_from(n).unwrap_or(MAX_KEYS).min(MAX_KEYS))
+            .ok_or_else(|| S3Error::bad("InvalidArgument", "max-keys must be a non-negative integer"))?,
+    };
+    let url = match q.get("encoding-type") {
+        None => false,
+        Some("url") => true,
+        Some(other) => {
+            return Err(S3Error::bad("InvalidArgument", format!("Invalid Encoding Method {other} specified")));
+        }
+    };
+    let token = match q.get("continuation-token").filter(|_| v2) {
+        None => None,
+        Some(t) => Some(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| S3Error::bad("InvalidArgument", "The continuation token provided is incorrect"))?,
+        ),
+    };
+    let after = if v2 {
+        token.clone().or_else(|| q.get("start-after").map(str::to_string))
+    } else {
+        q.get("marker").map(str::to_string)
+    };
+    let query = ListQuery {
+        prefix: q.get("prefix").unwrap_or("").to_string(),
+        delimiter: q.get("delimiter").filter(|d| !d.is_empty()).map(str::to_string),
+        after,
+        max,
+    };
+    let page = state.store.s3_list(&caller.principal, b, &query).await.map_err(S3Error::from_store)?;
+    let enc = |s: &str| if url { url_encode(s) } else { s.to_string() };
+    let mut x = Xml::new("ListBucketResult");
+    x.text("Name", b).text("Prefix", &enc(&query.prefix));
+    if let Some(d) = &query.delimiter {
+        x.text("Delimiter", &enc(d));
+    }
+    x.text("MaxKeys", &max.to_string());
+    if url {
+        x.text("EncodingType", "url");
+    }
+    x.text("IsTruncated", if page.truncated { "true" } else { "false" });
+    if v2 {
+        x.text("KeyCount", &(page.objects.len() + page.prefixes.len()).to_string());
+        if let Some(t) = q.get("continuation-token") {
+            x.text("ContinuationToken", t);
+        }
+        if let Some(s) = q.get("start-after") {
+            x.text("StartAfter", &enc(s));
+        }
+        if page.truncated
+            && let Some(last) = &page.last
+        {
+            x.text("NextContinuationToken", &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last));
+        }
+    } else {
+        x.text("Marker", &enc(q.get("marker").unwrap_or("")));
+        if page.truncated
+            && let Some(last) = &page.last
+        {
+            x.text("NextMarker", &enc(last));
+        }
+    }
+    let fetch_owner = !v2 || q.get("fetch-owner") == Some("true");
+    for o in &page.objects {
+        x.start("Contents")
+            .text("Key", &enc(&o.key))
+            .text("LastModified", &iso8601(o.modified))
+            .text("ETag", &format!("\"{}\"", o.etag))
+            .text("Size", &o.size.to_string())
+            .text("StorageClass", "STANDARD");
+        if fetch_owner {
+            owner(&mut x, caller);
+        }
+        x.end();
+    }
+    for p in &page.prefixes {
+        x.start("CommonPrefixes").text("Prefix", &enc(p)).end();
+    }
+    Ok(x.into_response(StatusCode::OK))
+}
+
+// ---- objects ----
+
+/// The encryption a request asks for.
+fn sse_request(h: &HeaderMap) -> Result<Option<SseRequest>, S3Error> {
+    if h.keys().any(|k| k.as_str().starts_with("x-amz-server-side-encryption-customer-")) {
+        return Err(S3Error::not_implemented("SSE-C (customer-provided keys)"));
+    }
+    let key_id = header_str(h, "x-amz-server-side-encryption-aws-kms-key-id").map(str::to_string);
+    match header_str(h, "x-amz-server-side-encryption") {
+        None if key_id.is_some() => Err(S3Error::bad(
+            "InvalidArgument",
+            "x-amz-server-side-encryption-aws-kms-key-id needs x-amz-server-side-encryption: aws:kms",
+        )),
+        None => Ok(None),
+        Some("AES256") => Ok(Some(SseRequest::S3)),
+        Some("aws:kms") => Ok(Some(SseRequest::Kms(key_id))),
+        Some(other) => Err(S3Error::bad(
+            "InvalidArgument",
+            format!("x-amz-server-side-encryption {other} is not supported: use AES256 or aws:kms"),
+        )),
+    }
+}
+
+/// `Content-*` headers and `x-amz-meta-*` of a put.
+/// Header or metadata name → value.
+type Fields = BTreeMap<String, String>;
+
+fn put_metadata(h: &HeaderMap) -> Result<(Fields, Fields), S3Error> {
+    let mut stored = BTreeMap::new();
+    for name in STORED_HEADERS {
+        if let Some(v) = h.get(name) {
+            stored.insert(name.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned());
+        }
+    }
+    let mut user = BTreeMap::new();
+    let mut total = 0;
+    for (n, v) in h {
+        if let Some(k) = n.as_str().strip_prefix("x-amz-meta-") {
+            let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            total += k.len() + v.len();
+            user.insert(k.to_string(), v);
+        }
+    }
+    if total > MAX_USER_META {
+        return Err(S3Error::bad(
+            "MetadataTooLarge",
+            format!("user metadata is {total} bytes; at most {MAX_USER_META} are allowed"),
+        ));
+    }
+    Ok((stored, user))
+}
+
+/// Headers of a stored object (GET, HEAD).
+fn object_headers(h: &mut HeaderMap, o: &S3Object) {
+    set(h, "etag", &format!("\"{}\"", o.meta.etag));
+    set(h, "last-modified", &http_date(o.modified));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    for (n, v) in &o.meta.headers {
+        if let (Ok(n), Ok(v)) = (axum::http::HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v)) {
+            h.insert(n, v);
+        }
+    }
+    if !h.contains_key(header::CONTENT_TYPE) {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("binary/octet-stream"));
+    }
+    for (k, v) in &o.meta.user {
+        if let (Ok(n), Ok(v)) =
+            (axum::http::HeaderName::from_bytes(format!("x-amz-meta-{k}").as_bytes()), HeaderValue::from_str(v))
+        {
+            h.insert(n, v);
+        }
+    }
+    sse_headers(h, &o.meta.sse);
+}
+
+async fn put_object(
+    state: &AppState,
+    parts: &Parts,
+    body: Body,
+    caller: S3Caller,
+    b: &str,
+    k: &str,
+) -> Result<Response, S3Error> {
+    let h = &parts.headers;
+    let (headers, user) = put_metadata(h)?;
+    let if_none_match = match header_str(h, "if-none-match") {
+        None => false,
+        Some("*") => true,
+        Some(_) => return Err(S3Error::not_implemented("If-None-Match with an ETag on PUT (only * is)")),
+    };
+    let conditional = if_none_match || h.contains_key("if-match");
+    let put = S3Put {
+        headers,
+        user,
+        sse: sse_request(h)?,
+        if_match: header_str(h, "if-match").map(str::to_string),
+        if_none_match,
+    };
+    let expect = Expect::from_headers(h, caller.payload, caller.signing)?;
+    let (stream, judge) = body::take(body, expect);
+    let checksum_header = judge_checksum_header(h);
+    let result = state.store.s3_put(&caller.principal, b, k, put, stream, |size| judge.finish(size)).await;
+    let o = match result {
+        Ok(Ok(o)) => o,
+        Ok(Err(refused)) => return Err(refused),
+        Err(e) => {
+            if let Some(f) = judge.failure() {
+                return Err(f);
+            }
+            return Err(match e {
+                // Unconditional: another write of the key won the race; the SDK retries.
+                StoreError::PreconditionFailed(m) if !conditional => {
+                    S3Error::new(StatusCode::SERVICE_UNAVAILABLE, "SlowDown", m)
+                }
+                e => S3Error::from_store(e),
+            });
+        }
+    };
+    let mut r = empty(StatusCode::OK);
+    let rh = r.headers_mut();
+    set(rh, "etag", &format!("\"{}\"", o.meta.etag));
+    sse_headers(rh, &o.meta.sse);
+    if let Some(name) = checksum_header {
+        for a in Algo::ALL {
+            if a.header() == name
+                && let Some(v) = o.meta.checksums.get(a.name())
+            {
+                set(rh, a.header(), v);
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// The checksum header a put names (as a header or a trailer), to echo.
+fn judge_checksum_header(h: &HeaderMap) -> Option<&'static str> {
+    Algo::ALL
+        .into_iter()
+        .map(Algo::header)
+        .find(|n| h.contains_key(*n) || header_str(h, "x-amz-trailer").is_some_and(|t| t.eq_ignore_ascii_case(n)))
+}
+
+/// `If-Match`, `If-Unmodified-Since` (412) and `If-None-Match`, `If-Modified-Since` (304),
+/// in S3's order.
+fn preconditions(h: &HeaderMap, o: &S3Object) -> Result<(), Box<Response>> {
+    let matches = |list: &str| list.split(',').map(str::trim).any(|t| t == "*" || t.trim_matches('"') == o.meta.etag);
+    let since = |name: &str| {
+        header_str(h, name)
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok().and_then(|d| i64::try_from(d.as_secs()).ok()))
+    };
+    let failed = || {
+        S3Error::new(
+            StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailed",
+            "at least one of the preconditions you specified did not hold",
+        )
+    };
+    if let Some(m) = header_str(h, "if-match") {
+        if !matches(m) {
+            return Err(Box::new(failed().into_response()));
+        }
+    } else if since("if-unmodified-since").is_some_and(|t| o.modified > t) {
+        return Err(Box::new(failed().into_response()));
+    }
+    let not_modified = || {
+        let mut r = empty(StatusCode::NOT_MODIFIED);
+        set(r.headers_mut(), "etag", &format!("\"{}\"", o.meta.etag));
+        set(r.headers_mut(), "last-modified", &http_date(o.modified));
+        r
+    };
+    if let Some(m) = header_str(h, "if-none-match") {
+        if matches(m) {
+            return Err(Box::new(not_modified()));
+        }
+    } else if since("if-modified-since").is_some_and(|t| o.modified <= t) {
+        return Err(Box::new(not_modified()));
+    }
+    Ok(())
+}
+
+async fn get_object(
+    state: &Arc<AppState>,
+    h: &HeaderMap,
+    q: &Query,
+    caller: &S3Caller,
+    b: &str,
+    k: &str,
+    head: bool,
+) -> Result<Response, S3Error> {
+    if h.keys().any(|n| n.as_str().starts_with("x-amz-server-side-encryption-customer-")) {
+        return Err(S3Error::not_implemented("SSE-C (customer-provided keys)"));
+    }
+    if q.has("partNumber") {
+        return Err(S3Error::not_implemented("GET or HEAD by partNumber"));
+    }
+    // A Range S3 does not understand (several ranges, other units) is ignored: the whole
+    // object is answered.
+    let range: Option<ByteRange> = header_str(h, "range").and_then(atrest_wire::range::parse);
+    let (object, offset, len, chunks) = if head {
+        let o = state.store.s3_head(&caller.principal, b, k).await.map_err(S3Error::from_store)?;
+        let size = o.size;
+        let resolved = atrest_wire::range::resolve(range, size);
+        match resolved {
+            Ok((off, len)) => (o, off, len, None),
+            Err(_) => return Err(unsatisfiable(size)),
+        }
+    } else {
+        match state.store.s3_get(&caller.principal, b, k, range).await {
+            Ok(read) => (read.object, read.offset, read.len, Some(read.chunks)),
+            Err(StoreError::RangeNotSatisfiable { size, .. }) => return Err(unsatisfiable(size)),
+            Err(e) => return Err(S3Error::from_store(e)),
+        }
+    };
+    if let Err(r) = preconditions(h, &object) {
+        return Ok(*r);
+    }
+    // A suffix of an empty object is the whole (empty) object: 200.
+    let partial = range.is_some() && len > 0;
+    let status = if partial { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
+    let body = match chunks {
+        Some(mut rx) => Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))),
+        None => Body::empty(),
+    };
+    let mut r = Response::builder().status(status).body(body).unwrap_or_default();
+    let rh = r.headers_mut();
+    object_headers(rh, &object);
+    rh.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if partial {
+        set(rh, "content-range", &format!("bytes {offset}-{}/{}", offset + len - 1, object.size));
+    } else if header_str(h, "x-amz-checksum-mode").is_some_and(|m| m.eq_ignore_ascii_case("ENABLED")) {
+        for a in Algo::ALL {
+            if let Some(v) = object.meta.checksums.get(a.name()) {
+                set(rh, a.header(), v);
+            }
+        }
+    }
+    for (param, name) in [
+        ("response-content-type", header::CONTENT_TYPE),
+        ("response-content-language", header::CONTENT_LANGUAGE),
+        ("response-expires", header::EXPIRES),
+        ("response-cache-control", header::CACHE_CONTROL),
+        ("response-content-disposition", header::CONTENT_DISPOSITION),
+        ("response-content-encoding", header::CONTENT_ENCODING),
+    ] {
+        if let Some(v) = q.get(param).and_then(|v| HeaderValue::from_str(v).ok()) {
+            rh.insert(name, v);
+        }
+    }
+    Ok(r)
+}
+
+fn unsatisfiable(size: u64) -> S3Error {
+    S3Error::new(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "InvalidRange",
+        format!("the requested range is not satisfiable: the object has {size} bytes"),
+    )
+}
+
+async fn copy_object(
+    state: &Arc<AppState>,
+    parts: &Parts,
+    caller: S3Caller,
+    b: &str,
+    k: &str,
+) -> Result<Response, S3Error> {
+    let h = &parts.headers;
+    let source = header_str(h, "x-amz-copy-source").unwrap_or_default();
+    let source = source.split_once("?versionId=").map_or(source, |(s, _)| s);
+    let decoded = percent_decode_str(source.trim_start_matches('/'))
+        .decode_utf8()
+        .map_err(|_| S3Error::bad("InvalidArgument", "x-amz-copy-source is not percent-encoded UTF-8"))?;
+    let (sb, sk) = decoded
+        .split_once('/')
+        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+        .ok_or_else(|| S3Error::bad("InvalidArgument", "x-amz-copy-source must be BUCKET/KEY"))?;
+    let replace = match header_str(h, "x-amz-metadata-directive") {
+        None | Some("COPY") => false,
+        Some("REPLACE") => true,
+        Some(other) => {
+            return Err(S3Error::bad("InvalidArgument", format!("unknown x-amz-metadata-directive {other}")));
+        }
+    };
+    let sse = sse_request(h)?;
+    if sb == b && sk == k && !replace && sse.is_none() {
+        return Err(S3Error::bad(
+            "InvalidRequest",
+            "This copy request is illegal because it is trying to copy an object to itself without changing the \
+             object's metadata, storage class, website redirect location or encryption attributes.",
+        ));
+    }
+    let read = state
+        .store
+        .s3_get(&caller.principal, sb, sk, None)
+        .await
+        .map_err(|e| S3Error::from_store(e).on(format!("{sb}/{sk}")))?;
+    for (cond, want_match) in [("x-amz-copy-source-if-match", true), ("x-amz-copy-source-if-none-match", false)] {
+        if let Some(v) = header_str(h, cond) {
+            let m = v.split(',').map(str::trim).any(|t| t == "*" || t.trim_matches('"') == read.object.meta.etag);
+            if m != want_match {
+                return Err(S3Error::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    "PreconditionFailed",
+                    format!("{cond} did not hold"),
+                ));
+            }
+        }
+    }
+    let (headers, user) =
+        if replace { put_metadata(h)? } else { (read.object.meta.headers.clone(), read.object.meta.user.clone()) };
+    let put = S3Put { headers, user, sse, if_match: None, if_none_match: false };
+    let md5 = Arc::new(std::sync::Mutex::new(<md5::Md5 as md5::Digest>::new()));
+    let hasher = md5.clone();
+    let mut rx = read.chunks;
+    let stream = Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(move |c| {
+        c.inspect(|b| md5::Digest::update(&mut *hasher.lock().unwrap_or_else(std::sync::PoisonError::into_inner), b))
+    }));
+    let o = state
+        .store
+        .s3_put(&caller.principal, b, k, put, stream, |_| {
+            let h = std::mem::replace(
+                &mut *md5.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+                <md5::Md5 as md5::Digest>::new(),
+            );
+            Ok::<_, S3Error>(atrest_store::s3::BodyDigest {
+                md5: md5::Digest::finalize(h).into(),
+                checksums: BTreeMap::new(),
+            })
+        })
+        .await
+        .map_err(S3Error::from_store)??;
+    let mut x = Xml::new("CopyObjectResult");
+    x.text("LastModified", &iso8601(o.modified)).text("ETag", &format!("\"{}\"", o.meta.etag));
+    let mut r = x.into_response(StatusCode::OK);
+    sse_headers(r.headers_mut(), &o.meta.sse);
+    Ok(r)
+}
+
+#[derive(serde::Deserialize)]
+struct DeleteRequest {
+    #[serde(rename = "Quiet", default)]
+    quiet: bool,
+    #[serde(rename = "Object", default)]
+    objects: Vec<DeleteKey>,
+}
+
+#[derive(serde::Deserialize)]
+struct DeleteKey {
+    #[serde(rename = "Key")]
+    key: String,
+}
+
+async fn delete_objects(
+    state: &AppState,
+    parts: &Parts,
+    body: Body,
+    caller: S3Caller,
+    b: &str,
+) -> Result<Response, S3Error> {
+    let actor = caller.principal.clone();
+    let xml = small_body(parts, body, caller).await?;
+    let req: DeleteRequest = quick_xml::de::from_reader(xml.as_ref())
+        .map_err(|e| S3Error::bad("MalformedXML", format!("the Delete request does not parse: {e}")))?;
+    if req.objects.len() > MAX_KEYS {
+        return Err(S3Error::bad("MalformedXML", format!("at most {MAX_KEYS} keys per request")));
+    }
+    // The bucket first: a missing bucket is the request's error, not each key's.
+    state.store.s3_bucket(&actor, b, DataRole::Writer).await.map_err(S3Error::from_store)?;
+    let mut x = Xml::new("DeleteResult");
+    for o in &req.objects {
+        match state.store.s3_delete(&actor, b, &o.key).await {
+            Ok(()) if req.quiet => {}
+            Ok(()) => {
+                x.start("Deleted").text("Key", &o.key).end();
+            }
+            Err(e) => {
+                let e = S3Error::from_store(e);
+                x.start("Error").text("Key", &o.key).text("Code", e.code).text("Message", &e.message).end();
+            }
+        }
+    }
+    Ok(x.into_response(StatusCode::OK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_queries_decode() {
+        let t = Target::parse("/bucket/a%20b/c%2Bd").unwrap();
+        assert_eq!((t.bucket.as_deref(), t.key.as_deref()), (Some("bucket"), Some("a b/c+d")));
+        let t = Target::parse("/bucket/").unwrap();
+        assert_eq!((t.bucket.as_deref(), t.key), (Some("bucket"), None));
+        let t = Target::parse("/").unwrap();
+        assert!(t.bucket.is_none() && t.key.is_none());
+        assert!(Target::parse("/b/%FF").is_err());
+        let q = Query::parse(Some("list-type=2&prefix=a%2Fb&delimiter=%2F&uploads"));
+        assert_eq!((q.get("prefix"), q.get("delimiter"), q.has("uploads")), (Some("a/b"), Some("/"), true));
+        assert_eq!(url_encode("a b+c/d~é"), "a%20b%2Bc/d~%C3%A9");
+    }
+
+    #[test]
+    fn bucket_names() {
+        for ok in ["abc", "my-bucket-1", "a".repeat(63).as_str()] {
+            assert!(check_bucket_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["ab", "-abc", "abc-", "ABC", "a.b.c", "a_b", &"a".repeat(64)] {
+            assert!(check_bucket_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The S3 metadata of an object: what S3 returns beside the body (ETag, `Content-*`
+//! headers, user metadata, checksums, how it is encrypted). Stored in the object row's
+//! `meta` column as JSON (version field `v`, this is version 1) sealed in the record
+//! format under the infrastructure layer, context `atrest/s3-meta` ‖ resource ‖ object ‖
+//! generation — as on AWS, where server-side encryption covers the body, not the
+//! metadata; it is still never stored readable. `docs/formats.md` specifies it.
+
+use crate::error::{Result, StoreError};
+use crate::hierarchy::ObjectId;
+use crate::layers::InfraLayer;
+use atrest_crypto::record;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Version of the metadata JSON.
+const META_VERSION: u8 = 1;
+
+/// How an object's body is encrypted, as S3 reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode")]
+pub enum Sse {
+    /// Under the bucket's platform key: `x-amz-server-side-encryption: AES256`.
+    #[serde(rename = "AES256")]
+    S3,
+    /// Under a customer key in a vault: `aws:kms` with that key's id.
+    #[serde(rename = "aws:kms")]
+    Kms {
+        /// The key id as the client named it (a key name or a key URI).
+        key_id: String,
+    },
+}
+
+/// S3 metadata of one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3Meta {
+    /// Format version ([`META_VERSION`]).
+    pub v: u8,
+    /// The ETag without quotes (the MD5 of the body in hex for SSE-S3).
+    pub etag: String,
+    /// `Content-Type`, `Content-Encoding`, `Content-Disposition`, `Content-Language`,
+    /// `Cache-Control`, `Expires`, by lower-case name.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `x-amz-meta-*`, by lower-case name without the prefix.
+    #[serde(default)]
+    pub user: BTreeMap<String, String>,
+    /// Encryption.
+    pub sse: Sse,
+    /// Checksums by algorithm (`CRC32`, `CRC32C`, `SHA1`, `SHA256`), base64 as S3 sends them.
+    #[serde(default)]
+    pub checksums: BTreeMap<String, String>,
+}
+
+impl S3Meta {
+    /// Metadata with nothing but the ETag and the encryption.
+    #[must_use]
+    pub fn new(etag: String, sse: Sse) -> Self {
+        Self { v: META_VERSION, etag, headers: BTreeMap::new(), user: BTreeMap::new(), sse, checksums: BTreeMap::new() }
+    }
+}
+
+pub(crate) fn seal(infra: &InfraLayer, id: ObjectId<'_>, meta: &S3Meta) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec(meta).map_err(|e| StoreError::Storage(format!("S3 metadata: {e}")))?;
+    Ok(id.with_context(b"atrest/s3-meta", |ctx| record::seal(&infra.key, ctx, &json))?)
+}
+
+/// `None` when the bytes do not open or do not parse (the caller reports tampering).
+pub(crate) fn open(infra: &InfraLayer, id: ObjectId<'_>, sealed: &[u8]) -> Option<S3Meta> {
+    let json = id.with_context(b"atrest/s3-meta", |ctx| record::open(&infra.key, ctx, sealed)).ok()?;
+    let meta: S3Meta = serde_json::from_slice(&json).ok()?;
+    (meta.v == META_VERSION).then_some(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_round_trips_and_is_bound_to_its_object() {
+        let infra = InfraLayer::new(&atrest_crypto::SecretKey::from_slice(&[7; 32]).unwrap()).unwrap();
+        let id = ObjectId { resource: "r1", object: "o1", generation: 2 };
+        let mut m = S3Meta::new("9e107d9d372bb6826bd81d3542a419d6".into(), Sse::Kms { key_id: "cmk".into() });
+        m.user.insert("color".into(), "blue".into());
+        m.checksums.insert("CRC32".into(), "AAAAAA==".into());
+        let sealed = seal(&infra, id, &m).unwrap();
+        assert_eq!(open(&infra, id, &sealed), Some(m.clone()));
+        assert!(!String::from_utf8_lossy(&sealed).contains("blue"), "stored sealed");
+        let other_gen = ObjectId { generation: 3, ..id };
+        assert_eq!(open(&infra, other_gen, &sealed), None, "moved to another generation");
+        let mut flipped = sealed.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert_eq!(open(&infra, id, &flipped), None, "tampered");
+        let json = serde_json::to_string(&S3Meta::new("e".into(), Sse::S3)).unwrap();
+        assert!(json.contains(r#""sse":{"mode":"AES256"}"#) && json.contains(r#""v":1"#), "{json}");
+    }
+}

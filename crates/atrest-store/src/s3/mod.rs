@@ -1,0 +1,338 @@
+//! The data service as the S3 front end sees it, without HTTP: a bucket is a resource of
+//! the caller's tenant (its roles decide what each access key may do, other tenants'
+//! buckets do not exist), an object is an object row of kind `s3` whose body is a blob
+//! (both layers, streamed in constant memory) and whose key is stored readable so that a
+//! page of a listing is one index range scan. The S3 metadata (ETag, headers, checksums,
+//! encryption) is sealed beside it (`meta`).
+//!
+//! The front end computes what the protocol asks to verify (`Content-MD5`, the payload
+//! hash, checksums) while the body streams; an object becomes visible only when its row
+//! commits, after the front end's `finish` accepted the body, so a refused upload leaves
+//! nothing behind and a failed overwrite leaves the old object intact.
+
+mod list;
+pub mod meta;
+
+pub use list::{ListEntry, ListPage, ListQuery};
+pub use meta::{S3Meta, Sse};
+
+use crate::error::{Result, StoreError};
+use crate::model::{DataRole, KeySource, ObjectKind, Resource};
+use crate::objects::check_name;
+use crate::rows::ObjectRow;
+use crate::service::StoreService;
+use atrest_crypto::SecretKey;
+use atrest_vault::Principal;
+use bytes::Bytes;
+use futures_util::Stream;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// An object as S3 reports it.
+#[derive(Debug, Clone)]
+pub struct S3Object {
+    /// Its key.
+    pub key: String,
+    /// Plaintext size in bytes.
+    pub size: u64,
+    /// Last written (Unix seconds).
+    pub modified: i64,
+    /// Its metadata.
+    pub meta: S3Meta,
+}
+
+/// A bucket, as listed.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    /// Its name (the resource's).
+    pub name: String,
+    /// Created (Unix seconds).
+    pub created: i64,
+}
+
+/// The encryption a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SseRequest {
+    /// `AES256`.
+    S3,
+    /// `aws:kms`, with the key id if one was given.
+    Kms(Option<String>),
+}
+
+/// What a put asks for besides the body.
+#[derive(Debug, Clone, Default)]
+pub struct S3Put {
+    /// `Content-*`, `Cache-Control`, `Expires`, by lower-case name.
+    pub headers: BTreeMap<String, String>,
+    /// `x-amz-meta-*`, by lower-case name without the prefix.
+    pub user: BTreeMap<String, String>,
+    /// The encryption asked for (`None`: the bucket's default).
+    pub sse: Option<SseRequest>,
+    /// `If-Match`: the object's current ETag (or `*`).
+    pub if_match: Option<String>,
+    /// `If-None-Match: *`.
+    pub if_none_match: bool,
+}
+
+/// What the front end found in a body once it ended.
+#[derive(Debug, Clone, Default)]
+pub struct BodyDigest {
+    /// MD5 of the plaintext (the ETag of an SSE-S3 object).
+    pub md5: [u8; 16],
+    /// Checksums to store, by algorithm, base64.
+    pub checksums: BTreeMap<String, String>,
+}
+
+/// An object being read.
+pub struct S3Read {
+    /// The object.
+    pub object: S3Object,
+    /// First byte served.
+    pub offset: u64,
+    /// Bytes served.
+    pub len: u64,
+    /// Plaintext chunks; an `Err` ends the stream (tampering, key access lost).
+    pub chunks: mpsc::Receiver<std::result::Result<Bytes, std::io::Error>>,
+}
+
+impl StoreService {
+    /// Buckets the caller holds a role on.
+    ///
+    /// # Errors
+    /// Database and integrity errors.
+    pub async fn s3_buckets(&self, actor: &Principal) -> Result<Vec<Bucket>> {
+        let mut out: Vec<Bucket> = self
+            .list_resources(actor)
+            .await?
+            .into_iter()
+            .map(|(r, _)| Bucket { name: r.name, created: r.created })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// A bucket the caller holds at least `need` on.
+    ///
+    /// # Errors
+    /// `NotFound` (also for another tenant's), `Forbidden`.
+    pub async fn s3_bucket(&self, actor: &Principal, name: &str, need: DataRole) -> Result<Resource> {
+        self.authorized(actor, name, need).await
+    }
+
+    /// Deletes an empty bucket (its resource).
+    ///
+    /// # Errors
+    /// `Conflict` while it holds objects; `NotFound`, `Forbidden`.
+    pub async fn s3_delete_bucket(&self, actor: &Principal, name: &str) -> Result<()> {
+        let r = self.authorized(actor, name, DataRole::Owner).await?;
+        if crate::repo::objects::any_in(&self.db, &r.id).await? {
+            return Err(StoreError::Conflict(format!(
+                "the bucket {name} is not empty: delete its objects first (records and blobs of the /data API count too)"
+            )));
+        }
+        self.delete_resource(actor, name).await
+    }
+
+    /// The encryption of a new object: the bucket's key, which the request may name.
+    fn s3_sse(r: &Resource, asked: Option<&SseRequest>) -> Result<Sse> {
+        let refuse = |m: String| Err(StoreError::KeyRejected(m));
+        match (r.key_source, asked) {
+            (KeySource::Platform, None | Some(SseRequest::S3)) => Ok(Sse::S3),
+            (KeySource::Platform, Some(SseRequest::Kms(_))) => refuse(format!(
+                "bucket {} encrypts under platform keys, and objects under a key other than the bucket's are not \
+                 supported yet: set the bucket's default encryption to your key (PutBucketEncryption, or `atrest \
+                 resource encryption set {}`) and send no key id",
+                r.name, r.name
+            )),
+            (KeySource::Customer, None | Some(SseRequest::Kms(None))) => Ok(Sse::Kms { key_id: r.key_uri.clone() }),
+            (KeySource::Customer, Some(SseRequest::Kms(Some(id)))) if names_bucket_key(r, id) => {
+                Ok(Sse::Kms { key_id: id.clone() })
+            }
+            (KeySource::Customer, Some(SseRequest::Kms(Some(id)))) => refuse(format!(
+                "bucket {} encrypts under {}; objects under another key ({id}) are not supported yet: send that key \
+                 id or none",
+                r.name, r.key_uri
+            )),
+            (KeySource::Customer, Some(SseRequest::S3)) => refuse(format!(
+                "bucket {} encrypts under the customer key {}; send aws:kms or no encryption header",
+                r.name, r.key_uri
+            )),
+        }
+    }
+
+    /// The row of object `key` with its metadata opened.
+    async fn s3_row(&self, r: &Resource, key: &str) -> Result<Option<(ObjectRow, S3Meta)>> {
+        let Some(o) = self.find_object(r, ObjectKind::S3, key).await? else {
+            return Ok(None);
+        };
+        let m = self.s3_meta(r, &o)?;
+        Ok(Some((o, m)))
+    }
+
+    fn s3_meta(&self, r: &Resource, o: &ObjectRow) -> Result<S3Meta> {
+        meta::open(&self.infra, Self::oid(r, o), o.meta.as_deref().unwrap_or_default())
+            .ok_or_else(|| self.integrity(r, &format!("the S3 metadata of object {} in bucket {}", o.id, r.name)))
+    }
+
+    /// The metadata of `old` sealed again for `new` (a job moved the object to another
+    /// generation).
+    pub(crate) fn reseal_s3_meta(&self, r: &Resource, old: &ObjectRow, new: &ObjectRow) -> Result<Vec<u8>> {
+        meta::seal(&self.infra, Self::oid(r, new), &self.s3_meta(r, old)?)
+    }
+
+    /// As S3 reports it: the encryption is the bucket's key as it is now (a change of the
+    /// bucket's key re-wraps its resource key, so it covers every object already there).
+    fn s3_object(r: &Resource, key: &str, o: &ObjectRow, mut meta: S3Meta) -> S3Object {
+        meta.sse = match r.key_source {
+            KeySource::Platform => Sse::S3,
+            KeySource::Customer => Sse::Kms { key_id: r.key_uri.clone() },
+        };
+        S3Object { key: key.to_string(), size: u64::try_from(o.size).unwrap_or(0), modified: o.updated, meta }
+    }
+
+    /// Stores object `key` from a stream of plaintext chunks. Once the stream ended,
+    /// `finish(size)` says whether the body is the one the client signed and described
+    /// (digests, checksums): only then does the object become visible. A refusal by
+    /// `finish` comes back as the inner `Err`, with nothing stored.
+    ///
+    /// # Errors
+    /// `NotFound` (bucket), `Forbidden`, `KeyRejected` (encryption asked for), `KeyInaccessible`,
+    /// `PreconditionFailed` (`If-Match`, `If-None-Match`, or a concurrent write that won).
+    pub async fn s3_put<S, E, F, X>(
+        &self,
+        actor: &Principal,
+        bucket: &str,
+        key: &str,
+        put: S3Put,
+        input: S,
+        finish: F,
+    ) -> Result<std::result::Result<S3Object, X>>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+        F: FnOnce(u64) -> std::result::Result<BodyDigest, X>,
+    {
+        check_name(key)?;
+        let r = self.authorized(actor, bucket, DataRole::Writer).await?;
+        Self::check_usable(&r)?;
+        let sse = Self::s3_sse(&r, put.sse.as_ref())?;
+        let cur = self.s3_row(&r, key).await?;
+        check_s3_precondition(key, cur.as_ref().map(|(_, m)| m), put.if_match.as_deref(), put.if_none_match)?;
+        let cur = cur.map(|(o, _)| o);
+        let (mut row, dek) = self.next_row(&r, ObjectKind::S3, key, cur.as_ref(), 0).await?;
+        let dek_copy = SecretKey::from_slice(dek.expose_secret())?;
+        let (body, total) = self.write_blob_file(&r, &row, dek, input).await?;
+        let digest = match finish(total) {
+            Ok(d) => d,
+            Err(refusal) => {
+                self.discard_blob_body(&r.id, &body).await;
+                return Ok(Err(refusal));
+            }
+        };
+        let etag = match &sse {
+            Sse::S3 => hex::encode(digest.md5),
+            // As on AWS: not the MD5 of the plaintext under a customer key.
+            Sse::Kms { .. } => hex::encode(atrest_crypto::rand::bytes::<16>()?),
+        };
+        let mut m = S3Meta::new(etag, sse);
+        m.headers = put.headers;
+        m.user = put.user;
+        m.checksums = digest.checksums;
+        row.size = i64::try_from(total).unwrap_or(i64::MAX);
+        row.skey = Some(key.as_bytes().to_vec());
+        row.meta = match meta::seal(&self.infra, Self::oid(&r, &row), &m) {
+            Ok(sealed) => Some(sealed),
+            Err(e) => {
+                self.discard_blob_body(&r.id, &body).await;
+                return Err(e);
+            }
+        };
+        self.commit_body_row(&r, &mut row, &dek_copy, &body, cur.as_ref(), key).await?;
+        if let Some(old) = &cur {
+            self.retire_blob_body(&r, old).await;
+        }
+        if r.diagnostics {
+            self.audit(&r, &actor.name, "s3-put", &row.id, "ok", serde_json::json!({"size": total})).await?;
+        }
+        Ok(Ok(Self::s3_object(&r, key, &row, m)))
+    }
+
+    /// Object `key`'s metadata; its data key is unwrapped too, so a revoked key answers
+    /// as it does for a read.
+    ///
+    /// # Errors
+    /// `ObjectNotFound`, `NotFound` (bucket), `Forbidden`, `KeyInaccessible`, `Integrity`.
+    pub async fn s3_head(&self, actor: &Principal, bucket: &str, key: &str) -> Result<S3Object> {
+        let r = self.authorized(actor, bucket, DataRole::Reader).await?;
+        Self::check_usable(&r)?;
+        let (o, m) = self.s3_row(&r, key).await?.ok_or_else(|| no_such_key(bucket, key))?;
+        self.data_key(&r, &o).await?;
+        Ok(Self::s3_object(&r, key, &o, m))
+    }
+
+    /// Reads object `key`, or a byte range of it.
+    ///
+    /// # Errors
+    /// As [`Self::s3_head`]; `RangeNotSatisfiable`.
+    pub async fn s3_get(
+        self: &Arc<Self>,
+        actor: &Principal,
+        bucket: &str,
+        key: &str,
+        range: Option<crate::ByteRange>,
+    ) -> Result<S3Read> {
+        let r = self.authorized(actor, bucket, DataRole::Reader).await?;
+        Self::check_usable(&r)?;
+        let (o, m) = self.s3_row(&r, key).await?.ok_or_else(|| no_such_key(bucket, key))?;
+        let dek = self.data_key(&r, &o).await?;
+        let object = Self::s3_object(&r, key, &o, m);
+        let (offset, len, chunks) = self.read_body(&r, &o, dek, object.size, range, key).await?;
+        if r.diagnostics {
+            self.audit(&r, &actor.name, "s3-get", &o.id, "ok", serde_json::json!({"offset": offset, "len": len}))
+                .await?;
+        }
+        Ok(S3Read { object, offset, len, chunks })
+    }
+
+    /// Deletes object `key` (crypto-erasure, as for blobs). Deleting a key that does not
+    /// exist succeeds, as on S3.
+    ///
+    /// # Errors
+    /// `NotFound` (bucket), `Forbidden`, `KeyInaccessible`.
+    pub async fn s3_delete(&self, actor: &Principal, bucket: &str, key: &str) -> Result<()> {
+        let none = crate::objects::Precondition::default();
+        match self.delete_object(actor, bucket, ObjectKind::S3, key, &none).await {
+            Err(StoreError::ObjectNotFound(_)) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+fn no_such_key(bucket: &str, key: &str) -> StoreError {
+    StoreError::ObjectNotFound(format!("no object {key} in bucket {bucket}"))
+}
+
+/// Whether `id` names the bucket's key: its URI as configured, or its name.
+fn names_bucket_key(r: &Resource, id: &str) -> bool {
+    id == r.key_uri || id == r.kek.name
+}
+
+/// `If-Match` (an ETag, quoted or not, or `*`) and `If-None-Match: *` against the
+/// current object.
+fn check_s3_precondition(key: &str, cur: Option<&S3Meta>, if_match: Option<&str>, if_none_match: bool) -> Result<()> {
+    let failed = |why: &str| StoreError::PreconditionFailed(format!("{key}: {why}"));
+    if let Some(want) = if_match {
+        match cur {
+            None => return Err(failed("If-Match was given but the object does not exist")),
+            Some(m) if want != "*" && want.trim_matches('"') != m.etag => {
+                return Err(failed("its ETag is not the one given in If-Match"));
+            }
+            Some(_) => {}
+        }
+    }
+    if if_none_match && cur.is_some() {
+        return Err(failed("If-None-Match: * was given but the object exists"));
+    }
+    Ok(())
+}
