@@ -245,18 +245,45 @@ pub async fn backup(cfg: &ServeConfig, to: &Path) -> Result<BackupReport, Server
 
     // Then the bodies the store snapshot references.
     let store = Db::connect(&sqlite_url(&to.join("store.db"))).await?;
-    let rows: Vec<(String, String, i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT resource_id, id, generation, name_sealed FROM store_objects WHERE kind IN ('blob', 's3') ORDER BY resource_id, id",
+    // Objects with a body of their own (blobs, S3 objects not made of parts)…
+    let singles: Vec<(String, String, i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT resource_id, id, generation, name_sealed FROM store_objects o WHERE kind IN ('blob', 's3') \
+         AND NOT EXISTS (SELECT 1 FROM store_s3_parts p WHERE p.resource_id = o.resource_id \
+         AND p.object_id = o.id AND p.generation = o.generation) ORDER BY resource_id, id",
     )
     .fetch_all(store.pool())
     .await
     .map_err(atrest_vault::VaultError::from)?;
+    // …and the parts of multipart uploads, running or completed into an object.
+    // (resource, upload, part, body, object, generation)
+    type PartLink = (String, String, i64, String, Option<String>, Option<i64>);
+    let parts: Vec<PartLink> = sqlx::query_as(
+        "SELECT resource_id, upload_id, part, body, object_id, generation FROM store_s3_parts \
+         ORDER BY resource_id, upload_id, part",
+    )
+    .fetch_all(store.pool())
+    .await
+    .map_err(atrest_vault::VaultError::from)?;
+    let mut bodies: Vec<(String, String, BodyOwner)> = singles
+        .into_iter()
+        .map(|(resource, id, generation, sealed)| {
+            let name = atrest_store::blob_key(&id, generation, &sealed);
+            (resource, name, BodyOwner::Object(id, generation))
+        })
+        .collect();
+    for (resource, upload, part, body, object, generation) in parts {
+        let owner = match (object, generation) {
+            (Some(id), Some(generation)) => BodyOwner::Object(id, generation),
+            _ => BodyOwner::Part(upload, part),
+        };
+        bodies.push((resource, body, owner));
+    }
     let mut dropped = Vec::new();
     let mut s3_bodies = Vec::new();
     let blob_store = match cfg.blob_store.as_deref() {
         Some(s) if s.starts_with("s3://") => {
-            for (resource, id, generation, sealed) in &rows {
-                s3_bodies.push(format!("{resource}/{}", atrest_store::blob_key(id, *generation, sealed)));
+            for (resource, name, _) in &bodies {
+                s3_bodies.push(format!("{resource}/{name}"));
             }
             atrest_store::blobstore::BlobStore::from_location(s)
                 .map_err(|e| ServerError::Config(e.to_string()))?
@@ -265,20 +292,12 @@ pub async fn backup(cfg: &ServeConfig, to: &Path) -> Result<BackupReport, Server
         other => {
             let dir = other
                 .map_or_else(|| cfg.data_dir.join("blobs"), |d| PathBuf::from(d.strip_prefix("file://").unwrap_or(d)));
-            for (resource, id, generation, sealed) in &rows {
-                let name = atrest_store::blob_key(id, *generation, sealed);
-                let from = dir.join(resource).join(&name);
+            for (resource, name, owner) in &bodies {
+                let from = dir.join(resource).join(name);
                 match std::fs::metadata(&from) {
-                    Ok(_) => copy_synced(&from, &to.join("blobs").join(resource).join(&name))?,
+                    Ok(_) => copy_synced(&from, &to.join("blobs").join(resource).join(name))?,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        sqlx::query("DELETE FROM store_objects WHERE resource_id = $1 AND id = $2 AND generation = $3")
-                            .bind(resource)
-                            .bind(id)
-                            .bind(generation)
-                            .execute(store.pool())
-                            .await
-                            .map_err(atrest_vault::VaultError::from)?;
-                        dropped.push(format!("{resource}/{id}"));
+                        dropped.push(owner.drop_from(&store, resource).await?);
                     }
                     Err(e) => return Err(ServerError::io(&from, e)),
                 }
@@ -328,7 +347,7 @@ pub async fn backup(cfg: &ServeConfig, to: &Path) -> Result<BackupReport, Server
         dir: to.to_path_buf(),
         files: manifest.files.len() + 1,
         bytes: manifest.files.iter().map(|f| f.size).sum::<u64>() + text.len() as u64,
-        blobs: rows.len() - dropped.len(),
+        blobs: bodies.len() - dropped.len(),
         dropped,
     })
 }
@@ -555,4 +574,44 @@ pub async fn accept_rollback(cfg: &ServeConfig) -> Result<(Option<[i64; 2]>, [i6
     store_db.close().await;
     vault_db.close().await;
     result
+}
+
+/// What a body missing from a backup takes out of the snapshot: its object (with any
+/// part rows), or one part of an upload in progress.
+enum BodyOwner {
+    Object(String, i64),
+    Part(String, i64),
+}
+
+impl BodyOwner {
+    /// Removes it from the snapshot; returns what to report.
+    async fn drop_from(&self, store: &Db, resource: &str) -> Result<String, ServerError> {
+        let run = |sql: &'static str| sqlx::query(sql).bind(resource.to_string());
+        let done = match self {
+            BodyOwner::Object(id, generation) => {
+                run("DELETE FROM store_objects WHERE resource_id = $1 AND id = $2 AND generation = $3")
+                    .bind(id.clone())
+                    .bind(*generation)
+                    .execute(store.pool())
+                    .await
+                    .and(
+                        run("DELETE FROM store_s3_parts WHERE resource_id = $1 AND object_id = $2 AND generation = $3")
+                            .bind(id.clone())
+                            .bind(*generation)
+                            .execute(store.pool())
+                            .await,
+                    )
+                    .map(|_| format!("{resource}/{id}"))
+            }
+            BodyOwner::Part(upload, part) => {
+                run("DELETE FROM store_s3_parts WHERE resource_id = $1 AND upload_id = $2 AND part = $3")
+                    .bind(upload.clone())
+                    .bind(*part)
+                    .execute(store.pool())
+                    .await
+                    .map(|_| format!("{resource}/upload {upload} part {part}"))
+            }
+        };
+        done.map_err(|e| atrest_vault::VaultError::from(e).into())
+    }
 }

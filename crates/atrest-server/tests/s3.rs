@@ -99,6 +99,34 @@ async fn objects_through_a_real_sigv4_client() {
     store.put(&Path::from("2024/cat.jpg"), PutPayload::from_static(b"replaced")).await.unwrap();
     assert_eq!(store.get(&Path::from("2024/cat.jpg")).await.unwrap().bytes().await.unwrap().as_ref(), b"replaced");
 
+    // Multipart: three parts (5 MiB, 5 MiB, 2 MiB) sealed as they arrive; ranges across
+    // part boundaries; an aborted upload leaves nothing.
+    let big: Vec<u8> = (0..12u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let mut upload = store.put_multipart(&Path::from("big/blob.bin")).await.unwrap();
+    for chunk in big.chunks(5 << 20) {
+        upload.put_part(PutPayload::from(chunk.to_vec())).await.unwrap();
+    }
+    let done = upload.complete().await.unwrap();
+    assert!(done.e_tag.as_deref().is_some_and(|e| e.trim_matches('"').ends_with("-3")), "{:?}", done.e_tag);
+    let got = store.get(&Path::from("big/blob.bin")).await.unwrap().bytes().await.unwrap();
+    assert!(got.as_ref() == &big[..], "the parts read back as one body");
+    for (a, b) in [(0usize, 10usize), ((5 << 20) - 3, (5 << 20) + 3), ((10 << 20) - 1, (12 << 20))] {
+        let part = store.get_range(&Path::from("big/blob.bin"), (a as u64)..(b as u64)).await.unwrap();
+        assert_eq!(part.as_ref(), &big[a..b], "range {a}..{b}");
+    }
+    let mut aborted = store.put_multipart(&Path::from("big/aborted.bin")).await.unwrap();
+    aborted.put_part(PutPayload::from(vec![1u8; 1000])).await.unwrap();
+    aborted.abort().await.unwrap();
+    assert!(matches!(store.head(&Path::from("big/aborted.bin")).await, Err(object_store::Error::NotFound { .. })));
+    let files = |dir: &std::path::Path| -> usize {
+        std::fs::read_dir(dir).map_or(0, |d| d.map(|e| std::fs::read_dir(e.unwrap().path()).unwrap().count()).sum())
+    };
+    let before = files(&dir.0.join("blobs"));
+    // Replacing a multipart object retires its parts.
+    store.put(&Path::from("big/blob.bin"), PutPayload::from_static(b"small now")).await.unwrap();
+    assert_eq!(files(&dir.0.join("blobs")), before - 2, "three parts gone, one body added");
+    assert_eq!(store.get(&Path::from("big/blob.bin")).await.unwrap().bytes().await.unwrap().as_ref(), b"small now");
+
     // Listing past one page (1,000 keys), with and without a delimiter.
     futures_util::stream::iter(0..1005)
         .map(|i| {
@@ -122,7 +150,7 @@ async fn objects_through_a_real_sigv4_client() {
     assert_eq!(keys.len(), 1005);
     let top = store.list_with_delimiter(None).await.unwrap();
     let prefixes: Vec<String> = top.common_prefixes.iter().map(ToString::to_string).collect();
-    assert_eq!(prefixes, vec!["2024", "many"]);
+    assert_eq!(prefixes, vec!["2024", "big", "many"]);
     assert!(top.objects.is_empty());
 
     // Copy, then delete; deleting a missing key succeeds, as on S3.

@@ -94,8 +94,119 @@ fn open_layers(
     id.with_context(b"atrest/object", |ctx| SeekableReader::new(dek, ctx, outer)).map_err(classify)
 }
 
+/// A body being read: one file, or the parts of a multipart upload in order.
+pub(crate) enum BodyReader {
+    Single(Box<Layers>),
+    Parts(Box<PartsReader>),
+}
+
+impl BodyReader {
+    fn len(&self) -> u64 {
+        match self {
+            BodyReader::Single(l) => l.len(),
+            BodyReader::Parts(p) => p.len,
+        }
+    }
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            BodyReader::Single(l) => l.read(buf),
+            BodyReader::Parts(p) => p.read(buf),
+        }
+    }
+}
+
+impl Seek for BodyReader {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        match self {
+            BodyReader::Single(l) => l.seek(pos),
+            BodyReader::Parts(p) => p.seek(pos),
+        }
+    }
+}
+
+/// The parts of a multipart object, read as one body: each part is opened (both layers,
+/// header and final segment authenticated) when the read reaches it, so a range read
+/// opens only the parts it touches.
+pub(crate) struct PartsReader {
+    blobs: Arc<crate::blobstore::BlobStore>,
+    infra: SecretKey,
+    dek: SecretKey,
+    resource: String,
+    multipart: crate::s3meta::Multipart,
+    /// Where each part starts in the body.
+    starts: Vec<u64>,
+    len: u64,
+    pos: u64,
+    cur: Option<(usize, Layers)>,
+}
+
+impl PartsReader {
+    fn open_part(&self, i: usize) -> std::io::Result<Layers> {
+        let part = &self.multipart.parts[i];
+        let bad = |what: &str| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("part {} of the object: {what}", part.n))
+        };
+        let source = match self.blobs.open(&self.resource, &part.body) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(bad("missing")),
+            Err(e) => return Err(e),
+        };
+        let id = ObjectId { resource: &self.resource, object: &self.multipart.upload, generation: u64::from(part.n) };
+        let layers = open_layers(&self.infra, &self.dek, id, source).map_err(|f| match f {
+            OpenFailure::Store(e) => e,
+            OpenFailure::Missing => bad("missing"),
+            OpenFailure::Tampered => bad("modified, truncated or moved"),
+        })?;
+        if layers.len() != part.size {
+            return Err(bad("length"));
+        }
+        Ok(layers)
+    }
+}
+
+impl Read for PartsReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= self.len || buf.is_empty() {
+            return Ok(0);
+        }
+        let i = self.starts.partition_point(|s| *s <= self.pos) - 1;
+        if self.cur.as_ref().is_none_or(|(c, _)| *c != i) {
+            self.cur = Some((i, self.open_part(i)?));
+        }
+        let start = self.starts[i];
+        let end = start + self.multipart.parts[i].size;
+        let Some((_, layers)) = self.cur.as_mut() else { return Ok(0) };
+        layers.seek(SeekFrom::Start(self.pos - start))?;
+        let want = usize::try_from(end - self.pos).unwrap_or(usize::MAX).min(buf.len());
+        let n = layers.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "a part ended early"));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for PartsReader {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.pos = match pos {
+            SeekFrom::Start(p) => p,
+            SeekFrom::End(d) => self.len.saturating_add_signed(d),
+            SeekFrom::Current(d) => self.pos.saturating_add_signed(d),
+        };
+        Ok(self.pos)
+    }
+}
+
 /// Reads `len` plaintext bytes from `offset` on a blocking thread, in chunks.
-fn produce(mut reader: Layers, offset: u64, len: u64) -> mpsc::Receiver<std::result::Result<Bytes, std::io::Error>> {
+fn produce(
+    mut reader: BodyReader,
+    offset: u64,
+    len: u64,
+) -> mpsc::Receiver<std::result::Result<Bytes, std::io::Error>> {
     let (tx, rx) = mpsc::channel(2);
     tokio::task::spawn_blocking(move || {
         let mut left = len;
@@ -120,8 +231,31 @@ fn produce(mut reader: Layers, offset: u64, len: u64) -> mpsc::Receiver<std::res
 }
 
 impl StoreService {
-    /// Opens both layers of a blob's file (header and final segments authenticated).
-    async fn open_blob(&self, r: &Resource, o: &ObjectRow, dek: SecretKey) -> Result<Layers> {
+    /// Opens an object's body: both layers of its file (header and final segments
+    /// authenticated), or, for an object made by a multipart upload, its parts.
+    async fn open_blob(&self, r: &Resource, o: &ObjectRow, dek: SecretKey) -> Result<BodyReader> {
+        if let Some(multipart) = self.multipart_of(r, o)? {
+            let mut starts = Vec::with_capacity(multipart.parts.len());
+            let mut len = 0u64;
+            for p in &multipart.parts {
+                starts.push(len);
+                len += p.size;
+            }
+            if Some(len) != u64::try_from(o.size).ok() {
+                return Err(self.integrity(r, &format!("the part index of object {} in resource {}", o.id, r.name)));
+            }
+            return Ok(BodyReader::Parts(Box::new(PartsReader {
+                blobs: self.blobs.clone(),
+                infra: SecretKey::from_slice(self.infra.key.expose_secret())?,
+                dek,
+                resource: r.id.clone(),
+                multipart,
+                starts,
+                len,
+                pos: 0,
+                cur: None,
+            })));
+        }
         let name = Self::blob_name(o);
         let infra = SecretKey::from_slice(self.infra.key.expose_secret())?;
         let (res, obj, generation) = (r.id.clone(), o.id.clone(), u64::try_from(o.generation).unwrap_or(0));
@@ -157,7 +291,7 @@ impl StoreService {
         if Some(reader.len()) != u64::try_from(o.size).ok() {
             return Err(self.integrity(r, &format!("the body of blob {} in resource {} (length)", o.id, r.name)));
         }
-        Ok(reader)
+        Ok(BodyReader::Single(Box::new(reader)))
     }
 
     /// Whether `o` is no longer the current row of its object (replaced or deleted since
@@ -199,15 +333,45 @@ impl StoreService {
 
     /// Removes the body of a replaced or deleted blob (its data key is gone with its row,
     /// so it is crypto-erased already) after the retire delay, so downloads of it that
-    /// are running finish; with no delay, at once (queued if that fails).
+    /// are running finish; with no delay, at once (queued if that fails). An S3 object
+    /// made by a multipart upload retires its parts instead.
     pub(crate) async fn retire_blob_body(&self, r: &Resource, o: &ObjectRow) {
-        let name = Self::blob_name(o);
-        let delay = self.retire_delay();
-        if delay == 0 {
-            self.discard_blob_body(&r.id, &name).await;
-        } else {
-            self.queue_removal(&r.id, &name, self.now().saturating_add(delay)).await;
+        if self.retire_s3_parts(r, o).await {
+            return;
         }
+        self.retire_body_name(&r.id, &Self::blob_name(o)).await;
+    }
+
+    /// Retires the parts of a multipart object being replaced or deleted (bodies after
+    /// the retire delay, rows at once). `false` for any other object.
+    pub(crate) async fn retire_s3_parts(&self, r: &Resource, o: &ObjectRow) -> bool {
+        let multipart = match self.multipart_of(r, o) {
+            Ok(Some(m)) => m,
+            Ok(None) => return false,
+            Err(e) => {
+                // Unreadable metadata: keep the rows (the sweep keeps bodies they name).
+                tracing::error!(resource = %r.name, object = %o.id, error = %e, "cannot retire the parts of an object");
+                return true;
+            }
+        };
+        for p in &multipart.parts {
+            let removed = {
+                let _g = self.write_guard().await;
+                async {
+                    let mut tx = self.db.pool().begin().await?;
+                    crate::repo::s3parts::delete(&mut tx, &r.id, &multipart.upload, i64::from(p.n)).await?;
+                    tx.commit().await?;
+                    Ok::<(), StoreError>(())
+                }
+                .await
+            };
+            if let Err(e) = removed {
+                tracing::warn!(resource = %r.name, object = %o.id, error = %e, "could not drop a part row; its body stays until the next delete");
+                continue;
+            }
+            self.retire_body_name(&r.id, &p.body).await;
+        }
+        true
     }
 
     /// Seconds a served body stays after its blob is replaced or deleted.
@@ -217,6 +381,16 @@ impl StoreService {
             crate::blobstore::BlobStore::S3(_) => std::time::Duration::from_secs(300),
         });
         i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// A body no longer referenced: removed after the retire delay.
+    pub(crate) async fn retire_body_name(&self, resource_id: &str, name: &str) {
+        let delay = self.retire_delay();
+        if delay == 0 {
+            self.discard_blob_body(resource_id, name).await;
+        } else {
+            self.queue_removal(resource_id, name, self.now().saturating_add(delay)).await;
+        }
     }
 
     async fn queue_removal(&self, resource_id: &str, name: &str, due: i64) {
@@ -304,6 +478,8 @@ impl StoreService {
         let mut names: std::collections::HashSet<String> =
             rows.iter().map(|(id, generation, sealed)| blob_key(id, *generation, sealed)).collect();
         names.extend(repo::queued(&self.db, resource_id).await?);
+        // Parts of multipart uploads, running or completed.
+        names.extend(crate::repo::s3parts::bodies(&self.db, resource_id).await?);
         // Bodies being written (their rows commit later); entries whose row has committed,
         // or that are older than a week (a write that died), are dropped here.
         let writing = repo::writes(&self.db, resource_id).await?;
@@ -326,13 +502,31 @@ impl StoreService {
         r: &Resource,
         row: &ObjectRow,
         dek: SecretKey,
+        input: S,
+    ) -> Result<(String, u64)>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let generation = u64::try_from(row.generation).unwrap_or(0);
+        self.write_body(r, &row.id, generation, Self::blob_name(row), dek, input).await
+    }
+
+    /// Seals `input` into body `name` with the seal context (resource, `object`,
+    /// `generation`): an object's body, or a part of a multipart upload.
+    pub(crate) async fn write_body<S, E>(
+        &self,
+        r: &Resource,
+        object: &str,
+        generation: u64,
+        name: String,
+        dek: SecretKey,
         mut input: S,
     ) -> Result<(String, u64)>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let name = Self::blob_name(row);
         // Listed before the first byte goes out, so the orphan sweep leaves the body alone
         // however long the write and the commit of its row take.
         {
@@ -344,7 +538,7 @@ impl StoreService {
         // closes the channel without `None`, and the sink goes uncommitted (nothing stored).
         let (tx, mut rx) = mpsc::channel::<Option<Bytes>>(4);
         let infra = SecretKey::from_slice(self.infra.key.expose_secret())?;
-        let (res, obj, generation) = (r.id.clone(), row.id.clone(), u64::try_from(row.generation).unwrap_or(0));
+        let (res, obj) = (r.id.clone(), object.to_string());
         let (blobs, name2) = (self.blobs.clone(), name.clone());
         // The body becomes visible only at `commit`, whole; an error or a dropped sink
         // leaves nothing behind.

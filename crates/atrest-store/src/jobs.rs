@@ -284,6 +284,15 @@ impl StoreService {
     /// The object under a new data key: a record is resealed in place; a blob is
     /// rewritten as the next generation (its file is replaced only once committed).
     async fn reencrypted(&self, r: &Resource, o: &ObjectRow) -> Result<ObjectRow> {
+        if o.kind == ObjectKind::S3Upload.as_str() {
+            // Its parts are sealed under its data key already and are never rewritten: the
+            // upload keeps that key (re-wrapped); the object it completes into is
+            // re-encrypted by the next run.
+            let mut new = self.rekeyed(r, o).await?;
+            new.enc_epoch = r.enc_epoch;
+            new.mac = self.object_mac(&new);
+            return Ok(new);
+        }
         let dek = self.data_key(r, o).await?;
         let name = layers::open_name(&self.infra, &dek, Self::oid(r, o), &o.name_sealed)
             .map_err(|_| self.integrity(r, &format!("the name of object {}", o.id)))?;
@@ -295,7 +304,8 @@ impl StoreService {
             new.generation = o.generation + 1;
         }
         if o.kind == ObjectKind::S3.as_str() {
-            // Sealed with the generation as context: moves with it.
+            // Sealed with the generation as context: moves with it; the body becomes one
+            // file (a multipart object's parts are retired once this commits).
             new.meta = Some(self.reseal_s3_meta(r, o, &new)?);
         }
         let (dek2, wrapped) = hierarchy::new_data_key(&rk, Self::oid(r, &new))?;

@@ -53,6 +53,7 @@ mod resource_rows;
 mod resources;
 mod rows;
 pub mod s3;
+pub mod s3meta;
 mod service;
 mod usage;
 mod verify;

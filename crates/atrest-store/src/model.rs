@@ -149,6 +149,9 @@ pub enum ObjectKind {
     /// An S3 object: a blob whose key is stored readable (for ordered listings) and that
     /// carries S3 metadata; only the S3 front end reads and writes these.
     S3,
+    /// An S3 multipart upload in progress: its key, its data key (which seals every
+    /// part) and the metadata the object will get. No body of its own.
+    S3Upload,
 }
 
 impl ObjectKind {
@@ -159,6 +162,7 @@ impl ObjectKind {
             ObjectKind::Record => "record",
             ObjectKind::Blob => "blob",
             ObjectKind::S3 => "s3",
+            ObjectKind::S3Upload => "s3upload",
         }
     }
 

@@ -51,7 +51,8 @@ impl StoreService {
     }
 
     /// The MACed fields: every column but the body (sealed instead) and the MAC; S3
-    /// objects add their key and sealed metadata (the kind tells the two shapes apart).
+    /// objects and uploads add their key and sealed metadata (the kind tells the shapes
+    /// apart).
     fn object_fields(r: &ObjectRow) -> Vec<Field<'_>> {
         let mut f = vec![
             Field::Text(&r.resource_id),
@@ -67,7 +68,7 @@ impl StoreService {
             Field::Int(r.created),
             Field::Int(r.updated),
         ];
-        if r.kind == ObjectKind::S3.as_str() {
+        if r.kind == ObjectKind::S3.as_str() || r.kind == ObjectKind::S3Upload.as_str() {
             f.push(Field::Bytes(r.skey.as_deref().unwrap_or_default()));
             f.push(Field::Bytes(r.meta.as_deref().unwrap_or_default()));
         }

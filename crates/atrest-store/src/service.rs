@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (1003, include_str!("schema/1003_blob_removals.sql")),
     (1004, include_str!("schema/1004_blob_writes.sql")),
     (1005, include_str!("schema/1005_s3_objects.sql")),
+    (1006, include_str!("schema/1006_s3_parts.sql")),
 ];
 
 /// Opens (or on first start creates) the data service's master secret, sealed under the

@@ -9,3 +9,4 @@ pub(crate) mod jobs;
 pub(crate) mod messages;
 pub(crate) mod objects;
 pub(crate) mod resources;
+pub(crate) mod s3parts;

@@ -26,6 +26,7 @@ fn parse(row: &AnyRow) -> Result<StoredObject> {
             kind: match kind.as_str() {
                 "blob" => "blob",
                 "s3" => "s3",
+                "s3upload" => "s3upload",
                 _ => "record",
             },
             name_hash: row.try_get("name_hash")?,
@@ -235,24 +236,25 @@ pub(crate) async fn replace_if_at(conn: &mut AnyConnection, r: &ObjectRow, prev:
     Ok(bind(sqlx::query(SQL), r).bind(prev).execute(conn).await?.rows_affected() == 1)
 }
 
-/// The next `limit` S3 objects of a resource in key order, from `from` (inclusive or
-/// not) and below `below` (the end of a prefix, if any): one index range scan, whatever
-/// the number of objects in the resource.
+/// The next `limit` rows of `kind` (S3 objects, or uploads) of a resource in key order,
+/// from `from` (inclusive or not) and below `below` (the end of a prefix, if any): one
+/// index range scan, whatever the number of objects in the resource.
 pub(crate) async fn s3_page(
     db: &Db,
     resource_id: &str,
+    kind: &str,
     from: &[u8],
     inclusive: bool,
     below: Option<&[u8]>,
     limit: i64,
 ) -> Result<Vec<StoredObject>> {
     let op = if inclusive { ">=" } else { ">" };
-    let upper = if below.is_some() { "AND skey < $4" } else { "" };
+    let upper = if below.is_some() { "AND skey < $5" } else { "" };
     let sql = format!(
-        "SELECT {OBJ_COLS} FROM store_objects WHERE resource_id = $1 AND kind = 's3' AND skey {op} $2 {upper} \
-         ORDER BY skey LIMIT $3"
+        "SELECT {OBJ_COLS} FROM store_objects WHERE resource_id = $1 AND kind = $2 AND skey {op} $3 {upper} \
+         ORDER BY skey, id LIMIT $4"
     );
-    let mut q = sqlx::query(&sql).bind(resource_id).bind(from.to_vec()).bind(limit);
+    let mut q = sqlx::query(&sql).bind(resource_id).bind(kind.to_string()).bind(from.to_vec()).bind(limit);
     if let Some(b) = below {
         q = q.bind(b.to_vec());
     }
@@ -267,4 +269,33 @@ pub(crate) async fn any_in(db: &Db, resource_id: &str) -> Result<bool> {
         .fetch_optional(db.pool())
         .await?;
     Ok(n.is_some())
+}
+
+/// Whether an object row exists, in the caller's transaction.
+pub(crate) async fn exists_in(
+    conn: &mut AnyConnection,
+    resource_id: &str,
+    kind: &str,
+    name_hash: &[u8],
+) -> Result<bool> {
+    let n: Option<i64> = sqlx::query_scalar(
+        "SELECT generation FROM store_objects WHERE resource_id = $1 AND kind = $2 AND name_hash = $3",
+    )
+    .bind(resource_id)
+    .bind(kind)
+    .bind(name_hash)
+    .fetch_optional(conn)
+    .await?;
+    Ok(n.is_some())
+}
+
+/// Deletes an object row, in the caller's transaction.
+pub(crate) async fn delete_in(conn: &mut AnyConnection, resource_id: &str, kind: &str, name_hash: &[u8]) -> Result<()> {
+    sqlx::query("DELETE FROM store_objects WHERE resource_id = $1 AND kind = $2 AND name_hash = $3")
+        .bind(resource_id)
+        .bind(kind)
+        .bind(name_hash)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

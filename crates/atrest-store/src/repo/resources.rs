@@ -152,9 +152,15 @@ pub(crate) async fn in_state(db: &Db, state: ResourceState) -> Result<Vec<Result
 /// (with it, the wrapped resource and message keys), in one transaction.
 pub(crate) async fn erase(db: &Db, id: &str) -> Result<()> {
     let mut tx = db.pool().begin().await?;
-    for table in
-        ["store_objects", "store_messages", "store_roles", "store_jobs", "store_blob_removals", "store_blob_writes"]
-    {
+    for table in [
+        "store_objects",
+        "store_s3_parts",
+        "store_messages",
+        "store_roles",
+        "store_jobs",
+        "store_blob_removals",
+        "store_blob_writes",
+    ] {
         sqlx::query(&format!("DELETE FROM {table} WHERE resource_id = $1")).bind(id).execute(&mut *tx).await?;
     }
     sqlx::query("DELETE FROM store_resources WHERE id = $1").bind(id).execute(&mut *tx).await?;

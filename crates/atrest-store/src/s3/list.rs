@@ -50,7 +50,7 @@ pub struct ListPage {
 
 /// The smallest byte string greater than every string starting with `p` (`None`: none,
 /// `p` is empty or all 0xFF).
-fn after_prefix(p: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn after_prefix(p: &[u8]) -> Option<Vec<u8>> {
     let mut v = p.to_vec();
     while let Some(last) = v.pop() {
         if last < 0xFF {
@@ -98,7 +98,7 @@ impl StoreService {
         'pages: while let Some((from, inclusive)) = cursor.take() {
             let want = q.max - page.objects.len() - page.prefixes.len() + 1;
             let limit = i64::try_from(want.min(1001)).unwrap_or(1001);
-            let rows = repo::s3_page(&self.db, &r.id, &from, inclusive, upper.as_deref(), limit).await?;
+            let rows = repo::s3_page(&self.db, &r.id, "s3", &from, inclusive, upper.as_deref(), limit).await?;
             let full = rows.len() == usize::try_from(limit).unwrap_or(usize::MAX);
             for stored in rows {
                 let o = self.verify_object(&r, stored)?;

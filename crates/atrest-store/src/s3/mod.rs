@@ -11,10 +11,13 @@
 //! nothing behind and a failed overwrite leaves the old object intact.
 
 mod list;
-pub mod meta;
+mod multipart;
+
+pub use crate::s3meta as meta;
 
 pub use list::{ListEntry, ListPage, ListQuery};
-pub use meta::{S3Meta, Sse};
+pub use meta::{Multipart, PartRef, S3Meta, Sse};
+pub use multipart::{CompleteRefusal, PartInfo, UploadInfo};
 
 use crate::error::{Result, StoreError};
 use crate::model::{DataRole, KeySource, ObjectKind, Resource};
@@ -170,15 +173,12 @@ impl StoreService {
         Ok(Some((o, m)))
     }
 
-    fn s3_meta(&self, r: &Resource, o: &ObjectRow) -> Result<S3Meta> {
-        meta::open(&self.infra, Self::oid(r, o), o.meta.as_deref().unwrap_or_default())
-            .ok_or_else(|| self.integrity(r, &format!("the S3 metadata of object {} in bucket {}", o.id, r.name)))
-    }
-
-    /// The metadata of `old` sealed again for `new` (a job moved the object to another
-    /// generation).
+    /// The metadata of `old` sealed again for `new`, a re-encrypt job's rewrite of the
+    /// body as one file (so no part index).
     pub(crate) fn reseal_s3_meta(&self, r: &Resource, old: &ObjectRow, new: &ObjectRow) -> Result<Vec<u8>> {
-        meta::seal(&self.infra, Self::oid(r, new), &self.s3_meta(r, old)?)
+        let mut m = self.s3_meta(r, old)?;
+        m.multipart = None;
+        meta::seal(&self.infra, Self::oid(r, new), &m)
     }
 
     /// As S3 reports it: the encryption is the bucket's key as it is now (a change of the

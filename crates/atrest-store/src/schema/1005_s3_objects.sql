@@ -6,4 +6,4 @@ ALTER TABLE store_objects ADD COLUMN skey BYTEA;
 
 ALTER TABLE store_objects ADD COLUMN meta BYTEA;
 
-CREATE INDEX store_objects_skey ON store_objects (resource_id, kind, skey)
+CREATE INDEX store_objects_skey ON store_objects (resource_id, kind, skey, id)

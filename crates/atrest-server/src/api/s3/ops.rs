@@ -154,12 +154,11 @@ async fn route(
     if let Some(sub) = UNSUPPORTED.iter().find(|s| q.has(s)) {
         return Err(S3Error::not_implemented(&format!("the ?{sub} sub-resource")));
     }
-    let multipart = q.has("uploads") || q.has("uploadId");
     match (&t.bucket, &t.key) {
         (None, _) if *m == Method::GET => list_buckets(state, &caller).await,
         (None, _) => Err(S3Error::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "use GET / to list buckets")),
-        (Some(_), _) if multipart => Err(S3Error::not_implemented("multipart upload")),
         (Some(b), None) => match *m {
+            Method::GET if q.has("uploads") => list_uploads(state, &caller, b, &q).await,
             Method::GET if q.has("location") => location(state, &caller, b).await,
             Method::GET if q.has("encryption") => get_encryption(state, &caller, b).await,
             Method::GET if q.has("versioning") => versioning(state, &caller, b).await,
@@ -173,6 +172,9 @@ async fn route(
             Method::POST if q.has("delete") => delete_objects(state, parts, body, caller, b).await,
             _ => Err(S3Error::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{m} on a bucket"))),
         },
+        (Some(b), Some(k)) if q.has("uploads") || q.has("uploadId") => {
+            multipart(state, parts, body, caller, b, k, &q).await
+        }
         (Some(b), Some(k)) => match *m {
             Method::PUT if parts.headers.contains_key("x-amz-copy-source") => {
                 copy_object(state, parts, caller, b, k).await
@@ -858,6 +860,178 @@ async fn copy_object(
     let mut r = x.into_response(StatusCode::OK);
     sse_headers(r.headers_mut(), &o.meta.sse);
     Ok(r)
+}
+
+// ---- multipart uploads ----
+
+/// A multipart operation's error: an upload that is not there is `NoSuchUpload`.
+fn upload_error(e: StoreError) -> S3Error {
+    match e {
+        StoreError::ObjectNotFound(m) => S3Error::new(StatusCode::NOT_FOUND, "NoSuchUpload", m),
+        e => S3Error::from_store(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CompleteRequest {
+    #[serde(rename = "Part", default)]
+    parts: Vec<CompletePart>,
+}
+
+#[derive(serde::Deserialize)]
+struct CompletePart {
+    #[serde(rename = "PartNumber")]
+    number: u32,
+    #[serde(rename = "ETag")]
+    etag: String,
+}
+
+async fn multipart(
+    state: &AppState,
+    parts: &Parts,
+    body: Body,
+    caller: S3Caller,
+    b: &str,
+    k: &str,
+    q: &Query,
+) -> Result<Response, S3Error> {
+    let m = &parts.method;
+    let upload = q.get("uploadId").unwrap_or_default();
+    match *m {
+        Method::POST if q.has("uploads") => {
+            let (headers, user) = put_metadata(&parts.headers)?;
+            let put = S3Put { headers, user, sse: sse_request(&parts.headers)?, if_match: None, if_none_match: false };
+            let id = state.store.s3_create_upload(&caller.principal, b, k, put).await.map_err(S3Error::from_store)?;
+            let mut x = Xml::new("InitiateMultipartUploadResult");
+            x.text("Bucket", b).text("Key", k).text("UploadId", &id);
+            let mut r = x.into_response(StatusCode::OK);
+            let r3 =
+                state.store.s3_bucket(&caller.principal, b, DataRole::Reader).await.map_err(S3Error::from_store)?;
+            sse_headers(r.headers_mut(), &bucket_sse(&r3));
+            Ok(r)
+        }
+        Method::PUT if parts.headers.contains_key("x-amz-copy-source") => {
+            Err(S3Error::not_implemented("UploadPartCopy"))
+        }
+        Method::PUT => {
+            let n: u32 = q
+                .get("partNumber")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| S3Error::bad("InvalidArgument", "partNumber must be a number from 1 to 10000"))?;
+            let expect = Expect::from_headers(&parts.headers, caller.payload, caller.signing)?;
+            let (stream, judge) = body::take(body, expect);
+            let checksum_header = judge_checksum_header(&parts.headers);
+            let result =
+                state.store.s3_upload_part(&caller.principal, b, k, upload, n, stream, |size| judge.finish(size)).await;
+            let part = match result {
+                Ok(Ok(p)) => p,
+                Ok(Err(refused)) => return Err(refused),
+                Err(e) => return Err(judge.failure().unwrap_or_else(|| upload_error(e))),
+            };
+            let mut r = empty(StatusCode::OK);
+            let rh = r.headers_mut();
+            set(rh, "etag", &format!("\"{}\"", part.etag));
+            if let Some(name) = checksum_header {
+                for a in Algo::ALL {
+                    if a.header() == name
+                        && let Some(v) = part.checksums.get(a.name())
+                    {
+                        set(rh, a.header(), v);
+                    }
+                }
+            }
+            let r3 =
+                state.store.s3_bucket(&caller.principal, b, DataRole::Reader).await.map_err(S3Error::from_store)?;
+            sse_headers(rh, &bucket_sse(&r3));
+            Ok(r)
+        }
+        Method::GET => {
+            let after: u32 = q.get("part-number-marker").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let max = q.get("max-parts").and_then(|v| v.parse::<usize>().ok()).unwrap_or(MAX_KEYS).min(MAX_KEYS);
+            let (list, truncated) =
+                state.store.s3_list_parts(&caller.principal, b, k, upload, after, max).await.map_err(upload_error)?;
+            let mut x = Xml::new("ListPartsResult");
+            x.text("Bucket", b).text("Key", k).text("UploadId", upload);
+            x.text("PartNumberMarker", &after.to_string());
+            if let Some(last) = list.last() {
+                x.text("NextPartNumberMarker", &last.number.to_string());
+            }
+            x.text("MaxParts", &max.to_string()).text("IsTruncated", if truncated { "true" } else { "false" });
+            x.text("StorageClass", "STANDARD");
+            owner(&mut x, &caller);
+            for p in &list {
+                x.start("Part")
+                    .text("PartNumber", &p.number.to_string())
+                    .text("LastModified", &iso8601(p.modified))
+                    .text("ETag", &format!("\"{}\"", p.etag))
+                    .text("Size", &p.size.to_string());
+                for a in Algo::ALL {
+                    if let Some(v) = p.checksums.get(a.name()) {
+                        x.text(&format!("Checksum{}", a.name()), v);
+                    }
+                }
+                x.end();
+            }
+            Ok(x.into_response(StatusCode::OK))
+        }
+        Method::DELETE => {
+            state.store.s3_abort_upload(&caller.principal, b, k, upload).await.map_err(upload_error)?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        Method::POST => {
+            let actor = caller.principal.clone();
+            let xml = small_body(parts, body, caller).await?;
+            let req: CompleteRequest = quick_xml::de::from_reader(xml.as_ref())
+                .map_err(|e| S3Error::bad("MalformedXML", format!("the part list does not parse: {e}")))?;
+            let listed: Vec<(u32, String)> = req.parts.into_iter().map(|p| (p.number, p.etag)).collect();
+            let o = match state.store.s3_complete_upload(&actor, b, k, upload, &listed).await {
+                Ok(Ok(o)) => o,
+                Ok(Err(refusal)) => {
+                    use atrest_store::s3::CompleteRefusal as C;
+                    return Err(match refusal {
+                        C::InvalidPart(m) => S3Error::bad("InvalidPart", m),
+                        C::InvalidPartOrder(m) => S3Error::bad("InvalidPartOrder", m),
+                        C::EntityTooSmall(m) => S3Error::bad("EntityTooSmall", m),
+                    });
+                }
+                Err(StoreError::PreconditionFailed(m)) => {
+                    return Err(S3Error::new(StatusCode::SERVICE_UNAVAILABLE, "SlowDown", m));
+                }
+                Err(e) => return Err(upload_error(e)),
+            };
+            let mut x = Xml::new("CompleteMultipartUploadResult");
+            x.text("Location", &format!("/{b}/{k}")).text("Bucket", b).text("Key", k);
+            x.text("ETag", &format!("\"{}\"", o.meta.etag));
+            let mut r = x.into_response(StatusCode::OK);
+            sse_headers(r.headers_mut(), &o.meta.sse);
+            Ok(r)
+        }
+        _ => Err(S3Error::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{m} on an upload"))),
+    }
+}
+
+async fn list_uploads(state: &AppState, caller: &S3Caller, b: &str, q: &Query) -> Result<Response, S3Error> {
+    let prefix = q.get("prefix").unwrap_or("");
+    let max = q.get("max-uploads").and_then(|v| v.parse::<usize>().ok()).unwrap_or(MAX_KEYS).min(MAX_KEYS);
+    let (list, truncated) = state
+        .store
+        .s3_list_uploads(&caller.principal, b, prefix, q.get("key-marker"), q.get("upload-id-marker"), max)
+        .await
+        .map_err(S3Error::from_store)?;
+    let mut x = Xml::new("ListMultipartUploadsResult");
+    x.text("Bucket", b).text("KeyMarker", q.get("key-marker").unwrap_or(""));
+    x.text("UploadIdMarker", q.get("upload-id-marker").unwrap_or("")).text("Prefix", prefix);
+    if let Some(last) = list.last() {
+        x.text("NextKeyMarker", &last.key).text("NextUploadIdMarker", &last.upload_id);
+    }
+    x.text("MaxUploads", &max.to_string()).text("IsTruncated", if truncated { "true" } else { "false" });
+    for u in &list {
+        x.start("Upload").text("Key", &u.key).text("UploadId", &u.upload_id);
+        x.start("Initiator").text("ID", &caller.principal.id).text("DisplayName", &caller.principal.name).end();
+        owner(&mut x, caller);
+        x.text("StorageClass", "STANDARD").text("Initiated", &iso8601(u.initiated)).end();
+    }
+    Ok(x.into_response(StatusCode::OK))
 }
 
 #[derive(serde::Deserialize)]

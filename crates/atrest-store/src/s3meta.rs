@@ -8,6 +8,9 @@
 use crate::error::{Result, StoreError};
 use crate::hierarchy::ObjectId;
 use crate::layers::InfraLayer;
+use crate::model::{ObjectKind, Resource};
+use crate::rows::ObjectRow;
+use crate::service::StoreService;
 use atrest_crypto::record;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -49,13 +52,46 @@ pub struct S3Meta {
     /// Checksums by algorithm (`CRC32`, `CRC32C`, `SHA1`, `SHA256`), base64 as S3 sends them.
     #[serde(default)]
     pub checksums: BTreeMap<String, String>,
+    /// Made by a multipart upload: the body is its parts, in order (absent: one body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multipart: Option<Multipart>,
+}
+
+/// The part index of an object made by a multipart upload: each part is a body of its
+/// own, sealed under the object's data key with the context (resource, upload id, part
+/// number); a range read opens only the parts it touches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Multipart {
+    /// The upload id (the `object` of each part's seal context).
+    pub upload: String,
+    /// The parts, in order.
+    pub parts: Vec<PartRef>,
+}
+
+/// One part of an object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRef {
+    /// Part number (the `generation` of its seal context).
+    pub n: u32,
+    /// Plaintext bytes.
+    pub size: u64,
+    /// Its body's name in the blob store.
+    pub body: String,
 }
 
 impl S3Meta {
     /// Metadata with nothing but the ETag and the encryption.
     #[must_use]
     pub fn new(etag: String, sse: Sse) -> Self {
-        Self { v: META_VERSION, etag, headers: BTreeMap::new(), user: BTreeMap::new(), sse, checksums: BTreeMap::new() }
+        Self {
+            v: META_VERSION,
+            etag,
+            headers: BTreeMap::new(),
+            user: BTreeMap::new(),
+            sse,
+            checksums: BTreeMap::new(),
+            multipart: None,
+        }
     }
 }
 
@@ -69,6 +105,23 @@ pub(crate) fn open(infra: &InfraLayer, id: ObjectId<'_>, sealed: &[u8]) -> Optio
     let json = id.with_context(b"atrest/s3-meta", |ctx| record::open(&infra.key, ctx, sealed)).ok()?;
     let meta: S3Meta = serde_json::from_slice(&json).ok()?;
     (meta.v == META_VERSION).then_some(meta)
+}
+
+impl StoreService {
+    /// The S3 metadata of an S3 object or upload row (tampering reported as such).
+    pub(crate) fn s3_meta(&self, r: &Resource, o: &ObjectRow) -> Result<S3Meta> {
+        open(&self.infra, Self::oid(r, o), o.meta.as_deref().unwrap_or_default())
+            .ok_or_else(|| self.integrity(r, &format!("the S3 metadata of object {} in bucket {}", o.id, r.name)))
+    }
+
+    /// The part index of an S3 object made by a multipart upload (`None` for any other
+    /// object).
+    pub(crate) fn multipart_of(&self, r: &Resource, o: &ObjectRow) -> Result<Option<Multipart>> {
+        if o.kind != ObjectKind::S3.as_str() {
+            return Ok(None);
+        }
+        Ok(self.s3_meta(r, o)?.multipart)
+    }
 }
 
 #[cfg(test)]
