@@ -629,7 +629,7 @@ impl StoreService {
                     return Err(e);
                 }
             };
-            if now.rk_epoch != row.rk_epoch {
+            if now.rk_epoch != row.rk_epoch && row.rk_epoch != crate::rows::NO_RESOURCE_KEY {
                 let rk = match self.key(&now, crate::cache::Slot::Resource(now.rk_epoch)).await {
                     Ok(rk) => rk,
                     Err(e) => {

@@ -91,7 +91,9 @@ async fn write_batch(db: &Db, batch: &[Op]) -> Result<Vec<Outcome>> {
         let r = &op.row;
         // On PostgreSQL the resource row is share-locked until commit, so a re-key cannot
         // finish (clear the old resource key) between this check and the write.
-        if repo::resource_epoch(&mut tx, db.engine(), &r.resource_id).await? != Some(r.rk_epoch) {
+        if r.rk_epoch != crate::rows::NO_RESOURCE_KEY
+            && repo::resource_epoch(&mut tx, db.engine(), &r.resource_id).await? != Some(r.rk_epoch)
+        {
             out.push(Outcome::Stale);
             continue;
         }

@@ -30,6 +30,9 @@ pub enum StoreError {
     /// apart, such as S3's `NoSuchKey` and `NoSuchBucket`, use this).
     #[error("{0}")]
     ObjectNotFound(String),
+    /// An object under a customer-provided key (SSE-C) was asked for without the key.
+    #[error("{0}")]
+    CustomerKeyRequired(String),
     /// The name is taken, or the state does not allow it.
     #[error("{0}")]
     Conflict(String),
@@ -99,6 +102,7 @@ impl StoreError {
             StoreError::Conflict(_) => "Conflict",
             StoreError::PreconditionFailed(_) => "PreconditionFailed",
             StoreError::BadRequest(_) => "BadParameter",
+            StoreError::CustomerKeyRequired(_) => "CustomerKeyRequired",
             StoreError::Forbidden(_) => "Forbidden",
             StoreError::KeyRejected(_) => "CustomerKeyRejected",
             StoreError::RangeNotSatisfiable { .. } => "InvalidRange",
@@ -122,7 +126,9 @@ impl StoreError {
             StoreError::Conflict(_) => ErrorKind::Conflict,
             StoreError::PreconditionFailed(_) => ErrorKind::PreconditionFailed,
             StoreError::RangeNotSatisfiable { .. } => ErrorKind::RangeNotSatisfiable,
-            StoreError::BadRequest(_) | StoreError::KeyRejected(_) => ErrorKind::InvalidInput,
+            StoreError::BadRequest(_) | StoreError::KeyRejected(_) | StoreError::CustomerKeyRequired(_) => {
+                ErrorKind::InvalidInput
+            }
             StoreError::Vault(e) => e.kind(),
             StoreError::Storage(_) => ErrorKind::Unavailable,
         }

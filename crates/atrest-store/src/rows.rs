@@ -4,6 +4,11 @@
 
 use crate::keyvault::WrappedKey;
 
+/// The epochs of a row whose data key no resource key wraps (an S3 object or upload
+/// under a customer-provided key, SSE-C): re-key and re-encrypt jobs never select it, and
+/// writes do not depend on the resource key.
+pub(crate) const NO_RESOURCE_KEY: i64 = i64::MAX;
+
 /// One object row, as written.
 #[derive(Debug, Clone)]
 pub(crate) struct ObjectRow {

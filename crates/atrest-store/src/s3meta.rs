@@ -31,6 +31,17 @@ pub enum Sse {
         /// The key id as the client named it (a key name or a key URI).
         key_id: String,
     },
+    /// Under a key the client sends with every request (SSE-C), never stored: only a
+    /// verifier of it is.
+    #[serde(rename = "SSE-C")]
+    Customer {
+        /// Random per object (or upload), base64: the salt of the verifier and of the key
+        /// that wraps the data key.
+        salt: String,
+        /// HMAC-SHA256 under a key derived from the infrastructure root of (salt ‖
+        /// customer key), base64.
+        verifier: String,
+    },
 }
 
 /// S3 metadata of one object.

@@ -12,6 +12,7 @@
 
 mod list;
 mod multipart;
+mod ssec;
 
 pub use crate::s3meta as meta;
 
@@ -55,12 +56,14 @@ pub struct Bucket {
 }
 
 /// The encryption a request asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum SseRequest {
     /// `AES256`.
     S3,
     /// `aws:kms`, with the key id if one was given.
     Kms(Option<String>),
+    /// SSE-C: the customer's 256-bit key (never stored).
+    Customer(SecretKey),
 }
 
 /// What a put asks for besides the body.
@@ -141,6 +144,8 @@ impl StoreService {
     fn s3_sse(r: &Resource, asked: Option<&SseRequest>) -> Result<Sse> {
         let refuse = |m: String| Err(StoreError::KeyRejected(m));
         match (r.key_source, asked) {
+            // Decided by the caller, which wraps the data key under the customer's key.
+            (_, Some(SseRequest::Customer(_))) => Err(StoreError::bad("SSE-C is handled before the bucket's key")),
             (KeySource::Platform, None | Some(SseRequest::S3)) => Ok(Sse::S3),
             (KeySource::Platform, Some(SseRequest::Kms(_))) => refuse(format!(
                 "bucket {} encrypts under platform keys, and objects under a key other than the bucket's are not \
@@ -164,6 +169,46 @@ impl StoreService {
         }
     }
 
+    /// The encryption of a new object or upload: the bucket's key, or the customer's
+    /// (SSE-C), in which case the row's data key is wrapped under it instead of the
+    /// resource key.
+    pub(crate) fn new_object_sse(
+        &self,
+        r: &Resource,
+        asked: Option<&SseRequest>,
+        row: &mut ObjectRow,
+        dek: &SecretKey,
+    ) -> Result<Sse> {
+        if let Some(SseRequest::Customer(k)) = asked {
+            let (sse, wrapped) = self.sse_c_wrap(r, k, dek)?;
+            row.wrapped_dek = wrapped;
+            row.rk_epoch = crate::rows::NO_RESOURCE_KEY;
+            row.enc_epoch = crate::rows::NO_RESOURCE_KEY;
+            return Ok(sse);
+        }
+        Self::s3_sse(r, asked)
+    }
+
+    /// The data key of an S3 object or upload: through the resource key, or, under SSE-C,
+    /// the customer's key the request carries (which must then be there, and only then).
+    pub(crate) async fn s3_data_key(
+        &self,
+        r: &Resource,
+        o: &ObjectRow,
+        m: &S3Meta,
+        customer_key: Option<&SecretKey>,
+        what: &str,
+    ) -> Result<SecretKey> {
+        match &m.sse {
+            Sse::Customer { .. } => self.sse_c_unwrap(r, &m.sse, &o.wrapped_dek, customer_key, what),
+            _ if customer_key.is_some() => Err(StoreError::bad(format!(
+                "{what} is not encrypted with a customer-provided key: send no \
+                 x-amz-server-side-encryption-customer-* headers"
+            ))),
+            _ => self.data_key(r, o).await,
+        }
+    }
+
     /// The row of object `key` with its metadata opened.
     async fn s3_row(&self, r: &Resource, key: &str) -> Result<Option<(ObjectRow, S3Meta)>> {
         let Some(o) = self.find_object(r, ObjectKind::S3, key).await? else {
@@ -184,9 +229,10 @@ impl StoreService {
     /// As S3 reports it: the encryption is the bucket's key as it is now (a change of the
     /// bucket's key re-wraps its resource key, so it covers every object already there).
     fn s3_object(r: &Resource, key: &str, o: &ObjectRow, mut meta: S3Meta) -> S3Object {
-        meta.sse = match r.key_source {
-            KeySource::Platform => Sse::S3,
-            KeySource::Customer => Sse::Kms { key_id: r.key_uri.clone() },
+        meta.sse = match (&meta.sse, r.key_source) {
+            (Sse::Customer { .. }, _) => meta.sse,
+            (_, KeySource::Platform) => Sse::S3,
+            (_, KeySource::Customer) => Sse::Kms { key_id: r.key_uri.clone() },
         };
         S3Object { key: key.to_string(), size: u64::try_from(o.size).unwrap_or(0), modified: o.updated, meta }
     }
@@ -216,11 +262,11 @@ impl StoreService {
         check_name(key)?;
         let r = self.authorized(actor, bucket, DataRole::Writer).await?;
         Self::check_usable(&r)?;
-        let sse = Self::s3_sse(&r, put.sse.as_ref())?;
         let cur = self.s3_row(&r, key).await?;
         check_s3_precondition(key, cur.as_ref().map(|(_, m)| m), put.if_match.as_deref(), put.if_none_match)?;
         let cur = cur.map(|(o, _)| o);
         let (mut row, dek) = self.next_row(&r, ObjectKind::S3, key, cur.as_ref(), 0).await?;
+        let sse = self.new_object_sse(&r, put.sse.as_ref(), &mut row, &dek)?;
         let dek_copy = SecretKey::from_slice(dek.expose_secret())?;
         let (body, total) = self.write_blob_file(&r, &row, dek, input).await?;
         let digest = match finish(total) {
@@ -233,7 +279,7 @@ impl StoreService {
         let etag = match &sse {
             Sse::S3 => hex::encode(digest.md5),
             // As on AWS: not the MD5 of the plaintext under a customer key.
-            Sse::Kms { .. } => hex::encode(atrest_crypto::rand::bytes::<16>()?),
+            Sse::Kms { .. } | Sse::Customer { .. } => hex::encode(atrest_crypto::rand::bytes::<16>()?),
         };
         let mut m = S3Meta::new(etag, sse);
         m.headers = put.headers;
@@ -263,11 +309,17 @@ impl StoreService {
     ///
     /// # Errors
     /// `ObjectNotFound`, `NotFound` (bucket), `Forbidden`, `KeyInaccessible`, `Integrity`.
-    pub async fn s3_head(&self, actor: &Principal, bucket: &str, key: &str) -> Result<S3Object> {
+    pub async fn s3_head(
+        &self,
+        actor: &Principal,
+        bucket: &str,
+        key: &str,
+        customer_key: Option<&SecretKey>,
+    ) -> Result<S3Object> {
         let r = self.authorized(actor, bucket, DataRole::Reader).await?;
         Self::check_usable(&r)?;
         let (o, m) = self.s3_row(&r, key).await?.ok_or_else(|| no_such_key(bucket, key))?;
-        self.data_key(&r, &o).await?;
+        self.s3_data_key(&r, &o, &m, customer_key, key).await?;
         Ok(Self::s3_object(&r, key, &o, m))
     }
 
@@ -281,11 +333,12 @@ impl StoreService {
         bucket: &str,
         key: &str,
         range: Option<crate::ByteRange>,
+        customer_key: Option<&SecretKey>,
     ) -> Result<S3Read> {
         let r = self.authorized(actor, bucket, DataRole::Reader).await?;
         Self::check_usable(&r)?;
         let (o, m) = self.s3_row(&r, key).await?.ok_or_else(|| no_such_key(bucket, key))?;
-        let dek = self.data_key(&r, &o).await?;
+        let dek = self.s3_data_key(&r, &o, &m, customer_key, key).await?;
         let object = Self::s3_object(&r, key, &o, m);
         let (offset, len, chunks) = self.read_body(&r, &o, dek, object.size, range, key).await?;
         if r.diagnostics {

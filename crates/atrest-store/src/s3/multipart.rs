@@ -138,9 +138,9 @@ impl StoreService {
         check_name(key)?;
         let r = self.authorized(actor, bucket, DataRole::Writer).await?;
         Self::check_usable(&r)?;
-        let sse = Self::s3_sse(&r, put.sse.as_ref())?;
         let upload_id = hex::encode(atrest_crypto::rand::bytes::<16>()?);
         let (mut row, dek) = self.next_row(&r, ObjectKind::S3Upload, &upload_id, None, 0).await?;
+        let sse = self.new_object_sse(&r, put.sse.as_ref(), &mut row, &dek)?;
         // The sealed name is the key (the row is found by the upload id's hash).
         row.name_sealed = layers::seal_name(&self.infra, &dek, Self::oid(&r, &row), key)?;
         row.skey = Some(key.as_bytes().to_vec());
@@ -168,6 +168,7 @@ impl StoreService {
         key: &str,
         upload_id: &str,
         n: u32,
+        customer_key: Option<&atrest_crypto::SecretKey>,
         input: S,
         finish: F,
     ) -> Result<std::result::Result<PartInfo, X>>
@@ -181,8 +182,8 @@ impl StoreService {
         }
         let r = self.authorized(actor, bucket, DataRole::Writer).await?;
         Self::check_usable(&r)?;
-        let (u, _) = self.upload_row(&r, key, upload_id).await?;
-        let dek = self.data_key(&r, &u).await?;
+        let (u, umeta) = self.upload_row(&r, key, upload_id).await?;
+        let dek = self.s3_data_key(&r, &u, &umeta, customer_key, key).await?;
         // A name of its own per write (random tag), so a part sent twice at once never
         // shares a body.
         let name = crate::blobs::blob_key(upload_id, i64::from(n), &atrest_crypto::rand::bytes::<16>()?);
@@ -353,6 +354,7 @@ impl StoreService {
         key: &str,
         upload_id: &str,
         listed: &[(u32, String)],
+        customer_key: Option<&atrest_crypto::SecretKey>,
     ) -> Result<std::result::Result<S3Object, CompleteRefusal>> {
         let r = self.authorized(actor, bucket, DataRole::Writer).await?;
         Self::check_usable(&r)?;
@@ -396,9 +398,12 @@ impl StoreService {
                 use md5::Digest as _;
                 format!("{}-{}", hex::encode(md5::Md5::digest(&md5s)), parts.len())
             }
-            Sse::Kms { .. } => format!("{}-{}", hex::encode(atrest_crypto::rand::bytes::<16>()?), parts.len()),
+            Sse::Kms { .. } | Sse::Customer { .. } => {
+                format!("{}-{}", hex::encode(atrest_crypto::rand::bytes::<16>()?), parts.len())
+            }
         };
-        let dek = self.data_key(&r, &u).await?;
+        let dek = self.s3_data_key(&r, &u, &umeta, customer_key, key).await?;
+        let customer = matches!(umeta.sse, Sse::Customer { .. });
         let cur = self.find_object(&r, ObjectKind::S3, key).await?;
         let now = self.now();
         let (id, generation, created) = match &cur {
@@ -424,9 +429,16 @@ impl StoreService {
             meta: None,
         };
         // The upload's data key, wrapped again for the object's context: 32 bytes, never
-        // the parts.
-        let rk = self.key(&r, crate::cache::Slot::Resource(r.rk_epoch)).await?;
-        row.wrapped_dek = hierarchy::rewrap_data_key(&rk, Self::oid(&r, &row), &dek)?;
+        // the parts. Under SSE-C its wrapping is bound to its salt, not to an object, and
+        // moves as it is.
+        if customer {
+            row.wrapped_dek = u.wrapped_dek.clone();
+            row.rk_epoch = crate::rows::NO_RESOURCE_KEY;
+            row.enc_epoch = crate::rows::NO_RESOURCE_KEY;
+        } else {
+            let rk = self.key(&r, crate::cache::Slot::Resource(r.rk_epoch)).await?;
+            row.wrapped_dek = hierarchy::rewrap_data_key(&rk, Self::oid(&r, &row), &dek)?;
+        }
         row.name_sealed = layers::seal_name(&self.infra, &dek, Self::oid(&r, &row), key)?;
         let mut m = umeta;
         m.etag = etag;
@@ -439,7 +451,8 @@ impl StoreService {
         {
             let _g = self.write_guard().await;
             let mut tx = self.db.pool().begin().await?;
-            if objects_repo::resource_epoch(&mut tx, self.db.engine(), &r.id).await? != Some(row.rk_epoch) {
+            if !customer && objects_repo::resource_epoch(&mut tx, self.db.engine(), &r.id).await? != Some(row.rk_epoch)
+            {
                 return Err(StoreError::Conflict(format!(
                     "bucket {} was re-keyed while the upload completed; complete it again",
                     r.name

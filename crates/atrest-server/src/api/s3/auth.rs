@@ -21,18 +21,20 @@ pub(crate) struct S3Caller {
 pub(crate) async fn authenticate(state: &AppState, parts: &Parts) -> Result<S3Caller, S3Error> {
     // Header values as sent; a value that is not UTF-8 is signed as its bytes read lossily
     // (the signature then fails, as it should for a client that sent it unencoded).
-    let mut owned: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-        .collect();
+    let mut owned = Wiped(
+        parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+    );
     if !parts.headers.contains_key(header::HOST)
         && let Some(a) = parts.uri.authority()
     {
         // HTTP/2 carries the host in `:authority`.
-        owned.push(("host".into(), a.as_str().to_string()));
+        owned.0.push(("host".into(), a.as_str().to_string()));
     }
-    let headers: Vec<(&str, &str)> = owned.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let headers: Vec<(&str, &str)> = owned.0.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     let req = sigv4::Request {
         method: parts.method.as_str(),
         path: parts.uri.path(),
@@ -76,4 +78,16 @@ pub(crate) async fn authenticate(state: &AppState, parts: &Parts) -> Result<S3Ca
         seed: verified.seed,
     });
     Ok(S3Caller { principal, payload: verified.payload, signing })
+}
+
+/// Copies of header values, wiped when dropped: an SSE-C request carries its key in one.
+struct Wiped(Vec<(String, String)>);
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        for (_, v) in &mut self.0 {
+            v.zeroize();
+        }
+    }
 }

@@ -59,6 +59,7 @@ impl S3Error {
             E::PreconditionFailed(_) => Self::new(StatusCode::PRECONDITION_FAILED, "PreconditionFailed", msg),
             E::RangeNotSatisfiable { .. } => Self::new(StatusCode::RANGE_NOT_SATISFIABLE, "InvalidRange", msg),
             E::BadRequest(_) => Self::bad("InvalidArgument", msg),
+            E::CustomerKeyRequired(_) => Self::bad("InvalidRequest", msg),
             E::Conflict(_) => Self::new(StatusCode::CONFLICT, "OperationAborted", msg),
             E::Integrity(_) => {
                 tracing::error!(error = %msg, "S3 request failed on stored state");

@@ -6,6 +6,7 @@ use super::auth::{self, S3Caller};
 use super::body::{self, Algo, Expect};
 use super::xml::{Xml, http_date, iso8601};
 use crate::api::AppState;
+use atrest_crypto::SecretKey;
 use atrest_store::s3::{ListQuery, S3Object, S3Put, Sse, SseRequest};
 use atrest_store::{ByteRange, EncryptionRequest, StoreError, model::DataRole};
 use axum::body::Body;
@@ -205,9 +206,16 @@ fn set(h: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
-/// The `x-amz-server-side-encryption*` headers of an object.
-fn sse_headers(h: &mut HeaderMap, sse: &Sse) {
+/// The `x-amz-server-side-encryption*` headers of an object (for SSE-C, the key's MD5
+/// is the one the request sent: it is not stored).
+fn sse_headers(h: &mut HeaderMap, sse: &Sse, key_md5: Option<&str>) {
     match sse {
+        Sse::Customer { .. } => {
+            set(h, "x-amz-server-side-encryption-customer-algorithm", "AES256");
+            if let Some(md5) = key_md5 {
+                set(h, "x-amz-server-side-encryption-customer-key-md5", md5);
+            }
+        }
         Sse::S3 => set(h, "x-amz-server-side-encryption", "AES256"),
         Sse::Kms { key_id } => {
             set(h, "x-amz-server-side-encryption", "aws:kms");
@@ -343,7 +351,7 @@ async fn get_encryption(state: &AppState, caller: &S3Caller, b: &str) -> Result<
     let mut x = Xml::new("ServerSideEncryptionConfiguration");
     x.start("Rule").start("ApplyServerSideEncryptionByDefault");
     match bucket_sse(&r) {
-        Sse::S3 => {
+        Sse::S3 | Sse::Customer { .. } => {
             x.text("SSEAlgorithm", "AES256").end().text("BucketKeyEnabled", "false");
         }
         Sse::Kms { key_id } => {
@@ -525,11 +533,66 @@ async fn list(state: &AppState, caller: &S3Caller, b: &str, q: &Query, v2: bool)
 
 // ---- objects ----
 
-/// The encryption a request asks for.
-fn sse_request(h: &HeaderMap) -> Result<Option<SseRequest>, S3Error> {
-    if h.keys().any(|k| k.as_str().starts_with("x-amz-server-side-encryption-customer-")) {
-        return Err(S3Error::not_implemented("SSE-C (customer-provided keys)"));
+/// A customer-provided key (SSE-C) and its MD5 as sent: from the
+/// `x-amz-server-side-encryption-customer-*` headers, or with `copy_source` the
+/// `x-amz-copy-source-server-side-encryption-customer-*` ones. The key goes straight into
+/// a zeroizing type.
+fn customer_key(h: &HeaderMap, copy_source: bool) -> Result<Option<(SecretKey, String)>, S3Error> {
+    let prefix = if copy_source {
+        "x-amz-copy-source-server-side-encryption-customer-"
+    } else {
+        "x-amz-server-side-encryption-customer-"
+    };
+    let get = |s: &str| header_str(h, &format!("{prefix}{s}"));
+    let (alg, key, md5) = (get("algorithm"), get("key"), get("key-md5"));
+    if alg.is_none() && key.is_none() && md5.is_none() {
+        return Ok(None);
     }
+    let invalid = |m: &str| S3Error::bad("InvalidArgument", format!("{m} ({prefix}*)"));
+    match alg {
+        Some("AES256") => {}
+        Some(_) => {
+            return Err(S3Error::bad("InvalidEncryptionAlgorithmError", "the SSE-C algorithm must be AES256"));
+        }
+        None => {
+            return Err(invalid(
+                "Requests specifying Server Side Encryption with Customer provided keys must provide a valid encryption algorithm",
+            ));
+        }
+    }
+    let bytes = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(key.ok_or_else(|| invalid("Requests specifying Server Side Encryption with Customer provided keys must provide an appropriate secret key"))?)
+            .map_err(|_| invalid("The secret key was invalid for the specified algorithm"))?,
+    );
+    let secret =
+        SecretKey::from_slice(&bytes).map_err(|_| invalid("The secret key was invalid for the specified algorithm"))?;
+    let sent_md5 = md5.ok_or_else(|| {
+        invalid("Requests specifying Server Side Encryption with Customer provided keys must provide the key's MD5")
+    })?;
+    let computed: [u8; 16] = <md5::Md5 as md5::Digest>::digest(&bytes[..]).into();
+    let computed = base64::engine::general_purpose::STANDARD.encode(computed);
+    if computed != sent_md5 {
+        return Err(invalid("The calculated MD5 hash of the key did not match the hash that was provided"));
+    }
+    Ok(Some((secret, computed)))
+}
+
+/// The encryption a request asks for, and an SSE-C key's MD5 to echo.
+fn sse_request(h: &HeaderMap) -> Result<(Option<SseRequest>, Option<String>), S3Error> {
+    if let Some((key, md5)) = customer_key(h, false)? {
+        if h.contains_key("x-amz-server-side-encryption") {
+            return Err(S3Error::bad(
+                "InvalidArgument",
+                "Server Side Encryption with Customer provided key is incompatible with the encryption method specified",
+            ));
+        }
+        return Ok((Some(SseRequest::Customer(key)), Some(md5)));
+    }
+    Ok((sse_managed(h)?, None))
+}
+
+fn sse_managed(h: &HeaderMap) -> Result<Option<SseRequest>, S3Error> {
     let key_id = header_str(h, "x-amz-server-side-encryption-aws-kms-key-id").map(str::to_string);
     match header_str(h, "x-amz-server-side-encryption") {
         None if key_id.is_some() => Err(S3Error::bad(
@@ -595,7 +658,6 @@ fn object_headers(h: &mut HeaderMap, o: &S3Object) {
             h.insert(n, v);
         }
     }
-    sse_headers(h, &o.meta.sse);
 }
 
 async fn put_object(
@@ -614,13 +676,8 @@ async fn put_object(
         Some(_) => return Err(S3Error::not_implemented("If-None-Match with an ETag on PUT (only * is)")),
     };
     let conditional = if_none_match || h.contains_key("if-match");
-    let put = S3Put {
-        headers,
-        user,
-        sse: sse_request(h)?,
-        if_match: header_str(h, "if-match").map(str::to_string),
-        if_none_match,
-    };
+    let (sse, key_md5) = sse_request(h)?;
+    let put = S3Put { headers, user, sse, if_match: header_str(h, "if-match").map(str::to_string), if_none_match };
     let expect = Expect::from_headers(h, caller.payload, caller.signing)?;
     let (stream, judge) = body::take(body, expect);
     let checksum_header = judge_checksum_header(h);
@@ -644,7 +701,7 @@ async fn put_object(
     let mut r = empty(StatusCode::OK);
     let rh = r.headers_mut();
     set(rh, "etag", &format!("\"{}\"", o.meta.etag));
-    sse_headers(rh, &o.meta.sse);
+    sse_headers(rh, &o.meta.sse, key_md5.as_deref());
     if let Some(name) = checksum_header {
         for a in Algo::ALL {
             if a.header() == name
@@ -713,9 +770,8 @@ async fn get_object(
     k: &str,
     head: bool,
 ) -> Result<Response, S3Error> {
-    if h.keys().any(|n| n.as_str().starts_with("x-amz-server-side-encryption-customer-")) {
-        return Err(S3Error::not_implemented("SSE-C (customer-provided keys)"));
-    }
+    let ck = customer_key(h, false)?;
+    let (key, key_md5) = (ck.as_ref().map(|(k, _)| k), ck.as_ref().map(|(_, m)| m.as_str()));
     if q.has("partNumber") {
         return Err(S3Error::not_implemented("GET or HEAD by partNumber"));
     }
@@ -723,7 +779,7 @@ async fn get_object(
     // object is answered.
     let range: Option<ByteRange> = header_str(h, "range").and_then(atrest_wire::range::parse);
     let (object, offset, len, chunks) = if head {
-        let o = state.store.s3_head(&caller.principal, b, k).await.map_err(S3Error::from_store)?;
+        let o = state.store.s3_head(&caller.principal, b, k, key).await.map_err(S3Error::from_store)?;
         let size = o.size;
         let resolved = atrest_wire::range::resolve(range, size);
         match resolved {
@@ -731,7 +787,7 @@ async fn get_object(
             Err(_) => return Err(unsatisfiable(size)),
         }
     } else {
-        match state.store.s3_get(&caller.principal, b, k, range).await {
+        match state.store.s3_get(&caller.principal, b, k, range, key).await {
             Ok(read) => (read.object, read.offset, read.len, Some(read.chunks)),
             Err(StoreError::RangeNotSatisfiable { size, .. }) => return Err(unsatisfiable(size)),
             Err(e) => return Err(S3Error::from_store(e)),
@@ -750,6 +806,7 @@ async fn get_object(
     let mut r = Response::builder().status(status).body(body).unwrap_or_default();
     let rh = r.headers_mut();
     object_headers(rh, &object);
+    sse_headers(rh, &object.meta.sse, key_md5);
     rh.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if partial {
         set(rh, "content-range", &format!("bytes {offset}-{}/{}", offset + len - 1, object.size));
@@ -807,7 +864,8 @@ async fn copy_object(
             return Err(S3Error::bad("InvalidArgument", format!("unknown x-amz-metadata-directive {other}")));
         }
     };
-    let sse = sse_request(h)?;
+    let (sse, key_md5) = sse_request(h)?;
+    let source_key = customer_key(h, true)?;
     if sb == b && sk == k && !replace && sse.is_none() {
         return Err(S3Error::bad(
             "InvalidRequest",
@@ -817,7 +875,7 @@ async fn copy_object(
     }
     let read = state
         .store
-        .s3_get(&caller.principal, sb, sk, None)
+        .s3_get(&caller.principal, sb, sk, None, source_key.as_ref().map(|(k, _)| k))
         .await
         .map_err(|e| S3Error::from_store(e).on(format!("{sb}/{sk}")))?;
     for (cond, want_match) in [("x-amz-copy-source-if-match", true), ("x-amz-copy-source-if-none-match", false)] {
@@ -858,7 +916,7 @@ async fn copy_object(
     let mut x = Xml::new("CopyObjectResult");
     x.text("LastModified", &iso8601(o.modified)).text("ETag", &format!("\"{}\"", o.meta.etag));
     let mut r = x.into_response(StatusCode::OK);
-    sse_headers(r.headers_mut(), &o.meta.sse);
+    sse_headers(r.headers_mut(), &o.meta.sse, key_md5.as_deref());
     Ok(r)
 }
 
@@ -900,14 +958,13 @@ async fn multipart(
     match *m {
         Method::POST if q.has("uploads") => {
             let (headers, user) = put_metadata(&parts.headers)?;
-            let put = S3Put { headers, user, sse: sse_request(&parts.headers)?, if_match: None, if_none_match: false };
+            let (sse, key_md5) = sse_request(&parts.headers)?;
+            let put = S3Put { headers, user, sse, if_match: None, if_none_match: false };
             let id = state.store.s3_create_upload(&caller.principal, b, k, put).await.map_err(S3Error::from_store)?;
             let mut x = Xml::new("InitiateMultipartUploadResult");
             x.text("Bucket", b).text("Key", k).text("UploadId", &id);
             let mut r = x.into_response(StatusCode::OK);
-            let r3 =
-                state.store.s3_bucket(&caller.principal, b, DataRole::Reader).await.map_err(S3Error::from_store)?;
-            sse_headers(r.headers_mut(), &bucket_sse(&r3));
+            echo_upload_sse(state, &caller.principal, b, r.headers_mut(), key_md5.as_deref()).await?;
             Ok(r)
         }
         Method::PUT if parts.headers.contains_key("x-amz-copy-source") => {
@@ -918,11 +975,14 @@ async fn multipart(
                 .get("partNumber")
                 .and_then(|n| n.parse().ok())
                 .ok_or_else(|| S3Error::bad("InvalidArgument", "partNumber must be a number from 1 to 10000"))?;
+            let ck = customer_key(&parts.headers, false)?;
+            let actor = caller.principal.clone();
             let expect = Expect::from_headers(&parts.headers, caller.payload, caller.signing)?;
             let (stream, judge) = body::take(body, expect);
             let checksum_header = judge_checksum_header(&parts.headers);
+            let key = ck.as_ref().map(|(k, _)| k);
             let result =
-                state.store.s3_upload_part(&caller.principal, b, k, upload, n, stream, |size| judge.finish(size)).await;
+                state.store.s3_upload_part(&actor, b, k, upload, n, key, stream, |size| judge.finish(size)).await;
             let part = match result {
                 Ok(Ok(p)) => p,
                 Ok(Err(refused)) => return Err(refused),
@@ -940,9 +1000,7 @@ async fn multipart(
                     }
                 }
             }
-            let r3 =
-                state.store.s3_bucket(&caller.principal, b, DataRole::Reader).await.map_err(S3Error::from_store)?;
-            sse_headers(rh, &bucket_sse(&r3));
+            echo_upload_sse(state, &actor, b, rh, ck.as_ref().map(|(_, m)| m.as_str())).await?;
             Ok(r)
         }
         Method::GET => {
@@ -980,11 +1038,13 @@ async fn multipart(
         }
         Method::POST => {
             let actor = caller.principal.clone();
+            let ck = customer_key(&parts.headers, false)?;
             let xml = small_body(parts, body, caller).await?;
             let req: CompleteRequest = quick_xml::de::from_reader(xml.as_ref())
                 .map_err(|e| S3Error::bad("MalformedXML", format!("the part list does not parse: {e}")))?;
             let listed: Vec<(u32, String)> = req.parts.into_iter().map(|p| (p.number, p.etag)).collect();
-            let o = match state.store.s3_complete_upload(&actor, b, k, upload, &listed).await {
+            let key = ck.as_ref().map(|(k, _)| k);
+            let o = match state.store.s3_complete_upload(&actor, b, k, upload, &listed, key).await {
                 Ok(Ok(o)) => o,
                 Ok(Err(refusal)) => {
                     use atrest_store::s3::CompleteRefusal as C;
@@ -1003,11 +1063,28 @@ async fn multipart(
             x.text("Location", &format!("/{b}/{k}")).text("Bucket", b).text("Key", k);
             x.text("ETag", &format!("\"{}\"", o.meta.etag));
             let mut r = x.into_response(StatusCode::OK);
-            sse_headers(r.headers_mut(), &o.meta.sse);
+            sse_headers(r.headers_mut(), &o.meta.sse, ck.as_ref().map(|(_, m)| m.as_str()));
             Ok(r)
         }
         _ => Err(S3Error::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{m} on an upload"))),
     }
+}
+
+/// The encryption headers of a multipart answer: SSE-C as sent, else the bucket's.
+async fn echo_upload_sse(
+    state: &AppState,
+    caller: &atrest_vault::Principal,
+    b: &str,
+    h: &mut HeaderMap,
+    key_md5: Option<&str>,
+) -> Result<(), S3Error> {
+    if key_md5.is_some() {
+        sse_headers(h, &Sse::Customer { salt: String::new(), verifier: String::new() }, key_md5);
+    } else {
+        let r = state.store.s3_bucket(caller, b, DataRole::Reader).await.map_err(S3Error::from_store)?;
+        sse_headers(h, &bucket_sse(&r), None);
+    }
+    Ok(())
 }
 
 async fn list_uploads(state: &AppState, caller: &S3Caller, b: &str, q: &Query) -> Result<Response, S3Error> {
