@@ -24,7 +24,16 @@ impl Env {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_atrest"));
         cmd.args(["serve", "--data-dir"])
             .arg(&self.dir)
-            .args(["--listen", &format!("127.0.0.1:{}", self.port), "--job-batch", "50", "--key-cache-ttl", "1"])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--s3-listen",
+                "127.0.0.1:0",
+                "--job-batch",
+                "50",
+                "--key-cache-ttl",
+                "1",
+            ])
             .env_remove("ATREST_CONFIG")
             .env("ATREST_LOG", "warn")
             .stdout(Stdio::null())

@@ -13,6 +13,9 @@
 //!   runs).
 //! - Restore drill: a database dump, a copy of the bucket and the two root secrets make
 //!   a fresh deployment that reads everything back and verifies its audit chains.
+//! - S3 front end: a multipart upload whose parts arrive at different nodes completes on
+//!   either and reads back on both; an access key revoked on one node is refused by the
+//!   other on the next request.
 //! - Outages: with PostgreSQL or S3 cut off (through a proxy this test controls) calls
 //!   fail fast with `ServiceUnavailable` and a message naming what is down, nothing
 //!   else breaks, and everything works again when it returns.
@@ -63,6 +66,9 @@ impl Cluster {
             "25",
             "--job-lease",
             &self.lease_secs.to_string(),
+            // Ports the system picks (the S3 test below reads them from the node's output).
+            "--s3-listen",
+            "127.0.0.1:0",
         ]
         .iter()
         .map(|s| (*s).to_string())
@@ -600,6 +606,110 @@ fn vault_ports_on_every_node() {
     assert_eq!(c.ok(&a, &["record", "get", "orders", "o1"]), "two boxes");
     let shown = c.json(&a, &["resource", "show", "orders"]);
     assert_eq!(shown["encryption"]["keySource"], "customer", "{shown}");
+    stop(a_proc);
+    stop(b_proc);
+    drop_db(&admin, &name);
+}
+
+/// Starts a node with its stdout in a file; returns its S3 port, read from what it printed.
+fn spawn_with_s3(c: &Cluster, name: &str) -> (Child, Node, u16) {
+    let port = free_port();
+    let out = c.dir.join(format!("{name}.out"));
+    let child = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .args(c.serve_args(name, port))
+        .env("ATREST_LOG", "warn")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let node = Node { url: format!("https://127.0.0.1:{port}"), ca: c.dir.join(name).join("tls/ca.pem") };
+    let mut s3_port = 0;
+    until(30, &format!("node {name}'s S3 endpoint"), || {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        s3_port = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("S3 endpoint:"))
+            .and_then(|l| l.trim().strip_prefix("https://127.0.0.1:"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        s3_port != 0
+    });
+    until(30, &format!("node {name}"), || c.cli(&node, &["resource", "list"]).0);
+    (child, node, s3_port)
+}
+
+#[test]
+fn s3_multipart_across_nodes() {
+    let Ok(admin) = std::env::var("ATREST_TEST_PG") else {
+        eprintln!("skipped: set ATREST_TEST_PG=postgres://USER@HOST:PORT to run the multi-node test");
+        return;
+    };
+    use object_store::multipart::MultipartStore as _;
+    use object_store::{ObjectStoreExt as _, PutPayload};
+    let name = format!("s3nodes_{}", std::process::id());
+    let mut c = new_cluster("s3nodes", create_db(&admin, &name), bucket(&format!("s3nodes{}", std::process::id())));
+    // The first start creates the deployment (and the admin token); then A again, and B,
+    // with their S3 ports read from what they print.
+    let (a_proc, _) = first_node(&mut c, "a");
+    stop(a_proc);
+    let (a_proc, a2, a_s3) = spawn_with_s3(&c, "a");
+    let (b_proc, b, b_s3) = spawn_with_s3(&c, "b");
+    c.ok(&a2, &["resource", "create", "media"]);
+    let key = c.json(&a2, &["s3-key", "issue", "admin"]);
+    let (id, secret) = (key["id"].as_str().unwrap().to_string(), key["secret"].as_str().unwrap().to_string());
+    let client = |node: &Node, port: u16| {
+        let cert = object_store::Certificate::from_pem(&std::fs::read(&node.ca).unwrap()).unwrap();
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(format!("https://localhost:{port}"))
+            .with_bucket_name("media")
+            .with_region("us-east-1")
+            .with_access_key_id(&id)
+            .with_secret_access_key(&secret)
+            .with_virtual_hosted_style_request(false)
+            .with_client_options(object_store::ClientOptions::new().with_root_certificate(cert))
+            .with_retry(object_store::RetryConfig { max_retries: 0, ..Default::default() })
+            .build()
+            .unwrap()
+    };
+    let (sa, sb) = (client(&a2, a_s3), client(&b, b_s3));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let path = object_store::path::Path::from("videos/clip.bin");
+        let body = pattern((5 << 20) + 123_456);
+        let upload = sa.create_multipart(&path).await.unwrap();
+        let p1 = sa.put_part(&path, &upload, 0, PutPayload::from(body[..5 << 20].to_vec())).await.unwrap();
+        let p2 = sb.put_part(&path, &upload, 1, PutPayload::from(body[5 << 20..].to_vec())).await.unwrap();
+        sb.complete_multipart(&path, &upload, vec![p1, p2]).await.unwrap();
+        for s in [&sa, &sb] {
+            let got = s.get(&path).await.unwrap().bytes().await.unwrap();
+            assert!(got.as_ref() == &body[..], "the object reads back whole on both nodes");
+        }
+        let r = sb.get_range(&path, (5 << 20) - 10..(5 << 20) + 10).await.unwrap();
+        assert_eq!(r.as_ref(), &body[(5 << 20) - 10..(5 << 20) + 10]);
+        // Listings on PostgreSQL: key order is byte order (bytea), prefixes roll up.
+        use futures_util::TryStreamExt as _;
+        use object_store::ObjectStore as _;
+        for k in ["videos/b", "videos/a", "videos/Z", "videos/sub/x", "videos/zz"] {
+            sa.put(&object_store::path::Path::from(k), PutPayload::from_static(b"x")).await.unwrap();
+        }
+        let listed: Vec<String> = sb
+            .list(Some(&object_store::path::Path::from("videos")))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(listed, ["videos/Z", "videos/a", "videos/b", "videos/clip.bin", "videos/sub/x", "videos/zz"]);
+        let top = sb.list_with_delimiter(Some(&object_store::path::Path::from("videos"))).await.unwrap();
+        assert_eq!(top.common_prefixes.iter().map(ToString::to_string).collect::<Vec<_>>(), ["videos/sub"]);
+        assert_eq!(top.objects.len(), 5);
+    });
+    // Revoked on A, refused by B on the next request.
+    c.ok(&a2, &["s3-key", "revoke", "admin", &id]);
+    rt.block_on(async {
+        let e = sb.head(&object_store::path::Path::from("videos/clip.bin")).await.unwrap_err().to_string();
+        assert!(e.contains("403"), "{e}");
+    });
     stop(a_proc);
     stop(b_proc);
     drop_db(&admin, &name);

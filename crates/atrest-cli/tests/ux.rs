@@ -31,7 +31,7 @@ fn serve_logging_to_a_file(dir: &Dir, level: &str, extra: &[&str]) -> (Server, s
     let child = Command::new(env!("CARGO_BIN_EXE_atrest"))
         .args(["serve", "--data-dir"])
         .arg(dir.0.join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--s3-listen", "127.0.0.1:0"])
         .args(extra)
         .env_remove("ATREST_CONFIG")
         .env("ATREST_LOG", level)

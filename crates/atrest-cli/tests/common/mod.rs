@@ -102,6 +102,8 @@ impl Server {
             .args(["serve", "--data-dir"])
             .arg(dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            // No fixed S3 port: tests run side by side.
+            .args(if extra.contains(&"--s3-listen") { &[][..] } else { &["--s3-listen", "127.0.0.1:0"][..] })
             .args(extra)
             .env_remove("ATREST_CONFIG")
             .env("ATREST_LOG", "warn")
