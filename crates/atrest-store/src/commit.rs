@@ -28,7 +28,9 @@ pub(crate) enum Outcome {
 
 struct Op {
     row: ObjectRow,
-    prev: Option<i64>,
+    /// The generation (and, for S3 objects, whose ids change with every write, the id)
+    /// the object must still be at; `None`: it must not exist.
+    prev: Option<(i64, Option<String>)>,
     done: oneshot::Sender<Result<Outcome>>,
 }
 
@@ -75,6 +77,11 @@ impl GroupCommit {
     /// Writes `row` if the object is still at `prev` (absent when `None`); returns once
     /// the transaction holding it committed.
     pub(crate) async fn write(&self, row: ObjectRow, prev: Option<i64>) -> Result<Outcome> {
+        self.write_over(row, prev.map(|g| (g, None))).await
+    }
+
+    /// As [`Self::write`], conditional on the object's id too.
+    pub(crate) async fn write_over(&self, row: ObjectRow, prev: Option<(i64, Option<String>)>) -> Result<Outcome> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Op { row, prev, done })
@@ -97,9 +104,9 @@ async fn write_batch(db: &Db, batch: &[Op]) -> Result<Vec<Outcome>> {
             out.push(Outcome::Stale);
             continue;
         }
-        let written = match op.prev {
+        let written = match &op.prev {
             None => repo::insert_if_absent(&mut tx, r).await?,
-            Some(prev) => repo::replace_if_at(&mut tx, r, prev).await?,
+            Some((prev, id)) => repo::replace_if_at(&mut tx, r, *prev, id.as_deref()).await?,
         };
         out.push(if written { Outcome::Written } else { Outcome::Moved });
     }

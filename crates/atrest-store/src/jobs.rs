@@ -241,7 +241,7 @@ impl StoreService {
                 let _g = self.write_guard().await;
                 let mut tx = self.db.pool().begin().await?;
                 for (old, new) in &updates {
-                    let ok = crate::repo::objects::replace_if_at(&mut tx, new, old.generation).await?;
+                    let ok = crate::repo::objects::replace_if_at(&mut tx, new, old.generation, Some(&old.id)).await?;
                     applied.push(ok);
                     done_now += i64::from(ok);
                 }

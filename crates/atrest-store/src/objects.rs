@@ -291,7 +291,7 @@ impl StoreService {
         Self::check_precondition(name, Some(&o), cond)?;
         {
             let _g = self.write_guard().await;
-            if !repo::delete_at(&self.db, &r.id, kind.as_str(), &o.name_hash, o.generation).await? {
+            if !repo::delete_at(&self.db, &r.id, kind.as_str(), &o.name_hash, o.generation, &o.id).await? {
                 return Err(StoreError::PreconditionFailed(format!("{name}: it changed while being deleted; retry")));
             }
         }

@@ -160,21 +160,24 @@ pub(crate) async fn count(conn: &mut AnyConnection, resource_id: &str, below: Op
     })
 }
 
-/// Deletes an object if it is still at `generation`; `false` when it moved.
+/// Deletes an object if it is still at `generation` and `id`; `false` when it moved.
 pub(crate) async fn delete_at(
     db: &Db,
     resource_id: &str,
     kind: &str,
     name_hash: &[u8],
     generation: i64,
+    id: &str,
 ) -> Result<bool> {
     let n = sqlx::query(
-        "DELETE FROM store_objects WHERE resource_id = $1 AND kind = $2 AND name_hash = $3 AND generation = $4",
+        "DELETE FROM store_objects WHERE resource_id = $1 AND kind = $2 AND name_hash = $3 AND generation = $4 \
+         AND id = $5",
     )
     .bind(resource_id)
     .bind(kind)
     .bind(name_hash)
     .bind(generation)
+    .bind(id)
     .execute(db.pool())
     .await?
     .rows_affected();
@@ -227,13 +230,28 @@ pub(crate) async fn insert_if_absent(conn: &mut AnyConnection, r: &ObjectRow) ->
     Ok(bind(sqlx::query(&sql), r).execute(conn).await?.rows_affected() == 1)
 }
 
-/// Replaces an object's row if it is still at generation `prev`, in the caller's
+const REPLACE: &str = "UPDATE store_objects SET id = $4, generation = $5, size = $6, rk_epoch = $7, \
+     enc_epoch = $8, name_sealed = $9, wrapped_dek = $10, body = $11, created = $12, updated = $13, mac = $14, \
+     skey = $15, meta = $16 WHERE resource_id = $1 AND kind = $2 AND name_hash = $3 AND generation = $17";
+
+/// Replaces an object's row if it is still at generation `prev` (and, when given, has
+/// id `prev_id`: S3 objects get a new id with every write), in the caller's
 /// transaction; `false` when it moved.
-pub(crate) async fn replace_if_at(conn: &mut AnyConnection, r: &ObjectRow, prev: i64) -> Result<bool> {
-    const SQL: &str = "UPDATE store_objects SET id = $4, generation = $5, size = $6, rk_epoch = $7, enc_epoch = $8, \
-         name_sealed = $9, wrapped_dek = $10, body = $11, created = $12, updated = $13, mac = $14, skey = $15, \
-         meta = $16 WHERE resource_id = $1 AND kind = $2 AND name_hash = $3 AND generation = $17";
-    Ok(bind(sqlx::query(SQL), r).bind(prev).execute(conn).await?.rows_affected() == 1)
+pub(crate) async fn replace_if_at(
+    conn: &mut AnyConnection,
+    r: &ObjectRow,
+    prev: i64,
+    prev_id: Option<&str>,
+) -> Result<bool> {
+    let with_id;
+    let q = match prev_id {
+        None => bind(sqlx::query(REPLACE), r).bind(prev),
+        Some(id) => {
+            with_id = format!("{REPLACE} AND id = $18");
+            bind(sqlx::query(&with_id), r).bind(prev).bind(id.to_string())
+        }
+    };
+    Ok(q.execute(conn).await?.rows_affected() == 1)
 }
 
 /// The next `limit` rows of `kind` (S3 objects, or uploads) of a resource in key order,
@@ -262,12 +280,14 @@ pub(crate) async fn s3_page(
     rows.iter().map(parse).collect()
 }
 
-/// Whether a resource holds any object (of any kind).
+/// Whether a resource holds any object (of any kind but S3 uploads in progress, which
+/// go with the bucket, as on S3).
 pub(crate) async fn any_in(db: &Db, resource_id: &str) -> Result<bool> {
-    let n: Option<i64> = sqlx::query_scalar("SELECT 1 FROM store_objects WHERE resource_id = $1 LIMIT 1")
-        .bind(resource_id)
-        .fetch_optional(db.pool())
-        .await?;
+    let n: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM store_objects WHERE resource_id = $1 AND kind <> 's3upload' LIMIT 1")
+            .bind(resource_id)
+            .fetch_optional(db.pool())
+            .await?;
     Ok(n.is_some())
 }
 

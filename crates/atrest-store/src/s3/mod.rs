@@ -18,7 +18,7 @@ pub use crate::s3meta as meta;
 
 pub use list::{ListEntry, ListPage, ListQuery};
 pub use meta::{Multipart, PartRef, S3Meta, Sse};
-pub use multipart::{CompleteRefusal, PartInfo, UploadInfo};
+pub use multipart::{CompleteRefusal, CompleteRequest, PartInfo, UploadInfo};
 
 use crate::error::{Result, StoreError};
 use crate::model::{DataRole, KeySource, ObjectKind, Resource};
@@ -77,8 +77,8 @@ pub struct S3Put {
     pub sse: Option<SseRequest>,
     /// `If-Match`: the object's current ETag (or `*`).
     pub if_match: Option<String>,
-    /// `If-None-Match: *`.
-    pub if_none_match: bool,
+    /// `If-None-Match`: `*` (the key must be free), or ETags the object must not have.
+    pub if_none_match: Option<String>,
 }
 
 /// What the front end found in a body once it ended.
@@ -210,7 +210,7 @@ impl StoreService {
     }
 
     /// The row of object `key` with its metadata opened.
-    async fn s3_row(&self, r: &Resource, key: &str) -> Result<Option<(ObjectRow, S3Meta)>> {
+    pub(crate) async fn s3_row(&self, r: &Resource, key: &str) -> Result<Option<(ObjectRow, S3Meta)>> {
         let Some(o) = self.find_object(r, ObjectKind::S3, key).await? else {
             return Ok(None);
         };
@@ -263,9 +263,17 @@ impl StoreService {
         let r = self.authorized(actor, bucket, DataRole::Writer).await?;
         Self::check_usable(&r)?;
         let cur = self.s3_row(&r, key).await?;
-        check_s3_precondition(key, cur.as_ref().map(|(_, m)| m), put.if_match.as_deref(), put.if_none_match)?;
+        check_s3_precondition(
+            key,
+            cur.as_ref().map(|(_, m)| m),
+            put.if_match.as_deref(),
+            put.if_none_match.as_deref(),
+        )?;
+        let conditional = put.if_match.is_some() || put.if_none_match.is_some();
         let cur = cur.map(|(o, _)| o);
-        let (mut row, dek) = self.next_row(&r, ObjectKind::S3, key, cur.as_ref(), 0).await?;
+        // A new id for every write: the body's seal context never depends on what is
+        // current, so an unconditional put can commit over whatever another put left.
+        let (mut row, dek) = self.next_row(&r, ObjectKind::S3, key, None, 0).await?;
         let sse = self.new_object_sse(&r, put.sse.as_ref(), &mut row, &dek)?;
         let dek_copy = SecretKey::from_slice(dek.expose_secret())?;
         let (body, total) = self.write_blob_file(&r, &row, dek, input).await?;
@@ -294,14 +302,59 @@ impl StoreService {
                 return Err(e);
             }
         };
-        self.commit_body_row(&r, &mut row, &dek_copy, &body, cur.as_ref(), key).await?;
-        if let Some(old) = &cur {
+        let replaced = match self.commit_s3(&r, &mut row, &dek_copy, cur, conditional, key).await {
+            Ok(replaced) => replaced,
+            Err(e) => {
+                self.discard_blob_body(&r.id, &body).await;
+                return Err(e);
+            }
+        };
+        if let Some(old) = &replaced {
             self.retire_blob_body(&r, old).await;
         }
         if r.diagnostics {
             self.audit(&r, &actor.name, "s3-put", &row.id, "ok", serde_json::json!({"size": total})).await?;
         }
         Ok(Ok(Self::s3_object(&r, key, &row, m)))
+    }
+
+    /// Commits an S3 object's row: a conditional write over the object it checked
+    /// (`cur`), an unconditional one over whatever is current when it commits — the last
+    /// write to commit wins, as on S3. A re-key that finished meanwhile re-wraps the data
+    /// key first. Returns the row replaced.
+    ///
+    /// # Errors
+    /// `PreconditionFailed` when a conditional write lost; storage errors.
+    pub(crate) async fn commit_s3(
+        &self,
+        r: &Resource,
+        row: &mut ObjectRow,
+        dek: &SecretKey,
+        mut cur: Option<ObjectRow>,
+        conditional: bool,
+        key: &str,
+    ) -> Result<Option<ObjectRow>> {
+        for _ in 0..16 {
+            let now = self.resource_by_id(&r.id).await?;
+            if now.rk_epoch != row.rk_epoch && row.rk_epoch != crate::rows::NO_RESOURCE_KEY {
+                let rk = self.key(&now, crate::cache::Slot::Resource(now.rk_epoch)).await?;
+                row.rk_epoch = now.rk_epoch;
+                row.wrapped_dek = crate::hierarchy::rewrap_data_key(&rk, Self::oid(&now, row), dek)?;
+            }
+            row.mac = self.object_mac(row);
+            let prev = cur.as_ref().map(|o| (o.generation, Some(o.id.clone())));
+            match self.committer.write_over(row.clone(), prev).await? {
+                crate::commit::Outcome::Written => return Ok(cur),
+                crate::commit::Outcome::Stale => {}
+                crate::commit::Outcome::Moved if conditional => {
+                    return Err(StoreError::PreconditionFailed(format!(
+                        "{key}: another write of it finished first; read it again and retry"
+                    )));
+                }
+                crate::commit::Outcome::Moved => cur = self.find_object(r, ObjectKind::S3, key).await?,
+            }
+        }
+        Err(StoreError::Conflict(format!("{key}: too many concurrent writers; retry")))
     }
 
     /// Object `key`'s metadata; its data key is unwrapped too, so a revoked key answers
@@ -371,21 +424,36 @@ fn names_bucket_key(r: &Resource, id: &str) -> bool {
     id == r.key_uri || id == r.kek.name
 }
 
-/// `If-Match` (an ETag, quoted or not, or `*`) and `If-None-Match: *` against the
-/// current object.
-fn check_s3_precondition(key: &str, cur: Option<&S3Meta>, if_match: Option<&str>, if_none_match: bool) -> Result<()> {
+/// Whether an `If-Match` / `If-None-Match` list (`*`, or ETags, quoted or not) names
+/// `etag`.
+fn etag_listed(list: &str, etag: &str) -> bool {
+    list.split(',').map(str::trim).any(|t| t == "*" || t.trim_matches('"') == etag)
+}
+
+/// `If-Match` and `If-None-Match` on a write, against the current object (as S3: an
+/// `If-Match` on a missing key is `NoSuchKey`).
+pub(crate) fn check_s3_precondition(
+    key: &str,
+    cur: Option<&S3Meta>,
+    if_match: Option<&str>,
+    if_none_match: Option<&str>,
+) -> Result<()> {
     let failed = |why: &str| StoreError::PreconditionFailed(format!("{key}: {why}"));
     if let Some(want) = if_match {
         match cur {
-            None => return Err(failed("If-Match was given but the object does not exist")),
-            Some(m) if want != "*" && want.trim_matches('"') != m.etag => {
-                return Err(failed("its ETag is not the one given in If-Match"));
+            None => {
+                return Err(StoreError::ObjectNotFound(format!(
+                    "{key}: If-Match was given but the object does not exist"
+                )));
             }
+            Some(m) if !etag_listed(want, &m.etag) => return Err(failed("its ETag is not the one given in If-Match")),
             Some(_) => {}
         }
     }
-    if if_none_match && cur.is_some() {
-        return Err(failed("If-None-Match: * was given but the object exists"));
+    if let (Some(list), Some(m)) = (if_none_match, cur)
+        && etag_listed(list, &m.etag)
+    {
+        return Err(failed("If-None-Match names the object as it is"));
     }
     Ok(())
 }

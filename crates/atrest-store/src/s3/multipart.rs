@@ -43,6 +43,19 @@ pub enum CompleteRefusal {
     EntityTooSmall(String),
 }
 
+/// What CompleteMultipartUpload sends.
+#[derive(Debug)]
+pub struct CompleteRequest<'a> {
+    /// (part number, ETag), in ascending order.
+    pub parts: &'a [(u32, String)],
+    /// The SSE-C key, for an upload under one.
+    pub customer_key: Option<&'a atrest_crypto::SecretKey>,
+    /// `If-Match`.
+    pub if_match: Option<&'a str>,
+    /// `If-None-Match`.
+    pub if_none_match: Option<&'a str>,
+}
+
 /// A part, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartInfo {
@@ -140,6 +153,11 @@ impl StoreService {
         Self::check_usable(&r)?;
         let upload_id = hex::encode(atrest_crypto::rand::bytes::<16>()?);
         let (mut row, dek) = self.next_row(&r, ObjectKind::S3Upload, &upload_id, None, 0).await?;
+        // The row's id is the upload id (listings report it), so the data key is wrapped
+        // for that context.
+        row.id.clone_from(&upload_id);
+        let rk = self.key(&r, crate::cache::Slot::Resource(r.rk_epoch)).await?;
+        row.wrapped_dek = hierarchy::rewrap_data_key(&rk, Self::oid(&r, &row), &dek)?;
         let sse = self.new_object_sse(&r, put.sse.as_ref(), &mut row, &dek)?;
         // The sealed name is the key (the row is found by the upload id's hash).
         row.name_sealed = layers::seal_name(&self.infra, &dek, Self::oid(&r, &row), key)?;
@@ -353,12 +371,22 @@ impl StoreService {
         bucket: &str,
         key: &str,
         upload_id: &str,
-        listed: &[(u32, String)],
-        customer_key: Option<&atrest_crypto::SecretKey>,
+        req: &CompleteRequest<'_>,
     ) -> Result<std::result::Result<S3Object, CompleteRefusal>> {
+        let (listed, customer_key) = (req.parts, req.customer_key);
         let r = self.authorized(actor, bucket, DataRole::Writer).await?;
         Self::check_usable(&r)?;
-        let (u, umeta) = self.upload_row(&r, key, upload_id).await?;
+        let (u, umeta) = match self.upload_row(&r, key, upload_id).await {
+            Ok(found) => found,
+            // Completed already: the same answer again, as on S3.
+            Err(StoreError::ObjectNotFound(m)) => match self.s3_row(&r, key).await? {
+                Some((o, om)) if om.multipart.as_ref().is_some_and(|mp| mp.upload == upload_id) => {
+                    return Ok(Ok(Self::s3_object(&r, key, &o, om)));
+                }
+                _ => return Err(StoreError::ObjectNotFound(m)),
+            },
+            Err(e) => return Err(e),
+        };
         let mut stored = BTreeMap::new();
         for p in repo::of_upload(&self.db, &r.id, upload_id).await? {
             let (p, m) = self.verify_part(&r, p)?;
@@ -404,12 +432,13 @@ impl StoreService {
         };
         let dek = self.s3_data_key(&r, &u, &umeta, customer_key, key).await?;
         let customer = matches!(umeta.sse, Sse::Customer { .. });
-        let cur = self.find_object(&r, ObjectKind::S3, key).await?;
+        let cur = self.s3_row(&r, key).await?;
+        super::check_s3_precondition(key, cur.as_ref().map(|(_, m)| m), req.if_match, req.if_none_match)?;
+        let conditional = req.if_match.is_some() || req.if_none_match.is_some();
+        let mut cur = cur.map(|(o, _)| o);
         let now = self.now();
-        let (id, generation, created) = match &cur {
-            Some(o) => (o.id.clone(), o.generation + 1, o.created),
-            None => (hex::encode(atrest_crypto::rand::bytes::<16>()?), 1, now),
-        };
+        // A new id for every write (see `commit_s3`).
+        let (id, generation, created) = (hex::encode(atrest_crypto::rand::bytes::<16>()?), 1, now);
         let mut row = ObjectRow {
             resource_id: r.id.clone(),
             kind: ObjectKind::S3.as_str(),
@@ -448,7 +477,11 @@ impl StoreService {
         let included: std::collections::BTreeSet<u32> = parts.iter().map(|p| p.n).collect();
         let dropped: Vec<String> =
             stored.iter().filter(|(n, _)| !included.contains(n)).map(|(_, (p, _))| p.body.clone()).collect();
-        {
+        // Over the object checked (a conditional complete), or over whatever is current
+        // when it commits (the last write wins).
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
             let _g = self.write_guard().await;
             let mut tx = self.db.pool().begin().await?;
             if !customer && objects_repo::resource_epoch(&mut tx, self.db.engine(), &r.id).await? != Some(row.rk_epoch)
@@ -460,12 +493,18 @@ impl StoreService {
             }
             let written = match &cur {
                 None => objects_repo::insert_if_absent(&mut tx, &row).await?,
-                Some(o) => objects_repo::replace_if_at(&mut tx, &row, o.generation).await?,
+                Some(o) => objects_repo::replace_if_at(&mut tx, &row, o.generation, Some(&o.id)).await?,
             };
             if !written {
-                return Err(StoreError::PreconditionFailed(format!(
-                    "{key}: another write of it finished first; complete the upload again"
-                )));
+                drop(tx);
+                drop(_g);
+                if conditional || attempts >= 16 {
+                    return Err(StoreError::PreconditionFailed(format!(
+                        "{key}: another write of it finished first; complete the upload again"
+                    )));
+                }
+                cur = self.find_object(&r, ObjectKind::S3, key).await?;
+                continue;
             }
             for (n, (p, _)) in &stored {
                 if included.contains(n) {
@@ -480,6 +519,7 @@ impl StoreService {
             }
             objects_repo::delete_in(&mut tx, &r.id, ObjectKind::S3Upload.as_str(), &u.name_hash).await?;
             tx.commit().await?;
+            break;
         }
         for body in dropped {
             self.discard_blob_body(&r.id, &body).await;

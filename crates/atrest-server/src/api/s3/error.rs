@@ -18,11 +18,13 @@ pub(crate) struct S3Error {
     pub resource: String,
     /// HEAD answers carry no body: the code goes in a header instead.
     pub head: bool,
+    /// The request's id (also in `x-amz-request-id`).
+    pub request_id: String,
 }
 
 impl S3Error {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), resource: String::new(), head: false }
+        Self { status, code, message: message.into(), resource: String::new(), head: false, request_id: String::new() }
     }
 
     pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
@@ -101,6 +103,9 @@ impl IntoResponse for S3Error {
             x.text("Message", &self.message);
             if !self.resource.is_empty() {
                 x.text("Resource", &format!("/{}", self.resource));
+            }
+            if !self.request_id.is_empty() {
+                x.text("RequestId", &self.request_id);
             }
             x.into_response(self.status)
         };

@@ -120,6 +120,15 @@ impl Target {
 
 /// Every S3 request: authenticated before its body is read, then routed.
 pub(crate) async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let request_id = hex::encode_upper(atrest_crypto::rand::bytes::<8>().unwrap_or_default());
+    let mut resp = answer(&state, req, &request_id).await;
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-amz-request-id", v);
+    }
+    resp
+}
+
+async fn answer(state: &Arc<AppState>, req: Request, request_id: &str) -> Response {
     let (parts, body) = req.into_parts();
     let head = parts.method == Method::HEAD;
     let target = match Target::parse(parts.uri.path()) {
@@ -127,14 +136,15 @@ pub(crate) async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -
         Err(e) => return e.into_response(),
     };
     let result = async {
-        let caller = auth::authenticate(&state, &parts).await?;
-        route(&state, &parts, body, caller, &target).await
+        let caller = auth::authenticate(state, &parts).await?;
+        route(state, &parts, body, caller, &target).await
     }
     .await;
     match result {
         Ok(r) => r,
         Err(mut e) => {
             e.head = head;
+            e.request_id = request_id.to_string();
             if e.resource.is_empty() {
                 e.resource = target.resource();
             }
@@ -156,17 +166,19 @@ async fn route(
         return Err(S3Error::not_implemented(&format!("the ?{sub} sub-resource")));
     }
     match (&t.bucket, &t.key) {
-        (None, _) if *m == Method::GET => list_buckets(state, &caller).await,
+        (None, _) if *m == Method::GET => list_buckets(state, &caller, &q).await,
         (None, _) => Err(S3Error::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "use GET / to list buckets")),
         (Some(b), None) => match *m {
             Method::GET if q.has("uploads") => list_uploads(state, &caller, b, &q).await,
             Method::GET if q.has("location") => location(state, &caller, b).await,
             Method::GET if q.has("encryption") => get_encryption(state, &caller, b).await,
             Method::GET if q.has("versioning") => versioning(state, &caller, b).await,
+            Method::GET if q.has("versions") => list_versions(state, &caller, b, &q).await,
             Method::GET if q.get("list-type") == Some("2") => list(state, &caller, b, &q, true).await,
             Method::GET => list(state, &caller, b, &q, false).await,
             Method::HEAD => head_bucket(state, &caller, b).await,
             Method::PUT if q.has("encryption") => put_encryption(state, parts, body, caller, b).await,
+            Method::PUT if q.has("versioning") => Err(S3Error::not_implemented("versioning")),
             Method::PUT => create_bucket(state, parts, body, caller, b).await,
             Method::DELETE if q.has("encryption") => delete_encryption(state, &caller, b).await,
             Method::DELETE => delete_bucket(state, &caller, b).await,
@@ -176,11 +188,18 @@ async fn route(
         (Some(b), Some(k)) if q.has("uploads") || q.has("uploadId") => {
             multipart(state, parts, body, caller, b, k, &q).await
         }
+        // Versioning is never on: the only version of an object is "null".
+        (Some(_), Some(_)) if q.get("versionId").is_some_and(|v| v != "null") => Err(S3Error::new(
+            StatusCode::NOT_FOUND,
+            "NoSuchVersion",
+            "versioning is not enabled on this server: the only version id is null",
+        )),
         (Some(b), Some(k)) => match *m {
             Method::PUT if parts.headers.contains_key("x-amz-copy-source") => {
                 copy_object(state, parts, caller, b, k).await
             }
             Method::PUT => put_object(state, parts, body, caller, b, k).await,
+            Method::GET if q.has("attributes") => object_attributes(state, &parts.headers, &caller, b, k).await,
             Method::GET => get_object(state, &parts.headers, &q, &caller, b, k, false).await,
             Method::HEAD => get_object(state, &parts.headers, &q, &caller, b, k, true).await,
             Method::DELETE => {
@@ -233,15 +252,48 @@ fn owner(x: &mut Xml, caller: &S3Caller) {
 
 // ---- buckets ----
 
-async fn list_buckets(state: &AppState, caller: &S3Caller) -> Result<Response, S3Error> {
-    let buckets = state.store.s3_buckets(&caller.principal).await.map_err(S3Error::from_store)?;
+async fn list_buckets(state: &AppState, caller: &S3Caller, q: &Query) -> Result<Response, S3Error> {
+    let max = match q.get("max-buckets") {
+        None => usize::MAX,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| S3Error::bad("InvalidArgument", "max-buckets must be a number from 1 to 10000"))?,
+    };
+    let after = match q.get("continuation-token") {
+        None => None,
+        Some(t) => Some(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| S3Error::bad("InvalidArgument", "The continuation token provided is incorrect"))?,
+        ),
+    };
+    let prefix = q.get("prefix").unwrap_or("");
+    let buckets: Vec<_> = state
+        .store
+        .s3_buckets(&caller.principal)
+        .await
+        .map_err(S3Error::from_store)?
+        .into_iter()
+        .filter(|b| b.name.starts_with(prefix) && after.as_ref().is_none_or(|a| b.name > *a))
+        .collect();
     let mut x = Xml::new("ListAllMyBucketsResult");
     owner(&mut x, caller);
     x.start("Buckets");
-    for b in buckets {
-        x.start("Bucket").text("Name", &b.name).text("CreationDate", &iso8601(b.created)).end();
+    for b in buckets.iter().take(max) {
+        x.start("Bucket").text("Name", &b.name).text("CreationDate", &iso8601(b.created));
+        x.text("BucketRegion", "us-east-1").end();
     }
     x.end();
+    if buckets.len() > max {
+        x.text("ContinuationToken", &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&buckets[max - 1].name));
+    }
+    if !prefix.is_empty() {
+        x.text("Prefix", prefix);
+    }
     Ok(x.into_response(StatusCode::OK))
 }
 
@@ -302,10 +354,16 @@ async fn create_bucket(
             set(r.headers_mut(), "location", &format!("/{b}"));
             Ok(r)
         }
+        // As S3 in us-east-1: creating a bucket you already own succeeds.
+        Err(StoreError::Conflict(_)) if state.store.s3_bucket(&actor, b, DataRole::Owner).await.is_ok() => {
+            let mut r = empty(StatusCode::OK);
+            set(r.headers_mut(), "location", &format!("/{b}"));
+            Ok(r)
+        }
         Err(StoreError::Conflict(_)) => Err(S3Error::new(
             StatusCode::CONFLICT,
-            "BucketAlreadyOwnedByYou",
-            format!("your tenant already has a bucket named {b}"),
+            "BucketAlreadyExists",
+            format!("your tenant already has a bucket named {b}, and you do not own it"),
         )),
         Err(StoreError::Forbidden(m)) => Err(S3Error::denied(m)),
         Err(e) => Err(S3Error::from_store(e)),
@@ -531,6 +589,47 @@ async fn list(state: &AppState, caller: &S3Caller, b: &str, q: &Query, v2: bool)
     Ok(x.into_response(StatusCode::OK))
 }
 
+/// ListObjectVersions on a bucket that never had versioning: every object once, as
+/// version `null`, the latest.
+async fn list_versions(state: &AppState, caller: &S3Caller, b: &str, q: &Query) -> Result<Response, S3Error> {
+    let max = q.get("max-keys").and_then(|v| v.parse::<usize>().ok()).map_or(MAX_KEYS, |n| n.min(MAX_KEYS));
+    let query = ListQuery {
+        prefix: q.get("prefix").unwrap_or("").to_string(),
+        delimiter: q.get("delimiter").filter(|d| !d.is_empty()).map(str::to_string),
+        after: q.get("key-marker").filter(|k| !k.is_empty()).map(str::to_string),
+        max,
+    };
+    let page = state.store.s3_list(&caller.principal, b, &query).await.map_err(S3Error::from_store)?;
+    let mut x = Xml::new("ListVersionsResult");
+    x.text("Name", b).text("Prefix", &query.prefix).text("KeyMarker", q.get("key-marker").unwrap_or(""));
+    x.text("VersionIdMarker", q.get("version-id-marker").unwrap_or(""));
+    if let Some(d) = &query.delimiter {
+        x.text("Delimiter", d);
+    }
+    x.text("MaxKeys", &max.to_string()).text("IsTruncated", if page.truncated { "true" } else { "false" });
+    if page.truncated
+        && let Some(last) = &page.last
+    {
+        x.text("NextKeyMarker", last).text("NextVersionIdMarker", "null");
+    }
+    for o in &page.objects {
+        x.start("Version")
+            .text("Key", &o.key)
+            .text("VersionId", "null")
+            .text("IsLatest", "true")
+            .text("LastModified", &iso8601(o.modified))
+            .text("ETag", &format!("\"{}\"", o.etag))
+            .text("Size", &o.size.to_string())
+            .text("StorageClass", "STANDARD");
+        owner(&mut x, caller);
+        x.end();
+    }
+    for p in &page.prefixes {
+        x.start("CommonPrefixes").text("Prefix", p).end();
+    }
+    Ok(x.into_response(StatusCode::OK))
+}
+
 // ---- objects ----
 
 /// A customer-provided key (SSE-C) and its MD5 as sent: from the
@@ -600,6 +699,10 @@ fn sse_managed(h: &HeaderMap) -> Result<Option<SseRequest>, S3Error> {
             "x-amz-server-side-encryption-aws-kms-key-id needs x-amz-server-side-encryption: aws:kms",
         )),
         None => Ok(None),
+        Some("AES256") if key_id.is_some() => Err(S3Error::bad(
+            "InvalidArgument",
+            "x-amz-server-side-encryption-aws-kms-key-id goes with aws:kms, not AES256",
+        )),
         Some("AES256") => Ok(Some(SseRequest::S3)),
         Some("aws:kms") => Ok(Some(SseRequest::Kms(key_id))),
         Some(other) => Err(S3Error::bad(
@@ -613,18 +716,42 @@ fn sse_managed(h: &HeaderMap) -> Result<Option<SseRequest>, S3Error> {
 /// Header or metadata name → value.
 type Fields = BTreeMap<String, String>;
 
+/// A header value as stored: its bytes one character each (ISO-8859-1, which HTTP header
+/// values are), so whatever bytes a client sent come back unchanged.
+fn header_text(v: &HeaderValue) -> String {
+    v.as_bytes().iter().map(|&b| char::from(b)).collect()
+}
+
+/// The inverse of [`header_text`].
+fn header_value(s: &str) -> Option<HeaderValue> {
+    let bytes: Option<Vec<u8>> = s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect();
+    HeaderValue::from_bytes(&bytes?).ok()
+}
+
 fn put_metadata(h: &HeaderMap) -> Result<(Fields, Fields), S3Error> {
     let mut stored = BTreeMap::new();
     for name in STORED_HEADERS {
         if let Some(v) = h.get(name) {
-            stored.insert(name.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned());
+            let mut v = header_text(v);
+            if name == "content-encoding" {
+                // aws-chunked describes the request's framing, not the object.
+                v = v
+                    .split(',')
+                    .filter(|e| !e.trim().eq_ignore_ascii_case("aws-chunked"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                if v.is_empty() {
+                    continue;
+                }
+            }
+            stored.insert(name.to_string(), v);
         }
     }
     let mut user = BTreeMap::new();
     let mut total = 0;
     for (n, v) in h {
         if let Some(k) = n.as_str().strip_prefix("x-amz-meta-") {
-            let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            let v = header_text(v);
             total += k.len() + v.len();
             user.insert(k.to_string(), v);
         }
@@ -644,7 +771,7 @@ fn object_headers(h: &mut HeaderMap, o: &S3Object) {
     set(h, "last-modified", &http_date(o.modified));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     for (n, v) in &o.meta.headers {
-        if let (Ok(n), Ok(v)) = (axum::http::HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v)) {
+        if let (Ok(n), Some(v)) = (axum::http::HeaderName::from_bytes(n.as_bytes()), header_value(v)) {
             h.insert(n, v);
         }
     }
@@ -652,8 +779,8 @@ fn object_headers(h: &mut HeaderMap, o: &S3Object) {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("binary/octet-stream"));
     }
     for (k, v) in &o.meta.user {
-        if let (Ok(n), Ok(v)) =
-            (axum::http::HeaderName::from_bytes(format!("x-amz-meta-{k}").as_bytes()), HeaderValue::from_str(v))
+        if let (Ok(n), Some(v)) =
+            (axum::http::HeaderName::from_bytes(format!("x-amz-meta-{k}").as_bytes()), header_value(v))
         {
             h.insert(n, v);
         }
@@ -670,12 +797,8 @@ async fn put_object(
 ) -> Result<Response, S3Error> {
     let h = &parts.headers;
     let (headers, user) = put_metadata(h)?;
-    let if_none_match = match header_str(h, "if-none-match") {
-        None => false,
-        Some("*") => true,
-        Some(_) => return Err(S3Error::not_implemented("If-None-Match with an ETag on PUT (only * is)")),
-    };
-    let conditional = if_none_match || h.contains_key("if-match");
+    let if_none_match = header_str(h, "if-none-match").map(str::to_string);
+    let conditional = if_none_match.is_some() || h.contains_key("if-match");
     let (sse, key_md5) = sse_request(h)?;
     let put = S3Put { headers, user, sse, if_match: header_str(h, "if-match").map(str::to_string), if_none_match };
     let expect = Expect::from_headers(h, caller.payload, caller.signing)?;
@@ -772,12 +895,37 @@ async fn get_object(
 ) -> Result<Response, S3Error> {
     let ck = customer_key(h, false)?;
     let (key, key_md5) = (ck.as_ref().map(|(k, _)| k), ck.as_ref().map(|(_, m)| m.as_str()));
-    if q.has("partNumber") {
-        return Err(S3Error::not_implemented("GET or HEAD by partNumber"));
+    if h.contains_key("x-amz-server-side-encryption") || h.contains_key("x-amz-server-side-encryption-aws-kms-key-id") {
+        return Err(S3Error::bad(
+            "InvalidArgument",
+            "x-amz-server-side-encryption headers go with writes; a read needs none (SSE-C: the customer key headers)",
+        ));
     }
     // A Range S3 does not understand (several ranges, other units) is ignored: the whole
     // object is answered.
-    let range: Option<ByteRange> = header_str(h, "range").and_then(atrest_wire::range::parse);
+    let mut range: Option<ByteRange> = header_str(h, "range").and_then(atrest_wire::range::parse);
+    let mut parts_count = None;
+    if let Some(n) = q.get("partNumber") {
+        let n: u64 = n
+            .parse()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| S3Error::bad("InvalidArgument", "partNumber must be a number from 1 to 10000"))?;
+        let o = state.store.s3_head(&caller.principal, b, k, key).await.map_err(S3Error::from_store)?;
+        let sizes: Vec<u64> = match &o.meta.multipart {
+            Some(mp) => mp.parts.iter().map(|p| p.size).collect(),
+            None => vec![o.size],
+        };
+        let i = usize::try_from(n - 1).unwrap_or(usize::MAX);
+        let Some(size) = sizes.get(i) else {
+            return Err(S3Error::bad("InvalidPart", format!("the object has {} parts, not {n}", sizes.len())));
+        };
+        let start: u64 = sizes[..i].iter().sum();
+        range = (*size > 0).then(|| ByteRange::From(start, Some(start + size)));
+        if o.meta.multipart.is_some() {
+            parts_count = Some(sizes.len());
+        }
+    }
     let (object, offset, len, chunks) = if head {
         let o = state.store.s3_head(&caller.principal, b, k, key).await.map_err(S3Error::from_store)?;
         let size = o.size;
@@ -807,6 +955,9 @@ async fn get_object(
     let rh = r.headers_mut();
     object_headers(rh, &object);
     sse_headers(rh, &object.meta.sse, key_md5);
+    if let Some(n) = parts_count {
+        rh.insert("x-amz-mp-parts-count", HeaderValue::from(n));
+    }
     rh.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if partial {
         set(rh, "content-range", &format!("bytes {offset}-{}/{}", offset + len - 1, object.size));
@@ -829,6 +980,57 @@ async fn get_object(
             rh.insert(name, v);
         }
     }
+    Ok(r)
+}
+
+/// GetObjectAttributes: what `x-amz-object-attributes` asks for, without the body.
+async fn object_attributes(
+    state: &AppState,
+    h: &HeaderMap,
+    caller: &S3Caller,
+    b: &str,
+    k: &str,
+) -> Result<Response, S3Error> {
+    let ck = customer_key(h, false)?;
+    let o =
+        state.store.s3_head(&caller.principal, b, k, ck.as_ref().map(|(k, _)| k)).await.map_err(S3Error::from_store)?;
+    let asked: Vec<String> = header_str(h, "x-amz-object-attributes")
+        .unwrap_or_default()
+        .split(',')
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect();
+    let mut x = Xml::new("GetObjectAttributesResponse");
+    for a in &asked {
+        match a.as_str() {
+            "ETag" => {
+                x.text("ETag", &o.meta.etag);
+            }
+            "StorageClass" => {
+                x.text("StorageClass", "STANDARD");
+            }
+            "ObjectSize" => {
+                x.text("ObjectSize", &o.size.to_string());
+            }
+            "Checksum" if !o.meta.checksums.is_empty() => {
+                x.start("Checksum");
+                for alg in Algo::ALL {
+                    if let Some(v) = o.meta.checksums.get(alg.name()) {
+                        x.text(&format!("Checksum{}", alg.name()), v);
+                    }
+                }
+                x.end();
+            }
+            "ObjectParts" => {
+                if let Some(mp) = &o.meta.multipart {
+                    x.start("ObjectParts").text("TotalPartsCount", &mp.parts.len().to_string()).end();
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut r = x.into_response(StatusCode::OK);
+    set(r.headers_mut(), "last-modified", &http_date(o.modified));
     Ok(r)
 }
 
@@ -892,7 +1094,7 @@ async fn copy_object(
     }
     let (headers, user) =
         if replace { put_metadata(h)? } else { (read.object.meta.headers.clone(), read.object.meta.user.clone()) };
-    let put = S3Put { headers, user, sse, if_match: None, if_none_match: false };
+    let put = S3Put { headers, user, sse, if_match: None, if_none_match: None };
     let md5 = Arc::new(std::sync::Mutex::new(<md5::Md5 as md5::Digest>::new()));
     let hasher = md5.clone();
     let mut rx = read.chunks;
@@ -959,7 +1161,7 @@ async fn multipart(
         Method::POST if q.has("uploads") => {
             let (headers, user) = put_metadata(&parts.headers)?;
             let (sse, key_md5) = sse_request(&parts.headers)?;
-            let put = S3Put { headers, user, sse, if_match: None, if_none_match: false };
+            let put = S3Put { headers, user, sse, if_match: None, if_none_match: None };
             let id = state.store.s3_create_upload(&caller.principal, b, k, put).await.map_err(S3Error::from_store)?;
             let mut x = Xml::new("InitiateMultipartUploadResult");
             x.text("Bucket", b).text("Key", k).text("UploadId", &id);
@@ -1044,7 +1246,14 @@ async fn multipart(
                 .map_err(|e| S3Error::bad("MalformedXML", format!("the part list does not parse: {e}")))?;
             let listed: Vec<(u32, String)> = req.parts.into_iter().map(|p| (p.number, p.etag)).collect();
             let key = ck.as_ref().map(|(k, _)| k);
-            let o = match state.store.s3_complete_upload(&actor, b, k, upload, &listed, key).await {
+            let req = atrest_store::s3::CompleteRequest {
+                parts: &listed,
+                customer_key: key,
+                if_match: header_str(&parts.headers, "if-match"),
+                if_none_match: header_str(&parts.headers, "if-none-match"),
+            };
+            let conditional = req.if_match.is_some() || req.if_none_match.is_some();
+            let o = match state.store.s3_complete_upload(&actor, b, k, upload, &req).await {
                 Ok(Ok(o)) => o,
                 Ok(Err(refusal)) => {
                     use atrest_store::s3::CompleteRefusal as C;
@@ -1054,9 +1263,10 @@ async fn multipart(
                         C::EntityTooSmall(m) => S3Error::bad("EntityTooSmall", m),
                     });
                 }
-                Err(StoreError::PreconditionFailed(m)) => {
+                Err(StoreError::PreconditionFailed(m)) if !conditional => {
                     return Err(S3Error::new(StatusCode::SERVICE_UNAVAILABLE, "SlowDown", m));
                 }
+                Err(e @ StoreError::PreconditionFailed(_)) => return Err(S3Error::from_store(e)),
                 Err(e) => return Err(upload_error(e)),
             };
             let mut x = Xml::new("CompleteMultipartUploadResult");
@@ -1123,6 +1333,8 @@ struct DeleteRequest {
 struct DeleteKey {
     #[serde(rename = "Key")]
     key: String,
+    #[serde(rename = "VersionId")]
+    version: Option<String>,
 }
 
 async fn delete_objects(
@@ -1143,6 +1355,11 @@ async fn delete_objects(
     state.store.s3_bucket(&actor, b, DataRole::Writer).await.map_err(S3Error::from_store)?;
     let mut x = Xml::new("DeleteResult");
     for o in &req.objects {
+        if o.version.as_deref().is_some_and(|v| v != "null") {
+            x.start("Error").text("Key", &o.key).text("Code", "NoSuchVersion");
+            x.text("Message", "versioning is not enabled on this server: the only version id is null").end();
+            continue;
+        }
         match state.store.s3_delete(&actor, b, &o.key).await {
             Ok(()) if req.quiet => {}
             Ok(()) => {
