@@ -27,12 +27,14 @@ failed = {}
 times = []
 for case in ET.parse(report).getroot().iter("testcase"):
     times.append((float(case.get("time") or 0), case.get("name")))
-    name = case.get("name")
+    # A parametrized test passes when every one of its cases does.
+    name = case.get("name").split("[")[0]
     problem = case.find("failure") if case.find("failure") is not None else case.find("error")
     if problem is not None:
         failed[name] = (problem.get("message") or "").splitlines()[0][:160] if problem.get("message") else ""
     elif case.find("skipped") is None:
         passed.add(name)
+passed -= set(failed)
 
 
 def count(sel):

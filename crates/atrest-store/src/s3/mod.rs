@@ -369,6 +369,7 @@ impl StoreService {
         key: &str,
         customer_key: Option<&SecretKey>,
     ) -> Result<S3Object> {
+        check_name(key)?;
         let r = self.authorized(actor, bucket, DataRole::Reader).await?;
         Self::check_usable(&r)?;
         let (o, m) = self.s3_row(&r, key).await?.ok_or_else(|| no_such_key(bucket, key))?;
@@ -388,6 +389,7 @@ impl StoreService {
         range: Option<crate::ByteRange>,
         customer_key: Option<&SecretKey>,
     ) -> Result<S3Read> {
+        check_name(key)?;
         let r = self.authorized(actor, bucket, DataRole::Reader).await?;
         Self::check_usable(&r)?;
         let (o, m) = self.s3_row(&r, key).await?.ok_or_else(|| no_such_key(bucket, key))?;

@@ -41,6 +41,8 @@ pub enum CompleteRefusal {
     InvalidPartOrder(String),
     /// A part but the last under 5 MiB.
     EntityTooSmall(String),
+    /// `If-Match` was given and the key has no object.
+    NoSuchKey(String),
 }
 
 /// What CompleteMultipartUpload sends.
@@ -433,7 +435,10 @@ impl StoreService {
         let dek = self.s3_data_key(&r, &u, &umeta, customer_key, key).await?;
         let customer = matches!(umeta.sse, Sse::Customer { .. });
         let cur = self.s3_row(&r, key).await?;
-        super::check_s3_precondition(key, cur.as_ref().map(|(_, m)| m), req.if_match, req.if_none_match)?;
+        match super::check_s3_precondition(key, cur.as_ref().map(|(_, m)| m), req.if_match, req.if_none_match) {
+            Err(StoreError::ObjectNotFound(m)) => return Ok(Err(CompleteRefusal::NoSuchKey(m))),
+            other => other?,
+        }
         let conditional = req.if_match.is_some() || req.if_none_match.is_some();
         let mut cur = cur.map(|(o, _)| o);
         let now = self.now();

@@ -194,6 +194,10 @@ async fn route(
             "NoSuchVersion",
             "versioning is not enabled on this server: the only version id is null",
         )),
+        // A key no object can have (control characters) is refused as S3 does.
+        (Some(_), Some(k)) if k.chars().any(char::is_control) || k.len() > 1024 => {
+            Err(S3Error::bad("InvalidURI", "Couldn't parse the specified URI."))
+        }
         (Some(b), Some(k)) => match *m {
             Method::PUT if parts.headers.contains_key("x-amz-copy-source") => {
                 copy_object(state, parts, caller, b, k).await
@@ -540,7 +544,8 @@ async fn list(state: &AppState, caller: &S3Caller, b: &str, q: &Query, v2: bool)
     let page = state.store.s3_list(&caller.principal, b, &query).await.map_err(S3Error::from_store)?;
     let enc = |s: &str| if url { url_encode(s) } else { s.to_string() };
     let mut x = Xml::new("ListBucketResult");
-    x.text("Name", b).text("Prefix", &enc(&query.prefix));
+    // V1 answers the prefix as sent (the SDKs decode it only in v2).
+    x.text("Name", b).text("Prefix", &if v2 { enc(&query.prefix) } else { query.prefix.clone() });
     if let Some(d) = &query.delimiter {
         x.text("Delimiter", &enc(d));
     }
@@ -1261,6 +1266,7 @@ async fn multipart(
                         C::InvalidPart(m) => S3Error::bad("InvalidPart", m),
                         C::InvalidPartOrder(m) => S3Error::bad("InvalidPartOrder", m),
                         C::EntityTooSmall(m) => S3Error::bad("EntityTooSmall", m),
+                        C::NoSuchKey(m) => S3Error::new(StatusCode::NOT_FOUND, "NoSuchKey", m),
                     });
                 }
                 Err(StoreError::PreconditionFailed(m)) if !conditional => {
