@@ -341,6 +341,21 @@ async fn small_body(parts: &Parts, body: Body, caller: S3Caller) -> Result<Bytes
     Ok(Bytes::from(buf))
 }
 
+/// An XML request body (verified as any body is), parsed; `what` names it in the error.
+/// Returns the caller too, whose signing state the body consumed.
+async fn xml_body<T: serde::de::DeserializeOwned>(
+    parts: &Parts,
+    body: Body,
+    caller: S3Caller,
+    what: &str,
+) -> Result<(atrest_vault::Principal, T), S3Error> {
+    let actor = caller.principal.clone();
+    let xml = small_body(parts, body, caller).await?;
+    let parsed = quick_xml::de::from_reader(xml.as_ref())
+        .map_err(|e| S3Error::bad("MalformedXML", format!("{what} does not parse: {e}")))?;
+    Ok((actor, parsed))
+}
+
 async fn create_bucket(
     state: &AppState,
     parts: &Parts,
@@ -450,11 +465,8 @@ async fn put_encryption(
     caller: S3Caller,
     b: &str,
 ) -> Result<Response, S3Error> {
-    let actor = caller.principal.clone();
-    let xml = small_body(parts, body, caller).await?;
+    let (actor, cfg): (_, SseConfig) = xml_body(parts, body, caller, "the encryption configuration").await?;
     let malformed = |why: &str| S3Error::bad("MalformedXML", format!("the encryption configuration {why}"));
-    let cfg: SseConfig =
-        quick_xml::de::from_reader(xml.as_ref()).map_err(|e| malformed(&format!("does not parse: {e}")))?;
     let [rule] = cfg.rules.as_slice() else { return Err(malformed("must hold exactly one Rule")) };
     let d = rule.default.as_ref().ok_or_else(|| malformed("needs ApplyServerSideEncryptionByDefault"))?;
     let req = match (d.algorithm.as_str(), d.key_id.as_deref()) {
@@ -1244,11 +1256,8 @@ async fn multipart(
             Ok(empty(StatusCode::NO_CONTENT))
         }
         Method::POST => {
-            let actor = caller.principal.clone();
             let ck = customer_key(&parts.headers, false)?;
-            let xml = small_body(parts, body, caller).await?;
-            let req: CompleteRequest = quick_xml::de::from_reader(xml.as_ref())
-                .map_err(|e| S3Error::bad("MalformedXML", format!("the part list does not parse: {e}")))?;
+            let (actor, req): (_, CompleteRequest) = xml_body(parts, body, caller, "the part list").await?;
             let listed: Vec<(u32, String)> = req.parts.into_iter().map(|p| (p.number, p.etag)).collect();
             let key = ck.as_ref().map(|(k, _)| k);
             let req = atrest_store::s3::CompleteRequest {
@@ -1350,10 +1359,7 @@ async fn delete_objects(
     caller: S3Caller,
     b: &str,
 ) -> Result<Response, S3Error> {
-    let actor = caller.principal.clone();
-    let xml = small_body(parts, body, caller).await?;
-    let req: DeleteRequest = quick_xml::de::from_reader(xml.as_ref())
-        .map_err(|e| S3Error::bad("MalformedXML", format!("the Delete request does not parse: {e}")))?;
+    let (actor, req): (_, DeleteRequest) = xml_body(parts, body, caller, "the Delete request").await?;
     if req.objects.len() > MAX_KEYS {
         return Err(S3Error::bad("MalformedXML", format!("at most {MAX_KEYS} keys per request")));
     }
