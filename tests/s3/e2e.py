@@ -267,6 +267,30 @@ try:
 except Exception as e:  # 500 before the body, or a cut stream
     check("a tampered body is not served", True)
 
+# Every x-amz-* header must be signed: one added after signing is refused, and so is a
+# presigned PUT turned into a copy of an object the signer may read.
+def add_unsigned(request, **kwargs):
+    request.headers["x-amz-meta-added"] = "after signing"
+s3.meta.events.register("before-send.s3.HeadObject", add_unsigned)
+try:
+    s3.head_object(Bucket="docs", Key="ssec/plain-copy.txt")
+    check("an x-amz-* header added after signing is refused", False)
+except ClientError as e:
+    check("an x-amz-* header added after signing is refused", code(e)[1] == 403, code(e))
+s3.meta.events.unregister("before-send.s3.HeadObject", add_unsigned)
+import urllib3
+signer = boto3.client("s3", endpoint_url=ENDPOINT, aws_access_key_id=key["id"], aws_secret_access_key=key["secret"],
+                      region_name="us-east-1", verify=CA,
+                      config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"))
+url = signer.generate_presigned_url("put_object", Params={"Bucket": "docs", "Key": "presigned.txt"}, ExpiresIn=300)
+http = urllib3.PoolManager(ca_certs=CA)
+plain = http.request("PUT", url, body=b"via a presigned URL")
+stolen = http.request("PUT", url, body=b"", headers={"x-amz-copy-source": "docs/ssec/plain-copy.txt"})
+check("a presigned PUT works, and cannot be turned into a copy",
+      plain.status == 200 and stolen.status == 403
+      and s3.get_object(Bucket="docs", Key="presigned.txt")["Body"].read() == b"via a presigned URL",
+      (plain.status, plain.data[:300], stolen.status))
+
 # Wrong secret, revoked key.
 bad = boto3.client("s3", endpoint_url=ENDPOINT, aws_access_key_id=key["id"], aws_secret_access_key="0" * 40,
                    region_name="us-east-1", verify=CA, config=cfg)

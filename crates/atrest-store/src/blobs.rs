@@ -359,17 +359,28 @@ impl StoreService {
                 let _g = self.write_guard().await;
                 async {
                     let mut tx = self.db.pool().begin().await?;
-                    crate::repo::s3parts::delete(&mut tx, &r.id, &multipart.upload, i64::from(p.n)).await?;
+                    let object = (o.id.as_str(), o.generation);
+                    let mine = crate::repo::s3parts::delete_of_object(
+                        &mut tx,
+                        &r.id,
+                        &multipart.upload,
+                        i64::from(p.n),
+                        object,
+                    )
+                    .await?;
                     tx.commit().await?;
-                    Ok::<(), StoreError>(())
+                    Ok::<bool, StoreError>(mine)
                 }
                 .await
             };
-            if let Err(e) = removed {
-                tracing::warn!(resource = %r.name, object = %o.id, error = %e, "could not drop a part row; its body stays until the next delete");
-                continue;
+            match removed {
+                // Only a body this object's row named: never one another object uses.
+                Ok(true) => self.retire_body_name(&r.id, &p.body).await,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(resource = %r.name, object = %o.id, error = %e, "could not drop a part row; its body stays, listed, until the bucket is deleted");
+                }
             }
-            self.retire_body_name(&r.id, &p.body).await;
         }
         true
     }

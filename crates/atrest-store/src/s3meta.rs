@@ -66,6 +66,9 @@ pub struct S3Meta {
     /// Made by a multipart upload: the body is its parts, in order (absent: one body).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multipart: Option<Multipart>,
+    /// An upload's only: the re-encrypt epoch its parts are sealed under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts_epoch: Option<i64>,
 }
 
 /// The part index of an object made by a multipart upload: each part is a body of its
@@ -102,6 +105,7 @@ impl S3Meta {
             sse,
             checksums: BTreeMap::new(),
             multipart: None,
+            parts_epoch: None,
         }
     }
 }

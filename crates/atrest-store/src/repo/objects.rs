@@ -291,16 +291,19 @@ pub(crate) async fn any_in(db: &Db, resource_id: &str) -> Result<bool> {
     Ok(n.is_some())
 }
 
-/// Whether an object row exists, in the caller's transaction.
+/// Whether an object row exists, in the caller's transaction; on PostgreSQL the row stays
+/// locked until commit (SQLite has one writer at a time).
 pub(crate) async fn exists_in(
     conn: &mut AnyConnection,
+    engine: Engine,
     resource_id: &str,
     kind: &str,
     name_hash: &[u8],
 ) -> Result<bool> {
-    let n: Option<i64> = sqlx::query_scalar(
-        "SELECT generation FROM store_objects WHERE resource_id = $1 AND kind = $2 AND name_hash = $3",
-    )
+    let lock = if engine == Engine::Postgres { " FOR UPDATE" } else { "" };
+    let n: Option<i64> = sqlx::query_scalar(&format!(
+        "SELECT generation FROM store_objects WHERE resource_id = $1 AND kind = $2 AND name_hash = $3{lock}"
+    ))
     .bind(resource_id)
     .bind(kind)
     .bind(name_hash)
@@ -309,13 +312,19 @@ pub(crate) async fn exists_in(
     Ok(n.is_some())
 }
 
-/// Deletes an object row, in the caller's transaction.
-pub(crate) async fn delete_in(conn: &mut AnyConnection, resource_id: &str, kind: &str, name_hash: &[u8]) -> Result<()> {
-    sqlx::query("DELETE FROM store_objects WHERE resource_id = $1 AND kind = $2 AND name_hash = $3")
+/// Deletes an object row, in the caller's transaction; `false` when there was none.
+pub(crate) async fn delete_in(
+    conn: &mut AnyConnection,
+    resource_id: &str,
+    kind: &str,
+    name_hash: &[u8],
+) -> Result<bool> {
+    let n = sqlx::query("DELETE FROM store_objects WHERE resource_id = $1 AND kind = $2 AND name_hash = $3")
         .bind(resource_id)
         .bind(kind)
         .bind(name_hash)
         .execute(conn)
-        .await?;
-    Ok(())
+        .await?
+        .rows_affected();
+    Ok(n == 1)
 }

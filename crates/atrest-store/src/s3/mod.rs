@@ -410,10 +410,15 @@ impl StoreService {
     /// `NotFound` (bucket), `Forbidden`, `KeyInaccessible`.
     pub async fn s3_delete(&self, actor: &Principal, bucket: &str, key: &str) -> Result<()> {
         let none = crate::objects::Precondition::default();
-        match self.delete_object(actor, bucket, ObjectKind::S3, key, &none).await {
-            Err(StoreError::ObjectNotFound(_)) => Ok(()),
-            other => other,
+        for _ in 0..8 {
+            match self.delete_object(actor, bucket, ObjectKind::S3, key, &none).await {
+                Err(StoreError::ObjectNotFound(_)) => return Ok(()),
+                // A write replaced the object meanwhile: delete what is there now.
+                Err(StoreError::PreconditionFailed(_)) => {}
+                other => return other,
+            }
         }
+        Err(StoreError::Conflict(format!("{key}: too many concurrent writers; retry")))
     }
 }
 

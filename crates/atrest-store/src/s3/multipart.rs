@@ -167,6 +167,9 @@ impl StoreService {
         let mut m = S3Meta::new(String::new(), sse);
         m.headers = put.headers;
         m.user = put.user;
+        // The epoch its parts are sealed under: a re-encrypt job re-wraps the upload's data
+        // key but cannot reseal parts, so the completed object must still be behind.
+        m.parts_epoch = Some(row.enc_epoch);
         row.meta = Some(meta::seal(&self.infra, Self::oid(&r, &row), &m)?);
         row.mac = self.object_mac(&row);
         match self.committer.write(row, None).await? {
@@ -215,7 +218,13 @@ impl StoreService {
                 return Ok(Err(refusal));
             }
         };
-        let pm = PartMeta { etag: hex::encode(digest.md5), checksums: digest.checksums.clone() };
+        // As for whole objects: the MD5 of the plaintext only under SSE-S3 (a part of an
+        // SSE-C or SSE-KMS object must not reveal it to readers without the key).
+        let etag = match umeta.sse {
+            Sse::S3 => hex::encode(digest.md5),
+            Sse::Kms { .. } | Sse::Customer { .. } => hex::encode(atrest_crypto::rand::bytes::<16>()?),
+        };
+        let pm = PartMeta { etag, checksums: digest.checksums.clone() };
         let json = serde_json::to_vec(&pm).map_err(|e| StoreError::Storage(e.to_string()))?;
         let sealed = Self::part_id(&r, upload_id, n)
             .with_context(b"atrest/s3-part", |ctx| record::seal(&self.infra.key, ctx, &json))?;
@@ -236,7 +245,9 @@ impl StoreService {
             let _g = self.write_guard().await;
             let mut tx = self.db.pool().begin().await?;
             // The upload must still be there: a part of an aborted upload is not kept.
-            let live = objects_repo::exists_in(&mut tx, &r.id, ObjectKind::S3Upload.as_str(), &u.name_hash).await?;
+            let live =
+                objects_repo::exists_in(&mut tx, self.db.engine(), &r.id, ObjectKind::S3Upload.as_str(), &u.name_hash)
+                    .await?;
             if !live {
                 drop(tx);
                 self.discard_blob_body(&r.id, &body).await;
@@ -344,18 +355,20 @@ impl StoreService {
     pub async fn s3_abort_upload(&self, actor: &Principal, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
         let r = self.authorized(actor, bucket, DataRole::Writer).await?;
         let (u, _) = self.upload_row(&r, key, upload_id).await?;
-        let parts = repo::of_upload(&self.db, &r.id, upload_id).await?;
-        {
+        let parts = {
             let _g = self.write_guard().await;
             let mut tx = self.db.pool().begin().await?;
-            for p in &parts {
-                repo::delete(&mut tx, &r.id, upload_id, p.part).await?;
+            // The upload first (it waits for, or turns away, a part being stored), then
+            // every part that is there now.
+            if !objects_repo::delete_in(&mut tx, &r.id, ObjectKind::S3Upload.as_str(), &u.name_hash).await? {
+                return Err(no_such_upload(upload_id));
             }
-            objects_repo::delete_in(&mut tx, &r.id, ObjectKind::S3Upload.as_str(), &u.name_hash).await?;
+            let parts = repo::take_upload(&mut tx, &r.id, upload_id).await?;
             tx.commit().await?;
-        }
-        for p in parts {
-            self.discard_blob_body(&r.id, &p.body).await;
+            parts
+        };
+        for body in parts {
+            self.discard_blob_body(&r.id, &body).await;
         }
         self.forget_for_real().await;
         Ok(())
@@ -452,7 +465,7 @@ impl StoreService {
             generation,
             size: i64::try_from(total).unwrap_or(i64::MAX),
             rk_epoch: r.rk_epoch,
-            enc_epoch: u.enc_epoch.min(r.enc_epoch),
+            enc_epoch: umeta.parts_epoch.unwrap_or(u.enc_epoch).min(r.enc_epoch),
             name_sealed: Vec::new(),
             wrapped_dek: Vec::new(),
             body: None,
@@ -476,6 +489,7 @@ impl StoreService {
         row.name_sealed = layers::seal_name(&self.infra, &dek, Self::oid(&r, &row), key)?;
         let mut m = umeta;
         m.etag = etag;
+        m.parts_epoch = None;
         m.multipart = Some(Multipart { upload: upload_id.to_string(), parts: parts.clone() });
         row.meta = Some(meta::seal(&self.infra, Self::oid(&r, &row), &m)?);
         row.mac = self.object_mac(&row);
@@ -489,12 +503,27 @@ impl StoreService {
             attempts += 1;
             let _g = self.write_guard().await;
             let mut tx = self.db.pool().begin().await?;
-            if !customer && objects_repo::resource_epoch(&mut tx, self.db.engine(), &r.id).await? != Some(row.rk_epoch)
-            {
+            let epoch = objects_repo::resource_epoch(&mut tx, self.db.engine(), &r.id).await?;
+            if epoch.is_none() {
+                return Err(StoreError::NotFound(format!("no bucket named {bucket}")));
+            }
+            if !customer && epoch != Some(row.rk_epoch) {
                 return Err(StoreError::Conflict(format!(
                     "bucket {} was re-keyed while the upload completed; complete it again",
                     r.name
                 )));
+            }
+            // The upload goes first, and must still be there: of two Completes of one
+            // upload, the second finds nothing and answers as for one completed already.
+            if !objects_repo::delete_in(&mut tx, &r.id, ObjectKind::S3Upload.as_str(), &u.name_hash).await? {
+                drop(tx);
+                drop(_g);
+                return match self.s3_row(&r, key).await? {
+                    Some((o, om)) if om.multipart.as_ref().is_some_and(|mp| mp.upload == upload_id) => {
+                        Ok(Ok(Self::s3_object(&r, key, &o, om)))
+                    }
+                    _ => Err(no_such_upload(upload_id)),
+                };
             }
             let written = match &cur {
                 None => objects_repo::insert_if_absent(&mut tx, &row).await?,
@@ -517,12 +546,16 @@ impl StoreService {
                     linked.object_id = Some(row.id.clone());
                     linked.generation = Some(row.generation);
                     linked.mac = self.mac.tag("store_s3_parts", &part_fields(&linked));
-                    repo::link(&mut tx, &linked).await?;
+                    // The part as read: an UploadPart that replaced it meanwhile fails this.
+                    if !repo::link(&mut tx, &linked, &p.body).await? {
+                        return Err(StoreError::Conflict(format!(
+                            "part {n} of upload {upload_id} changed while the upload completed; complete it again"
+                        )));
+                    }
                 } else {
                     repo::delete(&mut tx, &r.id, upload_id, p.part).await?;
                 }
             }
-            objects_repo::delete_in(&mut tx, &r.id, ObjectKind::S3Upload.as_str(), &u.name_hash).await?;
             tx.commit().await?;
             break;
         }

@@ -63,6 +63,21 @@ pub(crate) async fn authenticate(state: &AppState, parts: &Parts) -> Result<S3Ca
     let verified = sigv4::verify(&req, &claim, secret.expose_secret(), state.svc.now()).inspect_err(|_| {
         state.metrics.auth_failure("invalid");
     })?;
+    // Every x-amz-* header must be signed, as on S3: otherwise whoever holds a presigned
+    // URL could add, say, x-amz-copy-source and read with the signer's rights.
+    let unsigned: Vec<&str> = parts
+        .headers
+        .keys()
+        .map(axum::http::HeaderName::as_str)
+        .filter(|n| n.starts_with("x-amz-") && !claim.signed_headers.iter().any(|s| s == n))
+        .collect();
+    if !unsigned.is_empty() {
+        state.metrics.auth_failure("invalid");
+        return Err(S3Error::denied(format!(
+            "There were headers present in the request which were not signed: {}",
+            unsigned.join(", ")
+        )));
+    }
     if let Err(wait) = state.limiter.check(&principal.id) {
         state.metrics.rate_limited();
         return Err(S3Error::new(

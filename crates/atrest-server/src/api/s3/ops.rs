@@ -923,6 +923,12 @@ async fn get_object(
     let mut range: Option<ByteRange> = header_str(h, "range").and_then(atrest_wire::range::parse);
     let mut parts_count = None;
     if let Some(n) = q.get("partNumber") {
+        if range.is_some() {
+            return Err(S3Error::bad(
+                "InvalidRequest",
+                "Cannot specify both Range header and partNumber query parameter",
+            ));
+        }
         let n: u64 = n
             .parse()
             .ok()
@@ -941,6 +947,16 @@ async fn get_object(
         range = (*size > 0).then(|| ByteRange::From(start, Some(start + size)));
         if o.meta.multipart.is_some() {
             parts_count = Some(sizes.len());
+        }
+    }
+    // Preconditions come before the range (a failed If-Match is 412 even when the range
+    // could not be served).
+    let conditional =
+        ["if-match", "if-none-match", "if-modified-since", "if-unmodified-since"].iter().any(|n| h.contains_key(*n));
+    if conditional && !head {
+        let o = state.store.s3_head(&caller.principal, b, k, key).await.map_err(S3Error::from_store)?;
+        if let Err(r) = preconditions(h, &o) {
+            return Ok(*r);
         }
     }
     let (object, offset, len, chunks) = if head {
