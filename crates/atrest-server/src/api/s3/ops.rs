@@ -215,6 +215,24 @@ async fn route(
     }
 }
 
+/// A continuation token as this server writes them: the last name answered, base64url.
+fn continuation_token(last: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last)
+}
+
+/// The name a continuation token (from [`continuation_token`]) starts after.
+fn continuation(token: Option<&str>) -> Result<Option<String>, S3Error> {
+    token
+        .map(|t| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| S3Error::bad("InvalidArgument", "The continuation token provided is incorrect"))
+        })
+        .transpose()
+}
+
 fn empty(status: StatusCode) -> Response {
     Response::builder().status(status).body(Body::empty()).unwrap_or_default()
 }
@@ -265,16 +283,7 @@ async fn list_buckets(state: &AppState, caller: &S3Caller, q: &Query) -> Result<
             .filter(|n| (1..=10_000).contains(n))
             .ok_or_else(|| S3Error::bad("InvalidArgument", "max-buckets must be a number from 1 to 10000"))?,
     };
-    let after = match q.get("continuation-token") {
-        None => None,
-        Some(t) => Some(
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(t)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| S3Error::bad("InvalidArgument", "The continuation token provided is incorrect"))?,
-        ),
-    };
+    let after = continuation(q.get("continuation-token"))?;
     let prefix = q.get("prefix").unwrap_or("");
     let buckets: Vec<_> = state
         .store
@@ -293,7 +302,7 @@ async fn list_buckets(state: &AppState, caller: &S3Caller, q: &Query) -> Result<
     }
     x.end();
     if buckets.len() > max {
-        x.text("ContinuationToken", &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&buckets[max - 1].name));
+        x.text("ContinuationToken", &continuation_token(&buckets[max - 1].name));
     }
     if !prefix.is_empty() {
         x.text("Prefix", prefix);
@@ -532,16 +541,7 @@ async fn list(state: &AppState, caller: &S3Caller, b: &str, q: &Query, v2: bool)
             return Err(S3Error::bad("InvalidArgument", format!("Invalid Encoding Method {other} specified")));
         }
     };
-    let token = match q.get("continuation-token").filter(|_| v2) {
-        None => None,
-        Some(t) => Some(
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(t)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| S3Error::bad("InvalidArgument", "The continuation token provided is incorrect"))?,
-        ),
-    };
+    let token = continuation(q.get("continuation-token").filter(|_| v2))?;
     let after = if v2 {
         token.clone().or_else(|| q.get("start-after").map(str::to_string))
     } else {
@@ -577,7 +577,7 @@ async fn list(state: &AppState, caller: &S3Caller, b: &str, q: &Query, v2: bool)
         if page.truncated
             && let Some(last) = &page.last
         {
-            x.text("NextContinuationToken", &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last));
+            x.text("NextContinuationToken", &continuation_token(last));
         }
     } else {
         x.text("Marker", &enc(q.get("marker").unwrap_or("")));
