@@ -2,7 +2,9 @@
 
 main: a tenant admin of tenant s3t (creates buckets); alt: a tenant admin of tenant s3t2;
 tenant: a tenant admin of tenant s3t3; the IAM sections (whose tests are not selected)
-reuse main's key. The vault key cmk (RSA 3072, purge protection on) is kms_keyid.
+reuse main's key. kms_keyid and kms_keyid2 are the URIs of two RSA keys, testkey-1 and
+testkey-2, in the vault kms of tenant s3t (purge protection on). main, a tenant admin,
+names them in its puts: atrest grants each new bucket's identity their use.
 """
 import json
 import os
@@ -14,7 +16,9 @@ ENV = dict(os.environ, ATREST_URL=f"https://127.0.0.1:{PORT}", ATREST_DATA_DIR=o
 
 
 def atrest(*args):
-    out = subprocess.run([BIN, "--output", "json", *args], env=ENV, capture_output=True, text=True, check=True)
+    out = subprocess.run([BIN, "--output", "json", *args], env=ENV, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"atrest {' '.join(args)} failed: {out.stderr.strip()}")
     return json.loads(out.stdout) if out.stdout.strip() else {}
 
 
@@ -25,6 +29,13 @@ for section, tenant in [("main", "s3t"), ("alt", "s3t2"), ("tenant", "s3t3")]:
     key = atrest("s3-key", "issue", section, "--tenant", tenant)
     users[section] = (key["id"], key["secret"], tenant)
 main_id, main_secret, _ = users["main"]
+atrest("vault", "create", "kms", "--tenant", "s3t", "--purge-protection")
+atrest("policy", "set", "kms", "main", "--permissions", "all")
+main_token = atrest("token", "issue", "main", "--tenant", "s3t")
+kms = []
+for name in ["testkey-1", "testkey-2"]:
+    kid = atrest("key", "create", name, "--vault", "kms", "--kty", "RSA", "--size", "2048", "--token", main_token["token"])["key"]["kid"]
+    kms.append(kid.rsplit("/", 1)[0])
 print(f"""[DEFAULT]
 host = localhost
 port = {S3PORT}
@@ -41,6 +52,8 @@ email = main@example.com
 access_key = {main_id}
 secret_key = {main_secret}
 api_name = us-east-1
+kms_keyid = {kms[0]}
+kms_keyid2 = {kms[1]}
 
 [s3 alt]
 display_name = alt

@@ -39,6 +39,10 @@ impl StoreService {
     /// # Errors
     /// `NotFound`, `Forbidden`, `Integrity`.
     pub async fn authorized(&self, actor: &Principal, name: &str, need: DataRole) -> Result<Resource> {
+        // A bucket's key slots are reached only through their bucket's objects.
+        if crate::s3::is_slot(name) {
+            return Err(StoreError::NotFound(format!("no resource named {name}")));
+        }
         let r = self.resource_in(&actor.tenant_id, name).await?;
         match self.role_of(actor, &r).await? {
             None => Err(StoreError::NotFound(format!("no resource named {name}"))),

@@ -7,7 +7,17 @@ use crate::error::{Result, StoreError};
 use crate::keyvault::{KeyInfo, KeyRef, KeyVault, WrappedKey};
 use crate::model::{DataRole, KeySource, Resource, ResourceState};
 use crate::service::StoreService;
+use atrest_crypto::SecretKey;
 use atrest_vault::Principal;
+
+/// A resource key wrapped under the key a request named, with what the resource row records.
+pub(crate) struct Wrapping {
+    pub(crate) source: KeySource,
+    pub(crate) uri: String,
+    pub(crate) kek: KeyRef,
+    pub(crate) remote_cred: Vec<u8>,
+    pub(crate) wrapped: WrappedKey,
+}
 
 /// What the caller asks for.
 #[derive(Debug, Clone)]
@@ -50,7 +60,7 @@ fn reject(what: impl Into<String>) -> StoreError {
 /// Checks a key against the rules for a customer key, saying what to fix.
 fn validate(uri: &str, info: &KeyInfo, now: i64) -> Result<()> {
     if !info.enabled {
-        return Err(reject(format!("key {uri} is disabled: enable it (atrest key update --enabled true) first")));
+        return Err(reject(format!("key {uri} is disabled: enable it (atrest key update NAME --enable) first")));
     }
     if info.nbf.is_some_and(|nbf| nbf > now) {
         return Err(reject(format!("key {uri} is not valid yet (nbf is in the future): wait, or change nbf")));
@@ -115,8 +125,33 @@ impl StoreService {
                 transient: false,
             });
         }
-        self.check_key_host(&req)?;
         let rk = self.key(&r, Slot::Resource(r.rk_epoch)).await?;
+        let Wrapping { source, uri, kek, remote_cred, wrapped } = self.wrap_under(&r, req, &rk).await?;
+        let old_uri = r.key_uri.clone();
+        let new = self.store_wrapping(&r, source, &uri, &kek, remote_cred, wrapped).await?;
+        self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&r.id);
+        self.audit(
+            &new,
+            &actor.name,
+            "set-encryption",
+            &new.name,
+            "ok",
+            serde_json::json!({"from": old_uri, "to": uri, "version": new.wrapped.version}),
+        )
+        .await?;
+        Ok(new)
+    }
+
+    /// Validates the key `req` names as `r`'s identity (for a customer key: enabled, in
+    /// date, RSA ≥ 2048 or oct-256, purge protection on, same tenant, get/wrapKey/unwrapKey
+    /// granted) and wraps `rk` under it, proving the unwrap too.
+    pub(crate) async fn wrap_under(&self, r: &Resource, req: EncryptionRequest, rk: &SecretKey) -> Result<Wrapping> {
+        self.check_key_host(&req)?;
+        // A bucket's key slots share its identity (`s3::keyslots`): name the principal.
+        let identity_name = match self.vault.principal(&r.identity_id).await {
+            Ok(p) => p.name,
+            Err(_) => atrest_vault::resource_identity_name(&r.name),
+        };
         let (source, uri, kek, remote_cred, vault): (KeySource, String, KeyRef, Vec<u8>, Box<dyn KeyVault>) = match req
         {
             EncryptionRequest::Platform => {
@@ -146,8 +181,7 @@ impl StoreService {
                 (KeySource::Customer, uri, kek, sealed, vault)
             }
         };
-        let label = Self::label(&r);
-        let identity_name = format!("res-{}", r.name);
+        let label = Self::label(r);
         let explain = |e: StoreError| match e {
             StoreError::KeyInaccessible { operation, reason, transient: false, .. } => reject(format!(
                 "the resource identity {identity_name} cannot {operation} with key {uri}: {reason}; grant get, wrapKey \
@@ -160,7 +194,7 @@ impl StoreService {
             self.metrics.vault_call(&label, "get", true);
             validate(&uri, &info, self.now())?;
         }
-        let wrapped = vault.wrap(&kek, &rk).await.map_err(explain)?;
+        let wrapped = vault.wrap(&kek, rk).await.map_err(explain)?;
         self.metrics.vault_call(&label, "wrapKey", true);
         // Prove unwrapKey now, not at the first read after the change.
         let back = crate::hierarchy::open_resource_key(vault.as_ref(), &kek, &wrapped).await.map_err(explain)?;
@@ -168,19 +202,7 @@ impl StoreService {
         if back.expose_secret() != rk.expose_secret() {
             return Err(reject(format!("key {uri} did not give back what it wrapped")));
         }
-        let old_uri = r.key_uri.clone();
-        let new = self.store_wrapping(&r, source, &uri, &kek, remote_cred, wrapped).await?;
-        self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&r.id);
-        self.audit(
-            &new,
-            &actor.name,
-            "set-encryption",
-            &new.name,
-            "ok",
-            serde_json::json!({"from": old_uri, "to": uri, "version": new.wrapped.version}),
-        )
-        .await?;
-        Ok(new)
+        Ok(Wrapping { source, uri, kek, remote_cred, wrapped })
     }
 
     /// A key URI without a credential must name this deployment (else it would be

@@ -106,6 +106,9 @@ impl StoreService {
         let mut out = Vec::new();
         for row in repo::of_tenant(&self.db, &actor.tenant_id).await? {
             let r = self.verify_resource(row?)?;
+            if crate::s3::is_slot(&r.name) {
+                continue;
+            }
             if let Some(role) = self.role_of(actor, &r).await? {
                 out.push((r, role));
             }
@@ -195,13 +198,20 @@ impl StoreService {
     pub async fn delete_resource(&self, actor: &Principal, name: &str) -> Result<()> {
         let r = self.authorized(actor, name, DataRole::Owner).await?;
         self.audit(&r, &actor.name, "delete-resource", &r.name, "attempt", serde_json::json!({})).await?;
+        // Its key slots (S3 objects under other keys) go with it.
+        let slots = self.key_slots(&r).await?;
         {
             let _g = self.write_guard().await;
             repo::erase(&self.db, &r.id).await?;
+            for s in &slots {
+                repo::erase(&self.db, &s.id).await?;
+            }
         }
         self.forget_for_real().await;
-        self.cache.forget(&r.id);
-        self.metrics.remove(&Self::label(&r));
+        for s in slots.iter().chain(std::iter::once(&r)) {
+            self.cache.forget(&s.id);
+            self.metrics.remove(&Self::label(s));
+        }
         // The resource key is gone with its row (crypto-erasure); removing the bodies
         // frees the space, and a failure here is logged rather than undoing the delete.
         if let Err(e) = self.blobs.remove_resource(&r.id).await {

@@ -69,6 +69,11 @@ pub struct S3Meta {
     /// An upload's only: the re-encrypt epoch its parts are sealed under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts_epoch: Option<i64>,
+    /// Encrypted under a key other than the bucket's: the id of the bucket's key slot
+    /// (a resource of its own, `s3::keyslots`) whose resource key wraps the data key.
+    /// Absent: the bucket's resource key (or, for SSE-C, the customer's key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_slot: Option<String>,
 }
 
 /// The part index of an object made by a multipart upload: each part is a body of its
@@ -106,6 +111,7 @@ impl S3Meta {
             checksums: BTreeMap::new(),
             multipart: None,
             parts_epoch: None,
+            key_slot: None,
         }
     }
 }

@@ -10,9 +10,12 @@
 //! commits, after the front end's `finish` accepted the body, so a refused upload leaves
 //! nothing behind and a failed overwrite leaves the old object intact.
 
+mod keyslots;
 mod list;
 mod multipart;
 mod ssec;
+
+pub(crate) use keyslots::is_slot;
 
 pub use crate::s3meta as meta;
 
@@ -20,6 +23,7 @@ pub use list::{ListEntry, ListPage, ListQuery};
 pub use meta::{Multipart, PartRef, S3Meta, Sse};
 pub use multipart::{CompleteRefusal, CompleteRequest, PartInfo, UploadInfo};
 
+use crate::encryption::EncryptionRequest;
 use crate::error::{Result, StoreError};
 use crate::model::{DataRole, KeySource, ObjectKind, Resource};
 use crate::objects::check_name;
@@ -60,10 +64,24 @@ pub struct Bucket {
 pub enum SseRequest {
     /// `AES256`.
     S3,
-    /// `aws:kms`, with the key id if one was given.
-    Kms(Option<String>),
+    /// `aws:kms`, with the key if one was named.
+    Kms(Option<KmsKeyId>),
     /// SSE-C: the customer's 256-bit key (never stored).
     Customer(SecretKey),
+}
+
+/// A vault key an SSE-KMS request names.
+#[derive(Debug, Clone)]
+pub enum KmsKeyId {
+    /// A key URI, resolved by the front end to a vault of this deployment.
+    Uri {
+        /// The URI as given.
+        uri: String,
+        /// The key it names.
+        kek: crate::keyvault::KeyRef,
+    },
+    /// A bare key name: a key in the vault of the bucket's own key.
+    Name(String),
 }
 
 /// What a put asks for besides the body.
@@ -126,6 +144,18 @@ impl StoreService {
         self.authorized(actor, name, need).await
     }
 
+    /// Sets a bucket's default encryption (`PutBucketEncryption`): as `atrest resource
+    /// encryption set`, after the bucket identity's grants on the key (see
+    /// `grant_key_use`).
+    ///
+    /// # Errors
+    /// As [`Self::set_encryption`]; `Forbidden` (the caller may not use the key).
+    pub async fn s3_set_encryption(&self, actor: &Principal, bucket: &str, req: EncryptionRequest) -> Result<Resource> {
+        let r = self.authorized(actor, bucket, DataRole::Owner).await?;
+        self.grant_key_use(actor, &r, &req, true).await?;
+        self.set_encryption(actor, bucket, req).await
+    }
+
     /// Deletes an empty bucket (its resource).
     ///
     /// # Errors
@@ -140,53 +170,92 @@ impl StoreService {
         self.delete_resource(actor, name).await
     }
 
-    /// The encryption of a new object: the bucket's key, which the request may name.
-    fn s3_sse(r: &Resource, asked: Option<&SseRequest>) -> Result<Sse> {
-        let refuse = |m: String| Err(StoreError::KeyRejected(m));
-        match (r.key_source, asked) {
+    /// The encryption of a new object: the bucket's key, or the key slot (`keyslots`) of
+    /// the key the request names. Returns the slot's id with it (`None`: the bucket's key).
+    async fn s3_sse(
+        &self,
+        actor: &Principal,
+        r: &Resource,
+        asked: Option<&SseRequest>,
+    ) -> Result<(Sse, Option<String>)> {
+        let bucket_key = || match r.key_source {
+            KeySource::Platform => Sse::S3,
+            KeySource::Customer => Sse::Kms { key_id: r.key_uri.clone() },
+        };
+        let req = match (r.key_source, asked) {
             // Decided by the caller, which wraps the data key under the customer's key.
-            (_, Some(SseRequest::Customer(_))) => Err(StoreError::bad("SSE-C is handled before the bucket's key")),
-            (KeySource::Platform, None | Some(SseRequest::S3)) => Ok(Sse::S3),
-            (KeySource::Platform, Some(SseRequest::Kms(_))) => refuse(format!(
-                "bucket {} encrypts under platform keys, and objects under a key other than the bucket's are not \
-                 supported yet: set the bucket's default encryption to your key (PutBucketEncryption, or `atrest \
-                 resource encryption set {}`) and send no key id",
-                r.name, r.name
-            )),
-            (KeySource::Customer, None | Some(SseRequest::Kms(None))) => Ok(Sse::Kms { key_id: r.key_uri.clone() }),
-            (KeySource::Customer, Some(SseRequest::Kms(Some(id)))) if names_bucket_key(r, id) => {
-                Ok(Sse::Kms { key_id: id.clone() })
+            (_, Some(SseRequest::Customer(_))) => {
+                return Err(StoreError::bad("SSE-C is handled before the bucket's key"));
             }
-            (KeySource::Customer, Some(SseRequest::Kms(Some(id)))) => refuse(format!(
-                "bucket {} encrypts under {}; objects under another key ({id}) are not supported yet: send that key \
-                 id or none",
-                r.name, r.key_uri
-            )),
-            (KeySource::Customer, Some(SseRequest::S3)) => refuse(format!(
-                "bucket {} encrypts under the customer key {}; send aws:kms or no encryption header",
-                r.name, r.key_uri
-            )),
-        }
+            (_, None)
+            | (KeySource::Platform, Some(SseRequest::S3))
+            | (KeySource::Customer, Some(SseRequest::Kms(None))) => {
+                return Ok((bucket_key(), None));
+            }
+            (KeySource::Customer, Some(SseRequest::S3)) => EncryptionRequest::Platform,
+            (KeySource::Platform, Some(SseRequest::Kms(None))) => {
+                return Err(StoreError::KeyRejected(format!(
+                    "bucket {} has no default vault key, so aws:kms needs a key id: send \
+                     x-amz-server-side-encryption-aws-kms-key-id with the key's URI (atrest key show prints it), or set \
+                     the bucket's default encryption to that key (PutBucketEncryption)",
+                    r.name
+                )));
+            }
+            (_, Some(SseRequest::Kms(Some(KmsKeyId::Uri { uri, kek }))))
+                if *uri == r.key_uri || (r.key_source == KeySource::Customer && *kek == r.kek) =>
+            {
+                return Ok((bucket_key(), None));
+            }
+            (_, Some(SseRequest::Kms(Some(KmsKeyId::Uri { uri, kek })))) => {
+                EncryptionRequest::Customer { uri: uri.clone(), kek: kek.clone() }
+            }
+            (KeySource::Customer, Some(SseRequest::Kms(Some(KmsKeyId::Name(n))))) if *n == r.kek.name => {
+                return Ok((bucket_key(), None));
+            }
+            (KeySource::Customer, Some(SseRequest::Kms(Some(KmsKeyId::Name(n))))) => {
+                let (origin, _, _) = crate::remote::parse_key_uri(&r.key_uri)?;
+                let kek = crate::keyvault::KeyRef { vault: r.kek.vault.clone(), name: n.clone(), version: None };
+                EncryptionRequest::Customer { uri: format!("{origin}/keys/{n}"), kek }
+            }
+            (KeySource::Platform, Some(SseRequest::Kms(Some(KmsKeyId::Name(n))))) => {
+                return Err(StoreError::KeyRejected(format!(
+                    "key id {n} is a bare name, which names a key in the vault of the bucket's own key, and bucket {} \
+                     has none: send the key's URI, https://HOST/keys/{n} (atrest key show prints it)",
+                    r.name
+                )));
+            }
+        };
+        let slot = self.key_slot(actor, r, req).await?;
+        let sse = match slot.key_source {
+            KeySource::Platform => Sse::S3,
+            KeySource::Customer => Sse::Kms { key_id: slot.key_uri.clone() },
+        };
+        Ok((sse, Some(slot.id)))
     }
 
-    /// The encryption of a new object or upload: the bucket's key, or the customer's
-    /// (SSE-C), in which case the row's data key is wrapped under it instead of the
-    /// resource key.
-    pub(crate) fn new_object_sse(
+    /// The encryption of a new object or upload, with its data key wrapped accordingly:
+    /// under the customer's key (SSE-C), a key slot's resource key, or the bucket's.
+    /// Returns the encryption and the key slot, if any.
+    pub(crate) async fn new_object_sse(
         &self,
+        actor: &Principal,
         r: &Resource,
         asked: Option<&SseRequest>,
         row: &mut ObjectRow,
         dek: &SecretKey,
-    ) -> Result<Sse> {
+    ) -> Result<(Sse, Option<String>)> {
         if let Some(SseRequest::Customer(k)) = asked {
             let (sse, wrapped) = self.sse_c_wrap(r, k, dek)?;
             row.wrapped_dek = wrapped;
             row.rk_epoch = crate::rows::NO_RESOURCE_KEY;
             row.enc_epoch = crate::rows::NO_RESOURCE_KEY;
-            return Ok(sse);
+            return Ok((sse, None));
         }
-        Self::s3_sse(r, asked)
+        let (sse, slot) = self.s3_sse(actor, r, asked).await?;
+        if slot.is_some() {
+            self.wrap_object_key(r, slot.as_deref(), row, dek).await?;
+        }
+        Ok((sse, slot))
     }
 
     /// The data key of an S3 object or upload: through the resource key, or, under SSE-C,
@@ -205,7 +274,10 @@ impl StoreService {
                 "{what} is not encrypted with a customer-provided key: send no \
                  x-amz-server-side-encryption-customer-* headers"
             ))),
-            _ => self.data_key(r, o).await,
+            _ => match &m.key_slot {
+                Some(slot) => self.slot_data_key(r, o, slot).await,
+                None => self.data_key(r, o).await,
+            },
         }
     }
 
@@ -228,9 +300,11 @@ impl StoreService {
 
     /// As S3 reports it: the encryption is the bucket's key as it is now (a change of the
     /// bucket's key re-wraps its resource key, so it covers every object already there).
+    /// Under a key slot it is the slot's key, which never changes.
     fn s3_object(r: &Resource, key: &str, o: &ObjectRow, mut meta: S3Meta) -> S3Object {
         meta.sse = match (&meta.sse, r.key_source) {
             (Sse::Customer { .. }, _) => meta.sse,
+            _ if meta.key_slot.is_some() => meta.sse,
             (_, KeySource::Platform) => Sse::S3,
             (_, KeySource::Customer) => Sse::Kms { key_id: r.key_uri.clone() },
         };
@@ -274,7 +348,7 @@ impl StoreService {
         // A new id for every write: the body's seal context never depends on what is
         // current, so an unconditional put can commit over whatever another put left.
         let (mut row, dek) = self.next_row(&r, ObjectKind::S3, key, None, 0).await?;
-        let sse = self.new_object_sse(&r, put.sse.as_ref(), &mut row, &dek)?;
+        let (sse, key_slot) = self.new_object_sse(actor, &r, put.sse.as_ref(), &mut row, &dek).await?;
         let dek_copy = SecretKey::from_slice(dek.expose_secret())?;
         let (body, total) = self.write_blob_file(&r, &row, dek, input).await?;
         let digest = match finish(total) {
@@ -290,6 +364,7 @@ impl StoreService {
             Sse::Kms { .. } | Sse::Customer { .. } => hex::encode(atrest_crypto::rand::bytes::<16>()?),
         };
         let mut m = S3Meta::new(etag, sse);
+        m.key_slot = key_slot;
         m.headers = put.headers;
         m.user = put.user;
         m.checksums = digest.checksums;
@@ -377,6 +452,18 @@ impl StoreService {
         Ok(Self::s3_object(&r, key, &o, m))
     }
 
+    /// Object `key` as listed (size, part index), without its data key: for what a
+    /// listing would show anyway (a `partNumber` checked before the SSE-C key is).
+    ///
+    /// # Errors
+    /// `ObjectNotFound`, `NotFound` (bucket), `Forbidden`, `Integrity`.
+    pub async fn s3_stat(&self, actor: &Principal, bucket: &str, key: &str) -> Result<S3Object> {
+        check_name(key)?;
+        let r = self.authorized(actor, bucket, DataRole::Reader).await?;
+        let (o, m) = self.s3_row(&r, key).await?.ok_or_else(|| no_such_key(bucket, key))?;
+        Ok(Self::s3_object(&r, key, &o, m))
+    }
+
     /// Reads object `key`, or a byte range of it.
     ///
     /// # Errors
@@ -424,11 +511,6 @@ impl StoreService {
 
 fn no_such_key(bucket: &str, key: &str) -> StoreError {
     StoreError::ObjectNotFound(format!("no object {key} in bucket {bucket}"))
-}
-
-/// Whether `id` names the bucket's key: its URI as configured, or its name.
-fn names_bucket_key(r: &Resource, id: &str) -> bool {
-    id == r.key_uri || id == r.kek.name
 }
 
 /// Whether an `If-Match` / `If-None-Match` list (`*`, or ETags, quoted or not) names

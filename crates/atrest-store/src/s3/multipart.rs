@@ -160,11 +160,12 @@ impl StoreService {
         row.id.clone_from(&upload_id);
         let rk = self.key(&r, crate::cache::Slot::Resource(r.rk_epoch)).await?;
         row.wrapped_dek = hierarchy::rewrap_data_key(&rk, Self::oid(&r, &row), &dek)?;
-        let sse = self.new_object_sse(&r, put.sse.as_ref(), &mut row, &dek)?;
+        let (sse, key_slot) = self.new_object_sse(actor, &r, put.sse.as_ref(), &mut row, &dek).await?;
         // The sealed name is the key (the row is found by the upload id's hash).
         row.name_sealed = layers::seal_name(&self.infra, &dek, Self::oid(&r, &row), key)?;
         row.skey = Some(key.as_bytes().to_vec());
         let mut m = S3Meta::new(String::new(), sse);
+        m.key_slot = key_slot;
         m.headers = put.headers;
         m.user = put.user;
         // The epoch its parts are sealed under: a re-encrypt job re-wraps the upload's data
@@ -207,6 +208,7 @@ impl StoreService {
         Self::check_usable(&r)?;
         let (u, umeta) = self.upload_row(&r, key, upload_id).await?;
         let dek = self.s3_data_key(&r, &u, &umeta, customer_key, key).await?;
+        let etag_key = atrest_crypto::kdf::MacKey::new(&dek);
         // A name of its own per write (random tag), so a part sent twice at once never
         // shares a body.
         let name = crate::blobs::blob_key(upload_id, i64::from(n), &atrest_crypto::rand::bytes::<16>()?);
@@ -219,10 +221,14 @@ impl StoreService {
             }
         };
         // As for whole objects: the MD5 of the plaintext only under SSE-S3 (a part of an
-        // SSE-C or SSE-KMS object must not reveal it to readers without the key).
+        // SSE-C or SSE-KMS object must not reveal it to readers without the key). Else a
+        // MAC of it under the upload's data key: the same part sent again keeps its ETag,
+        // which clients that retry a part rely on.
         let etag = match umeta.sse {
             Sse::S3 => hex::encode(digest.md5),
-            Sse::Kms { .. } | Sse::Customer { .. } => hex::encode(atrest_crypto::rand::bytes::<16>()?),
+            Sse::Kms { .. } | Sse::Customer { .. } => {
+                hex::encode(&etag_key.sign(&[b"atrest/s3-part-etag", &digest.md5])[..16])
+            }
         };
         let pm = PartMeta { etag, checksums: digest.checksums.clone() };
         let json = serde_json::to_vec(&pm).map_err(|e| StoreError::Storage(e.to_string()))?;
@@ -483,8 +489,7 @@ impl StoreService {
             row.rk_epoch = crate::rows::NO_RESOURCE_KEY;
             row.enc_epoch = crate::rows::NO_RESOURCE_KEY;
         } else {
-            let rk = self.key(&r, crate::cache::Slot::Resource(r.rk_epoch)).await?;
-            row.wrapped_dek = hierarchy::rewrap_data_key(&rk, Self::oid(&r, &row), &dek)?;
+            self.wrap_object_key(&r, umeta.key_slot.as_deref(), &mut row, &dek).await?;
         }
         row.name_sealed = layers::seal_name(&self.infra, &dek, Self::oid(&r, &row), key)?;
         let mut m = umeta;
@@ -507,7 +512,7 @@ impl StoreService {
             if epoch.is_none() {
                 return Err(StoreError::NotFound(format!("no bucket named {bucket}")));
             }
-            if !customer && epoch != Some(row.rk_epoch) {
+            if row.rk_epoch != crate::rows::NO_RESOURCE_KEY && epoch != Some(row.rk_epoch) {
                 return Err(StoreError::Conflict(format!(
                     "bucket {} was re-keyed while the upload completed; complete it again",
                     r.name

@@ -7,7 +7,7 @@ use super::body::{self, Algo, Expect};
 use super::xml::{Xml, http_date, iso8601};
 use crate::api::AppState;
 use atrest_crypto::SecretKey;
-use atrest_store::s3::{ListQuery, S3Object, S3Put, Sse, SseRequest};
+use atrest_store::s3::{KmsKeyId, ListQuery, S3Object, S3Put, Sse, SseRequest};
 use atrest_store::{ByteRange, EncryptionRequest, StoreError, model::DataRole};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -506,7 +506,7 @@ async fn set_encryption(
     b: &str,
     req: EncryptionRequest,
 ) -> Result<Response, S3Error> {
-    match state.store.set_encryption(actor, b, req).await {
+    match state.store.s3_set_encryption(actor, b, req).await {
         Ok(_) => Ok(empty(StatusCode::OK)),
         Err(e @ StoreError::KeyRejected(_)) => Err(S3Error::bad("InvalidArgument", e.to_string())),
         Err(e) => Err(S3Error::from_store(e)),
@@ -695,7 +695,7 @@ fn customer_key(h: &HeaderMap, copy_source: bool) -> Result<Option<(SecretKey, S
 }
 
 /// The encryption a request asks for, and an SSE-C key's MD5 to echo.
-fn sse_request(h: &HeaderMap) -> Result<(Option<SseRequest>, Option<String>), S3Error> {
+fn sse_request(state: &AppState, h: &HeaderMap) -> Result<(Option<SseRequest>, Option<String>), S3Error> {
     if let Some((key, md5)) = customer_key(h, false)? {
         if h.contains_key("x-amz-server-side-encryption") {
             return Err(S3Error::bad(
@@ -705,10 +705,10 @@ fn sse_request(h: &HeaderMap) -> Result<(Option<SseRequest>, Option<String>), S3
         }
         return Ok((Some(SseRequest::Customer(key)), Some(md5)));
     }
-    Ok((sse_managed(h)?, None))
+    Ok((sse_managed(state, h)?, None))
 }
 
-fn sse_managed(h: &HeaderMap) -> Result<Option<SseRequest>, S3Error> {
+fn sse_managed(state: &AppState, h: &HeaderMap) -> Result<Option<SseRequest>, S3Error> {
     let key_id = header_str(h, "x-amz-server-side-encryption-aws-kms-key-id").map(str::to_string);
     match header_str(h, "x-amz-server-side-encryption") {
         None if key_id.is_some() => Err(S3Error::bad(
@@ -721,12 +721,31 @@ fn sse_managed(h: &HeaderMap) -> Result<Option<SseRequest>, S3Error> {
             "x-amz-server-side-encryption-aws-kms-key-id goes with aws:kms, not AES256",
         )),
         Some("AES256") => Ok(Some(SseRequest::S3)),
-        Some("aws:kms") => Ok(Some(SseRequest::Kms(key_id))),
+        Some("aws:kms") => Ok(Some(SseRequest::Kms(key_id.map(|id| kms_key_id(state, id)).transpose()?))),
         Some(other) => Err(S3Error::bad(
             "InvalidArgument",
             format!("x-amz-server-side-encryption {other} is not supported: use AES256 or aws:kms"),
         )),
     }
+}
+
+/// An SSE-KMS key id: a key URI of a vault of this deployment, or a bare key name (in
+/// the vault of the bucket's own key).
+fn kms_key_id(state: &AppState, id: String) -> Result<KmsKeyId, S3Error> {
+    if id.starts_with("https://") {
+        return match crate::api::data::local_key(state, id) {
+            Ok(EncryptionRequest::Customer { uri, kek }) => Ok(KmsKeyId::Uri { uri, kek }),
+            Ok(_) => Err(S3Error::bad("KMS.NotFoundException", "the key id is not a key URI of this deployment")),
+            Err(m) => Err(S3Error::bad("KMS.NotFoundException", format!("{m}: name a key of a vault here"))),
+        };
+    }
+    if id.is_empty() || id.len() > 127 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(S3Error::bad(
+            "KMS.NotFoundException",
+            format!("key id {id:?} is neither a key URI (https://HOST/keys/NAME[/VERSION]) nor a key name"),
+        ));
+    }
+    Ok(KmsKeyId::Name(id))
 }
 
 /// `Content-*` headers and `x-amz-meta-*` of a put.
@@ -816,7 +835,7 @@ async fn put_object(
     let (headers, user) = put_metadata(h)?;
     let if_none_match = header_str(h, "if-none-match").map(str::to_string);
     let conditional = if_none_match.is_some() || h.contains_key("if-match");
-    let (sse, key_md5) = sse_request(h)?;
+    let (sse, key_md5) = sse_request(state, h)?;
     let put = S3Put { headers, user, sse, if_match: header_str(h, "if-match").map(str::to_string), if_none_match };
     let expect = Expect::from_headers(h, caller.payload, caller.signing)?;
     let (stream, judge) = body::take(body, expect);
@@ -934,7 +953,9 @@ async fn get_object(
             .ok()
             .filter(|n| *n >= 1)
             .ok_or_else(|| S3Error::bad("InvalidArgument", "partNumber must be a number from 1 to 10000"))?;
-        let o = state.store.s3_head(&caller.principal, b, k, key).await.map_err(S3Error::from_store)?;
+        // The part index before the key: a part number out of range is InvalidPart, with
+        // or without the SSE-C key (the read below checks the key).
+        let o = state.store.s3_stat(&caller.principal, b, k).await.map_err(S3Error::from_store)?;
         let sizes: Vec<u64> = match &o.meta.multipart {
             Some(mp) => mp.parts.iter().map(|p| p.size).collect(),
             None => vec![o.size],
@@ -1099,7 +1120,7 @@ async fn copy_object(
             return Err(S3Error::bad("InvalidArgument", format!("unknown x-amz-metadata-directive {other}")));
         }
     };
-    let (sse, key_md5) = sse_request(h)?;
+    let (sse, key_md5) = sse_request(state, h)?;
     let source_key = customer_key(h, true)?;
     if sb == b && sk == k && !replace && sse.is_none() {
         return Err(S3Error::bad(
@@ -1193,7 +1214,7 @@ async fn multipart(
     match *m {
         Method::POST if q.has("uploads") => {
             let (headers, user) = put_metadata(&parts.headers)?;
-            let (sse, key_md5) = sse_request(&parts.headers)?;
+            let (sse, key_md5) = sse_request(state, &parts.headers)?;
             let put = S3Put { headers, user, sse, if_match: None, if_none_match: None };
             let id = state.store.s3_create_upload(&caller.principal, b, k, put).await.map_err(S3Error::from_store)?;
             let mut x = Xml::new("InitiateMultipartUploadResult");

@@ -1,0 +1,242 @@
+//! Key slots: the objects of a bucket under keys other than the bucket's own.
+//!
+//! S3 lets each object name its key (`x-amz-server-side-encryption-aws-kms-key-id`), or
+//! ask for SSE-S3 in a bucket whose default is a vault key. Each (bucket, key) pair gets
+//! a resource key of its own, held in a *key slot*: a resource row named
+//! `BUCKET/key/VAULT/NAME[/VERSION]` (or `BUCKET/key/platform`) — a name nobody can create
+//! or address, since resource names have no `/` — with the bucket's tenant and identity,
+//! no roles and no objects. The objects stay rows of the bucket (listings, roles, names);
+//! their sealed metadata names the slot whose resource key wraps their data key. So a slot
+//! is everything a resource key is: rotating its vault key re-wraps 32 bytes (O(distinct
+//! keys), never O(objects)); revoking the key marks the slot, and only its objects,
+//! `KeyInaccessible`, and the access checker brings it back; the follow-the-latest-version
+//! sweeper re-wraps it. A slot is erased with its bucket. The bucket's re-key and
+//! re-encrypt jobs pass slot objects by, as they pass SSE-C ones (their epochs are
+//! `NO_RESOURCE_KEY`).
+
+use crate::cache::Slot;
+use crate::encryption::{EncryptionRequest, Wrapping};
+use crate::error::{Result, StoreError};
+use crate::hierarchy;
+use crate::model::{KeySource, Resource, ResourceState};
+use crate::repo::resources as repo;
+use crate::rows::{NO_RESOURCE_KEY, ObjectRow};
+use crate::service::StoreService;
+use atrest_crypto::SecretKey;
+use atrest_vault::{Permission, Principal, VaultService};
+use std::sync::Arc;
+
+/// The key-slot name of `bucket` for the key `req` names.
+fn slot_name(bucket: &str, req: &EncryptionRequest) -> String {
+    match req {
+        EncryptionRequest::Platform => format!("{bucket}/key/platform"),
+        EncryptionRequest::Customer { kek, .. } | EncryptionRequest::Remote { kek, .. } => match &kek.version {
+            Some(v) => format!("{bucket}/key/{}/{}/{v}", kek.vault, kek.name),
+            None => format!("{bucket}/key/{}/{}", kek.vault, kek.name),
+        },
+    }
+}
+
+/// Whether a resource name is a key slot's (never a name a caller can give).
+pub(crate) fn is_slot(name: &str) -> bool {
+    name.contains('/')
+}
+
+impl StoreService {
+    /// Bucket `r`'s key slot for the key `req` names: found, or made — the key validated
+    /// as the bucket's identity (as for a bucket's own key), a fresh resource key wrapped
+    /// under it.
+    ///
+    /// # Errors
+    /// `KeyRejected` with what to fix, `Forbidden` (the caller may not use the key),
+    /// `KeyInaccessible`.
+    pub(crate) async fn key_slot(&self, actor: &Principal, r: &Resource, req: EncryptionRequest) -> Result<Resource> {
+        let name = slot_name(&r.name, &req);
+        // The grant comes with the slot's making only: after that the identity's access
+        // is the operator's to take away (revocation), never given back by a put.
+        let existing = repo::by_name(&self.db, &r.tenant_id, &name).await?;
+        self.grant_key_use(actor, r, &req, existing.is_none()).await?;
+        if let Some(row) = existing {
+            return self.verify_resource(row);
+        }
+        let platform = self.platform_vault(&name);
+        let kek = Self::platform_kek();
+        let (rk, wrapped) = hierarchy::new_resource_key(platform.as_ref(), &kek).await?;
+        let (_mk, msg_wrapped) = hierarchy::new_resource_key(platform.as_ref(), &kek).await?;
+        let now = self.now();
+        let mut s = Resource {
+            id: hex::encode(atrest_crypto::rand::bytes::<16>()?),
+            tenant_id: r.tenant_id.clone(),
+            name,
+            identity_id: r.identity_id.clone(),
+            state: ResourceState::Active,
+            state_reason: String::new(),
+            key_source: KeySource::Platform,
+            key_uri: "platform".into(),
+            kek,
+            remote_cred: Vec::new(),
+            wrapped,
+            rk_epoch: 1,
+            old_wrapped: None,
+            enc_epoch: 1,
+            msg_wrapped,
+            diagnostics: false,
+            created: now,
+            updated: now,
+            loaded_mac: Vec::new(),
+        };
+        if !matches!(req, EncryptionRequest::Platform) {
+            let Wrapping { source, uri, kek, remote_cred, wrapped } = self.wrap_under(&s, req, &rk).await?;
+            (s.key_source, s.key_uri, s.kek, s.remote_cred, s.wrapped) = (source, uri, kek, remote_cred, wrapped);
+        }
+        let inserted = {
+            let _g = self.write_guard().await;
+            self.insert_resource(&s).await
+        };
+        match inserted {
+            Ok(()) => {}
+            // Made by a concurrent request meanwhile: that one is the slot.
+            Err(StoreError::Storage(m)) if m.contains("UNIQUE") || m.contains("unique") => {
+                let row = repo::by_name(&self.db, &r.tenant_id, &s.name).await?;
+                return self.verify_resource(row.ok_or(StoreError::Storage(m))?);
+            }
+            Err(e) => return Err(e),
+        }
+        self.cache.put(&s.id, Slot::Resource(s.rk_epoch), Arc::new(rk));
+        self.audit(r, &actor.name, "create-key-slot", &s.key_uri, "ok", serde_json::json!({"slot": s.name})).await?;
+        Ok(s)
+    }
+
+    /// Before a bucket (or a key slot of it) is put under a vault key, with `grant`: a
+    /// tenant admin of the vault's tenant (who could grant it anyway) has get, wrapKey and
+    /// unwrapKey on that vault granted to the bucket's identity, audited on the bucket.
+    /// Anyone else must hold wrapKey there (as S3 asks `kms:GenerateDataKey` of the
+    /// caller), and the identity's grants must be there already.
+    ///
+    /// # Errors
+    /// `Forbidden`; database errors.
+    pub(crate) async fn grant_key_use(
+        &self,
+        actor: &Principal,
+        r: &Resource,
+        req: &EncryptionRequest,
+        grant: bool,
+    ) -> Result<()> {
+        let EncryptionRequest::Customer { uri, kek } = req else { return Ok(()) };
+        let v = match self.vault.vault(&kek.vault).await {
+            Ok(v) if v.tenant_id == r.tenant_id => v,
+            // Refused with what to do when the key is validated.
+            Ok(_) | Err(atrest_vault::VaultError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if !VaultService::administers(actor, &v.tenant_id) {
+            return self.vault.authorize(&v, actor, Permission::WrapKey, Some(&kek.name)).await.map_err(|e| {
+                StoreError::Forbidden(format!(
+                    "principal {} may not encrypt under key {uri}: {e} (a tenant admin can)",
+                    actor.name
+                ))
+            });
+        }
+        if !grant {
+            return Ok(());
+        }
+        let identity = self.vault.principal(&r.identity_id).await?;
+        let mut perms = self.vault.permissions(&v, &identity).await?;
+        let need = [Permission::Get, Permission::WrapKey, Permission::UnwrapKey];
+        if need.iter().all(|p| perms.contains(p)) {
+            return Ok(());
+        }
+        for p in need {
+            if !perms.contains(&p) {
+                perms.push(p);
+            }
+        }
+        self.vault.set_policy(&v, &identity, &perms).await?;
+        self.audit(
+            r,
+            &actor.name,
+            "grant-key-use",
+            uri,
+            "ok",
+            serde_json::json!({"identity": identity.name, "vault": v.name, "permissions": Permission::names(&perms)}),
+        )
+        .await
+    }
+
+    /// The key slot `id` of bucket `r` (it must be one of that bucket's).
+    async fn slot_of(&self, r: &Resource, id: &str) -> Result<Resource> {
+        let bad = || self.integrity(r, &format!("the key slot {id} named by an object of bucket {}", r.name));
+        let s = self.resource_by_id(id).await.map_err(|_| bad())?;
+        if s.tenant_id != r.tenant_id || !s.name.starts_with(&format!("{}/key/", r.name)) {
+            return Err(bad());
+        }
+        Ok(s)
+    }
+
+    /// Wraps `dek` for `row` of bucket `r`: under the slot's resource key when `slot` is
+    /// given (the row's epochs then say "no resource key of the bucket"), else under the
+    /// bucket's current resource key.
+    pub(crate) async fn wrap_object_key(
+        &self,
+        r: &Resource,
+        slot: Option<&str>,
+        row: &mut ObjectRow,
+        dek: &SecretKey,
+    ) -> Result<()> {
+        match slot {
+            Some(id) => {
+                let s = self.slot_of(r, id).await?;
+                Self::check_usable(&s)?;
+                let rk = self.key(&s, Slot::Resource(s.rk_epoch)).await?;
+                row.wrapped_dek = hierarchy::rewrap_data_key(&rk, Self::oid(r, row), dek)?;
+                row.rk_epoch = NO_RESOURCE_KEY;
+                row.enc_epoch = NO_RESOURCE_KEY;
+            }
+            None => {
+                let rk = self.key(r, Slot::Resource(r.rk_epoch)).await?;
+                row.wrapped_dek = hierarchy::rewrap_data_key(&rk, Self::oid(r, row), dek)?;
+                row.rk_epoch = r.rk_epoch;
+            }
+        }
+        Ok(())
+    }
+
+    /// The data key of an object of bucket `r` under key slot `id`.
+    pub(crate) async fn slot_data_key(&self, r: &Resource, o: &ObjectRow, id: &str) -> Result<SecretKey> {
+        let s = self.slot_of(r, id).await?;
+        Self::check_usable(&s)?;
+        let rk = self.key(&s, Slot::Resource(s.rk_epoch)).await?;
+        hierarchy::open_data_key(&rk, Self::oid(r, o), &o.wrapped_dek)
+            .map_err(|_| self.integrity(r, &format!("the wrapped data key of object {} in bucket {}", o.id, r.name)))
+    }
+
+    /// The key slots of bucket `r`.
+    pub(crate) async fn key_slots(&self, r: &Resource) -> Result<Vec<Resource>> {
+        let prefix = format!("{}/key/", r.name);
+        let mut out = Vec::new();
+        for row in repo::of_tenant(&self.db, &r.tenant_id).await? {
+            let s = self.verify_resource(row?)?;
+            if s.name.starts_with(&prefix) {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyvault::KeyRef;
+
+    #[test]
+    fn slot_names_cannot_be_resource_names() {
+        let kek = KeyRef { vault: "payments".into(), name: "cmk".into(), version: None };
+        let req = EncryptionRequest::Customer { uri: "https://h/keys/cmk".into(), kek };
+        let name = slot_name("photos", &req);
+        assert_eq!(name, "photos/key/payments/cmk");
+        assert!(is_slot(&name) && crate::service::check_resource_name(&name).is_err());
+        assert_eq!(slot_name("photos", &EncryptionRequest::Platform), "photos/key/platform");
+        assert!(!is_slot("photos"));
+    }
+}
