@@ -41,6 +41,16 @@ struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // Nodes that a failed assertion left running (they would go on reconnecting to the
+        // shared PostgreSQL): every process whose command line names this cluster's folder.
+        let dir = self.dir.to_string_lossy().into_owned();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if pid != std::process::id() && String::from_utf8_lossy(&cmdline).contains(&dir) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -74,6 +74,15 @@ pub struct S3Meta {
     /// Absent: the bucket's resource key (or, for SSE-C, the customer's key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_slot: Option<String>,
+    /// An upload's only: the checksum algorithm its object gets (`ChecksumAlgorithm` of
+    /// CreateMultipartUpload), and whether the object's checksum is `FULL_OBJECT` (else
+    /// `COMPOSITE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_algorithm: Option<String>,
+    /// The type of the object's checksum in `checksums`: `COMPOSITE` (made from the part
+    /// checksums, `-N`) or `FULL_OBJECT`; absent: a single put's (full object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_type: Option<String>,
 }
 
 /// The part index of an object made by a multipart upload: each part is a body of its
@@ -96,6 +105,9 @@ pub struct PartRef {
     pub size: u64,
     /// Its body's name in the blob store.
     pub body: String,
+    /// Its checksums as uploaded, by algorithm, base64.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checksums: BTreeMap<String, String>,
 }
 
 impl S3Meta {
@@ -112,6 +124,8 @@ impl S3Meta {
             multipart: None,
             parts_epoch: None,
             key_slot: None,
+            checksum_algorithm: None,
+            checksum_type: None,
         }
     }
 }

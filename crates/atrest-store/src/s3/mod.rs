@@ -97,6 +97,9 @@ pub struct S3Put {
     pub if_match: Option<String>,
     /// `If-None-Match`: `*` (the key must be free), or ETags the object must not have.
     pub if_none_match: Option<String>,
+    /// A multipart upload's: the checksum algorithm of its object, and whether the
+    /// object's checksum is of the full object (else composite).
+    pub checksum: Option<(String, bool)>,
 }
 
 /// What the front end found in a body once it ended.

@@ -43,10 +43,16 @@ pub enum CompleteRefusal {
     EntityTooSmall(String),
     /// `If-Match` was given and the key has no object.
     NoSuchKey(String),
+    /// The object's checksum could not be made from the parts', or is not the one sent.
+    BadDigest(String),
 }
 
+/// Makes an upload's object checksum from its parts': `(algorithm, full object, parts
+/// as (number, size, that algorithm's checksum))` → the object's checksum, or why not.
+pub type CombineChecksums<'a> =
+    &'a (dyn Fn(&str, bool, &[(u32, u64, Option<&str>)]) -> std::result::Result<String, String> + Send + Sync);
+
 /// What CompleteMultipartUpload sends.
-#[derive(Debug)]
 pub struct CompleteRequest<'a> {
     /// (part number, ETag), in ascending order.
     pub parts: &'a [(u32, String)],
@@ -56,6 +62,8 @@ pub struct CompleteRequest<'a> {
     pub if_match: Option<&'a str>,
     /// `If-None-Match`.
     pub if_none_match: Option<&'a str>,
+    /// For an upload with a checksum algorithm: how its object's checksum is made.
+    pub combine: Option<CombineChecksums<'a>>,
 }
 
 /// A part, as listed.
@@ -71,6 +79,8 @@ pub struct PartInfo {
     pub modified: i64,
     /// Its checksums, by algorithm.
     pub checksums: BTreeMap<String, String>,
+    /// The upload's encryption (on an upload's answer; not in listings).
+    pub sse: Option<Sse>,
 }
 
 /// An upload in progress, as listed.
@@ -145,11 +155,17 @@ impl StoreService {
         Ok((u, m))
     }
 
-    /// Starts a multipart upload of `key`; returns its id.
+    /// Starts a multipart upload of `key`; returns its id and encryption.
     ///
     /// # Errors
     /// As a put (bucket, role, encryption asked for).
-    pub async fn s3_create_upload(&self, actor: &Principal, bucket: &str, key: &str, put: S3Put) -> Result<String> {
+    pub async fn s3_create_upload(
+        &self,
+        actor: &Principal,
+        bucket: &str,
+        key: &str,
+        put: S3Put,
+    ) -> Result<(String, Sse)> {
         check_name(key)?;
         let r = self.authorized(actor, bucket, DataRole::Writer).await?;
         Self::check_usable(&r)?;
@@ -166,6 +182,10 @@ impl StoreService {
         row.skey = Some(key.as_bytes().to_vec());
         let mut m = S3Meta::new(String::new(), sse);
         m.key_slot = key_slot;
+        if let Some((algorithm, full)) = put.checksum {
+            m.checksum_algorithm = Some(algorithm);
+            m.checksum_type = Some(if full { "FULL_OBJECT" } else { "COMPOSITE" }.into());
+        }
         m.headers = put.headers;
         m.user = put.user;
         // The epoch its parts are sealed under: a re-encrypt job re-wraps the upload's data
@@ -173,8 +193,9 @@ impl StoreService {
         m.parts_epoch = Some(row.enc_epoch);
         row.meta = Some(meta::seal(&self.infra, Self::oid(&r, &row), &m)?);
         row.mac = self.object_mac(&row);
+        let sse_out = m.sse;
         match self.committer.write(row, None).await? {
-            crate::commit::Outcome::Written => Ok(upload_id),
+            crate::commit::Outcome::Written => Ok((upload_id, sse_out)),
             _ => Err(StoreError::Conflict("the bucket changed while the upload started; retry".into())),
         }
     }
@@ -266,7 +287,14 @@ impl StoreService {
         if let Some(old) = replaced {
             self.retire_body_name(&r.id, &old).await;
         }
-        Ok(Ok(PartInfo { number: n, size, etag: pm.etag, modified: row.created, checksums: pm.checksums }))
+        Ok(Ok(PartInfo {
+            number: n,
+            size,
+            etag: pm.etag,
+            modified: row.created,
+            checksums: pm.checksums,
+            sse: Some(umeta.sse),
+        }))
     }
 
     /// The parts of an upload (after part `after`, at most `max`), and whether more follow.
@@ -302,6 +330,7 @@ impl StoreService {
                 etag: m.etag,
                 modified: p.created,
                 checksums: m.checksums,
+                sse: None,
             });
         }
         Ok((out, truncated))
@@ -439,9 +468,22 @@ impl StoreService {
                 ))));
             }
             md5s.extend(hex::decode(&m.etag).unwrap_or_default());
-            parts.push(PartRef { n: *n, size, body: p.body.clone() });
+            parts.push(PartRef { n: *n, size, body: p.body.clone(), checksums: m.checksums.clone() });
         }
         let total: u64 = parts.iter().map(|p| p.size).sum();
+        // The object's checksum, from the parts' (never from their bodies: not re-read).
+        let checksum = match (&umeta.checksum_algorithm, req.combine) {
+            (Some(algorithm), Some(combine)) => {
+                let full = umeta.checksum_type.as_deref() == Some("FULL_OBJECT");
+                let listed: Vec<(u32, u64, Option<&str>)> =
+                    parts.iter().map(|p| (p.n, p.size, p.checksums.get(algorithm).map(String::as_str))).collect();
+                match combine(algorithm, full, &listed) {
+                    Ok(v) => Some((algorithm.clone(), v)),
+                    Err(m) => return Ok(Err(CompleteRefusal::BadDigest(m))),
+                }
+            }
+            _ => None,
+        };
         let etag = match umeta.sse {
             Sse::S3 => {
                 use md5::Digest as _;
@@ -495,6 +537,14 @@ impl StoreService {
         let mut m = umeta;
         m.etag = etag;
         m.parts_epoch = None;
+        m.checksum_algorithm = None;
+        m.checksums.clear();
+        match checksum {
+            Some((algorithm, value)) => {
+                m.checksums.insert(algorithm, value);
+            }
+            None => m.checksum_type = None,
+        }
         m.multipart = Some(Multipart { upload: upload_id.to_string(), parts: parts.clone() });
         row.meta = Some(meta::seal(&self.infra, Self::oid(&r, &row), &m)?);
         row.mac = self.object_mac(&row);

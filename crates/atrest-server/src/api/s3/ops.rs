@@ -330,8 +330,8 @@ fn check_bucket_name(name: &str) -> Result<(), S3Error> {
 }
 
 /// A small request body (XML), verified as any body is.
-async fn small_body(parts: &Parts, body: Body, caller: S3Caller) -> Result<Bytes, S3Error> {
-    let expect = Expect::from_headers(&parts.headers, caller.payload, caller.signing)?;
+async fn small_body(headers: &HeaderMap, body: Body, caller: S3Caller) -> Result<Bytes, S3Error> {
+    let expect = Expect::from_headers(headers, caller.payload, caller.signing)?;
     let (mut stream, judge) = body::take(body, expect);
     let mut buf = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -353,13 +353,13 @@ async fn small_body(parts: &Parts, body: Body, caller: S3Caller) -> Result<Bytes
 /// An XML request body (verified as any body is), parsed; `what` names it in the error.
 /// Returns the caller too, whose signing state the body consumed.
 async fn xml_body<T: serde::de::DeserializeOwned>(
-    parts: &Parts,
+    headers: &HeaderMap,
     body: Body,
     caller: S3Caller,
     what: &str,
 ) -> Result<(atrest_vault::Principal, T), S3Error> {
     let actor = caller.principal.clone();
-    let xml = small_body(parts, body, caller).await?;
+    let xml = small_body(headers, body, caller).await?;
     let parsed = quick_xml::de::from_reader(xml.as_ref())
         .map_err(|e| S3Error::bad("MalformedXML", format!("{what} does not parse: {e}")))?;
     Ok((actor, parsed))
@@ -375,7 +375,7 @@ async fn create_bucket(
     check_bucket_name(b)?;
     let actor = caller.principal.clone();
     // A CreateBucketConfiguration (the region) may come along; any region is this server.
-    small_body(parts, body, caller).await?;
+    small_body(&parts.headers, body, caller).await?;
     match state.store.create_resource(&actor, b).await {
         Ok(_) => {
             let mut r = empty(StatusCode::OK);
@@ -474,7 +474,7 @@ async fn put_encryption(
     caller: S3Caller,
     b: &str,
 ) -> Result<Response, S3Error> {
-    let (actor, cfg): (_, SseConfig) = xml_body(parts, body, caller, "the encryption configuration").await?;
+    let (actor, cfg): (_, SseConfig) = xml_body(&parts.headers, body, caller, "the encryption configuration").await?;
     let malformed = |why: &str| S3Error::bad("MalformedXML", format!("the encryption configuration {why}"));
     let [rule] = cfg.rules.as_slice() else { return Err(malformed("must hold exactly one Rule")) };
     let d = rule.default.as_ref().ok_or_else(|| malformed("needs ApplyServerSideEncryptionByDefault"))?;
@@ -836,7 +836,14 @@ async fn put_object(
     let if_none_match = header_str(h, "if-none-match").map(str::to_string);
     let conditional = if_none_match.is_some() || h.contains_key("if-match");
     let (sse, key_md5) = sse_request(state, h)?;
-    let put = S3Put { headers, user, sse, if_match: header_str(h, "if-match").map(str::to_string), if_none_match };
+    let put = S3Put {
+        headers,
+        user,
+        sse,
+        if_match: header_str(h, "if-match").map(str::to_string),
+        if_none_match,
+        checksum: None,
+    };
     let expect = Expect::from_headers(h, caller.payload, caller.signing)?;
     let (stream, judge) = body::take(body, expect);
     let checksum_header = judge_checksum_header(h);
@@ -941,6 +948,8 @@ async fn get_object(
     // object is answered.
     let mut range: Option<ByteRange> = header_str(h, "range").and_then(atrest_wire::range::parse);
     let mut parts_count = None;
+    // A part's own checksums, for a read by part number.
+    let mut part_sums = None;
     if let Some(n) = q.get("partNumber") {
         if range.is_some() {
             return Err(S3Error::bad(
@@ -966,8 +975,11 @@ async fn get_object(
         };
         let start: u64 = sizes[..i].iter().sum();
         range = (*size > 0).then(|| ByteRange::From(start, Some(start + size)));
-        if o.meta.multipart.is_some() {
+        if let Some(mp) = &o.meta.multipart {
             parts_count = Some(sizes.len());
+            part_sums = mp.parts.get(i).map(|p| p.checksums.clone());
+        } else {
+            part_sums = Some(o.meta.checksums.clone());
         }
     }
     // Preconditions come before the range (a failed If-Match is 412 even when the range
@@ -1015,10 +1027,21 @@ async fn get_object(
     rh.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if partial {
         set(rh, "content-range", &format!("bytes {offset}-{}/{}", offset + len - 1, object.size));
-    } else if header_str(h, "x-amz-checksum-mode").is_some_and(|m| m.eq_ignore_ascii_case("ENABLED")) {
+    }
+    // Checksums of what is answered: the object's, or a part's when read by number (a
+    // range has none), when asked for with x-amz-checksum-mode.
+    let sums = match &part_sums {
+        Some(p) => Some(p),
+        None if !partial => Some(&object.meta.checksums),
+        None => None,
+    };
+    if let Some(sums) = sums
+        && header_str(h, "x-amz-checksum-mode").is_some_and(|m| m.eq_ignore_ascii_case("ENABLED"))
+    {
         for a in Algo::ALL {
-            if let Some(v) = object.meta.checksums.get(a.name()) {
+            if let Some(v) = sums.get(a.name()) {
                 set(rh, a.header(), v);
+                set(rh, "x-amz-checksum-type", object.meta.checksum_type.as_deref().unwrap_or("FULL_OBJECT"));
             }
         }
     }
@@ -1073,11 +1096,34 @@ async fn object_attributes(
                         x.text(&format!("Checksum{}", alg.name()), v);
                     }
                 }
+                x.text("ChecksumType", o.meta.checksum_type.as_deref().unwrap_or("FULL_OBJECT"));
                 x.end();
             }
             "ObjectParts" => {
                 if let Some(mp) = &o.meta.multipart {
-                    x.start("ObjectParts").text("TotalPartsCount", &mp.parts.len().to_string()).end();
+                    let marker: usize =
+                        header_str(h, "x-amz-part-number-marker").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let max: usize =
+                        header_str(h, "x-amz-max-parts").and_then(|v| v.parse().ok()).unwrap_or(MAX_KEYS).min(MAX_KEYS);
+                    let page: Vec<_> = mp.parts.iter().filter(|p| p.n as usize > marker).take(max).collect();
+                    let truncated = page.last().is_some_and(|l| mp.parts.last().is_some_and(|e| e.n > l.n));
+                    // botocore reads PartsCount (its TotalPartsCount).
+                    x.start("ObjectParts").text("PartsCount", &mp.parts.len().to_string());
+                    x.text("PartNumberMarker", &marker.to_string());
+                    if let Some(last) = page.last() {
+                        x.text("NextPartNumberMarker", &last.n.to_string());
+                    }
+                    x.text("MaxParts", &max.to_string()).text("IsTruncated", if truncated { "true" } else { "false" });
+                    for p in page {
+                        x.start("Part").text("PartNumber", &p.n.to_string()).text("Size", &p.size.to_string());
+                        for alg in Algo::ALL {
+                            if let Some(v) = p.checksums.get(alg.name()) {
+                                x.text(&format!("Checksum{}", alg.name()), v);
+                            }
+                        }
+                        x.end();
+                    }
+                    x.end();
                 }
             }
             _ => {}
@@ -1148,7 +1194,7 @@ async fn copy_object(
     }
     let (headers, user) =
         if replace { put_metadata(h)? } else { (read.object.meta.headers.clone(), read.object.meta.user.clone()) };
-    let put = S3Put { headers, user, sse, if_match: None, if_none_match: None };
+    let put = S3Put { headers, user, sse, if_match: None, if_none_match: None, checksum: None };
     let md5 = Arc::new(std::sync::Mutex::new(<md5::Md5 as md5::Digest>::new()));
     let hasher = md5.clone();
     let mut rx = read.chunks;
@@ -1198,6 +1244,16 @@ struct CompletePart {
     number: u32,
     #[serde(rename = "ETag")]
     etag: String,
+    #[serde(rename = "ChecksumCRC32")]
+    crc32: Option<String>,
+    #[serde(rename = "ChecksumCRC32C")]
+    crc32c: Option<String>,
+    #[serde(rename = "ChecksumCRC64NVME")]
+    crc64nvme: Option<String>,
+    #[serde(rename = "ChecksumSHA1")]
+    sha1: Option<String>,
+    #[serde(rename = "ChecksumSHA256")]
+    sha256: Option<String>,
 }
 
 async fn multipart(
@@ -1215,12 +1271,25 @@ async fn multipart(
         Method::POST if q.has("uploads") => {
             let (headers, user) = put_metadata(&parts.headers)?;
             let (sse, key_md5) = sse_request(state, &parts.headers)?;
-            let put = S3Put { headers, user, sse, if_match: None, if_none_match: None };
-            let id = state.store.s3_create_upload(&caller.principal, b, k, put).await.map_err(S3Error::from_store)?;
+            let checksum = upload_checksum(&parts.headers)?;
+            let put = S3Put {
+                headers,
+                user,
+                sse,
+                if_match: None,
+                if_none_match: None,
+                checksum: checksum.map(|(a, full)| (a.name().to_string(), full)),
+            };
+            let (id, upload_sse) =
+                state.store.s3_create_upload(&caller.principal, b, k, put).await.map_err(S3Error::from_store)?;
             let mut x = Xml::new("InitiateMultipartUploadResult");
             x.text("Bucket", b).text("Key", k).text("UploadId", &id);
             let mut r = x.into_response(StatusCode::OK);
-            echo_upload_sse(state, &caller.principal, b, r.headers_mut(), key_md5.as_deref()).await?;
+            if let Some((a, full)) = checksum {
+                set(r.headers_mut(), "x-amz-checksum-algorithm", a.name());
+                set(r.headers_mut(), "x-amz-checksum-type", checksum_type(full));
+            }
+            sse_headers(r.headers_mut(), &upload_sse, key_md5.as_deref());
             Ok(r)
         }
         Method::PUT if parts.headers.contains_key("x-amz-copy-source") => {
@@ -1256,7 +1325,9 @@ async fn multipart(
                     }
                 }
             }
-            echo_upload_sse(state, &actor, b, rh, ck.as_ref().map(|(_, m)| m.as_str())).await?;
+            if let Some(sse) = &part.sse {
+                sse_headers(rh, sse, ck.as_ref().map(|(_, m)| m.as_str()));
+            }
             Ok(r)
         }
         Method::GET => {
@@ -1294,14 +1365,56 @@ async fn multipart(
         }
         Method::POST => {
             let ck = customer_key(&parts.headers, false)?;
-            let (actor, req): (_, CompleteRequest) = xml_body(parts, body, caller, "the part list").await?;
+            // An x-amz-checksum-* header of Complete is the object's checksum, not the
+            // part list's.
+            let mut list_headers = parts.headers.clone();
+            let mut sent = None;
+            for a in Algo::ALL {
+                if let Some(v) = list_headers.remove(a.header()) {
+                    sent = Some((a, String::from_utf8_lossy(v.as_bytes()).into_owned()));
+                }
+            }
+            let (actor, req): (_, CompleteRequest) = xml_body(&list_headers, body, caller, "the part list").await?;
+            let listed_sums: BTreeMap<u32, [Option<String>; 5]> = req
+                .parts
+                .iter()
+                .map(|p| {
+                    (
+                        p.number,
+                        [p.crc32.clone(), p.crc32c.clone(), p.crc64nvme.clone(), p.sha1.clone(), p.sha256.clone()],
+                    )
+                })
+                .collect();
             let listed: Vec<(u32, String)> = req.parts.into_iter().map(|p| (p.number, p.etag)).collect();
             let key = ck.as_ref().map(|(k, _)| k);
+            let combine = move |algorithm: &str, full: bool, parts: &[(u32, u64, Option<&str>)]| {
+                let a = Algo::ALL.into_iter().find(|a| a.name() == algorithm).ok_or("unknown checksum algorithm")?;
+                let i = Algo::ALL.iter().position(|x| *x == a).unwrap_or(0);
+                for (n, _, stored) in parts {
+                    let listed = listed_sums.get(n).and_then(|s| s[i].as_deref());
+                    if let (Some(l), Some(st)) = (listed, stored)
+                        && l != *st
+                    {
+                        return Err(format!("part {n}'s {algorithm} checksum is not {l}"));
+                    }
+                }
+                let value = body::combine_checksums(a, full, parts)?;
+                match &sent {
+                    Some((sa, sv)) if *sa == a && *sv != value => {
+                        Err(format!("the object's {algorithm} checksum is {value}, not {sv}"))
+                    }
+                    Some((sa, _)) if *sa != a => {
+                        Err(format!("the upload's checksum algorithm is {algorithm}, not {}", sa.name()))
+                    }
+                    _ => Ok(value),
+                }
+            };
             let req = atrest_store::s3::CompleteRequest {
                 parts: &listed,
                 customer_key: key,
                 if_match: header_str(&parts.headers, "if-match"),
                 if_none_match: header_str(&parts.headers, "if-none-match"),
+                combine: Some(&combine),
             };
             let conditional = req.if_match.is_some() || req.if_none_match.is_some();
             let o = match state.store.s3_complete_upload(&actor, b, k, upload, &req).await {
@@ -1313,6 +1426,7 @@ async fn multipart(
                         C::InvalidPartOrder(m) => S3Error::bad("InvalidPartOrder", m),
                         C::EntityTooSmall(m) => S3Error::bad("EntityTooSmall", m),
                         C::NoSuchKey(m) => S3Error::new(StatusCode::NOT_FOUND, "NoSuchKey", m),
+                        C::BadDigest(m) => S3Error::bad("BadDigest", m),
                     });
                 }
                 Err(StoreError::PreconditionFailed(m)) if !conditional => {
@@ -1324,6 +1438,12 @@ async fn multipart(
             let mut x = Xml::new("CompleteMultipartUploadResult");
             x.text("Location", &format!("/{b}/{k}")).text("Bucket", b).text("Key", k);
             x.text("ETag", &format!("\"{}\"", o.meta.etag));
+            for a in Algo::ALL {
+                if let Some(v) = o.meta.checksums.get(a.name()) {
+                    x.text(&format!("Checksum{}", a.name()), v);
+                    x.text("ChecksumType", o.meta.checksum_type.as_deref().unwrap_or("FULL_OBJECT"));
+                }
+            }
             let mut r = x.into_response(StatusCode::OK);
             sse_headers(r.headers_mut(), &o.meta.sse, ck.as_ref().map(|(_, m)| m.as_str()));
             Ok(r)
@@ -1332,21 +1452,42 @@ async fn multipart(
     }
 }
 
-/// The encryption headers of a multipart answer: SSE-C as sent, else the bucket's.
-async fn echo_upload_sse(
-    state: &AppState,
-    caller: &atrest_vault::Principal,
-    b: &str,
-    h: &mut HeaderMap,
-    key_md5: Option<&str>,
-) -> Result<(), S3Error> {
-    if key_md5.is_some() {
-        sse_headers(h, &Sse::Customer { salt: String::new(), verifier: String::new() }, key_md5);
-    } else {
-        let r = state.store.s3_bucket(caller, b, DataRole::Reader).await.map_err(S3Error::from_store)?;
-        sse_headers(h, &bucket_sse(&r), None);
-    }
-    Ok(())
+/// CreateMultipartUpload's `x-amz-checksum-algorithm` and `x-amz-checksum-type`: the
+/// algorithm, and whether the object's checksum covers the full object (the default for
+/// CRC64NVME, and possible for the CRCs) or is composite (the default for the others).
+fn upload_checksum(h: &HeaderMap) -> Result<Option<(Algo, bool)>, S3Error> {
+    let Some(name) = header_str(h, "x-amz-checksum-algorithm") else {
+        return match header_str(h, "x-amz-checksum-type") {
+            Some(_) => Err(S3Error::bad("InvalidRequest", "x-amz-checksum-type needs x-amz-checksum-algorithm")),
+            None => Ok(None),
+        };
+    };
+    let a = Algo::ALL.into_iter().find(|a| a.name().eq_ignore_ascii_case(name)).ok_or_else(|| {
+        S3Error::bad(
+            "InvalidRequest",
+            format!("checksum algorithm {name} is not CRC32, CRC32C, CRC64NVME, SHA1 or SHA256"),
+        )
+    })?;
+    let crc = matches!(a, Algo::Crc32 | Algo::Crc32c | Algo::Crc64Nvme);
+    let full = match header_str(h, "x-amz-checksum-type").map(str::to_ascii_uppercase).as_deref() {
+        None => a == Algo::Crc64Nvme,
+        Some("FULL_OBJECT") if crc => true,
+        Some("COMPOSITE") if a != Algo::Crc64Nvme => false,
+        Some(t) => {
+            return Err(S3Error::bad(
+                "InvalidRequest",
+                format!(
+                    "checksum type {t} does not go with {}: FULL_OBJECT needs a CRC, CRC64NVME is FULL_OBJECT only",
+                    a.name()
+                ),
+            ));
+        }
+    };
+    Ok(Some((a, full)))
+}
+
+fn checksum_type(full: bool) -> &'static str {
+    if full { "FULL_OBJECT" } else { "COMPOSITE" }
 }
 
 async fn list_uploads(state: &AppState, caller: &S3Caller, b: &str, q: &Query) -> Result<Response, S3Error> {
@@ -1396,7 +1537,7 @@ async fn delete_objects(
     caller: S3Caller,
     b: &str,
 ) -> Result<Response, S3Error> {
-    let (actor, req): (_, DeleteRequest) = xml_body(parts, body, caller, "the Delete request").await?;
+    let (actor, req): (_, DeleteRequest) = xml_body(&parts.headers, body, caller, "the Delete request").await?;
     if req.objects.len() > MAX_KEYS {
         return Err(S3Error::bad("MalformedXML", format!("at most {MAX_KEYS} keys per request")));
     }
