@@ -361,10 +361,11 @@ pub(crate) struct KeyAttrs {
     /// Permitted operations (comma-separated, e.g. wrapKey,unwrapKey).
     #[arg(long, value_delimiter = ',')]
     ops: Vec<String>,
-    /// Not before: Unix seconds, or +DURATION from now (e.g. +1h, +30d).
+    /// Not before: Unix seconds, or +DURATION from now (e.g. +1h, +30d); `none` clears it
+    /// (key update).
     #[arg(long)]
     nbf: Option<String>,
-    /// Expiry: Unix seconds, or +DURATION from now.
+    /// Expiry: Unix seconds, or +DURATION from now; `none` clears it (key update).
     #[arg(long)]
     exp: Option<String>,
     /// Tag NAME=VALUE (repeatable).
@@ -396,11 +397,13 @@ impl KeyAttrs {
         if let Some(e) = enabled {
             attrs.insert("enabled".into(), json!(e));
         }
+        // `none`: null, which an update reads as "clear" (and a create as "not set").
+        let date = |s: &str| -> CliResult<Value> { if s == "none" { Ok(Value::Null) } else { Ok(json!(when(s)?)) } };
         if let Some(n) = &self.nbf {
-            attrs.insert("nbf".into(), json!(when(n)?));
+            attrs.insert("nbf".into(), date(n)?);
         }
         if let Some(x) = &self.exp {
-            attrs.insert("exp".into(), json!(when(x)?));
+            attrs.insert("exp".into(), date(x)?);
         }
         if !attrs.is_empty() {
             body["attributes"] = Value::Object(attrs);

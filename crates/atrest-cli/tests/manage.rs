@@ -96,6 +96,16 @@ async fn administration_and_keys_over_https() {
     assert!(shown.contains("crv") && shown.contains("P-256") && shown.contains("team"), "{shown}");
     cli.ok(&["key", "update", "app", "--disable"]).await;
     assert_eq!(cli.json(&["key", "show", "app"]).await["attributes"]["enabled"], false);
+    // Dates set, then cleared with `none`; a date left out of an update stays.
+    cli.ok(&["key", "update", "app", "--exp", "+30d", "--nbf", "1000"]).await;
+    let a = cli.json(&["key", "show", "app"]).await["attributes"].clone();
+    assert!(a["exp"].as_i64().is_some() && a["nbf"] == 1000, "{a}");
+    cli.ok(&["key", "update", "app", "--exp", "none"]).await;
+    let a = cli.json(&["key", "show", "app"]).await["attributes"].clone();
+    assert!(a.get("exp").is_none_or(serde_json::Value::is_null) && a["nbf"] == 1000, "{a}");
+    cli.ok(&["key", "update", "app", "--nbf", "none"]).await;
+    let a = cli.json(&["key", "show", "app"]).await["attributes"].clone();
+    assert!(a.get("nbf").is_none_or(serde_json::Value::is_null), "{a}");
     cli.ok(&["key", "rotate", "app"]).await;
     assert_eq!(cli.json(&["key", "versions", "app"]).await["value"].as_array().unwrap().len(), 2);
     let policy = cli.json(&["key", "rotation-policy", "app", "--rotate-after", "P90D", "--expiry", "P1Y"]).await;

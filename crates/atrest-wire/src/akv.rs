@@ -69,8 +69,25 @@ pub struct ImportIn {
 #[derive(Debug, Default, Deserialize)]
 pub struct UpdateIn {
     pub key_ops: Option<Vec<String>>,
-    pub attributes: Option<AttributesIn>,
+    pub attributes: Option<AttributesPatch>,
     pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// `attributes` in an update: a date absent is left alone, a date sent as `null` is
+/// cleared (an atrest extension: Azure Key Vault has no way to clear `exp` or `nbf`).
+#[derive(Debug, Default, Deserialize)]
+pub struct AttributesPatch {
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    pub nbf: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub exp: Option<Option<i64>>,
+}
+
+/// A field that is there: `Some(value)`, `Some(None)` for `null` (absent: `None`, by
+/// `#[serde(default)]`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
 }
 
 /// Body of the wrap/unwrap/encrypt/decrypt/sign operations (no `Debug`: `value` is
@@ -144,5 +161,20 @@ pub struct ImportJwk {
 impl core::fmt::Debug for ImportJwk {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "ImportJwk({}, [REDACTED])", self.kty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_tells_a_date_left_alone_from_one_cleared() {
+        let u: UpdateIn = serde_json::from_str(r#"{"attributes": {"exp": null, "nbf": 5}}"#).unwrap();
+        let a = u.attributes.unwrap();
+        assert_eq!((a.exp, a.nbf, a.enabled), (Some(None), Some(Some(5)), None));
+        let u: UpdateIn = serde_json::from_str(r#"{"attributes": {"enabled": true}}"#).unwrap();
+        let a = u.attributes.unwrap();
+        assert_eq!((a.exp, a.nbf, a.enabled), (None, None, Some(true)));
     }
 }

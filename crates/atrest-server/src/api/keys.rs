@@ -353,7 +353,7 @@ async fn get(ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> Result<Respons
 async fn update(ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> Result<Response, ApiError> {
     ctx.allow(Permission::Update, Some(name)).await?;
     let req: j::UpdateIn = if ctx.body.is_empty() { j::UpdateIn::default() } else { ctx.json()? };
-    let a = attrs(req.attributes);
+    let a = req.attributes.unwrap_or_default();
     let b = ctx
         .svc
         .update_key(
@@ -363,8 +363,8 @@ async fn update(ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> Result<Resp
             UpdateKey {
                 key_ops: req.key_ops,
                 enabled: a.enabled,
-                nbf: a.nbf.map(Some),
-                exp: a.exp.map(Some),
+                nbf: a.nbf,
+                exp: a.exp,
                 tags: req.tags,
             },
         )

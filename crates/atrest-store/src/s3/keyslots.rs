@@ -1,10 +1,9 @@
 //! Key slots: the objects of a bucket under keys other than the bucket's own.
 //!
-//! S3 lets each object name its key (`x-amz-server-side-encryption-aws-kms-key-id`), or
-//! ask for SSE-S3 in a bucket whose default is a vault key. Each (bucket, key) pair gets
-//! a resource key of its own, held in a *key slot*: a resource row named
-//! `BUCKET/key/VAULT/NAME[/VERSION]` (or `BUCKET/key/platform`) — a name nobody can create
-//! or address, since resource names have no `/` — with the bucket's tenant and identity,
+//! S3 lets each object name its key (`x-amz-server-side-encryption-aws-kms-key-id`). Each
+//! (bucket, key) pair gets a resource key of its own, held in a *key slot*: a resource row
+//! named `BUCKET/key/VAULT/NAME[/VERSION]` — a name nobody can create or address, since
+//! resource names have no `/` — with the bucket's tenant and identity,
 //! no roles and no objects. The objects stay rows of the bucket (listings, roles, names);
 //! their sealed metadata names the slot whose resource key wraps their data key. So a slot
 //! is everything a resource key is: rotating its vault key re-wraps 32 bytes (O(distinct

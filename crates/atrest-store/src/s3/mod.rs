@@ -195,7 +195,17 @@ impl StoreService {
             | (KeySource::Customer, Some(SseRequest::Kms(None))) => {
                 return Ok((bucket_key(), None));
             }
-            (KeySource::Customer, Some(SseRequest::S3)) => EncryptionRequest::Platform,
+            // Platform keys would put the object out of reach of the customer's revocation,
+            // and no bucket policy here could forbid it: a customer-key bucket stays under
+            // customer keys (another of the tenant's keys may be named).
+            (KeySource::Customer, Some(SseRequest::S3)) => {
+                return Err(StoreError::KeyRejected(format!(
+                    "bucket {} encrypts under the customer key {}, and an object in it cannot go under platform keys \
+                     (AES256), out of reach of that key's revocation: send aws:kms (with another key id if you want \
+                     another key of your vaults) or no encryption header",
+                    r.name, r.key_uri
+                )));
+            }
             (KeySource::Platform, Some(SseRequest::Kms(None))) => {
                 return Err(StoreError::KeyRejected(format!(
                     "bucket {} has no default vault key, so aws:kms needs a key id: send \
