@@ -360,13 +360,7 @@ async fn update(ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> Result<Resp
             &ctx.vault,
             name,
             version,
-            UpdateKey {
-                key_ops: req.key_ops,
-                enabled: a.enabled,
-                nbf: a.nbf,
-                exp: a.exp,
-                tags: req.tags,
-            },
+            UpdateKey { key_ops: req.key_ops, enabled: a.enabled, nbf: a.nbf, exp: a.exp, tags: req.tags },
         )
         .await?;
     Ok(ok(j::bundle(&ctx.origin, &b)))
