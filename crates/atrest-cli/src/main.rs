@@ -195,6 +195,27 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    /// The systemd unit in `examples/` starts a valid `atrest serve` command line with the
+    /// example configuration's path, and its environment file sets only known variables.
+    #[test]
+    fn the_example_service_unit_is_valid() {
+        use clap::Parser as _;
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let unit = std::fs::read_to_string(examples.join("atrest.service")).unwrap();
+        let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("an ExecStart line");
+        let argv: Vec<&str> = exec.split_whitespace().collect();
+        assert!(argv[0].ends_with("/atrest"), "{exec}");
+        let cli = super::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("ExecStart: {e}"));
+        assert!(matches!(cli.command, super::Command::Serve(_)), "{exec}");
+        assert!(exec.contains("--config /etc/atrest/atrest.toml"), "{exec}");
+        assert!(unit.contains("EnvironmentFile=-/etc/atrest/atrest.env"));
+        let env = std::fs::read_to_string(examples.join("atrest.env")).unwrap();
+        for l in env.lines().map(|l| l.trim_start_matches("# ")).filter(|l| l.contains('=') && !l.contains(' ')) {
+            let name = l.split('=').next().unwrap();
+            assert!(name.starts_with("AWS_") || name.starts_with("ATREST_"), "{name}");
+        }
+    }
+
     /// Every argument and flag of every command says what it is (`--help` lists no bare
     /// `<NAME>`).
     #[test]

@@ -420,6 +420,28 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The configuration files in `examples/` parse, name only settings that exist, and
+    /// say what the README and docs/deployment.md say they do.
+    #[test]
+    fn the_example_configurations_are_valid() {
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let load = |name: &str| {
+            let f = examples.join(name);
+            let t = T::try_parse_from(["x", "--config", f.to_str().unwrap()]).unwrap();
+            t.a.resolve().unwrap_or_else(|e| panic!("examples/{name}: {e}"))
+        };
+        let (one, fmt) = load("atrest.toml");
+        assert_eq!(fmt, "json");
+        assert_eq!(one.data_dir, std::path::PathBuf::from("/var/lib/atrest"));
+        assert!(one.database_url.is_none() && one.blob_store.is_none(), "the embedded default");
+        assert!(one.root_key_file.is_some() && one.infra_root_key_file.is_some() && one.tls_cert.is_some());
+        assert_eq!(one.vault_port_range(), Some(8444..=8543));
+        let (node, _) = load("atrest-cluster.toml");
+        assert!(node.database_url.as_deref().is_some_and(|u| u.starts_with("postgres://")));
+        assert!(node.blob_store.as_deref().is_some_and(|b| b.starts_with("s3://")));
+        assert_eq!(node.root_key_file, one.root_key_file, "every node: the same root secrets");
+    }
+
     #[test]
     fn port_ranges() {
         assert_eq!(super::parse_port_range("8444-8543"), Ok((8444, 8543)));
