@@ -111,7 +111,15 @@ impl StoreService {
         };
         let out = hierarchy::open_resource_key(vault.as_ref(), &kek, &wrapped).await;
         self.metrics.vault_call(&label, "unwrapKey", out.is_ok());
-        out
+        // One way of naming a customer key in every message: the URI it was configured by.
+        out.map_err(|e| match e {
+            StoreError::KeyInaccessible { operation, reason, fix, transient, .. }
+                if r.key_source == crate::model::KeySource::Customer && slot != Slot::Messages =>
+            {
+                StoreError::KeyInaccessible { key: r.key_uri.clone(), operation, reason, fix, transient }
+            }
+            e => e,
+        })
     }
 
     /// Records `KeyInaccessible` in the resource row (so every node and restart sees it)
