@@ -220,6 +220,9 @@ pub(crate) enum MessageCmd {
         /// Seconds the received messages stay invisible unless acknowledged.
         #[arg(long, default_value_t = 30)]
         visibility: i64,
+        /// Acknowledge each message once printed (receive and delete).
+        #[arg(long)]
+        ack: bool,
     },
     /// Acknowledge (delete) a received message.
     Ack {
@@ -242,6 +245,9 @@ pub(crate) enum JobCmd {
         /// rekey: new resource key, data keys re-wrapped; reencrypt: new data keys, data rewritten.
         #[arg(value_parser = ["rekey", "reencrypt"])]
         kind: String,
+        /// Follow the job until it ends (as `job watch`).
+        #[arg(long)]
+        watch: bool,
     },
     /// List jobs (newest first).
     List {
@@ -542,7 +548,7 @@ pub(crate) fn message(m: Managed<MessageCmd>) -> CliResult {
                     .await
                     .map_err(|e| e.to_string())?
             }
-            MessageCmd::Receive { resource, max, visibility } => {
+            MessageCmd::Receive { resource, max, visibility, ack } => {
                 use base64::Engine as _;
                 let path = format!("/resources/{}/messages/receive?max={max}&visibility={visibility}", enc(&resource));
                 let mut v = api.data(Method::POST, &path, None).await?;
@@ -556,6 +562,15 @@ pub(crate) fn message(m: Managed<MessageCmd>) -> CliResult {
                         if let Some(t) = text {
                             it["text"] = json!(t);
                         }
+                    }
+                }
+                if ack {
+                    for it in v["value"].as_array().cloned().unwrap_or_default() {
+                        let (id, receipt) =
+                            (it["id"].as_str().unwrap_or_default(), it["receipt"].as_str().unwrap_or_default());
+                        let path =
+                            format!("/resources/{}/messages/{}?receipt={}", enc(&resource), enc(id), enc(receipt));
+                        api.data(Method::DELETE, &path, None).await?;
                     }
                 }
                 return Ok(render(&v, out, &["id", "receipt", "deliveries", "expires", "text"]));
@@ -574,9 +589,14 @@ pub(crate) fn job(m: Managed<JobCmd>) -> CliResult {
     let (api, out) = connect(&m)?;
     run(async move {
         let v = match m.into_cmd() {
-            JobCmd::Start { resource, kind } => {
-                api.data(Method::POST, &format!("/resources/{}/jobs", enc(&resource)), Some(json!({"kind": kind})))
-                    .await?
+            JobCmd::Start { resource, kind, watch } => {
+                let v = api
+                    .data(Method::POST, &format!("/resources/{}/jobs", enc(&resource)), Some(json!({"kind": kind})))
+                    .await?;
+                if !watch {
+                    return Ok(render(&v, out, &[]));
+                }
+                watch_job(&api, v["id"].as_str().unwrap_or_default()).await?
             }
             JobCmd::List { resource } => {
                 let path = match resource {
@@ -587,25 +607,39 @@ pub(crate) fn job(m: Managed<JobCmd>) -> CliResult {
                 return Ok(render(&v, out, JOB_COLUMNS));
             }
             JobCmd::Show { id } => api.data(Method::GET, &format!("/jobs/{}", enc(&id)), None).await?,
-            JobCmd::Watch { id } => loop {
-                let v = api.data(Method::GET, &format!("/jobs/{}", enc(&id)), None).await?;
-                let state = v["state"].as_str().unwrap_or_default().to_string();
-                eprintln!(
-                    "{} {}: {} of {} objects{}",
-                    v["kind"].as_str().unwrap_or_default(),
-                    state,
-                    v["done"],
-                    v["total"],
-                    v["error"].as_str().filter(|e| !e.is_empty()).map(|e| format!(" ({e})")).unwrap_or_default()
-                );
-                if state != "running" {
-                    break v;
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            },
+            JobCmd::Watch { id } => watch_job(&api, &id).await?,
         };
         Ok(render(&v, out, &[]))
     })
+}
+
+/// Follows job `id` until it ends, a line of progress a second on stderr; its last state
+/// (an error when it failed).
+async fn watch_job(api: &Api, id: &str) -> CliResult<Value> {
+    loop {
+        let v = api.data(Method::GET, &format!("/jobs/{}", enc(id)), None).await?;
+        let state = v["state"].as_str().unwrap_or_default().to_string();
+        eprintln!(
+            "{} {}: {} of {} objects{}",
+            v["kind"].as_str().unwrap_or_default(),
+            state,
+            v["done"],
+            v["total"],
+            v["error"].as_str().filter(|e| !e.is_empty()).map(|e| format!(" ({e})")).unwrap_or_default()
+        );
+        match state.as_str() {
+            "running" => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+            // A script that waited for the job learns that it did not finish.
+            "failed" => {
+                return Err(format!(
+                    "job {id} failed: {}",
+                    v["error"].as_str().filter(|e| !e.is_empty()).unwrap_or("no reason recorded")
+                )
+                .into());
+            }
+            _ => return Ok(v),
+        }
+    }
 }
 
 /// `atrest key usage`: which resources use which key versions.

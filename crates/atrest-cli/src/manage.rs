@@ -140,6 +140,10 @@ pub(crate) enum TokenCmd {
         /// Lifetime in seconds (default: until revoked).
         #[arg(long)]
         ttl: Option<i64>,
+        /// Write the token to this file (0600, created new) instead of printing it: for
+        /// `--token-file` / `ATREST_TOKEN_FILE`.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Revoke a token.
     Revoke {
@@ -155,14 +159,19 @@ pub(crate) enum TokenCmd {
     Rotate {
         /// Principal name.
         principal: String,
-        /// Token id (from token list).
-        id: String,
+        /// Token id (from token list; without it, the token in --out's file is rotated).
+        #[arg(required_unless_present = "out")]
+        id: Option<String>,
         /// The tenant.
         #[arg(long, default_value = "default")]
         tenant: String,
         /// Lifetime in seconds (at most 10 years; default: until revoked, or for rotate the old token's).
         #[arg(long)]
         ttl: Option<i64>,
+        /// Write the new token to this file (0600) instead of printing it; without an id,
+        /// the token this file holds is the one rotated, and the new one replaces it.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -539,10 +548,16 @@ pub(crate) fn token(m: Managed<TokenCmd>) -> CliResult {
                     api.admin(Method::GET, &format!("/tenants/{tenant}/principals/{principal}/tokens"), None).await?;
                 return Ok(render(&v, out, &["id", "created", "expires", "revoked"]));
             }
-            TokenCmd::Issue { principal, tenant, ttl } => {
+            TokenCmd::Issue { principal, tenant, ttl, out: file } => {
                 check_names(&[&tenant, &principal])?;
                 let body = json!({ "ttl_seconds": ttl });
-                api.admin(Method::POST, &format!("/tenants/{tenant}/principals/{principal}/tokens"), Some(body)).await?
+                let v = api
+                    .admin(Method::POST, &format!("/tenants/{tenant}/principals/{principal}/tokens"), Some(body))
+                    .await?;
+                match file {
+                    Some(f) => write_token(&f, v, true)?,
+                    None => v,
+                }
             }
             TokenCmd::Revoke { principal, id, tenant } => {
                 check_names(&[&tenant, &principal, &id])?;
@@ -550,15 +565,50 @@ pub(crate) fn token(m: Managed<TokenCmd>) -> CliResult {
                     .await?;
                 return Ok(render(&json!({"revoked": id}), out, &[]));
             }
-            TokenCmd::Rotate { principal, id, tenant, ttl } => {
+            TokenCmd::Rotate { principal, id, tenant, ttl, out: file } => {
+                let id = match (id, &file) {
+                    (Some(id), _) => id,
+                    (None, Some(f)) => token_id_in(f)?,
+                    (None, None) => return Err("give the token id, or --out FILE holding the token".into()),
+                };
                 check_names(&[&tenant, &principal, &id])?;
                 let body = json!({ "ttl_seconds": ttl });
                 let path = format!("/tenants/{tenant}/principals/{principal}/tokens/{id}/rotate");
-                api.admin(Method::POST, &path, Some(body)).await?
+                let v = api.admin(Method::POST, &path, Some(body)).await?;
+                match file {
+                    Some(f) => write_token(&f, v, false)?,
+                    None => v,
+                }
             }
         };
         Ok(render(&v, out, &[]))
     })
+}
+
+/// Writes an issued token's secret to `path` (0600; `new`: the file must not exist yet)
+/// and returns the answer without it, naming the file instead.
+fn write_token(path: &std::path::Path, mut v: Value, new: bool) -> CliResult<Value> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let token = v["token"].as_str().ok_or("the server's answer has no token")?.to_string();
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).mode(0o600);
+    if new {
+        o.create_new(true);
+    } else {
+        o.create(true).truncate(true);
+    }
+    let mut f = o.open(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(token.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))?;
+    v["token"] = json!(format!("written to {}", path.display()));
+    Ok(v)
+}
+
+/// The id of the token held in `path` (`atr1.<id>.<secret>`).
+fn token_id_in(path: &std::path::Path) -> CliResult<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let id = text.trim().strip_prefix("atr1.").and_then(|r| r.split('.').next()).filter(|id| !id.is_empty());
+    Ok(id.ok_or_else(|| format!("{} does not hold an atrest token (atr1.ID.SECRET)", path.display()))?.to_string())
 }
 
 pub(crate) fn s3_key(m: Managed<S3KeyCmd>) -> CliResult {
