@@ -223,6 +223,19 @@ for _ in range(40):
     waited += 0.25
 check(f"revoked: 403 within the key-cache bound ({waited:.2f} s)", denied is not None and denied[1] == 403, denied)
 check("revocation touches only that key's bucket", s3.get_object(Bucket="docs", Key="a/hello.txt")["Body"].read() == b"hello world")
+# A put naming another key of the revoked vault does not give the grant back.
+atrest("key", "create", "cmk3", "--kty", "RSA", "--size", "2048")
+try:
+    s3.put_object(Bucket="secure", Key="k3.txt", Body=b"x", ServerSideEncryption="aws:kms", SSEKMSKeyId="cmk3")
+    check("a put naming another key of a revoked vault is refused", False)
+except ClientError as e:
+    check("a put naming another key of a revoked vault is refused",
+          code(e)[1] == 400 and "taken away" in e.response["Error"]["Message"], e.response["Error"])
+try:
+    s3.get_object(Bucket="secure", Key="doc.txt")["Body"].read()
+    check("and the revocation holds", False)
+except ClientError as e:
+    check("and the revocation holds", code(e)[1] == 403, code(e))
 atrest("policy", "set", "default", "res-secure", "--permissions", "get,wrapKey,unwrapKey")
 back_ok = False
 for _ in range(80):

@@ -564,16 +564,32 @@ pub(crate) fn message(m: Managed<MessageCmd>) -> CliResult {
                         }
                     }
                 }
-                if ack {
-                    for it in v["value"].as_array().cloned().unwrap_or_default() {
-                        let (id, receipt) =
-                            (it["id"].as_str().unwrap_or_default(), it["receipt"].as_str().unwrap_or_default());
-                        let path =
-                            format!("/resources/{}/messages/{}?receipt={}", enc(&resource), enc(id), enc(receipt));
-                        api.data(Method::DELETE, &path, None).await?;
+                let shown = render(&v, out, &["id", "receipt", "deliveries", "expires", "text"]);
+                if !ack {
+                    return Ok(shown);
+                }
+                // Printed first: a message acknowledged is gone, so it must have been seen.
+                {
+                    use std::io::Write as _;
+                    let _ = std::io::stdout().lock().write_all(shown.as_bytes());
+                }
+                let mut failed = Vec::new();
+                for it in v["value"].as_array().cloned().unwrap_or_default() {
+                    let (id, receipt) = (it["id"].as_str().unwrap_or_default(), it["receipt"].as_str().unwrap_or_default());
+                    let path = format!("/resources/{}/messages/{}?receipt={}", enc(&resource), enc(id), enc(receipt));
+                    if let Err(e) = api.data(Method::DELETE, &path, None).await {
+                        failed.push(format!("{id} ({e})"));
                     }
                 }
-                return Ok(render(&v, out, &["id", "receipt", "deliveries", "expires", "text"]));
+                if !failed.is_empty() {
+                    return Err(format!(
+                        "not acknowledged, so delivered again after --visibility: {}",
+                        failed.join(", ")
+                    )
+                    .into());
+                }
+                return Ok(String::new());
+
             }
             MessageCmd::Ack { resource, id, receipt } => {
                 let path = format!("/resources/{}/messages/{}?receipt={}", enc(&resource), enc(&id), enc(&receipt));

@@ -551,12 +551,18 @@ pub(crate) fn token(m: Managed<TokenCmd>) -> CliResult {
             TokenCmd::Issue { principal, tenant, ttl, out: file } => {
                 check_names(&[&tenant, &principal])?;
                 let body = json!({ "ttl_seconds": ttl });
+                // The file first: a token issued that has nowhere to go would be live and unknown.
+                let target = file.map(|f| TokenFile::prepare(&f, true)).transpose()?;
                 let v = api
                     .admin(Method::POST, &format!("/tenants/{tenant}/principals/{principal}/tokens"), Some(body))
-                    .await?;
-                match file {
-                    Some(f) => write_token(&f, v, true)?,
-                    None => v,
+                    .await;
+                match (target, v) {
+                    (Some(t), Ok(v)) => t.commit(v)?,
+                    (Some(t), Err(e)) => {
+                        t.abandon();
+                        return Err(e);
+                    }
+                    (None, v) => v?,
                 }
             }
             TokenCmd::Revoke { principal, id, tenant } => {
@@ -574,10 +580,17 @@ pub(crate) fn token(m: Managed<TokenCmd>) -> CliResult {
                 check_names(&[&tenant, &principal, &id])?;
                 let body = json!({ "ttl_seconds": ttl });
                 let path = format!("/tenants/{tenant}/principals/{principal}/tokens/{id}/rotate");
-                let v = api.admin(Method::POST, &path, Some(body)).await?;
-                match file {
-                    Some(f) => write_token(&f, v, false)?,
-                    None => v,
+                // The rotation revokes the old token at once: the new one's file is made
+                // first, and replaces the old file only once written.
+                let target = file.map(|f| TokenFile::prepare(&f, false)).transpose()?;
+                let v = api.admin(Method::POST, &path, Some(body)).await;
+                match (target, v) {
+                    (Some(t), Ok(v)) => t.commit(v)?,
+                    (Some(t), Err(e)) => {
+                        t.abandon();
+                        return Err(e);
+                    }
+                    (None, v) => v?,
                 }
             }
         };
@@ -585,23 +598,54 @@ pub(crate) fn token(m: Managed<TokenCmd>) -> CliResult {
     })
 }
 
-/// Writes an issued token's secret to `path` (0600; `new`: the file must not exist yet)
-/// and returns the answer without it, naming the file instead.
-fn write_token(path: &std::path::Path, mut v: Value, new: bool) -> CliResult<Value> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let token = v["token"].as_str().ok_or("the server's answer has no token")?.to_string();
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).mode(0o600);
-    if new {
-        o.create_new(true);
-    } else {
-        o.create(true).truncate(true);
+/// Where `--out` puts a token: a 0600 file made before the request (so a token is never
+/// issued with nowhere to go), written and moved into place after it.
+struct TokenFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: std::fs::File,
+}
+
+impl TokenFile {
+    /// `new`: `path` must not exist yet (issue); else it is replaced (rotate).
+    fn prepare(path: &std::path::Path, new: bool) -> CliResult<Self> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        if new && path.exists() {
+            return Err(format!("{} exists: choose another file (a token is never written over)", path.display()).into());
+        }
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".{}.tmp", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| format!("cannot write next to {}: {e}", path.display()))?;
+        Ok(Self { path: path.to_path_buf(), tmp, file })
     }
-    let mut f = o.open(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    f.write_all(token.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))?;
-    v["token"] = json!(format!("written to {}", path.display()));
-    Ok(v)
+
+    /// Writes the answer's token, moves it into place; returns the answer without it.
+    fn commit(mut self, mut v: Value) -> CliResult<Value> {
+        use std::io::Write as _;
+        let token = v["token"].as_str().ok_or("the server's answer has no token")?.to_string();
+        let done = self
+            .file
+            .write_all(token.as_bytes())
+            .and_then(|()| self.file.sync_all())
+            .and_then(|()| std::fs::rename(&self.tmp, &self.path));
+        if let Err(e) = done {
+            let _ = std::fs::remove_file(&self.tmp);
+            // The last resort: the only copy of a live token must not be lost.
+            return Err(format!("cannot write {} ({e}); the token, shown once: {token}", self.path.display()).into());
+        }
+        v["token"] = json!(format!("written to {}", self.path.display()));
+        Ok(v)
+    }
+
+    fn abandon(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
 }
 
 /// The id of the token held in `path` (`atr1.<id>.<secret>`).

@@ -520,14 +520,18 @@ impl StoreService {
         E: std::fmt::Display,
     {
         let generation = u64::try_from(row.generation).unwrap_or(0);
-        self.write_body(r, &row.id, generation, Self::blob_name(row), dek, input).await
+        self.write_body(r, r, &row.id, generation, Self::blob_name(row), dek, input).await
     }
 
     /// Seals `input` into body `name` with the seal context (resource, `object`,
-    /// `generation`): an object's body, or a part of a multipart upload.
+    /// `generation`): an object's body, or a part of a multipart upload. `key` is the
+    /// resource whose key access is re-checked on the way: `r`, or the key slot of an S3
+    /// object under a key of its own.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn write_body<S, E>(
         &self,
         r: &Resource,
+        key: &Resource,
         object: &str,
         generation: u64,
         name: String,
@@ -583,7 +587,7 @@ impl StoreService {
                     since_check += b.len() as u64;
                     if since_check >= every {
                         since_check = 0;
-                        if let Err(e) = self.recheck_access(r).await {
+                        if let Err(e) = self.recheck_access(key).await {
                             failure = Some(e);
                             break;
                         }
@@ -719,10 +723,13 @@ impl StoreService {
     }
 
     /// Opens a stored body and streams `range` of it (the plaintext is `size` bytes),
-    /// re-checking key access on the way out. Returns (first byte, length, chunks).
+    /// re-checking key access (of `key`: `r`, or an S3 object's key slot) on the way out.
+    /// Returns (first byte, length, chunks).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn read_body(
         self: &Arc<Self>,
         r: &Resource,
+        key: &Resource,
         o: &ObjectRow,
         dek: SecretKey,
         size: u64,
@@ -742,18 +749,18 @@ impl StoreService {
         let reader = self.open_blob(r, o, dek).await?;
         let mut prx = produce(reader, offset, len);
         let store = self.clone();
-        let res_label = (r.clone(), o.id.clone());
+        let res_label = (r.clone(), key.clone(), o.id.clone());
         // Relay: counts segments and re-checks key access on the way out.
         let (tx, rx) = mpsc::channel(2);
         tokio::spawn(async move {
-            let (r, oid) = res_label;
+            let (r, key, oid) = res_label;
             let mut n = 0u64;
             while let Some(item) = prx.recv().await {
                 let item = match item {
                     Ok(b) => {
                         n += 1;
                         if n.is_multiple_of(store.cfg.recheck_segments)
-                            && let Err(e) = store.recheck_access(&r).await
+                            && let Err(e) = store.recheck_access(&key).await
                         {
                             let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
                             return;
@@ -798,7 +805,7 @@ impl StoreService {
             .ok_or_else(|| StoreError::NotFound(format!("no blob named {name} in resource {resource}")))?;
         let dek = self.data_key(&r, &o).await?;
         let info = self.info(&r, &o, &dek)?;
-        let (offset, len, chunks) = self.read_body(&r, &o, dek, info.size, range, name).await?;
+        let (offset, len, chunks) = self.read_body(&r, &r, &o, dek, info.size, range, name).await?;
         if r.diagnostics {
             self.audit(&r, &actor.name, "blob-get", &o.id, "ok", serde_json::json!({"offset": offset, "len": len}))
                 .await?;

@@ -2,8 +2,9 @@
 //!
 //! S3 lets each object name its key (`x-amz-server-side-encryption-aws-kms-key-id`). Each
 //! (bucket, key) pair gets a resource key of its own, held in a *key slot*: a resource row
-//! named `BUCKET/key/VAULT/NAME[/VERSION]` — a name nobody can create or address, since
-//! resource names have no `/` — with the bucket's tenant and identity,
+//! named `BUCKET-ID/key/VAULT/NAME[/VERSION]` — by the bucket's id, so a bucket made again
+//! under the same name never finds its predecessor's slots; a name nobody can create or
+//! address, since resource names have no `/` — with the bucket's tenant and identity,
 //! no roles and no objects. The objects stay rows of the bucket (listings, roles, names);
 //! their sealed metadata names the slot whose resource key wraps their data key. So a slot
 //! is everything a resource key is: rotating its vault key re-wraps 32 bytes (O(distinct
@@ -22,10 +23,11 @@ use crate::repo::resources as repo;
 use crate::rows::{NO_RESOURCE_KEY, ObjectRow};
 use crate::service::StoreService;
 use atrest_crypto::SecretKey;
+use atrest_vault::model::VaultInfo;
 use atrest_vault::{Permission, Principal, VaultService};
 use std::sync::Arc;
 
-/// The key-slot name of `bucket` for the key `req` names.
+/// The key-slot name of the bucket whose id is `bucket` for the key `req` names.
 fn slot_name(bucket: &str, req: &EncryptionRequest) -> String {
     match req {
         EncryptionRequest::Platform => format!("{bucket}/key/platform"),
@@ -34,6 +36,15 @@ fn slot_name(bucket: &str, req: &EncryptionRequest) -> String {
             None => format!("{bucket}/key/{}/{}", kek.vault, kek.name),
         },
     }
+}
+
+/// A grant `grant_key_use` made: what to put back if the key is refused after all.
+pub(crate) struct Grant {
+    bucket: Resource,
+    vault: VaultInfo,
+    identity: Principal,
+    before: Vec<Permission>,
+    actor: String,
 }
 
 /// Whether a resource name is a key slot's (never a name a caller can give).
@@ -50,14 +61,28 @@ impl StoreService {
     /// `KeyRejected` with what to fix, `Forbidden` (the caller may not use the key),
     /// `KeyInaccessible`.
     pub(crate) async fn key_slot(&self, actor: &Principal, r: &Resource, req: EncryptionRequest) -> Result<Resource> {
-        let name = slot_name(&r.name, &req);
-        // The grant comes with the slot's making only: after that the identity's access
-        // is the operator's to take away (revocation), never given back by a put.
+        let name = slot_name(&r.id, &req);
         let existing = repo::by_name(&self.db, &r.tenant_id, &name).await?;
-        self.grant_key_use(actor, r, &req, existing.is_none()).await?;
+        // Only a slot's making may grant (see `grant_key_use`): after that the identity's
+        // access is the operator's to take away, never given back by a put.
+        let granted = self.grant_key_use(actor, r, &req, existing.is_none()).await?;
         if let Some(row) = existing {
             return self.verify_resource(row);
         }
+        match self.make_slot(actor, r, name, req).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                // A key refused leaves no grant behind.
+                if let Some(g) = granted {
+                    self.take_back(g).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes the slot `name` of bucket `r` under the key `req` names.
+    async fn make_slot(&self, actor: &Principal, r: &Resource, name: String, req: EncryptionRequest) -> Result<Resource> {
         let platform = self.platform_vault(&name);
         let kek = Self::platform_kek();
         let (rk, wrapped) = hierarchy::new_resource_key(platform.as_ref(), &kek).await?;
@@ -90,6 +115,10 @@ impl StoreService {
         }
         let inserted = {
             let _g = self.write_guard().await;
+            // Not for a bucket deleted meanwhile (its delete erased the slots it saw).
+            if repo::by_id(&self.db, &r.id).await?.is_none() {
+                return Err(StoreError::NotFound(format!("no bucket named {}", r.name)));
+            }
             self.insert_resource(&s).await
         };
         match inserted {
@@ -108,43 +137,59 @@ impl StoreService {
 
     /// Before a bucket (or a key slot of it) is put under a vault key, with `grant`: a
     /// tenant admin of the vault's tenant (who could grant it anyway) has get, wrapKey and
-    /// unwrapKey on that vault granted to the bucket's identity, audited on the bucket.
+    /// unwrapKey on that vault granted to the bucket's identity, audited on the bucket —
+    /// but only while neither the bucket nor any of its slots uses a key of that vault:
+    /// a grant there is the operator's to take away, and a put naming another key of the
+    /// vault must not give back what a revocation removed (it is refused, saying so).
     /// Anyone else must hold wrapKey there (as S3 asks `kms:GenerateDataKey` of the
-    /// caller), and the identity's grants must be there already.
+    /// caller), and the identity's grants must be there already. Returns the grant made,
+    /// to be taken back if the key is then refused.
     ///
     /// # Errors
-    /// `Forbidden`; database errors.
+    /// `Forbidden`; `KeyRejected` (the vault is in use and the grant is missing).
     pub(crate) async fn grant_key_use(
         &self,
         actor: &Principal,
         r: &Resource,
         req: &EncryptionRequest,
         grant: bool,
-    ) -> Result<()> {
-        let EncryptionRequest::Customer { uri, kek } = req else { return Ok(()) };
+    ) -> Result<Option<Grant>> {
+        let EncryptionRequest::Customer { uri, kek } = req else { return Ok(None) };
         let v = match self.vault.vault(&kek.vault).await {
             Ok(v) if v.tenant_id == r.tenant_id => v,
             // Refused with what to do when the key is validated.
-            Ok(_) | Err(atrest_vault::VaultError::NotFound(_)) => return Ok(()),
+            Ok(_) | Err(atrest_vault::VaultError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         if !VaultService::administers(actor, &v.tenant_id) {
-            return self.vault.authorize(&v, actor, Permission::WrapKey, Some(&kek.name)).await.map_err(|e| {
+            self.vault.authorize(&v, actor, Permission::WrapKey, Some(&kek.name)).await.map_err(|e| {
                 StoreError::Forbidden(format!(
                     "principal {} may not encrypt under key {uri}: {e} (a tenant admin can)",
                     actor.name
                 ))
-            });
+            })?;
+            return Ok(None);
         }
         if !grant {
-            return Ok(());
+            return Ok(None);
         }
         let identity = self.vault.principal(&r.identity_id).await?;
-        let mut perms = self.vault.permissions(&v, &identity).await?;
+        let before = self.vault.permissions(&v, &identity).await?;
         let need = [Permission::Get, Permission::WrapKey, Permission::UnwrapKey];
-        if need.iter().all(|p| perms.contains(p)) {
-            return Ok(());
+        if need.iter().all(|p| before.contains(p)) {
+            return Ok(None);
         }
+        let in_use = (r.key_source == KeySource::Customer && r.kek.vault == kek.vault)
+            || self.key_slots(r).await?.iter().any(|s| s.key_source == KeySource::Customer && s.kek.vault == kek.vault);
+        if in_use {
+            return Err(StoreError::KeyRejected(format!(
+                "the identity {} of bucket {} lacks get, wrapKey or unwrapKey on vault {}, whose keys the bucket \
+                 already uses: that access was taken away, and a put does not give it back. Restore it (`atrest \
+                 policy set {} {} --permissions get,wrapKey,unwrapKey`) to use key {uri}",
+                identity.name, r.name, v.name, v.name, identity.name
+            )));
+        }
+        let mut perms = before.clone();
         for p in need {
             if !perms.contains(&p) {
                 perms.push(p);
@@ -159,14 +204,27 @@ impl StoreService {
             "ok",
             serde_json::json!({"identity": identity.name, "vault": v.name, "permissions": Permission::names(&perms)}),
         )
-        .await
+        .await?;
+        Ok(Some(Grant { bucket: r.clone(), vault: v, identity, before, actor: actor.name.clone() }))
+    }
+
+    /// Takes back a grant `grant_key_use` made (the key was then refused), audited.
+    pub(crate) async fn take_back(&self, g: Grant) {
+        let out = if g.before.is_empty() {
+            self.vault.remove_policy(&g.vault, &g.identity).await
+        } else {
+            self.vault.set_policy(&g.vault, &g.identity, &g.before).await
+        };
+        let outcome = if out.is_ok() { "ok" } else { "failed" };
+        let detail = serde_json::json!({"identity": g.identity.name, "vault": g.vault.name});
+        let _ = self.audit(&g.bucket, &g.actor, "take-back-key-use", &g.vault.name, outcome, detail).await;
     }
 
     /// The key slot `id` of bucket `r` (it must be one of that bucket's).
-    async fn slot_of(&self, r: &Resource, id: &str) -> Result<Resource> {
+    pub(crate) async fn slot_of(&self, r: &Resource, id: &str) -> Result<Resource> {
         let bad = || self.integrity(r, &format!("the key slot {id} named by an object of bucket {}", r.name));
         let s = self.resource_by_id(id).await.map_err(|_| bad())?;
-        if s.tenant_id != r.tenant_id || !s.name.starts_with(&format!("{}/key/", r.name)) {
+        if s.tenant_id != r.tenant_id || !s.name.starts_with(&format!("{}/key/", r.id)) {
             return Err(bad());
         }
         Ok(s)
@@ -211,7 +269,7 @@ impl StoreService {
 
     /// The key slots of bucket `r`.
     pub(crate) async fn key_slots(&self, r: &Resource) -> Result<Vec<Resource>> {
-        let prefix = format!("{}/key/", r.name);
+        let prefix = format!("{}/key/", r.id);
         let mut out = Vec::new();
         for row in repo::of_tenant(&self.db, &r.tenant_id).await? {
             let s = self.verify_resource(row?)?;
@@ -232,10 +290,10 @@ mod tests {
     fn slot_names_cannot_be_resource_names() {
         let kek = KeyRef { vault: "payments".into(), name: "cmk".into(), version: None };
         let req = EncryptionRequest::Customer { uri: "https://h/keys/cmk".into(), kek };
-        let name = slot_name("photos", &req);
-        assert_eq!(name, "photos/key/payments/cmk");
+        let name = slot_name("0f1e", &req);
+        assert_eq!(name, "0f1e/key/payments/cmk");
         assert!(is_slot(&name) && crate::service::check_resource_name(&name).is_err());
-        assert_eq!(slot_name("photos", &EncryptionRequest::Platform), "photos/key/platform");
+        assert_eq!(slot_name("0f1e", &EncryptionRequest::Platform), "0f1e/key/platform");
         assert!(!is_slot("photos"));
     }
 }

@@ -155,8 +155,14 @@ impl StoreService {
     /// As [`Self::set_encryption`]; `Forbidden` (the caller may not use the key).
     pub async fn s3_set_encryption(&self, actor: &Principal, bucket: &str, req: EncryptionRequest) -> Result<Resource> {
         let r = self.authorized(actor, bucket, DataRole::Owner).await?;
-        self.grant_key_use(actor, &r, &req, true).await?;
-        self.set_encryption(actor, bucket, req).await
+        let granted = self.grant_key_use(actor, &r, &req, true).await?;
+        let out = self.set_encryption(actor, bucket, req).await;
+        if out.is_err()
+            && let Some(g) = granted
+        {
+            self.take_back(g).await;
+        }
+        out
     }
 
     /// Deletes an empty bucket (its resource).
@@ -363,7 +369,14 @@ impl StoreService {
         let (mut row, dek) = self.next_row(&r, ObjectKind::S3, key, None, 0).await?;
         let (sse, key_slot) = self.new_object_sse(actor, &r, put.sse.as_ref(), &mut row, &dek).await?;
         let dek_copy = SecretKey::from_slice(dek.expose_secret())?;
-        let (body, total) = self.write_blob_file(&r, &row, dek, input).await?;
+        // Key access re-checked while the body streams: of the key that wraps it.
+        let key_holder = match &key_slot {
+            Some(id) => self.slot_of(&r, id).await?,
+            None => r.clone(),
+        };
+        let generation = u64::try_from(row.generation).unwrap_or(0);
+        let (body, total) =
+            self.write_body(&r, &key_holder, &row.id, generation, Self::blob_name(&row), dek, input).await?;
         let digest = match finish(total) {
             Ok(d) => d,
             Err(refusal) => {
@@ -494,8 +507,13 @@ impl StoreService {
         Self::check_usable(&r)?;
         let (o, m) = self.s3_row(&r, key).await?.ok_or_else(|| no_such_key(bucket, key))?;
         let dek = self.s3_data_key(&r, &o, &m, customer_key, key).await?;
+        let m_slot = m.key_slot.clone();
         let object = Self::s3_object(&r, key, &o, m);
-        let (offset, len, chunks) = self.read_body(&r, &o, dek, object.size, range, key).await?;
+        let key_holder = match &m_slot {
+            Some(id) => self.slot_of(&r, id).await?,
+            None => r.clone(),
+        };
+        let (offset, len, chunks) = self.read_body(&r, &key_holder, &o, dek, object.size, range, key).await?;
         if r.diagnostics {
             self.audit(&r, &actor.name, "s3-get", &o.id, "ok", serde_json::json!({"offset": offset, "len": len}))
                 .await?;

@@ -45,6 +45,8 @@ pub enum CompleteRefusal {
     NoSuchKey(String),
     /// The object's checksum could not be made from the parts', or is not the one sent.
     BadDigest(String),
+    /// A checksum was sent for an upload created without a checksum algorithm.
+    InvalidRequest(String),
 }
 
 /// Makes an upload's object checksum from its parts': `(algorithm, full object, parts
@@ -64,6 +66,8 @@ pub struct CompleteRequest<'a> {
     pub if_none_match: Option<&'a str>,
     /// For an upload with a checksum algorithm: how its object's checksum is made.
     pub combine: Option<CombineChecksums<'a>>,
+    /// The algorithm of an object checksum the request sent (`x-amz-checksum-*`).
+    pub checksum_sent: Option<&'a str>,
 }
 
 /// A part, as listed.
@@ -229,11 +233,25 @@ impl StoreService {
         Self::check_usable(&r)?;
         let (u, umeta) = self.upload_row(&r, key, upload_id).await?;
         let dek = self.s3_data_key(&r, &u, &umeta, customer_key, key).await?;
-        let etag_key = atrest_crypto::kdf::MacKey::new(&dek);
+        // A key of its own for part ETags, derived from the upload's data key.
+        let etag_key = {
+            let mut k = zeroize::Zeroizing::new([0u8; 32]);
+            atrest_crypto::kdf::hkdf_sha256(
+                dek.expose_secret(),
+                b"atrest/v1/s3-part-etag",
+                &[upload_id.as_bytes()],
+                &mut k[..],
+            )?;
+            atrest_crypto::kdf::MacKey::new(&atrest_crypto::SecretKey::from_slice(&k[..])?)
+        };
         // A name of its own per write (random tag), so a part sent twice at once never
         // shares a body.
         let name = crate::blobs::blob_key(upload_id, i64::from(n), &atrest_crypto::rand::bytes::<16>()?);
-        let (body, size) = self.write_body(&r, upload_id, u64::from(n), name, dek, input).await?;
+        let key_holder = match &umeta.key_slot {
+            Some(id) => self.slot_of(&r, id).await?,
+            None => r.clone(),
+        };
+        let (body, size) = self.write_body(&r, &key_holder, upload_id, u64::from(n), name, dek, input).await?;
         let digest = match finish(size) {
             Ok(d) => d,
             Err(refusal) => {
@@ -472,6 +490,12 @@ impl StoreService {
         }
         let total: u64 = parts.iter().map(|p| p.size).sum();
         // The object's checksum, from the parts' (never from their bodies: not re-read).
+        if let (None, Some(sent)) = (&umeta.checksum_algorithm, req.checksum_sent) {
+            return Ok(Err(CompleteRefusal::InvalidRequest(format!(
+                "a {sent} checksum was sent, but the upload was created without a checksum algorithm: it has no \
+                 object checksum to compare (send none, or create the upload with x-amz-checksum-algorithm)"
+            ))));
+        }
         let checksum = match (&umeta.checksum_algorithm, req.combine) {
             (Some(algorithm), Some(combine)) => {
                 let full = umeta.checksum_type.as_deref() == Some("FULL_OBJECT");

@@ -948,8 +948,10 @@ async fn get_object(
     // object is answered.
     let mut range: Option<ByteRange> = header_str(h, "range").and_then(atrest_wire::range::parse);
     let mut parts_count = None;
-    // A part's own checksums, for a read by part number.
+    // A part's own checksums, for a read by part number, and the ETag of the object whose
+    // part index was read (the read below must be of that same object).
     let mut part_sums = None;
+    let mut indexed_etag = None;
     if let Some(n) = q.get("partNumber") {
         if range.is_some() {
             return Err(S3Error::bad(
@@ -965,6 +967,7 @@ async fn get_object(
         // The part index before the key: a part number out of range is InvalidPart, with
         // or without the SSE-C key (the read below checks the key).
         let o = state.store.s3_stat(&caller.principal, b, k).await.map_err(S3Error::from_store)?;
+        indexed_etag = Some(o.meta.etag.clone());
         let sizes: Vec<u64> = match &o.meta.multipart {
             Some(mp) => mp.parts.iter().map(|p| p.size).collect(),
             None => vec![o.size],
@@ -1007,6 +1010,14 @@ async fn get_object(
             Err(e) => return Err(S3Error::from_store(e)),
         }
     };
+    if indexed_etag.as_ref().is_some_and(|e| *e != object.meta.etag) {
+        // Overwritten between the part index and the read: its range would be another object's.
+        return Err(S3Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SlowDown",
+            "the object was replaced while its part was read; retry",
+        ));
+    }
     if let Err(r) = preconditions(h, &object) {
         return Ok(*r);
     }
@@ -1105,8 +1116,9 @@ async fn object_attributes(
                         header_str(h, "x-amz-part-number-marker").and_then(|v| v.parse().ok()).unwrap_or(0);
                     let max: usize =
                         header_str(h, "x-amz-max-parts").and_then(|v| v.parse().ok()).unwrap_or(MAX_KEYS).min(MAX_KEYS);
-                    let page: Vec<_> = mp.parts.iter().filter(|p| p.n as usize > marker).take(max).collect();
-                    let truncated = page.last().is_some_and(|l| mp.parts.last().is_some_and(|e| e.n > l.n));
+                    let after: Vec<_> = mp.parts.iter().filter(|p| p.n as usize > marker).collect();
+                    let page: Vec<_> = after.iter().take(max).copied().collect();
+                    let truncated = after.len() > page.len();
                     // botocore reads PartsCount (its TotalPartsCount).
                     x.start("ObjectParts").text("PartsCount", &mp.parts.len().to_string());
                     x.text("PartNumberMarker", &marker.to_string());
@@ -1371,9 +1383,13 @@ async fn multipart(
             let mut sent = None;
             for a in Algo::ALL {
                 if let Some(v) = list_headers.remove(a.header()) {
+                    if sent.is_some() {
+                        return Err(S3Error::bad("InvalidRequest", "expecting a single x-amz-checksum- header"));
+                    }
                     sent = Some((a, String::from_utf8_lossy(v.as_bytes()).into_owned()));
                 }
             }
+            let sent_name = sent.as_ref().map(|(a, _)| a.name());
             let (actor, req): (_, CompleteRequest) = xml_body(&list_headers, body, caller, "the part list").await?;
             let listed_sums: BTreeMap<u32, [Option<String>; 5]> = req
                 .parts
@@ -1415,6 +1431,7 @@ async fn multipart(
                 if_match: header_str(&parts.headers, "if-match"),
                 if_none_match: header_str(&parts.headers, "if-none-match"),
                 combine: Some(&combine),
+                checksum_sent: sent_name,
             };
             let conditional = req.if_match.is_some() || req.if_none_match.is_some();
             let o = match state.store.s3_complete_upload(&actor, b, k, upload, &req).await {
@@ -1427,6 +1444,7 @@ async fn multipart(
                         C::EntityTooSmall(m) => S3Error::bad("EntityTooSmall", m),
                         C::NoSuchKey(m) => S3Error::new(StatusCode::NOT_FOUND, "NoSuchKey", m),
                         C::BadDigest(m) => S3Error::bad("BadDigest", m),
+                        C::InvalidRequest(m) => S3Error::bad("InvalidRequest", m),
                     });
                 }
                 Err(StoreError::PreconditionFailed(m)) if !conditional => {
