@@ -575,7 +575,8 @@ pub(crate) fn message(m: Managed<MessageCmd>) -> CliResult {
                 }
                 let mut failed = Vec::new();
                 for it in v["value"].as_array().cloned().unwrap_or_default() {
-                    let (id, receipt) = (it["id"].as_str().unwrap_or_default(), it["receipt"].as_str().unwrap_or_default());
+                    let (id, receipt) =
+                        (it["id"].as_str().unwrap_or_default(), it["receipt"].as_str().unwrap_or_default());
                     let path = format!("/resources/{}/messages/{}?receipt={}", enc(&resource), enc(id), enc(receipt));
                     if let Err(e) = api.data(Method::DELETE, &path, None).await {
                         failed.push(format!("{id} ({e})"));
@@ -589,7 +590,6 @@ pub(crate) fn message(m: Managed<MessageCmd>) -> CliResult {
                     .into());
                 }
                 return Ok(String::new());
-
             }
             MessageCmd::Ack { resource, id, receipt } => {
                 let path = format!("/resources/{}/messages/{}?receipt={}", enc(&resource), enc(&id), enc(&receipt));

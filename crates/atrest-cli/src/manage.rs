@@ -611,7 +611,9 @@ impl TokenFile {
     fn prepare(path: &std::path::Path, new: bool) -> CliResult<Self> {
         use std::os::unix::fs::OpenOptionsExt as _;
         if new && path.exists() {
-            return Err(format!("{} exists: choose another file (a token is never written over)", path.display()).into());
+            return Err(
+                format!("{} exists: choose another file (a token is never written over)", path.display()).into()
+            );
         }
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(format!(".{}.tmp", std::process::id()));

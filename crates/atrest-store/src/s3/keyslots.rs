@@ -82,7 +82,13 @@ impl StoreService {
     }
 
     /// Makes the slot `name` of bucket `r` under the key `req` names.
-    async fn make_slot(&self, actor: &Principal, r: &Resource, name: String, req: EncryptionRequest) -> Result<Resource> {
+    async fn make_slot(
+        &self,
+        actor: &Principal,
+        r: &Resource,
+        name: String,
+        req: EncryptionRequest,
+    ) -> Result<Resource> {
         let platform = self.platform_vault(&name);
         let kek = Self::platform_kek();
         let (rk, wrapped) = hierarchy::new_resource_key(platform.as_ref(), &kek).await?;
