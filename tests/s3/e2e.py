@@ -209,6 +209,19 @@ for _ in range(80):
     except ClientError:
         time.sleep(0.25)
 check("cmk2 recovered: its objects read, nothing lost", back_ok)
+# A tenant admin's first use of a vault in a bucket grants the bucket's identity; once the
+# operator takes that away, a put naming another key of the vault does not give it back.
+p = s3.put_object(Bucket="docs", Key="kms/k2.txt", Body=b"k2 in docs", ServerSideEncryption="aws:kms", SSEKMSKeyId=uri2)
+check("a first per-object key grants the bucket identity", p.get("SSEKMSKeyId") == uri2
+      and "res-docs" in json.dumps(atrest("policy", "list", "default")), p)
+atrest("policy", "remove", "default", "res-docs")
+try:
+    s3.put_object(Bucket="docs", Key="kms/k1.txt", Body=b"x", ServerSideEncryption="aws:kms", SSEKMSKeyId=uri)
+    check("a revoked grant is not given back by a put", False)
+except ClientError as e:
+    check("a revoked grant is not given back by a put",
+          code(e)[1] == 400 and "taken away" in e.response["Error"]["Message"]
+          and "res-docs" not in json.dumps(atrest("policy", "list", "default")), e.response["Error"])
 atrest("key", "rotate", "cmk")
 check("after a rotation the objects read", s3.get_object(Bucket="secure", Key="doc.txt")["Body"].read() == b"classified")
 atrest("policy", "remove", "default", "res-secure")
