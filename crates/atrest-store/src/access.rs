@@ -64,7 +64,12 @@ impl StoreService {
             return Err(StoreError::KeyInaccessible {
                 key: r.key_uri.clone(),
                 operation: "unwrapKey".into(),
-                reason: format!("resource {} is KeyInaccessible ({})", r.name, r.state_reason),
+                reason: if crate::s3::is_slot(&r.name) {
+                    // A bucket's key slot: its users know the key, not the slot.
+                    format!("the objects under key {} are inaccessible ({})", r.key_uri, r.state_reason)
+                } else {
+                    format!("resource {} is KeyInaccessible ({})", r.name, r.state_reason)
+                },
                 fix: "restore the resource identity's access to the key (or enable, recover the key); the resource \
                       recovers by itself within one key-cache interval"
                     .into(),
