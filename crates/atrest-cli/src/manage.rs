@@ -218,9 +218,13 @@ pub(crate) enum PolicyCmd {
         vault: String,
         /// Principal name.
         principal: String,
-        /// Comma-separated: get,list,create,…,wrapKey,unwrapKey,… or `all`.
-        #[arg(long, value_delimiter = ',', required = true)]
+        /// Key permissions, comma-separated: get,list,create,…,wrapKey,unwrapKey,… or `all`.
+        #[arg(long, value_delimiter = ',', required_unless_present = "secret_permissions")]
         permissions: Vec<String>,
+        /// Secret permissions, a list of their own (key permissions never imply one),
+        /// comma-separated: get,list,set,delete,recover,backup,restore,purge or `all`.
+        #[arg(long, value_delimiter = ',')]
+        secret_permissions: Vec<String>,
     },
     /// Remove a principal's policy on a vault (takes effect on the next request).
     Remove {
@@ -692,11 +696,11 @@ pub(crate) fn policy(m: Managed<PolicyCmd>) -> CliResult {
             PolicyCmd::List { vault } => {
                 check_names(&[&vault])?;
                 let v = api.admin(Method::GET, &format!("/vaults/{vault}/policies"), None).await?;
-                return Ok(render(&v, out, &["principal", "permissions"]));
+                return Ok(render(&v, out, &["principal", "permissions", "secret_permissions"]));
             }
-            PolicyCmd::Set { vault, principal, permissions } => {
+            PolicyCmd::Set { vault, principal, permissions, secret_permissions } => {
                 check_names(&[&vault, &principal])?;
-                let body = json!({ "permissions": permissions });
+                let body = json!({ "permissions": permissions, "secret_permissions": secret_permissions });
                 api.admin(Method::PUT, &format!("/vaults/{vault}/policies/{principal}"), Some(body)).await?
             }
             PolicyCmd::Remove { vault, principal } => {

@@ -87,6 +87,25 @@ async fn administration_and_keys_over_https() {
     assert!(!cli.ok(&["key", "list"]).await.contains("/keys/tk"), "the default vault is another vault");
     let (_, out, _) = cli.run(&["policy", "list", "acme-keys"], Some(ops_token)).await;
     assert!(out.starts_with("PRINCIPAL") && out.contains("ops"), "{out}");
+    // Secret permissions: a list of their own, shown beside the key permissions.
+    let (ok, _, err) = cli
+        .run(
+            &["policy", "set", "acme-keys", "ops", "--permissions", "all", "--secret-permissions", "get,list"],
+            Some(ops_token),
+        )
+        .await;
+    assert!(ok, "{err}");
+    let (_, out, _) = cli.run(&["--output", "json", "policy", "list", "acme-keys"], Some(ops_token)).await;
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ops = listed["value"].as_array().unwrap().iter().find(|p| p["principal"] == "ops").unwrap().clone();
+    assert_eq!(ops["secret_permissions"], serde_json::json!(["get", "list"]), "{out}");
+    let (ok, _, err) = cli
+        .run(
+            &["policy", "set", "acme-keys", "ops", "--permissions", "all", "--secret-permissions", "fly"],
+            Some(ops_token),
+        )
+        .await;
+    assert!(!ok && err.contains("unknown secret permission"), "{err}");
     let (ok, _, err) = cli.run(&["tenant", "create", "x"], Some(ops_token)).await;
     assert!(!ok && err.contains("AdminRoleRequired"), "{err}");
 

@@ -12,7 +12,7 @@
 
 use crate::error::{Refusal, Result, VaultError};
 use crate::model::VaultInfo;
-use crate::permission::Permission;
+use crate::permission::{Permission, SecretPermission};
 use crate::repo::access as repo;
 use crate::rowmac::Field;
 use crate::service::VaultService;
@@ -394,13 +394,30 @@ impl VaultService {
         Ok(p)
     }
 
-    /// Grants `permissions` on `vault` to a principal, replacing any earlier policy.
+    /// Grants `permissions` (key permissions only) on `vault` to a principal, replacing
+    /// any earlier policy, its secret permissions included.
     ///
     /// # Errors
     /// Database errors.
     pub async fn set_policy(&self, vault: &VaultInfo, principal: &Principal, permissions: &[Permission]) -> Result<()> {
-        let perms =
-            serde_json::to_string(&Permission::names(permissions)).map_err(|e| VaultError::bad(e.to_string()))?;
+        self.set_policy_with(vault, principal, permissions, &[]).await
+    }
+
+    /// Grants key `permissions` and `secrets` permissions on `vault` to a principal,
+    /// replacing any earlier policy.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn set_policy_with(
+        &self,
+        vault: &VaultInfo,
+        principal: &Principal,
+        permissions: &[Permission],
+        secrets: &[SecretPermission],
+    ) -> Result<()> {
+        let mut names: Vec<String> = Permission::names(permissions).into_iter().map(str::to_string).collect();
+        names.extend(secrets.iter().map(|p| p.stored_name()));
+        let perms = serde_json::to_string(&names).map_err(|e| VaultError::bad(e.to_string()))?;
         let now = self.now();
         let mac = self.mac.tag(
             "access_policies",
@@ -446,15 +463,36 @@ impl VaultService {
         Ok(())
     }
 
-    /// The permissions a principal holds on a vault (row verified; read every time).
+    /// The key permissions a principal holds on a vault (row verified; read every time).
     ///
     /// # Errors
     /// `Integrity`.
     pub async fn permissions(&self, vault: &VaultInfo, principal: &Principal) -> Result<Vec<Permission>> {
+        Ok(self.policy(vault, principal).await?.0)
+    }
+
+    /// The secret permissions a principal holds on a vault (row verified; read every time;
+    /// never implied by key permissions).
+    ///
+    /// # Errors
+    /// `Integrity`.
+    pub async fn secret_permissions(&self, vault: &VaultInfo, principal: &Principal) -> Result<Vec<SecretPermission>> {
+        Ok(self.policy(vault, principal).await?.1)
+    }
+
+    /// A principal's policy on a vault: its key and its secret permissions.
+    ///
+    /// # Errors
+    /// `Integrity`.
+    pub async fn policy(
+        &self,
+        vault: &VaultInfo,
+        principal: &Principal,
+    ) -> Result<(Vec<Permission>, Vec<SecretPermission>)> {
         let Some(repo::PolicyRow { permissions: perms, updated, mac }) =
             repo::policy(&self.db, &vault.id, &principal.id).await?
         else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         };
         self.mac.check(
             "access_policies",
@@ -490,13 +528,18 @@ impl VaultService {
     }
 }
 
-/// A stored policy's permissions (its row's MAC verified): a name this build does not
-/// know is a row nobody wrote.
-pub(crate) fn parse_stored(perms: &str) -> Result<Vec<Permission>> {
+/// A stored policy's key and secret permissions (its row's MAC verified): a name this
+/// build does not know is a row nobody wrote.
+pub(crate) fn parse_stored(perms: &str) -> Result<(Vec<Permission>, Vec<SecretPermission>)> {
     let names: Vec<String> =
         serde_json::from_str(perms).map_err(|_| VaultError::Integrity { what: "access policy".into() })?;
-    names
-        .iter()
-        .map(|n| Permission::from_name(n).ok_or_else(|| VaultError::Integrity { what: "access policy".into() }))
-        .collect()
+    let (mut keys, mut secrets) = (Vec::new(), Vec::new());
+    for n in &names {
+        if let Some(p) = SecretPermission::from_stored(n) {
+            secrets.push(p);
+        } else {
+            keys.push(Permission::from_name(n).ok_or_else(|| VaultError::Integrity { what: "access policy".into() })?);
+        }
+    }
+    Ok((keys, secrets))
 }

@@ -229,17 +229,21 @@ impl VaultService {
         Ok(out)
     }
 
-    /// Every access policy of a vault: (principal, permissions), by principal name.
+    /// Every access policy of a vault: (principal, key permissions, secret permissions),
+    /// by principal name.
     ///
     /// # Errors
     /// Database and integrity errors.
-    pub async fn list_policies(&self, vault: &VaultInfo) -> Result<Vec<(Principal, Vec<crate::Permission>)>> {
+    pub async fn list_policies(
+        &self,
+        vault: &VaultInfo,
+    ) -> Result<Vec<(Principal, Vec<crate::Permission>, Vec<crate::SecretPermission>)>> {
         let ids = repo::policy_holders(&self.db, &vault.id).await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let p = self.principal(&id).await?;
-            let perms = self.permissions(vault, &p).await?;
-            out.push((p, perms));
+            let (keys, secrets) = self.policy(vault, &p).await?;
+            out.push((p, keys, secrets));
         }
         out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         Ok(out)

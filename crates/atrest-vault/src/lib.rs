@@ -43,7 +43,7 @@ pub use atrest_wire::akv::ImportJwk;
 pub use error::{Refusal, Result, VaultError};
 pub use keys::{CreateKey, NewKeyAttributes, UpdateKey};
 pub use ops::{GCM_LIMIT, KeyOp, OpInput, OpOutput};
-pub use permission::Permission;
+pub use permission::{Permission, SecretPermission};
 pub use rotation::{
     Action, LifetimeAction, PolicyAttributes, RotationAction, RotationOutcome, RotationPolicy, Trigger, parse_duration,
 };

@@ -134,9 +134,130 @@ impl std::fmt::Display for Permission {
     }
 }
 
+/// One secret permission (Azure Key Vault's secret permissions): a list of its own in an
+/// access policy, never implied by a key permission. Stored in the policy's JSON list as
+/// `secrets/NAME`, beside the key permissions' names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SecretPermission {
+    /// Read a secret's value and attributes.
+    Get,
+    /// List secrets and versions.
+    List,
+    /// Set a secret (a new version), or update a version's attributes.
+    Set,
+    /// Soft-delete a secret.
+    Delete,
+    /// Recover a soft-deleted secret.
+    Recover,
+    /// Back a secret up.
+    Backup,
+    /// Restore a secret backup.
+    Restore,
+    /// Purge a soft-deleted secret.
+    Purge,
+}
+
+impl SecretPermission {
+    /// Every secret permission, in the order listings show them.
+    pub const ALL: [SecretPermission; 8] = [
+        SecretPermission::Get,
+        SecretPermission::List,
+        SecretPermission::Set,
+        SecretPermission::Delete,
+        SecretPermission::Recover,
+        SecretPermission::Backup,
+        SecretPermission::Restore,
+        SecretPermission::Purge,
+    ];
+
+    /// The name in policies, the API and messages.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretPermission::Get => "get",
+            SecretPermission::List => "list",
+            SecretPermission::Set => "set",
+            SecretPermission::Delete => "delete",
+            SecretPermission::Recover => "recover",
+            SecretPermission::Backup => "backup",
+            SecretPermission::Restore => "restore",
+            SecretPermission::Purge => "purge",
+        }
+    }
+
+    /// The name in a stored policy (`secrets/get`), apart from the key permissions'.
+    #[must_use]
+    pub fn stored_name(self) -> String {
+        format!("{STORED_PREFIX}{}", self.as_str())
+    }
+
+    /// The permission named `name` (as [`Self::as_str`] spells it).
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
+    /// The permission a stored name (`secrets/get`) stands for.
+    #[must_use]
+    pub fn from_stored(name: &str) -> Option<Self> {
+        name.strip_prefix(STORED_PREFIX).and_then(Self::from_name)
+    }
+
+    /// Parses a requested list; `all` stands for every secret permission.
+    ///
+    /// # Errors
+    /// `BadParameter` naming the unknown permission and the valid ones.
+    pub fn parse_list<S: AsRef<str>>(names: &[S]) -> Result<Vec<Self>> {
+        if names.iter().any(|n| n.as_ref() == "all") {
+            return Ok(Self::ALL.to_vec());
+        }
+        names
+            .iter()
+            .map(|n| {
+                Self::from_name(n.as_ref()).ok_or_else(|| {
+                    let valid: Vec<&str> = Self::ALL.iter().map(|p| p.as_str()).collect();
+                    VaultError::bad(format!(
+                        "unknown secret permission {:?}; valid: {}, or all",
+                        n.as_ref(),
+                        valid.join(", ")
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// The names of `list`, for answers.
+    #[must_use]
+    pub fn names(list: &[Self]) -> Vec<&'static str> {
+        list.iter().map(|p| p.as_str()).collect()
+    }
+}
+
+impl std::fmt::Display for SecretPermission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a secret permission's stored name starts.
+const STORED_PREFIX: &str = "secrets/";
+
 #[cfg(test)]
 mod tests {
-    use super::Permission;
+    use super::{Permission, SecretPermission};
+
+    #[test]
+    fn secret_permissions_are_their_own_list() {
+        assert_eq!(SecretPermission::parse_list(&["all"]).unwrap().len(), 8);
+        assert_eq!(SecretPermission::from_stored("secrets/get"), Some(SecretPermission::Get));
+        assert_eq!(SecretPermission::from_stored("get"), None, "a key permission's name is not a secret's");
+        assert_eq!(Permission::from_name("secrets/get"), None);
+        for p in SecretPermission::ALL {
+            assert_eq!(SecretPermission::from_stored(&p.stored_name()), Some(p));
+        }
+        let e = SecretPermission::parse_list(&["wrapKey"]).unwrap_err().to_string();
+        assert!(e.contains("\"wrapKey\"") && e.contains("purge"), "{e}");
+    }
 
     #[test]
     fn names_round_trip_and_all_expands() {

@@ -6,9 +6,9 @@ use atrest_crypto::SecretKey;
 use atrest_crypto::backend::software::SoftwareBackend;
 use atrest_infra::clock::ManualClock;
 use atrest_infra::db::Db;
-use atrest_vault::Permission;
 use atrest_vault::model::{VaultInfo, VaultSettings};
 use atrest_vault::{CreateKey, KeyOp, OpInput, PrincipalKind, Refusal, Role, UpdateKey, VaultError, VaultService};
+use atrest_vault::{Permission, SecretPermission};
 use std::sync::Arc;
 
 const T0: i64 = 1_700_000_000;
@@ -440,6 +440,18 @@ async fn tokens_principals_and_policies() {
     let msg = e.svc.authorize(&vault, &app, Permission::WrapKey, Some("k")).await.unwrap_err().to_string();
     assert!(msg.contains("grant wrapKey to app"), "{msg}");
     assert!(matches!(Permission::parse_list(&["fly"]), Err(VaultError::BadParameter(_))));
+    // Secret permissions are a list of their own: never implied by key permissions, kept
+    // beside them, and cleared by a policy set with key permissions only.
+    assert!(e.svc.secret_permissions(&vault, &app).await.unwrap().is_empty(), "key get does not read secrets");
+    e.svc
+        .set_policy_with(&vault, &app, &[Permission::Get], &[SecretPermission::Get, SecretPermission::List])
+        .await
+        .unwrap();
+    assert_eq!(e.svc.permissions(&vault, &app).await.unwrap(), [Permission::Get]);
+    assert_eq!(e.svc.secret_permissions(&vault, &app).await.unwrap(), [SecretPermission::Get, SecretPermission::List]);
+    assert!(e.svc.authorize(&vault, &app, Permission::List, None).await.is_err(), "secret list is not key list");
+    e.svc.set_policy(&vault, &app, &[Permission::Get, Permission::UnwrapKey]).await.unwrap();
+    assert!(e.svc.secret_permissions(&vault, &app).await.unwrap().is_empty());
     // A policy on another tenant's vault grants nothing.
     e.svc.set_policy(&e.vault, &app, &[Permission::Get]).await.unwrap();
     assert!(e.svc.authorize(&e.vault, &app, Permission::Get, None).await.is_err());

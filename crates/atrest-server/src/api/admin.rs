@@ -11,7 +11,9 @@
 use super::{ApiError, AppState, no_content, ok, split_host};
 use atrest_vault::audit::DEPLOYMENT_CHAIN;
 use atrest_vault::model::{VaultInfo, VaultSettings};
-use atrest_vault::{IssuedToken, Permission, Principal, PrincipalKind, Role, Tenant, TokenInfo, VaultService};
+use atrest_vault::{
+    IssuedToken, Permission, Principal, PrincipalKind, Role, SecretPermission, Tenant, TokenInfo, VaultService,
+};
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -162,7 +164,11 @@ struct VaultPatch {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyIn {
+    #[serde(default)]
     permissions: Vec<String>,
+    /// A list of its own: key permissions never imply one.
+    #[serde(default)]
+    secret_permissions: Vec<String>,
 }
 
 /// What the audit trail calls a request: (chain selector, operation, target). `None`
@@ -545,7 +551,13 @@ async fn list_policies(ctx: AdminCtx, v: Params<String>) -> Answer {
         .list_policies(&v)
         .await?
         .iter()
-        .map(|(p, perms)| json!({"principal": p.name, "permissions": Permission::names(perms)}))
+        .map(|(p, perms, secrets)| {
+            json!({
+                "principal": p.name,
+                "permissions": Permission::names(perms),
+                "secret_permissions": SecretPermission::names(secrets),
+            })
+        })
         .collect();
     Ok(ok(json!({"value": list})))
 }
@@ -558,8 +570,13 @@ async fn set_policy(ctx: AdminCtx, vp: Params<(String, String)>, body: Body) -> 
     let p = svc.principal_by_name(&t, &p).await?;
     let req: PolicyIn = body_json(body).await?;
     let perms = Permission::parse_list(&req.permissions)?;
-    svc.set_policy(&v, &p, &perms).await?;
-    Ok(ok(json!({"principal": p.name, "permissions": Permission::names(&perms)})))
+    let secrets = SecretPermission::parse_list(&req.secret_permissions)?;
+    svc.set_policy_with(&v, &p, &perms, &secrets).await?;
+    Ok(ok(json!({
+        "principal": p.name,
+        "permissions": Permission::names(&perms),
+        "secret_permissions": SecretPermission::names(&secrets),
+    })))
 }
 
 async fn remove_policy(ctx: AdminCtx, vp: Params<(String, String)>) -> Answer {

@@ -44,6 +44,7 @@ pub(crate) struct Grant {
     vault: VaultInfo,
     identity: Principal,
     before: Vec<Permission>,
+    secrets: Vec<atrest_vault::SecretPermission>,
     actor: String,
 }
 
@@ -180,7 +181,8 @@ impl StoreService {
             return Ok(None);
         }
         let identity = self.vault.principal(&r.identity_id).await?;
-        let before = self.vault.permissions(&v, &identity).await?;
+        // Secret permissions (if any) are kept as they are.
+        let (before, secrets) = self.vault.policy(&v, &identity).await?;
         let need = [Permission::Get, Permission::WrapKey, Permission::UnwrapKey];
         if need.iter().all(|p| before.contains(p)) {
             return Ok(None);
@@ -201,7 +203,7 @@ impl StoreService {
                 perms.push(p);
             }
         }
-        self.vault.set_policy(&v, &identity, &perms).await?;
+        self.vault.set_policy_with(&v, &identity, &perms, &secrets).await?;
         self.audit(
             r,
             &actor.name,
@@ -211,15 +213,15 @@ impl StoreService {
             serde_json::json!({"identity": identity.name, "vault": v.name, "permissions": Permission::names(&perms)}),
         )
         .await?;
-        Ok(Some(Grant { bucket: r.clone(), vault: v, identity, before, actor: actor.name.clone() }))
+        Ok(Some(Grant { bucket: r.clone(), vault: v, identity, before, secrets, actor: actor.name.clone() }))
     }
 
     /// Takes back a grant `grant_key_use` made (the key was then refused), audited.
     pub(crate) async fn take_back(&self, g: Grant) {
-        let out = if g.before.is_empty() {
+        let out = if g.before.is_empty() && g.secrets.is_empty() {
             self.vault.remove_policy(&g.vault, &g.identity).await
         } else {
-            self.vault.set_policy(&g.vault, &g.identity, &g.before).await
+            self.vault.set_policy_with(&g.vault, &g.identity, &g.before, &g.secrets).await
         };
         let outcome = if out.is_ok() { "ok" } else { "failed" };
         let detail = serde_json::json!({"identity": g.identity.name, "vault": g.vault.name});
