@@ -38,34 +38,8 @@ for _ in $(seq 150); do
   sleep 0.2
 done
 # The bucket, through a signed PUT (no AWS CLI needed).
-"$VENV/bin/python" - "$D/ca.pem" <<'PY' || { tail -20 "$D/log" >&2; exit 1; }
-import sys, time, ssl, urllib.request, hashlib, hmac, datetime, os
-ctx = ssl.create_default_context(cafile=sys.argv[1])
-def sign(key, msg): return hmac.new(key, msg.encode(), hashlib.sha256).digest()
-ak, sk, region, host = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"], "us-east-1", "localhost:8443"
-for attempt in range(50):
-    now = datetime.datetime.now(datetime.timezone.utc)
-    amz, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
-    ph = hashlib.sha256(b"").hexdigest()
-    canon = f"PUT\n/bench\n\nhost:{host}\nx-amz-content-sha256:{ph}\nx-amz-date:{amz}\n\nhost;x-amz-content-sha256;x-amz-date\n{ph}"
-    scope = f"{day}/{region}/s3/aws4_request"
-    sts = f"AWS4-HMAC-SHA256\n{amz}\n{scope}\n{hashlib.sha256(canon.encode()).hexdigest()}"
-    k = sign(sign(sign(sign(("AWS4" + sk).encode(), day), region), "s3"), "aws4_request")
-    sig = hmac.new(k, sts.encode(), hashlib.sha256).hexdigest()
-    req = urllib.request.Request(f"https://{host}/bench", method="PUT", headers={
-        "x-amz-date": amz, "x-amz-content-sha256": ph,
-        "Authorization": f"AWS4-HMAC-SHA256 Credential={ak}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={sig}"})
-    try:
-        urllib.request.urlopen(req, timeout=5, context=ctx)
-        sys.exit(0)
-    except urllib.error.HTTPError as e:
-        if e.code == 409: sys.exit(0)
-        err = f"{e.code} {e.read()[:200]}"
-    except Exception as e:
-        err = str(e)
-    time.sleep(0.2)
-print("could not create the bucket:", err); sys.exit(1)
-PY
+"$VENV/bin/python" "$root/scripts/s3-make-bucket.py" https://localhost:8443 bench "$D/ca.pem" \
+  || { tail -20 "$D/log" >&2; exit 1; }
 cd "$root"
 ATREST_BENCH_SEAWEED=https://localhost:8443 ATREST_BENCH_SEAWEED_CA="$D/ca.pem" ATREST_BENCH_DIR="$parent" \
   cargo bench -p atrest-server --bench s3

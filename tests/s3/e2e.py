@@ -140,6 +140,16 @@ check("aws s3 cp up, down and ls",
       r1.returncode == 0 and r2.returncode == 0 and open(os.path.join(WORK, "small.back")).read() == "from the aws cli\n"
       and "small.txt" in r3.stdout, (r1.stderr, r2.stderr, r3.stderr))
 
+def read_again(bucket, key, body, tries=80):
+    """Whether the object reads back as `body` within `tries` quarter seconds (access restored)."""
+    for _ in range(tries):
+        try:
+            return s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+        except ClientError:
+            time.sleep(0.25)
+    return False
+
+
 # SSE-KMS with a key in atrest's vault: purge protection, an RSA key, the bucket's
 # identity granted, the bucket's default encryption set to the key's URI.
 atrest("vault", "update", "default", "--purge-protection")
@@ -201,14 +211,7 @@ check(f"cmk2 deleted: its objects answer 403 naming it ({waited:.2f} s)",
 check("cmk2 deleted: the bucket's other objects still read",
       s3.get_object(Bucket="secure", Key="doc.txt")["Body"].read() == b"classified")
 atrest("key", "recover", "cmk2")
-back_ok = False
-for _ in range(80):
-    try:
-        back_ok = s3.get_object(Bucket="secure", Key="k2.txt")["Body"].read() == b"under cmk2"
-        break
-    except ClientError:
-        time.sleep(0.25)
-check("cmk2 recovered: its objects read, nothing lost", back_ok)
+check("cmk2 recovered: its objects read, nothing lost", read_again("secure", "k2.txt", b"under cmk2"))
 # A tenant admin's first use of a vault in a bucket grants the bucket's identity; once the
 # operator takes that away, a put naming another key of the vault does not give it back.
 p = s3.put_object(Bucket="docs", Key="kms/k2.txt", Body=b"k2 in docs", ServerSideEncryption="aws:kms", SSEKMSKeyId=uri2)
@@ -249,14 +252,7 @@ try:
 except ClientError as e:
     check("and the revocation holds", code(e)[1] == 403, code(e))
 atrest("policy", "set", "default", "res-secure", "--permissions", "get,wrapKey,unwrapKey")
-back_ok = False
-for _ in range(80):
-    try:
-        back_ok = s3.get_object(Bucket="secure", Key="doc.txt")["Body"].read() == b"classified"
-        break
-    except ClientError:
-        time.sleep(0.25)
-check("restored: the objects read again, nothing lost", back_ok)
+check("restored: the objects read again, nothing lost", read_again("secure", "doc.txt", b"classified"))
 
 # SSE-C: the key travels with each request and is never stored.
 import base64

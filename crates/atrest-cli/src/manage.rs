@@ -560,14 +560,7 @@ pub(crate) fn token(m: Managed<TokenCmd>) -> CliResult {
                 let v = api
                     .admin(Method::POST, &format!("/tenants/{tenant}/principals/{principal}/tokens"), Some(body))
                     .await;
-                match (target, v) {
-                    (Some(t), Ok(v)) => t.commit(v)?,
-                    (Some(t), Err(e)) => {
-                        t.abandon();
-                        return Err(e);
-                    }
-                    (None, v) => v?,
-                }
+                TokenFile::finish(target, v)?
             }
             TokenCmd::Revoke { principal, id, tenant } => {
                 check_names(&[&tenant, &principal, &id])?;
@@ -588,14 +581,7 @@ pub(crate) fn token(m: Managed<TokenCmd>) -> CliResult {
                 // first, and replaces the old file only once written.
                 let target = file.map(|f| TokenFile::prepare(&f, false)).transpose()?;
                 let v = api.admin(Method::POST, &path, Some(body)).await;
-                match (target, v) {
-                    (Some(t), Ok(v)) => t.commit(v)?,
-                    (Some(t), Err(e)) => {
-                        t.abandon();
-                        return Err(e);
-                    }
-                    (None, v) => v?,
-                }
+                TokenFile::finish(target, v)?
             }
         };
         Ok(render(&v, out, &[]))
@@ -651,6 +637,19 @@ impl TokenFile {
 
     fn abandon(self) {
         let _ = std::fs::remove_file(&self.tmp);
+    }
+
+    /// The answer to an issue or rotate request, its token moved into `target` if any
+    /// (the prepared file dropped when the request failed).
+    fn finish(target: Option<Self>, v: CliResult<Value>) -> CliResult<Value> {
+        match (target, v) {
+            (Some(t), Ok(v)) => t.commit(v),
+            (Some(t), Err(e)) => {
+                t.abandon();
+                Err(e)
+            }
+            (None, v) => v,
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use crate::hierarchy;
 use crate::model::{DataRole, KeySource, Resource, ResourceState};
 use crate::repo::resources as repo;
 use crate::service::{StoreService, check_resource_name};
+use atrest_crypto::SecretKey;
 use atrest_infra::db::Engine;
 use atrest_infra::rowmac::Field;
 use atrest_vault::{Principal, PrincipalKind, Role, VaultError};
@@ -57,17 +58,39 @@ impl StoreService {
                 }
                 Err(e) => return Err(e.into()),
             };
-        let id = hex::encode(atrest_crypto::rand::bytes::<16>()?);
+        let (r, _rk) = self.new_platform_resource(&actor.tenant_id, name, &identity.id).await?;
+        {
+            let _g = self.write_guard().await;
+            self.insert_resource(&r).await.map_err(|e| match e {
+                StoreError::Storage(m) if m.contains("UNIQUE") || m.contains("unique") => {
+                    StoreError::Conflict(format!("a resource named {name} already exists"))
+                }
+                e => e,
+            })?;
+        }
+        self.audit(&r, &actor.name, "create-resource", &r.name, "ok", serde_json::json!({"identity": identity.name}))
+            .await?;
+        Ok(r)
+    }
+
+    /// A new resource row (not stored yet) under a fresh platform-wrapped resource key and
+    /// message key; returns the resource key too.
+    pub(crate) async fn new_platform_resource(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        identity_id: &str,
+    ) -> Result<(Resource, SecretKey)> {
         let platform = self.platform_vault(name);
         let kek = Self::platform_kek();
-        let (_rk, wrapped) = hierarchy::new_resource_key(platform.as_ref(), &kek).await?;
+        let (rk, wrapped) = hierarchy::new_resource_key(platform.as_ref(), &kek).await?;
         let (_mk, msg_wrapped) = hierarchy::new_resource_key(platform.as_ref(), &kek).await?;
         let now = self.now();
         let r = Resource {
-            id,
-            tenant_id: actor.tenant_id.clone(),
+            id: hex::encode(atrest_crypto::rand::bytes::<16>()?),
+            tenant_id: tenant_id.to_string(),
             name: name.to_string(),
-            identity_id: identity.id.clone(),
+            identity_id: identity_id.to_string(),
             state: ResourceState::Active,
             state_reason: String::new(),
             key_source: KeySource::Platform,
@@ -84,18 +107,7 @@ impl StoreService {
             updated: now,
             loaded_mac: Vec::new(),
         };
-        {
-            let _g = self.write_guard().await;
-            self.insert_resource(&r).await.map_err(|e| match e {
-                StoreError::Storage(m) if m.contains("UNIQUE") || m.contains("unique") => {
-                    StoreError::Conflict(format!("a resource named {name} already exists"))
-                }
-                e => e,
-            })?;
-        }
-        self.audit(&r, &actor.name, "create-resource", &r.name, "ok", serde_json::json!({"identity": identity.name}))
-            .await?;
-        Ok(r)
+        Ok((r, rk))
     }
 
     /// Resources of the actor's tenant it holds a role on.

@@ -107,18 +107,7 @@ impl Permission {
     /// # Errors
     /// `BadParameter` naming the unknown permission and the valid ones.
     pub fn parse_list<S: AsRef<str>>(names: &[S]) -> Result<Vec<Self>> {
-        if names.iter().any(|n| n.as_ref() == "all") {
-            return Ok(Self::ALL.to_vec());
-        }
-        names
-            .iter()
-            .map(|n| {
-                Self::from_name(n.as_ref()).ok_or_else(|| {
-                    let valid: Vec<&str> = Self::ALL.iter().map(|p| p.as_str()).collect();
-                    VaultError::bad(format!("unknown permission {:?}; valid: {}, or all", n.as_ref(), valid.join(", ")))
-                })
-            })
-            .collect()
+        parse_names(names, &Self::ALL, Self::as_str, "permission")
     }
 
     /// The names of `list`, for storage and answers.
@@ -208,22 +197,7 @@ impl SecretPermission {
     /// # Errors
     /// `BadParameter` naming the unknown permission and the valid ones.
     pub fn parse_list<S: AsRef<str>>(names: &[S]) -> Result<Vec<Self>> {
-        if names.iter().any(|n| n.as_ref() == "all") {
-            return Ok(Self::ALL.to_vec());
-        }
-        names
-            .iter()
-            .map(|n| {
-                Self::from_name(n.as_ref()).ok_or_else(|| {
-                    let valid: Vec<&str> = Self::ALL.iter().map(|p| p.as_str()).collect();
-                    VaultError::bad(format!(
-                        "unknown secret permission {:?}; valid: {}, or all",
-                        n.as_ref(),
-                        valid.join(", ")
-                    ))
-                })
-            })
-            .collect()
+        parse_names(names, &Self::ALL, Self::as_str, "secret permission")
     }
 
     /// The names of `list`, for answers.
@@ -237,6 +211,28 @@ impl std::fmt::Display for SecretPermission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// A requested list of permission names (`all` for every one of `all`), each as `name`
+/// spells it; an unknown one is refused naming the valid ones (`what`: which kind).
+fn parse_names<T: Copy, S: AsRef<str>>(
+    names: &[S],
+    all: &[T],
+    name: fn(T) -> &'static str,
+    what: &str,
+) -> Result<Vec<T>> {
+    if names.iter().any(|n| n.as_ref() == "all") {
+        return Ok(all.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            all.iter().copied().find(|p| name(*p) == n.as_ref()).ok_or_else(|| {
+                let valid: Vec<&str> = all.iter().map(|p| name(*p)).collect();
+                VaultError::bad(format!("unknown {what} {:?}; valid: {}, or all", n.as_ref(), valid.join(", ")))
+            })
+        })
+        .collect()
 }
 
 /// How a secret permission's stored name starts.

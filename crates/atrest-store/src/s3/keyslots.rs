@@ -18,7 +18,7 @@ use crate::cache::Slot;
 use crate::encryption::{EncryptionRequest, Wrapping};
 use crate::error::{Result, StoreError};
 use crate::hierarchy;
-use crate::model::{KeySource, Resource, ResourceState};
+use crate::model::{KeySource, Resource};
 use crate::repo::resources as repo;
 use crate::rows::{NO_RESOURCE_KEY, ObjectRow};
 use crate::service::StoreService;
@@ -90,32 +90,7 @@ impl StoreService {
         name: String,
         req: EncryptionRequest,
     ) -> Result<Resource> {
-        let platform = self.platform_vault(&name);
-        let kek = Self::platform_kek();
-        let (rk, wrapped) = hierarchy::new_resource_key(platform.as_ref(), &kek).await?;
-        let (_mk, msg_wrapped) = hierarchy::new_resource_key(platform.as_ref(), &kek).await?;
-        let now = self.now();
-        let mut s = Resource {
-            id: hex::encode(atrest_crypto::rand::bytes::<16>()?),
-            tenant_id: r.tenant_id.clone(),
-            name,
-            identity_id: r.identity_id.clone(),
-            state: ResourceState::Active,
-            state_reason: String::new(),
-            key_source: KeySource::Platform,
-            key_uri: "platform".into(),
-            kek,
-            remote_cred: Vec::new(),
-            wrapped,
-            rk_epoch: 1,
-            old_wrapped: None,
-            enc_epoch: 1,
-            msg_wrapped,
-            diagnostics: false,
-            created: now,
-            updated: now,
-            loaded_mac: Vec::new(),
-        };
+        let (mut s, rk) = self.new_platform_resource(&r.tenant_id, &name, &r.identity_id).await?;
         if !matches!(req, EncryptionRequest::Platform) {
             let Wrapping { source, uri, kek, remote_cred, wrapped } = self.wrap_under(&s, req, &rk).await?;
             (s.key_source, s.key_uri, s.kek, s.remote_cred, s.wrapped) = (source, uri, kek, remote_cred, wrapped);
