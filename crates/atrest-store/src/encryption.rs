@@ -343,7 +343,7 @@ impl StoreService {
     async fn follow_one(&self, r: &Resource) -> Result<Option<String>> {
         let label = Self::label(r);
         let vault = self.kek_vault(r).await?;
-        let info = vault.get(&r.kek).await;
+        let info = vault.get(&r.kek).await.map_err(|e| Self::named_by_uri(r, e));
         self.metrics.vault_call(&label, "get", info.is_ok());
         let info = match info {
             Ok(i) => i,

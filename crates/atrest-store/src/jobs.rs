@@ -64,7 +64,8 @@ impl StoreService {
         // A new resource key is wrapped before anything is written.
         let new_wrapped = if kind == "rekey" {
             let vault = self.kek_vault(&r).await?;
-            let (key, wrapped) = hierarchy::new_resource_key(vault.as_ref(), &r.kek).await?;
+            let (key, wrapped) =
+                hierarchy::new_resource_key(vault.as_ref(), &r.kek).await.map_err(|e| Self::named_by_uri(&r, e))?;
             self.metrics.vault_call(&Self::label(&r), "wrapKey", true);
             Some((key, wrapped))
         } else {

@@ -111,15 +111,23 @@ impl StoreService {
         };
         let out = hierarchy::open_resource_key(vault.as_ref(), &kek, &wrapped).await;
         self.metrics.vault_call(&label, "unwrapKey", out.is_ok());
-        // One way of naming a customer key in every message: the URI it was configured by.
-        out.map_err(|e| match e {
+        if slot == Slot::Messages {
+            return out;
+        }
+        out.map_err(|e| Self::named_by_uri(r, e))
+    }
+
+    /// One way of naming a customer key in every message: the URI `r` was configured by
+    /// (the vault's own refusal names it as vault/keys/name).
+    pub(crate) fn named_by_uri(r: &Resource, e: StoreError) -> StoreError {
+        match e {
             StoreError::KeyInaccessible { operation, reason, fix, transient, .. }
-                if r.key_source == crate::model::KeySource::Customer && slot != Slot::Messages =>
+                if r.key_source == crate::model::KeySource::Customer =>
             {
                 StoreError::KeyInaccessible { key: r.key_uri.clone(), operation, reason, fix, transient }
             }
             e => e,
-        })
+        }
     }
 
     /// Records `KeyInaccessible` in the resource row (so every node and restart sees it)
