@@ -213,39 +213,41 @@ impl StoreService {
         Ok(s)
     }
 
-    /// Wraps `dek` for `row` of bucket `r`: under the slot's resource key when `slot` is
-    /// given (the row's epochs then say "no resource key of the bucket"), else under the
-    /// bucket's current resource key.
+    /// The resource whose key wraps the data key of an object (or upload) of bucket `r`
+    /// with metadata `m`: its key slot, or the bucket itself.
+    pub(crate) async fn key_holder(&self, r: &Resource, m: &crate::s3meta::S3Meta) -> Result<Resource> {
+        match &m.key_slot {
+            Some(id) => self.slot_of(r, id).await,
+            None => Ok(r.clone()),
+        }
+    }
+
+    /// Wraps `dek` for `row` of bucket `r` under the resource key of `holder` (see
+    /// [`Self::key_holder`]): a slot's (the row's epochs then say "no resource key of the
+    /// bucket"), or the bucket's current one.
     pub(crate) async fn wrap_object_key(
         &self,
         r: &Resource,
-        slot: Option<&str>,
+        holder: &Resource,
         row: &mut ObjectRow,
         dek: &SecretKey,
     ) -> Result<()> {
-        match slot {
-            Some(id) => {
-                let s = self.slot_of(r, id).await?;
-                Self::check_usable(&s)?;
-                let rk = self.key(&s, Slot::Resource(s.rk_epoch)).await?;
-                row.wrapped_dek = hierarchy::rewrap_data_key(&rk, Self::oid(r, row), dek)?;
-                row.rk_epoch = NO_RESOURCE_KEY;
-                row.enc_epoch = NO_RESOURCE_KEY;
-            }
-            None => {
-                let rk = self.key(r, Slot::Resource(r.rk_epoch)).await?;
-                row.wrapped_dek = hierarchy::rewrap_data_key(&rk, Self::oid(r, row), dek)?;
-                row.rk_epoch = r.rk_epoch;
-            }
+        Self::check_usable(holder)?;
+        let rk = self.key(holder, Slot::Resource(holder.rk_epoch)).await?;
+        row.wrapped_dek = hierarchy::rewrap_data_key(&rk, Self::oid(r, row), dek)?;
+        if holder.id == r.id {
+            row.rk_epoch = r.rk_epoch;
+        } else {
+            row.rk_epoch = NO_RESOURCE_KEY;
+            row.enc_epoch = NO_RESOURCE_KEY;
         }
         Ok(())
     }
 
-    /// The data key of an object of bucket `r` under key slot `id`.
-    pub(crate) async fn slot_data_key(&self, r: &Resource, o: &ObjectRow, id: &str) -> Result<SecretKey> {
-        let s = self.slot_of(r, id).await?;
-        Self::check_usable(&s)?;
-        let rk = self.key(&s, Slot::Resource(s.rk_epoch)).await?;
+    /// The data key of an object of bucket `r` under key slot `s`.
+    pub(crate) async fn slot_data_key(&self, r: &Resource, o: &ObjectRow, s: &Resource) -> Result<SecretKey> {
+        Self::check_usable(s)?;
+        let rk = self.key(s, Slot::Resource(s.rk_epoch)).await?;
         hierarchy::open_data_key(&rk, Self::oid(r, o), &o.wrapped_dek)
             .map_err(|_| self.integrity(r, &format!("the wrapped data key of object {} in bucket {}", o.id, r.name)))
     }

@@ -180,13 +180,13 @@ impl StoreService {
     }
 
     /// The encryption of a new object: the bucket's key, or the key slot (`keyslots`) of
-    /// the key the request names. Returns the slot's id with it (`None`: the bucket's key).
+    /// the key the request names. Returns the slot with it (`None`: the bucket's key).
     async fn s3_sse(
         &self,
         actor: &Principal,
         r: &Resource,
         asked: Option<&SseRequest>,
-    ) -> Result<(Sse, Option<String>)> {
+    ) -> Result<(Sse, Option<Resource>)> {
         let bucket_key = || match r.key_source {
             KeySource::Platform => Sse::S3,
             KeySource::Customer => Sse::Kms { key_id: r.key_uri.clone() },
@@ -249,7 +249,7 @@ impl StoreService {
             KeySource::Platform => Sse::S3,
             KeySource::Customer => Sse::Kms { key_id: slot.key_uri.clone() },
         };
-        Ok((sse, Some(slot.id)))
+        Ok((sse, Some(slot)))
     }
 
     /// The encryption of a new object or upload, with its data key wrapped accordingly:
@@ -262,7 +262,7 @@ impl StoreService {
         asked: Option<&SseRequest>,
         row: &mut ObjectRow,
         dek: &SecretKey,
-    ) -> Result<(Sse, Option<String>)> {
+    ) -> Result<(Sse, Option<Resource>)> {
         if let Some(SseRequest::Customer(k)) = asked {
             let (sse, wrapped) = self.sse_c_wrap(r, k, dek)?;
             row.wrapped_dek = wrapped;
@@ -271,17 +271,19 @@ impl StoreService {
             return Ok((sse, None));
         }
         let (sse, slot) = self.s3_sse(actor, r, asked).await?;
-        if slot.is_some() {
-            self.wrap_object_key(r, slot.as_deref(), row, dek).await?;
+        if let Some(s) = &slot {
+            self.wrap_object_key(r, s, row, dek).await?;
         }
         Ok((sse, slot))
     }
 
-    /// The data key of an S3 object or upload: through the resource key, or, under SSE-C,
-    /// the customer's key the request carries (which must then be there, and only then).
+    /// The data key of an S3 object or upload: through the resource key of `holder` (the
+    /// bucket, or the object's key slot: [`Self::key_holder`]), or, under SSE-C, the
+    /// customer's key the request carries (which must then be there, and only then).
     pub(crate) async fn s3_data_key(
         &self,
         r: &Resource,
+        holder: &Resource,
         o: &ObjectRow,
         m: &S3Meta,
         customer_key: Option<&SecretKey>,
@@ -293,10 +295,8 @@ impl StoreService {
                 "{what} is not encrypted with a customer-provided key: send no \
                  x-amz-server-side-encryption-customer-* headers"
             ))),
-            _ => match &m.key_slot {
-                Some(slot) => self.slot_data_key(r, o, slot).await,
-                None => self.data_key(r, o).await,
-            },
+            _ if holder.id != r.id => self.slot_data_key(r, o, holder).await,
+            _ => self.data_key(r, o).await,
         }
     }
 
@@ -370,10 +370,7 @@ impl StoreService {
         let (sse, key_slot) = self.new_object_sse(actor, &r, put.sse.as_ref(), &mut row, &dek).await?;
         let dek_copy = SecretKey::from_slice(dek.expose_secret())?;
         // Key access re-checked while the body streams: of the key that wraps it.
-        let key_holder = match &key_slot {
-            Some(id) => self.slot_of(&r, id).await?,
-            None => r.clone(),
-        };
+        let key_holder = key_slot.clone().unwrap_or_else(|| r.clone());
         let generation = u64::try_from(row.generation).unwrap_or(0);
         let (body, total) =
             self.write_body(&r, &key_holder, &row.id, generation, Self::blob_name(&row), dek, input).await?;
@@ -390,7 +387,7 @@ impl StoreService {
             Sse::Kms { .. } | Sse::Customer { .. } => hex::encode(atrest_crypto::rand::bytes::<16>()?),
         };
         let mut m = S3Meta::new(etag, sse);
-        m.key_slot = key_slot;
+        m.key_slot = key_slot.map(|s| s.id);
         m.headers = put.headers;
         m.user = put.user;
         m.checksums = digest.checksums;
@@ -474,7 +471,8 @@ impl StoreService {
         let r = self.authorized(actor, bucket, DataRole::Reader).await?;
         Self::check_usable(&r)?;
         let (o, m) = self.s3_row(&r, key).await?.ok_or_else(|| no_such_key(bucket, key))?;
-        self.s3_data_key(&r, &o, &m, customer_key, key).await?;
+        let holder = self.key_holder(&r, &m).await?;
+        self.s3_data_key(&r, &holder, &o, &m, customer_key, key).await?;
         Ok(Self::s3_object(&r, key, &o, m))
     }
 
@@ -506,13 +504,9 @@ impl StoreService {
         let r = self.authorized(actor, bucket, DataRole::Reader).await?;
         Self::check_usable(&r)?;
         let (o, m) = self.s3_row(&r, key).await?.ok_or_else(|| no_such_key(bucket, key))?;
-        let dek = self.s3_data_key(&r, &o, &m, customer_key, key).await?;
-        let m_slot = m.key_slot.clone();
+        let key_holder = self.key_holder(&r, &m).await?;
+        let dek = self.s3_data_key(&r, &key_holder, &o, &m, customer_key, key).await?;
         let object = Self::s3_object(&r, key, &o, m);
-        let key_holder = match &m_slot {
-            Some(id) => self.slot_of(&r, id).await?,
-            None => r.clone(),
-        };
         let (offset, len, chunks) = self.read_body(&r, &key_holder, &o, dek, object.size, range, key).await?;
         if r.diagnostics {
             self.audit(&r, &actor.name, "s3-get", &o.id, "ok", serde_json::json!({"offset": offset, "len": len}))

@@ -185,7 +185,7 @@ impl StoreService {
         row.name_sealed = layers::seal_name(&self.infra, &dek, Self::oid(&r, &row), key)?;
         row.skey = Some(key.as_bytes().to_vec());
         let mut m = S3Meta::new(String::new(), sse);
-        m.key_slot = key_slot;
+        m.key_slot = key_slot.map(|s| s.id);
         if let Some((algorithm, full)) = put.checksum {
             m.checksum_algorithm = Some(algorithm);
             m.checksum_type = Some(if full { "FULL_OBJECT" } else { "COMPOSITE" }.into());
@@ -232,7 +232,8 @@ impl StoreService {
         let r = self.authorized(actor, bucket, DataRole::Writer).await?;
         Self::check_usable(&r)?;
         let (u, umeta) = self.upload_row(&r, key, upload_id).await?;
-        let dek = self.s3_data_key(&r, &u, &umeta, customer_key, key).await?;
+        let key_holder = self.key_holder(&r, &umeta).await?;
+        let dek = self.s3_data_key(&r, &key_holder, &u, &umeta, customer_key, key).await?;
         // A key of its own for part ETags, derived from the upload's data key.
         let etag_key = {
             let mut k = zeroize::Zeroizing::new([0u8; 32]);
@@ -247,10 +248,6 @@ impl StoreService {
         // A name of its own per write (random tag), so a part sent twice at once never
         // shares a body.
         let name = crate::blobs::blob_key(upload_id, i64::from(n), &atrest_crypto::rand::bytes::<16>()?);
-        let key_holder = match &umeta.key_slot {
-            Some(id) => self.slot_of(&r, id).await?,
-            None => r.clone(),
-        };
         let (body, size) = self.write_body(&r, &key_holder, upload_id, u64::from(n), name, dek, input).await?;
         let digest = match finish(size) {
             Ok(d) => d,
@@ -517,7 +514,8 @@ impl StoreService {
                 format!("{}-{}", hex::encode(atrest_crypto::rand::bytes::<16>()?), parts.len())
             }
         };
-        let dek = self.s3_data_key(&r, &u, &umeta, customer_key, key).await?;
+        let key_holder = self.key_holder(&r, &umeta).await?;
+        let dek = self.s3_data_key(&r, &key_holder, &u, &umeta, customer_key, key).await?;
         let customer = matches!(umeta.sse, Sse::Customer { .. });
         let cur = self.s3_row(&r, key).await?;
         match super::check_s3_precondition(key, cur.as_ref().map(|(_, m)| m), req.if_match, req.if_none_match) {
@@ -555,7 +553,7 @@ impl StoreService {
             row.rk_epoch = crate::rows::NO_RESOURCE_KEY;
             row.enc_epoch = crate::rows::NO_RESOURCE_KEY;
         } else {
-            self.wrap_object_key(&r, umeta.key_slot.as_deref(), &mut row, &dek).await?;
+            self.wrap_object_key(&r, &key_holder, &mut row, &dek).await?;
         }
         row.name_sealed = layers::seal_name(&self.infra, &dek, Self::oid(&r, &row), key)?;
         let mut m = umeta;
