@@ -9,7 +9,7 @@ use atrest_infra::clock::SystemClock;
 use atrest_infra::db::Db;
 use atrest_vault::audit::DEPLOYMENT_CHAIN;
 use atrest_vault::model::{VaultInfo, VaultSettings};
-use atrest_vault::{Permission, PrincipalKind, Role, VaultError, VaultService};
+use atrest_vault::{Permission, PrincipalKind, Role, SecretPermission, VaultError, VaultService};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -440,10 +440,11 @@ async fn prepare(
                 &serde_json::json!({"role": "deployment-admin"}),
             )
             .await?;
-            svc.set_policy(&v, &admin, &Permission::ALL).await?;
+            svc.set_policy_with(&v, &admin, &Permission::ALL, &SecretPermission::ALL).await?;
             let all = Permission::names(&Permission::ALL);
-            svc.audit(&v.id, "system", "set-policy", &admin.name, "ok", &serde_json::json!({"permissions": all}))
-                .await?;
+            let secrets = SecretPermission::names(&SecretPermission::ALL);
+            let detail = serde_json::json!({"permissions": all, "secret_permissions": secrets});
+            svc.audit(&v.id, "system", "set-policy", &admin.name, "ok", &detail).await?;
             let token = svc.issue_token(&admin, None).await?;
             svc.audit(
                 DEPLOYMENT_CHAIN,

@@ -383,7 +383,9 @@ fn spawn_vault_tasks(
         async move {
             match svc.purge_due().await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(purged = n, "purge sweeper removed keys past their scheduled purge date"),
+                Ok(n) => {
+                    tracing::info!(purged = n, "purge sweeper removed keys and secrets past their scheduled purge date")
+                }
                 Err(e) => tracing::error!(error = %e, "purge sweeper failed"),
             }
         }

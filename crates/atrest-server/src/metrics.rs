@@ -38,6 +38,7 @@ fn labels(pairs: &[(&str, &str)]) -> String {
 const HELP: &[(&str, &str, &str)] = &[
     ("atrest_http_requests_total", "counter", "HTTP requests by route, method and status."),
     ("atrest_key_operations_total", "counter", "Key operations by vault/key, operation and result."),
+    ("atrest_secret_operations_total", "counter", "Secrets API operations by vault, operation and result."),
     ("atrest_auth_failures_total", "counter", "Requests refused for a missing or invalid credential, by reason."),
     ("atrest_rate_limited_total", "counter", "Requests answered 429 by the per-principal rate limit."),
 ];
@@ -71,6 +72,14 @@ impl Metrics {
     pub fn key_operation(&self, vault: &str, key: &str, operation: &str, result: &str) {
         let key = format!("{vault}/{}", key.split('/').next().unwrap_or(key));
         self.inc("atrest_key_operations_total", labels(&[("key", &key), ("operation", operation), ("result", result)]));
+    }
+
+    /// A secrets API operation, per vault (never per secret name).
+    pub fn secret_operation(&self, vault: &str, operation: &str, result: &str) {
+        self.inc(
+            "atrest_secret_operations_total",
+            labels(&[("vault", vault), ("operation", operation), ("result", result)]),
+        );
     }
 
     /// A request without a valid credential.

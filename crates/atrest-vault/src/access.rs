@@ -528,6 +528,36 @@ impl VaultService {
     }
 }
 
+impl VaultService {
+    /// Checks that `principal` may perform the secret operation `permission` on `vault`
+    /// (secret permissions only: key permissions never imply them).
+    ///
+    /// # Errors
+    /// `Forbidden` (`AccessDenied`) with a message naming what to grant.
+    pub async fn authorize_secret(
+        &self,
+        vault: &VaultInfo,
+        principal: &Principal,
+        permission: SecretPermission,
+        secret: Option<&str>,
+    ) -> Result<()> {
+        if principal.tenant_id == vault.tenant_id
+            && self.secret_permissions(vault, principal).await?.contains(&permission)
+        {
+            return Ok(());
+        }
+        let on = secret.map_or_else(String::new, |s| format!(" for secret {s}"));
+        Err(VaultError::forbidden(
+            Refusal::AccessDenied,
+            format!(
+                "the vault {} refused the secret permission {permission}{on} to principal {}; grant secret \
+                 permission {permission} to {} in the vault's access policy (atrest policy set … --secret-permissions)",
+                vault.name, principal.name, principal.name
+            ),
+        ))
+    }
+}
+
 /// A stored policy's key and secret permissions (its row's MAC verified): a name this
 /// build does not know is a row nobody wrote.
 pub(crate) fn parse_stored(perms: &str) -> Result<(Vec<Permission>, Vec<SecretPermission>)> {

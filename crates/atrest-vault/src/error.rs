@@ -9,6 +9,8 @@ use atrest_infra::ErrorKind;
 pub enum Refusal {
     /// The key version is disabled.
     KeyDisabled,
+    /// The secret version is disabled (its value is not released).
+    SecretDisabled,
     /// The operation is not in the key's `key_ops`.
     KeyOperationForbidden,
     /// The key is past `exp` (wrap, encrypt and sign are refused).
@@ -34,6 +36,7 @@ impl Refusal {
     pub fn code(self) -> &'static str {
         match self {
             Refusal::KeyDisabled => "KeyDisabled",
+            Refusal::SecretDisabled => "SecretDisabled",
             Refusal::KeyOperationForbidden => "KeyOperationForbidden",
             Refusal::KeyExpired => "KeyExpired",
             Refusal::KeyNotYetValid => "KeyNotYetValid",
@@ -55,9 +58,15 @@ pub enum VaultError {
     /// No such key, version, deleted key or vault.
     #[error("{0}")]
     NotFound(String),
-    /// The name is taken, or soft-deleted.
+    /// No such secret, secret version or deleted secret.
+    #[error("{0}")]
+    SecretNotFound(String),
+    /// The name is taken.
     #[error("{0}")]
     Conflict(String),
+    /// The name is soft-deleted: recover or purge it first.
+    #[error("{0}")]
+    DeletedButRecoverable(String),
     /// Refused by the key's state or the vault's settings.
     #[error("{message}")]
     Forbidden {
@@ -111,7 +120,8 @@ impl VaultError {
         match self {
             VaultError::BadParameter(_) => "BadParameter",
             VaultError::NotFound(_) => "KeyNotFound",
-            VaultError::Conflict(_) => "Conflict",
+            VaultError::SecretNotFound(_) => "SecretNotFound",
+            VaultError::Conflict(_) | VaultError::DeletedButRecoverable(_) => "Conflict",
             VaultError::Forbidden { .. } => "Forbidden",
             VaultError::Unauthenticated(_) => "Unauthorized",
             VaultError::Integrity { .. } => "IntegrityCheckFailed",
@@ -127,8 +137,8 @@ impl VaultError {
             VaultError::BadParameter(_) => ErrorKind::InvalidInput,
             VaultError::Crypto(atrest_crypto::CryptoError::Internal(_)) => ErrorKind::Internal,
             VaultError::Crypto(_) => ErrorKind::InvalidInput,
-            VaultError::NotFound(_) => ErrorKind::NotFound,
-            VaultError::Conflict(_) => ErrorKind::Conflict,
+            VaultError::NotFound(_) | VaultError::SecretNotFound(_) => ErrorKind::NotFound,
+            VaultError::Conflict(_) | VaultError::DeletedButRecoverable(_) => ErrorKind::Conflict,
             VaultError::Forbidden { .. } => ErrorKind::Forbidden,
             VaultError::Unauthenticated(_) => ErrorKind::Unauthenticated,
             VaultError::Integrity { .. } => ErrorKind::Corrupted,
@@ -142,6 +152,20 @@ impl VaultError {
 
     pub(crate) fn key_not_found(name: &str) -> Self {
         VaultError::NotFound(format!("A key with (name/id) {name} was not found in this key vault."))
+    }
+
+    /// The AKV `innererror.code` of this error, where it has one.
+    #[must_use]
+    pub fn inner_code(&self) -> Option<&'static str> {
+        match self {
+            VaultError::Forbidden { reason, .. } => Some(reason.code()),
+            VaultError::DeletedButRecoverable(_) => Some("ObjectIsDeletedButRecoverable"),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn secret_not_found(name: &str) -> Self {
+        VaultError::SecretNotFound(format!("A secret with (name/id) {name} was not found in this key vault."))
     }
 
     /// A refusal with a message that says what to do.

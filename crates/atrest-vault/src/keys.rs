@@ -348,7 +348,7 @@ impl VaultService {
         let _g = self.write_guard().await;
         let existing = self.key_row(vault, name).await?;
         if existing.as_ref().is_some_and(|k| k.deleted_at.is_some()) {
-            return Err(VaultError::Conflict(format!(
+            return Err(VaultError::DeletedButRecoverable(format!(
                 "Key {name} is currently in a deleted but recoverable state, and its name cannot be reused; \
                  in this state, the key can only be recovered or purged."
             )));
@@ -781,8 +781,8 @@ impl VaultService {
         repo::erase(&self.db, &k.vault_id, &k.name_lc).await
     }
 
-    /// The purge sweeper: erases every soft-deleted key whose scheduled purge date has
-    /// passed, in every vault. Returns how many keys it purged.
+    /// The purge sweeper: erases every soft-deleted key and secret whose scheduled purge
+    /// date has passed, in every vault. Returns how many it purged.
     ///
     /// # Errors
     /// Database errors; rows that fail their integrity check are skipped and reported.
@@ -797,7 +797,7 @@ impl VaultService {
                 n += 1;
             }
         }
-        Ok(n)
+        Ok(n + self.purge_due_secrets().await?)
     }
 }
 

@@ -1,4 +1,4 @@
-//! atrest's key vault: vaults, keys and their versions, lifecycle (soft delete, recover,
+//! atrest's key vault: vaults, keys and their versions, secrets, lifecycle (soft delete, recover,
 //! purge, purge protection, retention), and key operations behind the AKV rules — with
 //! no HTTP. Storage goes through `repo` (the only SQL; sqlx on SQLite or PostgreSQL), key
 //! custody through `atrest_crypto::backend::KeyBackend`, and time through an
@@ -30,6 +30,7 @@ mod repo;
 mod rotation;
 mod s3keys;
 pub mod schema;
+mod secrets;
 mod service;
 
 pub use access::{
@@ -48,4 +49,5 @@ pub use rotation::{
     Action, LifetimeAction, PolicyAttributes, RotationAction, RotationOutcome, RotationPolicy, Trigger, parse_duration,
 };
 pub use s3keys::{IssuedS3Key, S3_KEY_PREFIX, S3KeyInfo};
+pub use secrets::{MAX_SECRET_TAGS, MAX_SECRET_VALUE, SetSecret, UpdateSecret};
 pub use service::VaultService;

@@ -215,3 +215,49 @@ pub(crate) fn check_name(name: &str, what: &str) -> Result<(), crate::VaultError
 pub(crate) fn new_id() -> Result<String, crate::VaultError> {
     Ok(hex::encode(atrest_crypto::rand::bytes::<16>()?))
 }
+
+/// A secret version's attributes: the same shape as a key's (`enabled`, `nbf`, `exp`,
+/// `created`, `updated`, `recoveryLevel`, `recoverableDays`).
+pub type SecretAttributes = KeyAttributes;
+
+/// A secret version as the API returns it. `value` is there only where the operation
+/// releases it (set and get); it is never printed by `Debug`.
+#[derive(Clone)]
+pub struct SecretBundle {
+    /// The secret's name as first set.
+    pub name: String,
+    /// This version's id (32 lowercase hex characters).
+    pub version: String,
+    /// The value, when released.
+    pub value: Option<atrest_wire::akv::SecretText>,
+    /// Free text set by the client (e.g. a MIME type).
+    pub content_type: Option<String>,
+    /// Attributes.
+    pub attributes: SecretAttributes,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for SecretBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretBundle")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("value", &self.value.as_ref().map(|_| "[REDACTED]"))
+            .field("content_type", &self.content_type)
+            .field("attributes", &self.attributes)
+            .field("tags", &self.tags)
+            .finish()
+    }
+}
+
+/// A soft-deleted secret: its latest version (never its value) and its dates.
+#[derive(Debug, Clone)]
+pub struct DeletedSecret {
+    /// The latest version, without its value.
+    pub secret: SecretBundle,
+    /// When it was deleted.
+    pub deleted_date: i64,
+    /// When the purge sweeper erases it.
+    pub scheduled_purge_date: i64,
+}

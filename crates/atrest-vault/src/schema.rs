@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("schema/0005_leases.sql")),
     (6, include_str!("schema/0006_vault_ports.sql")),
     (7, include_str!("schema/0007_s3_keys.sql")),
+    (8, include_str!("schema/0008_secrets.sql")),
 ];
 
 /// Applies the vault's pending migrations to `db`.

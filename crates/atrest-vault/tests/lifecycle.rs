@@ -322,7 +322,7 @@ async fn soft_delete_recover_purge_and_sweeper() {
     assert_eq!(e.svc.get_deleted_key(&e.vault, "k").await.unwrap().key.name, "k");
     assert_eq!(e.svc.list_deleted_keys(&e.vault, None, None).await.unwrap().items.len(), 1);
     assert!(e.svc.list_keys(&e.vault, None, None).await.unwrap().items.is_empty());
-    assert!(matches!(e.svc.create_key(&e.vault, "k", oct()).await, Err(VaultError::Conflict(_))));
+    assert!(matches!(e.svc.create_key(&e.vault, "k", oct()).await, Err(VaultError::DeletedButRecoverable(_))));
     assert!(matches!(
         e.svc.operate(&e.vault, "k", None, KeyOp::WrapKey, op("A256KW", &[1; 32])).await,
         Err(VaultError::NotFound(_))

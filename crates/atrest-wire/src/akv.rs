@@ -90,6 +90,25 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>
     Option::<i64>::deserialize(d).map(Some)
 }
 
+/// Body of `PUT /secrets/{name}` (set: a new version). `value` is redacted in `Debug`.
+#[derive(Debug, Deserialize)]
+pub struct SecretSetIn {
+    pub value: SecretText,
+    #[serde(rename = "contentType")]
+    pub content_type: Option<String>,
+    pub attributes: Option<AttributesIn>,
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// Body of `PATCH /secrets/{name}/{version}`: never a value.
+#[derive(Debug, Default, Deserialize)]
+pub struct SecretUpdateIn {
+    #[serde(rename = "contentType")]
+    pub content_type: Option<String>,
+    pub attributes: Option<AttributesPatch>,
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
 /// Body of the wrap/unwrap/encrypt/decrypt/sign operations (no `Debug`: `value` is
 /// plaintext for wrapKey and encrypt).
 #[derive(Deserialize)]

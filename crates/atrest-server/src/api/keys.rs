@@ -1,4 +1,5 @@
-//! The keys routes (`../shared/akv-keys-api.md` §3), each checking its permission first.
+//! The AKV front end: request parsing, audit and the keys routes (`../shared/akv-keys-api.md`
+//! §3), each checking its permission first; the secrets routes are in `secrets.rs`.
 
 use super::auth::AkvCaller;
 use super::json::{self as j, AttributesIn};
@@ -17,7 +18,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// `api-version` values the SDKs send (all treated alike).
-const API_VERSIONS: &[&str] = &["2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", "2025-07-01"];
+const API_VERSIONS: &[&str] =
+    &["2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", "2025-07-01", "2026-04-01"];
 
 /// The AKV keys front end, at each vault's origin (behind [`super::auth::akv`]).
 pub(super) fn router() -> axum::Router<Arc<AppState>> {
@@ -99,14 +101,14 @@ fn op_of(segment: &str) -> Option<KeyOp> {
     })
 }
 
-fn max_results(ctx: &Ctx<'_>) -> Result<Option<usize>, ApiError> {
+pub(super) fn max_results(ctx: &Ctx<'_>) -> Result<Option<usize>, ApiError> {
     ctx.query
         .get("maxresults")
         .map(|m| m.parse::<usize>().map_err(|_| ApiError::bad("maxresults must be a number from 1 to 25")))
         .transpose()
 }
 
-fn next_link(ctx: &Ctx<'_>, path: &str, token: Option<String>, max: Option<usize>) -> serde_json::Value {
+pub(super) fn next_link(ctx: &Ctx<'_>, path: &str, token: Option<String>, max: Option<usize>) -> serde_json::Value {
     match token {
         Some(t) => json!(format!(
             "{}/{path}?api-version={}&$skiptoken={t}&maxresults={}",
@@ -120,6 +122,10 @@ fn next_link(ctx: &Ctx<'_>, path: &str, token: Option<String>, max: Option<usize
 
 /// What an audit entry calls a request: (operation, target, whether it changes state).
 pub(super) fn describe(method: &Method, path: &[&str]) -> (String, String, bool) {
+    if super::secrets::owns(path) {
+        let (op, target, mutating) = super::secrets::describe(method, path);
+        return (op.to_string(), target.trim_end_matches('/').to_string(), mutating);
+    }
     let m = method.clone();
     let (op, target, mutating) = match (m, path) {
         (Method::GET, ["keys"]) => ("list", String::new(), false),
@@ -170,7 +176,10 @@ pub(super) async fn dispatch(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> R
     };
     // Per-key series only for operations that succeeded (so refusals and unknown names
     // cannot grow the series without bound); the rest are counted per vault.
-    if !target.is_empty() && op != "unknown" {
+    if super::secrets::owns(path) {
+        // Secrets are counted per vault only: a secret's name is nobody's metric label.
+        ctx.metrics.secret_operation(&ctx.vault.name, &op, &outcome);
+    } else if !target.is_empty() && op != "unknown" {
         let key = if outcome == "ok" { target.as_str() } else { "-" };
         ctx.metrics.key_operation(&ctx.vault.name, key, &op, &outcome);
     }
@@ -194,6 +203,9 @@ pub(super) fn audit_failed(e: &atrest_vault::VaultError) -> ApiError {
 
 /// Routes an authenticated request.
 async fn route(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Result<Response, ApiError> {
+    if super::secrets::owns(path) {
+        return super::secrets::route(ctx, method, path).await;
+    }
     let m = method.clone();
     match (m, path) {
         (Method::GET, ["keys"]) => {

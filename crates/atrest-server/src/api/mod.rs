@@ -13,6 +13,7 @@ mod keys;
 mod openapi;
 mod probes;
 mod s3;
+mod secrets;
 
 use atrest_vault::{VaultError, VaultService};
 use axum::body::{Body, Bytes};
@@ -105,10 +106,7 @@ impl From<VaultError> for ApiError {
         if matches!(e, VaultError::Integrity { .. } | VaultError::Storage(_)) {
             tracing::error!(error = %e, "request failed on stored state");
         }
-        let inner = match &e {
-            VaultError::Forbidden { reason, .. } => Some(reason.code()),
-            _ => None,
-        };
+        let inner = e.inner_code();
         Self { status, code: e.code().into(), message: e.to_string(), inner, challenge: None, retry_after: None }
     }
 }

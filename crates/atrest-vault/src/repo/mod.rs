@@ -9,4 +9,5 @@ pub(crate) mod audit;
 pub(crate) mod keys;
 pub(crate) mod rotation;
 pub(crate) mod s3keys;
+pub(crate) mod secrets;
 pub(crate) mod vaults;

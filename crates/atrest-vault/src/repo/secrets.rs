@@ -1,0 +1,311 @@
+//! Secrets, their versions and the per-vault secrets keys.
+
+use crate::db::Db;
+use crate::error::Result;
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+
+/// A `secrets` row.
+pub(crate) struct SecretRow {
+    pub vault_id: String,
+    pub name_lc: String,
+    pub name: String,
+    pub latest_version: String,
+    pub deleted_at: Option<i64>,
+    pub scheduled_purge: Option<i64>,
+}
+
+/// A `secret_versions` row.
+#[derive(Clone)]
+pub(crate) struct SecretVersionRow {
+    pub vault_id: String,
+    pub name_lc: String,
+    pub version: String,
+    pub seq: i64,
+    pub enabled: bool,
+    pub nbf: Option<i64>,
+    pub exp: Option<i64>,
+    pub created: i64,
+    pub updated: i64,
+    /// `""` when unset.
+    pub content_type: String,
+    pub tags: String,
+    pub wrapped_key: Vec<u8>,
+    pub sealed: Vec<u8>,
+}
+
+/// A `secret_keks` row: the vault's secrets key as the key backend's handle.
+pub(crate) struct KekRow {
+    pub vault_id: String,
+    pub material: Vec<u8>,
+    pub created: i64,
+}
+
+const SECRET_COLS: &str = "vault_id, name_lc, name, latest_version, deleted_at, scheduled_purge, mac";
+const VERSION_COLS: &str = "vault_id, name_lc, version, seq, enabled, nbf, exp, created, updated, content_type, tags, \
+                            wrapped_key, sealed, mac";
+
+fn secret_row(r: &AnyRow) -> Result<(SecretRow, Vec<u8>)> {
+    Ok((
+        SecretRow {
+            vault_id: r.try_get("vault_id")?,
+            name_lc: r.try_get("name_lc")?,
+            name: r.try_get("name")?,
+            latest_version: r.try_get("latest_version")?,
+            deleted_at: r.try_get("deleted_at")?,
+            scheduled_purge: r.try_get("scheduled_purge")?,
+        },
+        r.try_get("mac")?,
+    ))
+}
+
+fn version_row(r: &AnyRow) -> Result<(SecretVersionRow, Vec<u8>)> {
+    Ok((
+        SecretVersionRow {
+            vault_id: r.try_get("vault_id")?,
+            name_lc: r.try_get("name_lc")?,
+            version: r.try_get("version")?,
+            seq: r.try_get("seq")?,
+            enabled: r.try_get::<i64, _>("enabled")? != 0,
+            nbf: r.try_get("nbf")?,
+            exp: r.try_get("exp")?,
+            created: r.try_get("created")?,
+            updated: r.try_get("updated")?,
+            content_type: r.try_get("content_type")?,
+            tags: r.try_get("tags")?,
+            wrapped_key: r.try_get("wrapped_key")?,
+            sealed: r.try_get("sealed")?,
+        },
+        r.try_get("mac")?,
+    ))
+}
+
+/// The vault's secrets key and its stored MAC.
+pub(crate) async fn kek(db: &Db, vault_id: &str) -> Result<Option<(KekRow, Vec<u8>)>> {
+    let row = sqlx::query("SELECT vault_id, material, created, mac FROM secret_keks WHERE vault_id = $1")
+        .bind(vault_id)
+        .fetch_optional(db.pool())
+        .await?;
+    row.map(|r| -> Result<_> {
+        Ok((
+            KekRow {
+                vault_id: r.try_get("vault_id")?,
+                material: r.try_get("material")?,
+                created: r.try_get("created")?,
+            },
+            r.try_get("mac")?,
+        ))
+    })
+    .transpose()
+}
+
+/// Stores a vault's secrets key unless one is there already (two nodes may race to
+/// make it: the first one's stays, and both then read it back).
+pub(crate) async fn insert_kek(db: &Db, k: &KekRow, mac: &[u8]) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO secret_keks (vault_id, material, created, mac) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (vault_id) DO NOTHING",
+    )
+    .bind(&k.vault_id)
+    .bind(&k.material)
+    .bind(k.created)
+    .bind(mac)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// A secret row and its stored MAC.
+pub(crate) async fn secret(db: &Db, vault_id: &str, name_lc: &str) -> Result<Option<(SecretRow, Vec<u8>)>> {
+    let row = sqlx::query(&format!("SELECT {SECRET_COLS} FROM secrets WHERE vault_id = $1 AND name_lc = $2"))
+        .bind(vault_id)
+        .bind(name_lc)
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref().map(secret_row).transpose()
+}
+
+/// A page of a vault's secrets, live or soft-deleted, after `after` by lowercase name.
+pub(crate) async fn secrets_page(
+    db: &Db,
+    vault_id: &str,
+    deleted: bool,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<(SecretRow, Vec<u8>)>> {
+    let cond = if deleted { "deleted_at IS NOT NULL" } else { "deleted_at IS NULL" };
+    let rows = sqlx::query(&format!(
+        "SELECT {SECRET_COLS} FROM secrets WHERE vault_id = $1 AND {cond} AND name_lc > $2 ORDER BY name_lc LIMIT $3"
+    ))
+    .bind(vault_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(secret_row).collect()
+}
+
+/// Soft-deleted secrets whose purge date is at or before `now`, in every vault.
+pub(crate) async fn secrets_due(db: &Db, now: i64) -> Result<Vec<(SecretRow, Vec<u8>)>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {SECRET_COLS} FROM secrets WHERE scheduled_purge IS NOT NULL AND scheduled_purge <= $1"
+    ))
+    .bind(now)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(secret_row).collect()
+}
+
+/// Updates a secret row (delete, recover).
+pub(crate) async fn update_secret(db: &Db, s: &SecretRow, mac: &[u8]) -> Result<()> {
+    sqlx::query(
+        "UPDATE secrets SET name = $1, latest_version = $2, deleted_at = $3, scheduled_purge = $4, mac = $5 \
+         WHERE vault_id = $6 AND name_lc = $7",
+    )
+    .bind(&s.name)
+    .bind(&s.latest_version)
+    .bind(s.deleted_at)
+    .bind(s.scheduled_purge)
+    .bind(mac)
+    .bind(&s.vault_id)
+    .bind(&s.name_lc)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// A secret version row and its stored MAC.
+pub(crate) async fn version(
+    db: &Db,
+    vault_id: &str,
+    name_lc: &str,
+    version: &str,
+) -> Result<Option<(SecretVersionRow, Vec<u8>)>> {
+    let row = sqlx::query(&format!(
+        "SELECT {VERSION_COLS} FROM secret_versions WHERE vault_id = $1 AND name_lc = $2 AND version = $3"
+    ))
+    .bind(vault_id)
+    .bind(name_lc)
+    .bind(version)
+    .fetch_optional(db.pool())
+    .await?;
+    row.as_ref().map(version_row).transpose()
+}
+
+/// A page of a secret's versions after sequence number `after`, oldest first.
+pub(crate) async fn versions_page(
+    db: &Db,
+    vault_id: &str,
+    name_lc: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(SecretVersionRow, Vec<u8>)>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {VERSION_COLS} FROM secret_versions WHERE vault_id = $1 AND name_lc = $2 AND seq > $3 \
+         ORDER BY seq LIMIT $4"
+    ))
+    .bind(vault_id)
+    .bind(name_lc)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(version_row).collect()
+}
+
+/// The highest version sequence number of a secret (`None`: no versions).
+pub(crate) async fn max_seq(db: &Db, vault_id: &str, name_lc: &str) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar("SELECT MAX(seq) FROM secret_versions WHERE vault_id = $1 AND name_lc = $2")
+        .bind(vault_id)
+        .bind(name_lc)
+        .fetch_one(db.pool())
+        .await?)
+}
+
+/// Rewrites a version's attributes, content type and tags (never its value).
+pub(crate) async fn update_version(db: &Db, v: &SecretVersionRow, mac: &[u8]) -> Result<()> {
+    sqlx::query(
+        "UPDATE secret_versions SET enabled = $1, nbf = $2, exp = $3, updated = $4, content_type = $5, tags = $6, \
+         mac = $7 WHERE vault_id = $8 AND name_lc = $9 AND version = $10",
+    )
+    .bind(i64::from(v.enabled))
+    .bind(v.nbf)
+    .bind(v.exp)
+    .bind(v.updated)
+    .bind(&v.content_type)
+    .bind(&v.tags)
+    .bind(mac)
+    .bind(&v.vault_id)
+    .bind(&v.name_lc)
+    .bind(&v.version)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Writes a new version and its secret's row in one transaction (a set, or a restore's
+/// versions and then the row that makes them visible).
+pub(crate) async fn commit_versions(
+    db: &Db,
+    versions: &[(SecretVersionRow, Vec<u8>)],
+    secret: &SecretRow,
+    secret_mac: &[u8],
+    insert: bool,
+) -> Result<()> {
+    let mut tx = db.pool().begin().await?;
+    for (v, mac) in versions {
+        sqlx::query(&format!(
+            "INSERT INTO secret_versions ({VERSION_COLS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        ))
+        .bind(&v.vault_id)
+        .bind(&v.name_lc)
+        .bind(&v.version)
+        .bind(v.seq)
+        .bind(i64::from(v.enabled))
+        .bind(v.nbf)
+        .bind(v.exp)
+        .bind(v.created)
+        .bind(v.updated)
+        .bind(&v.content_type)
+        .bind(&v.tags)
+        .bind(&v.wrapped_key)
+        .bind(&v.sealed)
+        .bind(mac)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let sql = if insert {
+        "INSERT INTO secrets (name, latest_version, deleted_at, scheduled_purge, mac, vault_id, name_lc) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    } else {
+        "UPDATE secrets SET name = $1, latest_version = $2, deleted_at = $3, scheduled_purge = $4, mac = $5 \
+         WHERE vault_id = $6 AND name_lc = $7"
+    };
+    sqlx::query(sql)
+        .bind(&secret.name)
+        .bind(&secret.latest_version)
+        .bind(secret.deleted_at)
+        .bind(secret.scheduled_purge)
+        .bind(secret_mac)
+        .bind(&secret.vault_id)
+        .bind(&secret.name_lc)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Erases a secret: its versions and its row, in one transaction.
+pub(crate) async fn erase(db: &Db, vault_id: &str, name_lc: &str) -> Result<()> {
+    let mut tx = db.pool().begin().await?;
+    for table in ["secret_versions", "secrets"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE vault_id = $1 AND name_lc = $2"))
+            .bind(vault_id)
+            .bind(name_lc)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
