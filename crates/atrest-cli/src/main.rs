@@ -1,6 +1,6 @@
 //! The `atrest` command.
 //!
-//! `atrest serve` runs the server (the AKV-compatible keys API, the admin API and the
+//! `atrest serve` runs the server (the AKV-compatible keys and secrets API, the admin API and the
 //! data API over TLS); the client commands talk to it over HTTPS; `backup`, `restore`,
 //! `anchor`, `audit` and `inspect` work on a data directory or a file.
 
@@ -13,6 +13,7 @@ mod data;
 mod error;
 mod inspect;
 mod manage;
+mod secret;
 mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -80,6 +81,9 @@ enum Command {
     Policy(client::Managed<manage::PolicyCmd>),
     /// Keys of a vault (through the AKV-compatible keys API), and their usage.
     Key(client::Managed<manage::KeyCmd>),
+    /// Secrets of a vault (through the AKV-compatible secrets API): set, show, list,
+    /// versions, update, delete, recover, purge, backup, restore.
+    Secret(client::Managed<secret::SecretCmd>),
     /// Data-service resources: create, show, list, delete, encryption, roles.
     Resource(client::Managed<data::ResourceCmd>),
     /// Records of a resource (key → bytes, with ETags).
@@ -124,6 +128,7 @@ impl Command {
             Command::S3Key(m) => m.conn.output = output,
             Command::Policy(m) => m.conn.output = output,
             Command::Key(m) => m.conn.output = output,
+            Command::Secret(m) => m.conn.output = output,
             Command::Resource(m) => m.conn.output = output,
             Command::Record(m) => m.conn.output = output,
             Command::Blob(m) => m.conn.output = output,
@@ -168,6 +173,7 @@ fn main() -> ExitCode {
         Command::S3Key(m) => manage::s3_key(m),
         Command::Policy(m) => manage::policy(m),
         Command::Key(m) => manage::key(m),
+        Command::Secret(m) => secret::secret(m),
         Command::Resource(m) => data::resource(m),
         Command::Record(m) => data::record(m),
         Command::Blob(m) => data::blob(m),

@@ -386,7 +386,7 @@ pub(crate) struct KeyAttrs {
     tags: Vec<String>,
 }
 
-fn when(s: &str) -> CliResult<i64> {
+pub(crate) fn when(s: &str) -> CliResult<i64> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
     let now = i64::try_from(now).map_err(|e| e.to_string())?;
     if let Some(rel) = s.strip_prefix('+') {
@@ -444,7 +444,7 @@ fn seg(s: &str) -> String {
     s.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect()
 }
 
-fn run_async<F: std::future::Future<Output = CliResult>>(f: F) -> CliResult {
+pub(crate) fn run_async<F: std::future::Future<Output = CliResult>>(f: F) -> CliResult {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -452,7 +452,7 @@ fn run_async<F: std::future::Future<Output = CliResult>>(f: F) -> CliResult {
         .block_on(f)
 }
 
-fn check_names(names: &[&str]) -> CliResult<()> {
+pub(crate) fn check_names(names: &[&str]) -> CliResult<()> {
     for n in names {
         if seg(n) != *n || n.is_empty() {
             return Err(format!("{n:?} is not a valid name: use letters, digits and '-'").into());

@@ -407,7 +407,8 @@ impl VaultService {
     /// replacing any earlier policy.
     ///
     /// # Errors
-    /// Database errors.
+    /// `Forbidden` (`DataServiceIdentity`) for secret permissions to a resource identity;
+    /// database errors.
     pub async fn set_policy_with(
         &self,
         vault: &VaultInfo,
@@ -415,6 +416,16 @@ impl VaultService {
         permissions: &[Permission],
         secrets: &[SecretPermission],
     ) -> Result<()> {
+        if !secrets.is_empty() && is_resource_identity(principal) {
+            return Err(VaultError::forbidden(
+                Refusal::DataServiceIdentity,
+                format!(
+                    "{} is a data-service resource identity: it uses keys to protect its resource's data and never \
+                     reads secrets, so it can hold no secret permission",
+                    principal.name
+                ),
+            ));
+        }
         let mut names: Vec<String> = Permission::names(permissions).into_iter().map(str::to_string).collect();
         names.extend(secrets.iter().map(|p| p.stored_name()));
         let perms = serde_json::to_string(&names).map_err(|e| VaultError::bad(e.to_string()))?;

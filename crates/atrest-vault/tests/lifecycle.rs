@@ -941,3 +941,148 @@ async fn blocking_backend_calls_leave_the_async_workers_free() {
     assert_eq!(w.value.expose_secret().len(), 40);
     assert!(during >= 10, "the worker was held by the device: {during} ticks in {DEVICE_DELAY:?}");
 }
+
+fn secret(value: &str) -> atrest_vault::SetSecret {
+    atrest_vault::SetSecret { value: value.to_string().into(), ..atrest_vault::SetSecret::default() }
+}
+
+#[tokio::test]
+async fn secrets_versions_lifecycle_and_backup() {
+    let e = env().await;
+    let (svc, v) = (&e.svc, &e.vault);
+    let s1 = svc.set_secret(v, "Db-Password", secret("hunter2")).await.unwrap();
+    assert_eq!(s1.value.as_ref().unwrap().expose(), "hunter2");
+    assert!(!format!("{s1:?}").contains("hunter2"), "Debug never shows a value");
+    let s2 = svc.set_secret(v, "db-password", secret("")).await.unwrap();
+    assert_eq!(s2.name, "Db-Password", "the name keeps its first spelling");
+    assert_eq!(svc.get_secret(v, "DB-PASSWORD", None).await.unwrap().value.unwrap().expose(), "");
+    assert_eq!(svc.get_secret(v, "db-password", Some(&s1.version)).await.unwrap().value.unwrap().expose(), "hunter2");
+    assert!(matches!(svc.get_secret(v, "nope", None).await, Err(VaultError::SecretNotFound(_))));
+    // Limits: size in bytes, tags, content type, name; a refused value creates nothing.
+    let big = "é".repeat(atrest_vault::MAX_SECRET_VALUE / 2);
+    svc.set_secret(v, "big", secret(&big)).await.unwrap();
+    assert!(matches!(svc.set_secret(v, "big2", secret(&format!("{big}x"))).await, Err(VaultError::BadParameter(_))));
+    assert!(matches!(svc.get_secret(v, "big2", None).await, Err(VaultError::SecretNotFound(_))));
+    let tags = |n: usize| Some((0..n).map(|i| (format!("t{i}"), "v".to_string())).collect());
+    let many = atrest_vault::SetSecret { tags: tags(16), ..secret("x") };
+    assert!(matches!(svc.set_secret(v, "tags", many).await, Err(VaultError::BadParameter(_))));
+    assert!(matches!(svc.set_secret(v, "bad_name", secret("x")).await, Err(VaultError::BadParameter(_))));
+    // Update never touches the value; a disabled version is refused, still listed.
+    let off = atrest_vault::UpdateSecret { enabled: Some(false), ..Default::default() };
+    svc.update_secret(v, "db-password", Some(&s1.version), off).await.unwrap();
+    let err = svc.get_secret(v, "db-password", Some(&s1.version)).await.unwrap_err();
+    assert_eq!(refusal(err), Refusal::SecretDisabled);
+    let listed = svc.list_secret_versions(v, "db-password", None, None).await.unwrap();
+    assert_eq!(listed.items.iter().map(|b| b.attributes.enabled).collect::<Vec<_>>(), [false, true]);
+    assert!(listed.items.iter().all(|b| b.value.is_none()));
+    // Paging over more than 25 names.
+    for i in 0..26 {
+        svc.set_secret(v, &format!("p{i:02}"), secret("x")).await.unwrap();
+    }
+    let first = svc.list_secrets(v, None, None).await.unwrap();
+    let rest = svc.list_secrets(v, None, first.next.as_deref()).await.unwrap();
+    assert_eq!((first.items.len(), rest.items.len(), rest.next), (25, 3, None));
+    // Soft delete, the name refused while deleted, recover, purge, the sweeper.
+    svc.delete_secret(v, "db-password").await.unwrap();
+    assert!(matches!(svc.get_secret(v, "db-password", None).await, Err(VaultError::SecretNotFound(_))));
+    assert!(matches!(svc.set_secret(v, "db-password", secret("x")).await, Err(VaultError::DeletedButRecoverable(_))));
+    svc.recover_deleted_secret(v, "db-password").await.unwrap();
+    assert!(matches!(svc.purge_deleted_secret(v, "db-password").await, Err(VaultError::SecretNotFound(_))));
+    svc.delete_secret(v, "p00").await.unwrap();
+    e.clock.advance(90 * 86_400);
+    assert!(svc.purge_due().await.unwrap() >= 1);
+    assert!(matches!(svc.get_deleted_secret(v, "p00").await, Err(VaultError::SecretNotFound(_))));
+    // Backup: sealed (no value in it), restored with the same version ids after a purge,
+    // into this vault or another of the deployment; a foreign or altered blob is refused.
+    let blob = svc.backup_secret(v, "db-password").await.unwrap();
+    assert!(!blob.windows(7).any(|w| w == b"hunter2"));
+    assert!(matches!(svc.restore_secret(v, &blob).await, Err(VaultError::Conflict(_))));
+    svc.delete_secret(v, "db-password").await.unwrap();
+    assert!(matches!(svc.restore_secret(v, &blob).await, Err(VaultError::DeletedButRecoverable(_))));
+    svc.purge_deleted_secret(v, "db-password").await.unwrap();
+    svc.restore_secret(v, &blob).await.unwrap();
+    let restored = svc.list_secret_versions(v, "db-password", None, None).await.unwrap();
+    assert_eq!(restored.items.iter().map(|b| b.version.clone()).collect::<Vec<_>>(), [s1.version.clone(), s2.version]);
+    let other = svc.create_vault("tenant-1", &format!("o{}", &v.name[1..]), VaultSettings::default()).await.unwrap();
+    svc.restore_secret(&other, &blob).await.unwrap();
+    let on = atrest_vault::UpdateSecret { enabled: Some(true), ..Default::default() };
+    svc.update_secret(&other, "db-password", Some(&s1.version), on).await.unwrap();
+    assert_eq!(svc.get_secret(&other, "db-password", Some(&s1.version)).await.unwrap().value.unwrap().expose(), "hunter2");
+    let mut altered = blob.clone();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    assert!(matches!(svc.restore_secret(&other, &altered).await, Err(VaultError::BadParameter(_))));
+    let key_blob = {
+        svc.create_key(v, "k", oct()).await.unwrap();
+        svc.backup_key(v, "k").await.unwrap()
+    };
+    assert!(matches!(svc.restore_secret(&other, &key_blob).await, Err(VaultError::BadParameter(_))), "a key backup");
+}
+
+#[tokio::test]
+async fn secret_values_are_sealed_and_rows_fail_closed() {
+    let e = env().await;
+    let (svc, v) = (&e.svc, &e.vault);
+    let canary = "canary-6f1c2b9e-value";
+    let a = svc.set_secret(v, "a", secret(canary)).await.unwrap();
+    let b = svc.set_secret(v, "b", secret("other")).await.unwrap();
+    let rows: Vec<(Vec<u8>, Vec<u8>)> =
+        sqlx::query_as("SELECT sealed, wrapped_key FROM secret_versions WHERE vault_id = $1")
+            .bind(&v.id)
+            .fetch_all(e.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 2);
+    for (sealed, wrapped) in &rows {
+        assert!(!sealed.windows(canary.len()).any(|w| w == canary.as_bytes()), "the value is stored sealed");
+        assert_eq!(wrapped.len(), 40, "a 32-byte data key wrapped with A256KW");
+    }
+    // Another version's sealed value or data key moved onto this row: refused (its MAC,
+    // and the record's context binds vault, name and version).
+    for col in ["sealed", "wrapped_key"] {
+        sqlx::query(&format!(
+            "UPDATE secret_versions SET {col} = (SELECT {col} FROM secret_versions WHERE version = $1) \
+             WHERE version = $2"
+        ))
+        .bind(&b.version)
+        .bind(&a.version)
+        .execute(e.db.pool())
+        .await
+        .unwrap();
+        assert!(matches!(svc.get_secret(v, "a", None).await, Err(VaultError::Integrity { .. })), "{col}");
+    }
+    assert_eq!(svc.get_secret(v, "b", None).await.unwrap().value.unwrap().expose(), "other");
+    // Re-enabling a disabled version in the database is detected.
+    let off = atrest_vault::UpdateSecret { enabled: Some(false), ..Default::default() };
+    svc.update_secret(v, "b", None, off).await.unwrap();
+    sqlx::query("UPDATE secret_versions SET enabled = 1 WHERE version = $1")
+        .bind(&b.version)
+        .execute(e.db.pool())
+        .await
+        .unwrap();
+    assert!(matches!(svc.get_secret(v, "b", None).await, Err(VaultError::Integrity { .. })));
+}
+
+#[tokio::test]
+async fn secret_permissions_are_never_implied() {
+    let e = env().await;
+    let tenant = e.svc.create_tenant(&format!("s{}", &e.vault.name[1..])).await.unwrap();
+    let vault =
+        e.svc.create_vault(&tenant.id, &format!("x{}", &e.vault.name[1..]), VaultSettings::default()).await.unwrap();
+    let app = e.svc.create_principal(&tenant, "app", PrincipalKind::Service, Role::Member).await.unwrap();
+    e.svc.set_policy(&vault, &app, &Permission::ALL).await.unwrap();
+    let denied = e.svc.authorize_secret(&vault, &app, SecretPermission::Get, Some("s")).await.unwrap_err();
+    assert_eq!(refusal(denied), Refusal::AccessDenied, "every key permission, no secret one");
+    e.svc.set_policy_with(&vault, &app, &[], &[SecretPermission::Get]).await.unwrap();
+    e.svc.authorize_secret(&vault, &app, SecretPermission::Get, Some("s")).await.unwrap();
+    assert!(e.svc.authorize_secret(&vault, &app, SecretPermission::Set, Some("s")).await.is_err());
+    // A data-service resource identity holds key get/wrapKey/unwrapKey and can be given
+    // no secret permission at all.
+    let res = atrest_vault::resource_identity_name("orders");
+    let id = e.svc.create_principal(&tenant, &res, PrincipalKind::Service, Role::Member).await.unwrap();
+    e.svc.set_policy(&vault, &id, &[Permission::Get, Permission::WrapKey, Permission::UnwrapKey]).await.unwrap();
+    let denied = e.svc.authorize_secret(&vault, &id, SecretPermission::Get, Some("s")).await.unwrap_err();
+    assert_eq!(refusal(denied), Refusal::AccessDenied);
+    let err = e.svc.set_policy_with(&vault, &id, &[Permission::Get], &[SecretPermission::Get]).await.unwrap_err();
+    assert_eq!(refusal(err), Refusal::DataServiceIdentity);
+}

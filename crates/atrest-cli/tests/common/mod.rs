@@ -95,9 +95,24 @@ impl Server {
 
     /// Starts `atrest serve`; `Err` with what it printed when it exits instead of serving.
     pub fn try_start(dir: &Path, extra: &[&str]) -> Result<Self, String> {
+        Self::try_start_logging(dir, extra, "warn", None)
+    }
+
+    /// Starts `atrest serve` logging at `level` into `log` (kept), e.g. `trace`.
+    pub fn start_logging(dir: &Path, extra: &[&str], level: &str, log: &Path) -> Self {
+        Self::try_start_logging(dir, extra, level, Some(log)).unwrap_or_else(|e| panic!("serve failed: {e}"))
+    }
+
+    fn try_start_logging(dir: &Path, extra: &[&str], level: &str, keep: Option<&Path>) -> Result<Self, String> {
         let port = free_port();
         std::fs::create_dir_all(dir).unwrap();
-        let log = dir.with_extension(format!("serve-{port}.log"));
+        let log = keep.map_or_else(|| dir.with_extension(format!("serve-{port}.log")), Path::to_path_buf);
+        let log_file = std::fs::File::create(&log).unwrap();
+        let remove = |log: &Path| {
+            if keep.is_none() {
+                let _ = std::fs::remove_file(log);
+            }
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_atrest"))
             .args(["serve", "--data-dir"])
             .arg(dir)
@@ -106,9 +121,10 @@ impl Server {
             .args(if extra.contains(&"--s3-listen") { &[][..] } else { &["--s3-listen", "127.0.0.1:0"][..] })
             .args(extra)
             .env_remove("ATREST_CONFIG")
-            .env("ATREST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .env("ATREST_LOG", level)
+            // The log (on stdout) goes with stderr into the kept log file, if any.
+            .stdout(if keep.is_some() { Stdio::from(log_file.try_clone().unwrap()) } else { Stdio::null() })
+            .stderr(log_file)
             .spawn()
             .unwrap();
         let mut s = Self { child, cli: Cli { dir: dir.to_path_buf(), url: format!("https://127.0.0.1:{port}") } };
@@ -116,11 +132,11 @@ impl Server {
         loop {
             if let Some(status) = s.child.try_wait().unwrap() {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let _ = std::fs::remove_file(&log);
+                remove(&log);
                 return Err(format!("{status}: {text}"));
             }
             if s.run(&["vault", "list"]).0 {
-                let _ = std::fs::remove_file(&log);
+                remove(&log);
                 return Ok(s);
             }
             assert!(t.elapsed() < Duration::from_secs(30), "the server did not come up");
