@@ -1,6 +1,6 @@
 //! The README's walkthroughs as one story, run as written: every ```sh block the README
-//! marks with `<!-- walkthrough` (tenants and a tenant admin, secure import into the
-//! tenant's vault, the data service with bring-your-own-key inside the tenant), in
+//! marks with `<!-- walkthrough` (tenants and a tenant admin, the tenant vault's secrets,
+//! secure import into the tenant's vault, the data service with bring-your-own-key inside the tenant), in
 //! order, by bash with `set -euo pipefail`, in a directory where a fresh `atrest serve`
 //! keeps its data in `./atrest-data` (the CLI's defaults), with `atrest` on the `PATH`.
 //! The only change made to the text: the README's addresses (`127.0.0.1:8443`, the first
@@ -63,6 +63,8 @@ fn the_readme_walkthroughs_run_as_written() {
         out.status
     );
     // What the comments promise.
+    assert!(stdout.contains("p4ssw0rd!"), "secret show --value prints the value:\n{stdout}");
+    assert!(dir.0.join("db-password.backup").exists(), "the secret backup is written");
     assert!(stdout.contains("hello"), "record get prints the value:\n{stdout}");
     assert!(stdout.lines().any(|l| l.trim() == "1024"), "a 1 KiB range:\n{stdout}");
     assert!(stdout.contains("wake up"), "the message is received:\n{stdout}");

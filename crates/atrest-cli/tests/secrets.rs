@@ -107,7 +107,9 @@ fn secrets_from_the_cli_and_where_values_never_go() {
     let metrics = rt.block_on(async {
         http.get(format!("{}/metrics", s.url)).bearer_auth(token.trim()).send().await.unwrap().text().await.unwrap()
     });
-    assert!(metrics.contains("atrest_secret_operations_total{vault=\"default\",operation=\"get-secret\",result=\"ok\"}"));
+    assert!(
+        metrics.contains("atrest_secret_operations_total{vault=\"default\",operation=\"get-secret\",result=\"ok\"}")
+    );
     assert!(!metrics.contains(&canary) && !metrics.contains("app-password"), "{metrics}");
     s.stop();
 

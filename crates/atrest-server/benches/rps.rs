@@ -1,7 +1,9 @@
 //! Requests per second of the key operations over HTTPS against the real server on
 //! loopback (TLS, keep-alive HTTP/1.1 connections, bearer auth, authorization, the audit
 //! append every key use makes), at concurrency 1, 16 and 64, for RSA-2048 and oct-256
-//! keys, each next to the raw in-process primitive measured in the same run on one core.
+//! keys, each next to the raw in-process primitive measured in the same run on one core;
+//! then get-secret against the same server's bare `/healthz` (`ATREST_BENCH_ONLY=secrets`
+//! runs only that table).
 //!
 //! `cargo bench -p atrest-server --bench rps` prints a Markdown table;
 //! `ATREST_BENCH_SECS` sets the seconds per cell (default 3), `ATREST_BENCH_DIR` where the
@@ -43,7 +45,8 @@ struct Cell {
     errors: u64,
 }
 
-async fn drive(client: &Client, token: &str, url: String, body: Value, conc: usize, secs: f64) -> Cell {
+/// `conc` loops sending `body` by POST (or GET, for `None`) to `url` for `secs`.
+async fn drive(client: &Client, token: &str, url: String, body: Option<Value>, conc: usize, secs: f64) -> Cell {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -54,7 +57,11 @@ async fn drive(client: &Client, token: &str, url: String, body: Value, conc: usi
             let mut errors = 0u64;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                match client.post(&url).bearer_auth(&token).json(&body).send().await {
+                let req = match &body {
+                    Some(b) => client.post(&url).json(b),
+                    None => client.get(&url),
+                };
+                match req.bearer_auth(&token).send().await {
                     Ok(r) if r.status().is_success() => {
                         let _ = r.bytes().await;
                         lat.push(t.elapsed());
@@ -86,6 +93,8 @@ async fn drive(client: &Client, token: &str, url: String, body: Value, conc: usi
 #[tokio::main]
 async fn main() {
     let secs: f64 = std::env::var("ATREST_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    // ATREST_BENCH_ONLY=secrets: only the get-secret table.
+    let only_secrets = std::env::var("ATREST_BENCH_ONLY").is_ok_and(|v| v == "secrets");
     // ATREST_BENCH_DIR puts the data directory elsewhere (e.g. /dev/shm, to see what the
     // database's fsyncs cost).
     let parent = std::env::var_os("ATREST_BENCH_DIR").map_or_else(std::env::temp_dir, std::path::PathBuf::from);
@@ -110,6 +119,12 @@ async fn main() {
     let client = Client::builder().use_preconfigured_tls(tls).http1_only().pool_max_idle_per_host(128).build().unwrap();
     let token = std::fs::read_to_string(&server.admin_token).unwrap();
     let base = format!("https://localhost:{}", server.addr.port());
+    if only_secrets {
+        secrets(&client, &token, &base, secs).await;
+        server.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     let call = |path: &str, body: Value| {
         let (client, token, url) = (client.clone(), token.clone(), format!("{base}{path}?api-version=7.5"));
         async move {
@@ -172,7 +187,7 @@ async fn main() {
         let path = op.split(' ').next().unwrap().to_ascii_lowercase();
         for conc in [1, 16, 64] {
             let url = format!("{base}/keys/{name}//{path}?api-version=7.5");
-            let c = drive(&client, &token, url, body.clone(), conc, secs).await;
+            let c = drive(&client, &token, url, Some(body.clone()), conc, secs).await;
             println!(
                 "| {kty} | {op} | {conc} | {:.0} | {:.2} | {:.2} | {:.0} | {:.3} | {} |",
                 c.rps,
@@ -184,6 +199,49 @@ async fn main() {
             );
         }
     }
+    println!();
+    secrets(&client, &token, &base, secs).await;
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Get-secret (a 1 KiB value) against the same server's bare `/healthz` (TLS, HTTP, no
+/// database): interleaved, three rounds per concurrency, medians.
+async fn secrets(client: &Client, token: &str, base: &str, secs: f64) {
+    let value = "s".repeat(1024);
+    let r = client
+        .put(format!("{base}/secrets/bench-secret?api-version=7.5"))
+        .bearer_auth(token)
+        .json(&json!({ "value": value }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    println!("| operation | concurrency | req/s | p50 ms | p99 ms | /healthz req/s (same run) | ratio | errors |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for conc in [1, 16, 64] {
+        let (mut get, mut health, mut p50, mut p99, mut errors) = (vec![], vec![], vec![], vec![], 0);
+        for _ in 0..3 {
+            let h = drive(client, token, format!("{base}/healthz"), None, conc, secs / 2.0).await;
+            health.push(h.rps);
+            let url = format!("{base}/secrets/bench-secret/?api-version=7.5");
+            let c = drive(client, token, url, None, conc, secs).await;
+            get.push(c.rps);
+            p50.push(c.p50.as_secs_f64() * 1e3);
+            p99.push(c.p99.as_secs_f64() * 1e3);
+            errors += c.errors + h.errors;
+        }
+        let (g, h) = (median(get), median(health));
+        println!(
+            "| get-secret 1 KiB | {conc} | {g:.0} | {:.2} | {:.2} | {h:.0} | {:.3} | {errors} |",
+            median(p50),
+            median(p99),
+            g / h
+        );
+    }
 }

@@ -54,6 +54,8 @@ async fn every_documented_operation_is_routed() {
     assert!(checked >= 50, "only {checked} operations documented");
     for (m, path) in [
         (Method::GET, "/keys/a/b/c/d"),
+        (Method::GET, "/secrets/a/b/c"),
+        (Method::POST, "/deletedsecrets/a/purge"),
         (Method::POST, "/admin/nothing"),
         (Method::GET, "/data/nothing"),
         (Method::PATCH, "/data/resources/routecheck"),
@@ -78,9 +80,12 @@ async fn unauthenticated_requests_are_answered_before_the_body() {
     let server = atrest_server::start(cfg).await.unwrap();
     let client = client_for(server.ca_pem.as_ref().unwrap());
     let base = format!("https://localhost:{}", server.addr.port());
-    for (path, akv) in
-        [("/keys/k/create?api-version=7.5", true), ("/admin/tenants", false), ("/data/resources/r/records/x", false)]
-    {
+    for (path, akv) in [
+        ("/keys/k/create?api-version=7.5", true),
+        ("/secrets/restore?api-version=7.5", true),
+        ("/admin/tenants", false),
+        ("/data/resources/r/records/x", false),
+    ] {
         // A body that never arrives.
         let body = reqwest::Body::wrap_stream(futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>());
         let sent = client.post(format!("{base}{path}")).header("content-length", "1000").body(body).send();

@@ -1007,7 +1007,10 @@ async fn secrets_versions_lifecycle_and_backup() {
     svc.restore_secret(&other, &blob).await.unwrap();
     let on = atrest_vault::UpdateSecret { enabled: Some(true), ..Default::default() };
     svc.update_secret(&other, "db-password", Some(&s1.version), on).await.unwrap();
-    assert_eq!(svc.get_secret(&other, "db-password", Some(&s1.version)).await.unwrap().value.unwrap().expose(), "hunter2");
+    assert_eq!(
+        svc.get_secret(&other, "db-password", Some(&s1.version)).await.unwrap().value.unwrap().expose(),
+        "hunter2"
+    );
     let mut altered = blob.clone();
     let last = altered.len() - 1;
     altered[last] ^= 1;

@@ -1,6 +1,7 @@
 //! The OpenAPI 3 description served at `/openapi.json`, built from the route table below
-//! (so nothing is fetched or generated at build time). Bodies follow the AKV keys API
-//! (`../shared/akv-keys-api.md`); the admin API's JSON is described in the README.
+//! (so nothing is fetched or generated at build time). Bodies follow the AKV keys and
+//! secrets APIs (`../shared/akv-keys-api.md`, `../shared/akv-secrets-api.md`); the admin
+//! API's JSON is described in the README.
 
 use serde_json::{Map, Value, json};
 
@@ -41,6 +42,30 @@ const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ),
     ("post", "/deletedkeys/{name}/recover", "RecoverDeletedKey", "Recover a soft-deleted key", "recover"),
     ("post", "/rng", "GetRandomBytes", "Random bytes (1-128)", "member of the vault's tenant"),
+    ("put", "/secrets/{name}", "SetSecret", "Set a secret: a new version (value ≤ 25,600 bytes)", "secret set"),
+    ("get", "/secrets", "GetSecrets", "List secrets (paged, versionless ids, no values)", "secret list"),
+    ("get", "/secrets/{name}/versions", "GetSecretVersions", "List a secret's versions (paged)", "secret list"),
+    ("get", "/secrets/{name}/{version}", "GetSecret", "Get a secret version's value (empty = latest)", "secret get"),
+    ("patch", "/secrets/{name}/{version}", "UpdateSecret", "Update contentType, tags, enabled, nbf, exp", "secret set"),
+    ("delete", "/secrets/{name}", "DeleteSecret", "Soft-delete a secret (all versions)", "secret delete"),
+    ("post", "/secrets/{name}/backup", "BackupSecret", "Encrypted backup of all versions", "secret backup"),
+    ("post", "/secrets/restore", "RestoreSecret", "Restore a backup (same deployment only)", "secret restore"),
+    ("get", "/deletedsecrets", "GetDeletedSecrets", "List soft-deleted secrets (paged)", "secret list"),
+    ("get", "/deletedsecrets/{name}", "GetDeletedSecret", "Get a soft-deleted secret (no value)", "secret get"),
+    (
+        "delete",
+        "/deletedsecrets/{name}",
+        "PurgeDeletedSecret",
+        "Purge (204; 403 under purge protection)",
+        "secret purge",
+    ),
+    (
+        "post",
+        "/deletedsecrets/{name}/recover",
+        "RecoverDeletedSecret",
+        "Recover a soft-deleted secret",
+        "secret recover",
+    ),
     ("get", "/data/resources", "DataListResources", "Resources the caller holds a role on", "any principal"),
     ("put", "/data/resources/{resource}", "DataCreateResource", "Create a resource (platform keys)", "tenant-admin"),
     ("get", "/data/resources/{resource}", "DataGetResource", "State, encryption, identity", "reader"),
@@ -214,7 +239,8 @@ pub(crate) fn document() -> Value {
             .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
-        let keys_api = ["/keys", "/deletedkeys", "/rng"].iter().any(|p| path.starts_with(p));
+        let keys_api =
+            ["/keys", "/deletedkeys", "/rng", "/secrets", "/deletedsecrets"].iter().any(|p| path.starts_with(p));
         if keys_api {
             params.push(json!({"name": "api-version", "in": "query", "required": true, "schema": {"type": "string", "example": "7.5"}}));
         }
@@ -244,7 +270,7 @@ pub(crate) fn document() -> Value {
         "info": {
             "title": "atrest",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Key vault (Azure Key Vault keys API subset), administration API, and the encrypted data service (/data)."
+            "description": "Key vault (Azure Key Vault keys and secrets API subset), administration API, and the encrypted data service (/data)."
         },
         "security": [{"bearer": []}],
         "components": {
