@@ -211,6 +211,63 @@ async fn keys_api_end_to_end() {
 }
 
 #[tokio::test]
+async fn secrets_api_shapes_challenge_and_audit_before_release() {
+    let e = start().await;
+    use reqwest::Method as M;
+    // The SDK's first request: no token, no body — the challenge, not "body required".
+    let r = e
+        .client
+        .put(format!("{}/secrets/db?api-version=2026-04-01", e.base))
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        r.headers()["www-authenticate"].to_str().unwrap().contains("authorization=\"https://login.atrest.invalid/")
+    );
+    // Set: the bundle with its value, a versioned id at this origin, no contentType or tags
+    // when unset, the vault's recovery settings.
+    let (s, b) = e.call(M::PUT, "/secrets/db?api-version=2026-04-01", Some(json!({"value": "s3cr3t"}))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let id = b["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with(&format!("{}/secrets/db/", e.base)) && id.len() == e.base.len() + 12 + 32, "{id}");
+    assert_eq!(b["value"], "s3cr3t");
+    assert!(b.get("contentType").is_none() && b.get("tags").is_none() && b.get("kid").is_none(), "{b}");
+    assert_eq!(b["attributes"]["recoverableDays"], 90);
+    assert_eq!(e.call(M::GET, "/secrets/db/", None).await.1["value"], "s3cr3t");
+    // Update answers without the value.
+    let (s, u) = e.call(M::PATCH, "/secrets/db/", Some(json!({"contentType": "text/plain", "value": "ignored"}))).await;
+    assert_eq!(s, StatusCode::OK, "{u}");
+    assert!(u.get("value").is_none() && u["contentType"] == "text/plain", "{u}");
+    assert_eq!(e.call(M::GET, "/secrets/db", None).await.1["value"], "s3cr3t", "PATCH never sets a value");
+    // Errors: SecretNotFound, a missing value, an unknown api-version.
+    let (s, b) = e.call(M::GET, "/secrets/nope", None).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("SecretNotFound")));
+    let (s, b) = e.call(M::PUT, "/secrets/db", Some(json!({"contentType": "x"}))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("BadParameter")));
+    let r = e.client.get(format!("{}/secrets/db?api-version=1999-01-01", e.base)).bearer_auth(&e.token).send().await;
+    assert_eq!(r.unwrap().status(), StatusCode::BAD_REQUEST);
+    // A value is released only once its read is in the audit trail: with audit appends
+    // failing, get-secret answers 503 without the value; then it works again.
+    let db =
+        atrest_infra::db::Db::connect(&format!("sqlite://{}", e._dir.0.join("atrest.db").display())).await.unwrap();
+    sqlx::query("CREATE TRIGGER no_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit down'); END")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let (s, b) = e.call(M::GET, "/secrets/db", None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert!(!b.to_string().contains("s3cr3t"), "{b}");
+    let (s, _) = e.call(M::PUT, "/secrets/db2", Some(json!({"value": "x"}))).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "a change whose attempt cannot be recorded does not run");
+    sqlx::query("DROP TRIGGER no_audit").execute(db.pool()).await.unwrap();
+    assert_eq!(e.call(M::GET, "/secrets/db2", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(e.call(M::GET, "/secrets/db", None).await.1["value"], "s3cr3t");
+    e.server.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_second_start_reuses_everything() {
     let e = start().await;
     let dir = e.server.admin_token.parent().unwrap().to_path_buf();
