@@ -25,7 +25,9 @@ async function refused(name, status, f, text) {
     await f();
     check(name, false);
   } catch (err) {
-    const ok = err.statusCode === status && (text === undefined || String(err.message).includes(text) || err.code === text);
+    // `text`: in the message, the error code, or the parsed body (its innererror).
+    const seen = `${err.message} ${err.code} ${JSON.stringify(err.details ?? {})}`;
+    const ok = err.statusCode === status && (text === undefined || seen.includes(text));
     if (!ok) console.log(`     got ${err.statusCode} ${err.code}: ${err.message}`);
     check(name, ok);
   }
@@ -83,7 +85,7 @@ const admin = async (method, path, body) => {
   check("update changes attributes, not the version", u.contentType === "pw" && u.version === s2.properties.version);
   await sc.updateSecretProperties("js-password", s1.properties.version, { enabled: false });
   await refused("a disabled version is 403 SecretDisabled", 403,
-    () => sc.getSecret("js-password", { version: s1.properties.version }), "disabled");
+    () => sc.getSecret("js-password", { version: s1.properties.version }), "SecretDisabled");
   const versions = await all(sc.listPropertiesOfSecretVersions("js-password"));
   check("a disabled version is listed with enabled false", versions.some((p) => p.version === s1.properties.version && p.enabled === false));
   await sc.updateSecretProperties("js-password", s1.properties.version, { enabled: true });

@@ -27,7 +27,9 @@ pub(crate) enum SecretCmd {
         #[command(flatten)]
         attrs: SecretAttrs,
     },
-    /// Show a secret's attributes (latest version, or --version); the value only with --value.
+    /// Show a secret's attributes (latest version, or --version) without reading its value;
+    /// with --value, read the value (a `get-secret`: audited, needs the get permission,
+    /// refused for a disabled version).
     Show {
         /// Secret name.
         name: String,
@@ -196,13 +198,27 @@ async fn secret_cmd(api: &Api, cmd: SecretCmd, out: crate::Output) -> CliResult 
             attrs.apply(&mut body, disabled.then_some(false))?;
             shown(api.keys(Method::PUT, &format!("/secrets/{name}"), Some(body)).await?, false)
         }
-        SecretCmd::Show { name, version, value } => {
+        SecretCmd::Show { name, version, value: true } => {
             check_names(&[&name])?;
             let b = api.keys(Method::GET, &version_path(&name, version)?, None).await?;
-            if value && matches!(out, crate::Output::Table) {
+            if matches!(out, crate::Output::Table) {
                 return Ok(b.get("value").and_then(Value::as_str).unwrap_or_default().to_string());
             }
-            shown(b, value)
+            shown(b, true)
+        }
+        SecretCmd::Show { name, version, value: false } => {
+            // Attributes only: from the versions list, so the value is not read (nor the read
+            // audited as one), and a disabled version shows too. The latest is listed last.
+            check_names(&[&name])?;
+            let all = api.keys_all(&format!("/secrets/{name}/versions")).await?;
+            let items = all.get("value").and_then(Value::as_array).cloned().unwrap_or_default();
+            let found = match &version {
+                Some(v) => {
+                    items.into_iter().find(|i| i["id"].as_str().is_some_and(|id| id.ends_with(&format!("/{v}"))))
+                }
+                None => items.into_iter().last(),
+            };
+            shown(found.ok_or_else(|| format!("secret {name} has no version {}", version.unwrap_or_default()))?, false)
         }
         SecretCmd::List => return Ok(render(&api.keys_all("/secrets").await?, out, SECRET_COLS)),
         SecretCmd::Versions { name } => {

@@ -552,7 +552,9 @@ impl VaultService {
         permission: SecretPermission,
         secret: Option<&str>,
     ) -> Result<()> {
+        // A resource identity reads no secret, whatever a policy written before this rule says.
         if principal.tenant_id == vault.tenant_id
+            && !is_resource_identity(principal)
             && self.secret_permissions(vault, principal).await?.contains(&permission)
         {
             return Ok(());

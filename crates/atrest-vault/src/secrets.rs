@@ -11,6 +11,7 @@
 
 use crate::error::{Refusal, Result, VaultError};
 use crate::model::{DeletedSecret, MAX_PAGE, Page, SecretAttributes, SecretBundle, VaultInfo, check_name, new_id};
+use crate::model::{b64u, b64u_decode};
 use crate::repo::secrets as repo;
 use crate::repo::secrets::{KekRow, SecretRow, SecretVersionRow};
 use crate::rowmac::Field;
@@ -36,6 +37,15 @@ const MAX_CONTENT_TYPE: usize = 255;
 const KEK_BINDING: &[u8] = b"atrest/secrets-key/v1";
 /// The first element of a value's record context (then vault id, name, version).
 const VALUE_CONTEXT: &[u8] = b"atrest/secret-value/v1";
+
+/// How often a write that lost a race reads again and retries. On PostgreSQL nothing
+/// serializes writers, so every write is conditional on the row being as read; on
+/// SQLite the write guard makes the first attempt win.
+const ATTEMPTS: usize = 8;
+
+fn contended(name: &str) -> VaultError {
+    VaultError::Storage(format!("secret {name} kept changing under concurrent writes; retry the request"))
+}
 
 const BACKUP_FORMAT: &str = "atrest-secret-backup/1";
 const BACKUP_CONTEXT: &[&[u8]] = &[b"atrest/secret-backup/v1"];
@@ -168,7 +178,8 @@ fn kek_binding(vault_id: &str) -> [&[u8]; 2] {
 
 impl VaultService {
     /// The vault's secrets key, made on first use. Two nodes may race to make it: the
-    /// row first stored wins and both use it.
+    /// row first stored wins and both use it. (With an HSM backend the loser's key stays
+    /// in the token unused until the backend can destroy objects, issue 16.)
     async fn secrets_key(&self, vault: &VaultInfo) -> Result<BackendKey> {
         if let Some(k) = self.stored_secrets_key(vault).await? {
             return Ok(k);
@@ -183,8 +194,13 @@ impl VaultService {
     }
 
     async fn stored_secrets_key(&self, vault: &VaultInfo) -> Result<Option<BackendKey>> {
-        let Some((row, mac)) = repo::kek(&self.db, &vault.id).await? else { return Ok(None) };
-        self.mac.check("secret_keks", &row.fields(), &mac, || format!("secrets key of vault {}", vault.name))?;
+        self.secrets_key_of(&vault.id, &vault.name).await
+    }
+
+    /// The secrets key of the vault with id `vault_id` (`name` for messages).
+    async fn secrets_key_of(&self, vault_id: &str, name: &str) -> Result<Option<BackendKey>> {
+        let Some((row, mac)) = repo::kek(&self.db, vault_id).await? else { return Ok(None) };
+        self.mac.check("secret_keks", &row.fields(), &mac, || format!("secrets key of vault {name}"))?;
         Ok(Some(BackendKey { spec: KeySpec::Aes256, handle: row.material, public: None }))
     }
 
@@ -200,14 +216,20 @@ impl VaultService {
 
     /// Opens a version's value. A value that does not open is stored state gone wrong.
     fn open_value(&self, kek: &BackendKey, v: &SecretVersionRow) -> Result<SecretText> {
-        let integrity =
-            || VaultError::Integrity { what: format!("value of secret version {}/{}", v.name_lc, v.version) };
+        self.open_sealed(kek, [&v.vault_id, &v.name_lc, &v.version], &v.wrapped_key, &v.sealed)
+    }
+
+    /// Opens a value sealed for `(vault id, name lowercased, version)` under a data key
+    /// `wrapped` by that vault's secrets key `kek`.
+    fn open_sealed(&self, kek: &BackendKey, at: [&str; 3], wrapped: &[u8], sealed: &[u8]) -> Result<SecretText> {
+        let [vault_id, name_lc, version] = at;
+        let integrity = || VaultError::Integrity { what: format!("value of secret version {name_lc}/{version}") };
         let dek = self
-            .custody(|be| be.unwrap_key(kek, &kek_binding(&v.vault_id), WrapAlg::A256Kw, &v.wrapped_key))
+            .custody(|be| be.unwrap_key(kek, &kek_binding(vault_id), WrapAlg::A256Kw, wrapped))
             .map_err(|_| integrity())?;
         let dek = SecretKey::from_slice(dek.expose_secret()).map_err(|_| integrity())?;
-        let context = [VALUE_CONTEXT, v.vault_id.as_bytes(), v.name_lc.as_bytes(), v.version.as_bytes()];
-        let plain = Zeroizing::new(atrest_crypto::record::open(&dek, &context, &v.sealed).map_err(|_| integrity())?);
+        let context = [VALUE_CONTEXT, vault_id.as_bytes(), name_lc.as_bytes(), version.as_bytes()];
+        let plain = Zeroizing::new(atrest_crypto::record::open(&dek, &context, sealed).map_err(|_| integrity())?);
         let text = std::str::from_utf8(&plain).map_err(|_| integrity())?;
         Ok(SecretText::from(text.to_string()))
     }
@@ -308,9 +330,10 @@ impl VaultService {
         })
     }
 
-    async fn write_secret_row(&self, s: &SecretRow) -> Result<()> {
+    /// Writes a changed secret row if the stored one is still as read. `false`: it changed.
+    async fn write_secret_row(&self, s: &SecretRow) -> Result<bool> {
         let mac = self.mac.tag("secrets", &s.fields());
-        repo::update_secret(&self.db, s, &mac).await
+        repo::update_secret_if(&self.db, s, &mac, &s.stored_mac).await
     }
 
     /// Sets a secret: a new version (the secret is created if new). Nothing of the
@@ -349,29 +372,36 @@ impl VaultService {
             tags: json_text(&tags)?,
             wrapped_key: Vec::new(),
             sealed: Vec::new(),
+            stored_mac: Vec::new(),
         };
         (v.wrapped_key, v.sealed) = self.seal_value(&kek, &v, req.value.expose().as_bytes())?;
         let _g = self.write_guard().await;
-        let existing = self.secret_row(vault, name).await?;
-        if existing.as_ref().is_some_and(|s| s.deleted_at.is_some()) {
-            return Err(VaultError::DeletedButRecoverable(format!(
-                "Secret {name} is currently in a deleted but recoverable state, and its name cannot be reused; in \
-                 this state, the secret can only be recovered or purged."
-            )));
+        for _ in 0..ATTEMPTS {
+            let existing = self.secret_row(vault, name).await?;
+            if existing.as_ref().is_some_and(|s| s.deleted_at.is_some()) {
+                return Err(VaultError::DeletedButRecoverable(format!(
+                    "Secret {name} is currently in a deleted but recoverable state, and its name cannot be reused; \
+                     in this state, the secret can only be recovered or purged."
+                )));
+            }
+            v.seq = repo::max_seq(&self.db, &vault.id, &name_lc).await?.unwrap_or(0) + 1;
+            let s = SecretRow {
+                vault_id: vault.id.clone(),
+                name_lc: name_lc.clone(),
+                name: existing.as_ref().map_or_else(|| name.to_string(), |s| s.name.clone()),
+                latest_version: v.version.clone(),
+                deleted_at: None,
+                scheduled_purge: None,
+                stored_mac: Vec::new(),
+            };
+            let version_mac = self.mac.tag("secret_versions", &v.fields());
+            let secret_mac = self.mac.tag("secrets", &s.fields());
+            let was = existing.as_ref().map(|e| e.stored_mac.as_slice());
+            if repo::commit_versions(&self.db, &[(v.clone(), version_mac)], &s, &secret_mac, was).await? {
+                return Self::secret_bundle(vault, &s, &v, Some(req.value));
+            }
         }
-        v.seq = repo::max_seq(&self.db, &vault.id, &name_lc).await?.unwrap_or(0) + 1;
-        let s = SecretRow {
-            vault_id: vault.id.clone(),
-            name_lc,
-            name: existing.as_ref().map_or_else(|| name.to_string(), |s| s.name.clone()),
-            latest_version: v.version.clone(),
-            deleted_at: None,
-            scheduled_purge: None,
-        };
-        let version_mac = self.mac.tag("secret_versions", &v.fields());
-        let secret_mac = self.mac.tag("secrets", &s.fields());
-        repo::commit_versions(&self.db, &[(v.clone(), version_mac)], &s, &secret_mac, existing.is_none()).await?;
-        Self::secret_bundle(vault, &s, &v, Some(req.value))
+        Err(contended(name))
     }
 
     /// Gets a secret version's value and attributes (`None`/`""` = latest). `nbf` and
@@ -410,32 +440,38 @@ impl VaultService {
         version: Option<&str>,
         req: UpdateSecret,
     ) -> Result<SecretBundle> {
+        if let Some(c) = &req.content_type {
+            check_content_type(c)?;
+        }
+        let tags = req.tags.as_ref().map(|t| check_tags(t).and_then(|()| json_text(t))).transpose()?;
         let _g = self.write_guard().await;
-        let (s, mut v) = self.live_secret(vault, name, version).await?;
-        if let Some(c) = req.content_type {
-            check_content_type(&c)?;
-            v.content_type = c;
+        for _ in 0..ATTEMPTS {
+            let (s, mut v) = self.live_secret(vault, name, version).await?;
+            if let Some(c) = &req.content_type {
+                v.content_type.clone_from(c);
+            }
+            if let Some(e) = req.enabled {
+                v.enabled = e;
+            }
+            if let Some(n) = req.nbf {
+                v.nbf = n;
+            }
+            if let Some(e) = req.exp {
+                v.exp = e;
+            }
+            if req.nbf.is_some() || req.exp.is_some() {
+                check_dates(v.nbf, v.exp)?;
+            }
+            if let Some(t) = &tags {
+                v.tags.clone_from(t);
+            }
+            v.updated = self.now().max(v.updated);
+            let mac = self.mac.tag("secret_versions", &v.fields());
+            if repo::update_version_if(&self.db, &v, &mac, &v.stored_mac).await? {
+                return Self::secret_bundle(vault, &s, &v, None);
+            }
         }
-        if let Some(e) = req.enabled {
-            v.enabled = e;
-        }
-        if let Some(n) = req.nbf {
-            v.nbf = n;
-        }
-        if let Some(e) = req.exp {
-            v.exp = e;
-        }
-        if req.nbf.is_some() || req.exp.is_some() {
-            check_dates(v.nbf, v.exp)?;
-        }
-        if let Some(t) = req.tags {
-            check_tags(&t)?;
-            v.tags = json_text(&t)?;
-        }
-        v.updated = self.now().max(v.updated);
-        let mac = self.mac.tag("secret_versions", &v.fields());
-        repo::update_version(&self.db, &v, &mac).await?;
-        Self::secret_bundle(vault, &s, &v, None)
+        Err(contended(name))
     }
 
     /// Lists live secrets (each as its latest version, without values), ≤ 25 per page.
@@ -534,12 +570,16 @@ impl VaultService {
     /// `SecretNotFound`.
     pub async fn delete_secret(&self, vault: &VaultInfo, name: &str) -> Result<DeletedSecret> {
         let _g = self.write_guard().await;
-        let (mut s, v) = self.secret_in(vault, name, false).await?;
-        let now = self.now();
-        s.deleted_at = Some(now);
-        s.scheduled_purge = Some(now + vault.settings.retention_days * DAY);
-        self.write_secret_row(&s).await?;
-        Self::deleted_secret(vault, &s, &v)
+        for _ in 0..ATTEMPTS {
+            let (mut s, v) = self.secret_in(vault, name, false).await?;
+            let now = self.now();
+            s.deleted_at = Some(now);
+            s.scheduled_purge = Some(now + vault.settings.retention_days * DAY);
+            if self.write_secret_row(&s).await? {
+                return Self::deleted_secret(vault, &s, &v);
+            }
+        }
+        Err(contended(name))
     }
 
     /// A soft-deleted secret (its latest version, without the value).
@@ -557,11 +597,15 @@ impl VaultService {
     /// `SecretNotFound` if it is not in the deleted state.
     pub async fn recover_deleted_secret(&self, vault: &VaultInfo, name: &str) -> Result<SecretBundle> {
         let _g = self.write_guard().await;
-        let (mut s, v) = self.secret_in(vault, name, true).await?;
-        s.deleted_at = None;
-        s.scheduled_purge = None;
-        self.write_secret_row(&s).await?;
-        Self::secret_bundle(vault, &s, &v, None)
+        for _ in 0..ATTEMPTS {
+            let (mut s, v) = self.secret_in(vault, name, true).await?;
+            s.deleted_at = None;
+            s.scheduled_purge = None;
+            if self.write_secret_row(&s).await? {
+                return Self::secret_bundle(vault, &s, &v, None);
+            }
+        }
+        Err(contended(name))
     }
 
     /// Purges a soft-deleted secret for good. Under purge protection only the sweeper
@@ -571,15 +615,21 @@ impl VaultService {
     /// `SecretNotFound`, `Forbidden` (purge protection).
     pub async fn purge_deleted_secret(&self, vault: &VaultInfo, name: &str) -> Result<()> {
         let _g = self.write_guard().await;
-        let (s, _) = self.secret_in(vault, name, true).await?;
-        if vault.settings.purge_protection && s.scheduled_purge.is_some_and(|p| self.now() < p) {
-            return Err(VaultError::forbidden(
-                Refusal::PurgeProtected,
-                "Operation \"purge\" is not allowed because purge protection is enabled for this vault. \
-                 Key Vault service will automatically purge it after the retention period has passed.",
-            ));
+        for _ in 0..ATTEMPTS {
+            let (s, _) = self.secret_in(vault, name, true).await?;
+            if vault.settings.purge_protection && s.scheduled_purge.is_some_and(|p| self.now() < p) {
+                return Err(VaultError::forbidden(
+                    Refusal::PurgeProtected,
+                    "Operation \"purge\" is not allowed because purge protection is enabled for this vault. \
+                     Key Vault service will automatically purge it after the retention period has passed.",
+                ));
+            }
+            // Only if still deleted as read: a recover (or a purge) that came first wins.
+            if repo::erase_if(&self.db, &s.vault_id, &s.name_lc, &s.stored_mac).await? {
+                return Ok(());
+            }
         }
-        repo::erase(&self.db, &s.vault_id, &s.name_lc).await
+        Err(contended(name))
     }
 
     /// The purge sweeper's part for secrets: erases every soft-deleted secret whose
@@ -589,25 +639,25 @@ impl VaultService {
         let mut n = 0;
         for (s, mac) in &rows {
             // A row whose MAC fails is not trusted to say it is due: leave it for an operator.
-            if self.mac.check("secrets", &s.fields(), mac, String::new).is_ok() {
-                repo::erase(&self.db, &s.vault_id, &s.name_lc).await?;
+            // Erased only if unchanged since read: a secret recovered meanwhile stays.
+            if self.mac.check("secrets", &s.fields(), mac, String::new).is_ok()
+                && repo::erase_if(&self.db, &s.vault_id, &s.name_lc, mac).await?
+            {
                 n += 1;
             }
         }
         Ok(n)
     }
 
-    /// Backs up a live secret: every version (values, attributes, tags), sealed under a
-    /// key derived from the root key, so it restores only into this deployment.
+    /// Backs up a live secret: every version (attributes, tags, and each value as stored:
+    /// sealed under its data key, wrapped by the vault's secrets key), sealed whole under
+    /// a key derived from the root key, so it restores only into this deployment and no
+    /// value is ever out of the key backend's protection.
     ///
     /// # Errors
     /// `SecretNotFound`; integrity errors of the stored rows.
     pub async fn backup_secret(&self, vault: &VaultInfo, name: &str) -> Result<Vec<u8>> {
         let (s, _) = self.secret_in(vault, name, false).await?;
-        let kek = self
-            .stored_secrets_key(vault)
-            .await?
-            .ok_or_else(|| VaultError::Integrity { what: format!("secrets key of vault {}", vault.name) })?;
         let mut versions = Vec::new();
         let mut after = 0;
         loop {
@@ -626,17 +676,19 @@ impl VaultService {
                     updated: v.updated,
                     content_type: v.content_type.clone(),
                     tags: v.tags.clone(),
-                    value: Zeroizing::new(self.open_value(&kek, v)?.expose().to_string()),
+                    wrapped_key: b64u(&v.wrapped_key),
+                    sealed: b64u(&v.sealed),
                 });
             }
         }
-        let blob = Backup { format: BACKUP_FORMAT.into(), name: s.name.clone(), versions };
-        let json = Zeroizing::new(serde_json::to_vec(&blob).map_err(|e| VaultError::bad(e.to_string()))?);
+        let blob = Backup { format: BACKUP_FORMAT.into(), vault_id: vault.id.clone(), name: s.name.clone(), versions };
+        let json = serde_json::to_vec(&blob).map_err(|e| VaultError::bad(e.to_string()))?;
         Ok(atrest_crypto::record::seal(&self.backup_key, BACKUP_CONTEXT, &json)?)
     }
 
-    /// Restores a secret backup into `vault` under its name and version ids; each value
-    /// is sealed again under this vault's secrets key.
+    /// Restores a secret backup into `vault` under its name and version ids: each value
+    /// is opened with its source vault's secrets key (in the key backend) and sealed again
+    /// under a fresh data key, this vault's secrets key and its new context.
     ///
     /// # Errors
     /// `BadParameter` for a corrupt or foreign blob; `Conflict` if the name exists (live)
@@ -648,18 +700,21 @@ impl VaultService {
                  with the same root key)",
             )
         };
-        let json = Zeroizing::new(
-            atrest_crypto::record::open(&self.backup_key, BACKUP_CONTEXT, backup).map_err(|_| refused())?,
-        );
+        let json = atrest_crypto::record::open(&self.backup_key, BACKUP_CONTEXT, backup).map_err(|_| refused())?;
         let blob: Backup = serde_json::from_slice(&json).map_err(|_| refused())?;
         if blob.format != BACKUP_FORMAT || blob.versions.is_empty() {
             return Err(refused());
         }
         check_name(&blob.name, "secret")?;
+        let source = self.secrets_key_of(&blob.vault_id, &blob.vault_id).await?.ok_or_else(refused)?;
         let kek = self.secrets_key(vault).await?;
         let name_lc = blob.name.to_ascii_lowercase();
         let mut rows = Vec::with_capacity(blob.versions.len());
         for b in &blob.versions {
+            let (wrapped, sealed) = (b64u_decode(&b.wrapped_key, "wrapped_key")?, b64u_decode(&b.sealed, "sealed")?);
+            let value = self
+                .open_sealed(&source, [&blob.vault_id, &name_lc, &b.version], &wrapped, &sealed)
+                .map_err(|_| refused())?;
             let mut v = SecretVersionRow {
                 vault_id: vault.id.clone(),
                 name_lc: name_lc.clone(),
@@ -674,8 +729,9 @@ impl VaultService {
                 tags: b.tags.clone(),
                 wrapped_key: Vec::new(),
                 sealed: Vec::new(),
+                stored_mac: Vec::new(),
             };
-            (v.wrapped_key, v.sealed) = self.seal_value(&kek, &v, b.value.as_bytes())?;
+            (v.wrapped_key, v.sealed) = self.seal_value(&kek, &v, value.expose().as_bytes())?;
             let mac = self.mac.tag("secret_versions", &v.fields());
             rows.push((v, mac));
         }
@@ -687,34 +743,42 @@ impl VaultService {
             latest_version: latest.version.clone(),
             deleted_at: None,
             scheduled_purge: None,
+            stored_mac: Vec::new(),
         };
-        let _g = self.write_guard().await;
-        match self.secret_row(vault, &blob.name).await? {
-            Some(e) if e.deleted_at.is_some() => {
-                return Err(VaultError::DeletedButRecoverable(format!(
-                    "a secret named {} is soft-deleted in this vault: recover or purge it before restoring",
-                    blob.name
-                )));
-            }
-            Some(_) => {
-                return Err(VaultError::Conflict(format!(
-                    "a secret named {} already exists in this vault; delete and purge it, or restore elsewhere",
-                    blob.name
-                )));
-            }
-            None => {}
-        }
         let secret_mac = self.mac.tag("secrets", &s.fields());
-        // One transaction: a restore that fails leaves nothing behind.
-        repo::commit_versions(&self.db, &rows, &s, &secret_mac, true).await?;
-        Self::secret_bundle(vault, &s, &latest, None)
+        let _g = self.write_guard().await;
+        for _ in 0..ATTEMPTS {
+            match self.secret_row(vault, &blob.name).await? {
+                Some(e) if e.deleted_at.is_some() => {
+                    return Err(VaultError::DeletedButRecoverable(format!(
+                        "a secret named {} is soft-deleted in this vault: recover or purge it before restoring",
+                        blob.name
+                    )));
+                }
+                Some(_) => {
+                    return Err(VaultError::Conflict(format!(
+                        "a secret named {} already exists in this vault; delete and purge it, or restore elsewhere",
+                        blob.name
+                    )));
+                }
+                None => {}
+            }
+            // One transaction, inserting the name: a restore that fails, or loses a race
+            // for the name, leaves nothing behind.
+            if repo::commit_versions(&self.db, &rows, &s, &secret_mac, None).await? {
+                return Self::secret_bundle(vault, &s, &latest, None);
+            }
+        }
+        Err(contended(&blob.name))
     }
 }
 
-/// A secret backup: JSON sealed whole in the record format (`docs/formats.md`).
+/// A secret backup: JSON sealed whole in the record format (`docs/vault-storage.md`).
+/// It holds no value in the clear: each stays sealed as stored.
 #[derive(Serialize, Deserialize)]
 struct Backup {
     format: String,
+    vault_id: String,
     name: String,
     versions: Vec<BackupVersion>,
 }
@@ -730,5 +794,8 @@ struct BackupVersion {
     updated: i64,
     content_type: String,
     tags: String,
-    value: Zeroizing<String>,
+    /// base64url of the data key wrapped by the source vault's secrets key.
+    wrapped_key: String,
+    /// base64url of the sealed value.
+    sealed: String,
 }

@@ -51,8 +51,18 @@ async fn handle(
     let AkvCaller { vault, principal, origin } = caller;
     let ctx = Ctx { svc: &state.svc, metrics: &state.metrics, vault, principal, origin, api_version, query, body };
     let segments: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
-    dispatch(&ctx, &method, &segments).await
+    let answer = dispatch(&ctx, &method, &segments).await;
+    // The body may hold a secret value or key material: wipe it (when nothing else holds it).
+    if let Ok(mut b) = ctx.body.try_into_mut() {
+        zeroize::Zeroize::zeroize(&mut b[..]);
+    }
+    answer
 }
+
+/// The target an audit entry records for a request's outcome when the path does not name
+/// it (a restore names what it restored), as a response extension.
+#[derive(Clone)]
+pub(crate) struct AuditTarget(pub String);
 
 /// A parsed, authenticated request, as the route handlers see it.
 pub(crate) struct Ctx<'a> {
@@ -162,7 +172,16 @@ pub(super) fn describe(method: &Method, path: &[&str]) -> (String, String, bool)
 /// is withheld: no key use leaves the vault unrecorded.
 pub(super) async fn dispatch(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Result<Response, ApiError> {
     let (op, target, mutating) = describe(method, path);
-    let alg = serde_json::from_slice::<serde_json::Value>(&ctx.body).ok().and_then(|v| v.get("alg").cloned());
+    // Only key operations carry an algorithm; a secret's body (its value) is not parsed twice.
+    let alg = if super::secrets::owns(path) {
+        None
+    } else {
+        #[derive(serde::Deserialize)]
+        struct Alg {
+            alg: Option<serde_json::Value>,
+        }
+        serde_json::from_slice::<Alg>(&ctx.body).ok().and_then(|a| a.alg)
+    };
     let detail = json!({"alg": alg, "api-version": ctx.api_version});
     let chain = ctx.vault.id.clone();
     let who = ctx.principal.name.clone();
@@ -183,6 +202,10 @@ pub(super) async fn dispatch(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> R
         let key = if outcome == "ok" { target.as_str() } else { "-" };
         ctx.metrics.key_operation(&ctx.vault.name, key, &op, &outcome);
     }
+    let target = match &result {
+        Ok(r) => r.extensions().get::<AuditTarget>().map_or(target, |t| t.0.clone()),
+        Err(_) => target,
+    };
     if let Err(e) = ctx.svc.audit(&chain, &who, &op, &target, &outcome, &detail).await {
         if !mutating {
             return Err(audit_failed(&e));
@@ -220,7 +243,10 @@ async fn route(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Result<Response
             ctx.allow(Permission::Restore, None).await?;
             let req: j::ValueIn = ctx.json()?;
             let blob = b64u_decode(&req.value, "value")?;
-            Ok(ok(j::bundle(&ctx.origin, &ctx.svc.restore_key(&ctx.vault, &blob).await?)))
+            let key = ctx.svc.restore_key(&ctx.vault, &blob).await?;
+            let mut resp = ok(j::bundle(&ctx.origin, &key));
+            resp.extensions_mut().insert(AuditTarget(key.name));
+            Ok(resp)
         }
         (Method::POST, ["keys", name, "create"]) => create(ctx, name).await,
         (Method::PUT, ["keys", name]) => import(ctx, name).await,

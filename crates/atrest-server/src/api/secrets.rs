@@ -40,9 +40,24 @@ pub(super) fn describe(method: &Method, path: &[&str]) -> (&'static str, String,
     }
 }
 
+/// Refuses a secret name outside `[0-9A-Za-z-]{1,127}` (400, as Azure Key Vault does),
+/// on every route that names one.
+fn check_name(path: &[&str]) -> Result<(), ApiError> {
+    let name = match path {
+        ["secrets", "restore"] | ["secrets"] | ["deletedsecrets"] => return Ok(()),
+        ["secrets" | "deletedsecrets", name, ..] => *name,
+        _ => return Ok(()),
+    };
+    if name.is_empty() || name.len() > 127 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(ApiError::bad(format!("invalid secret name {name:?}: use 1 to 127 letters, digits and '-'")));
+    }
+    Ok(())
+}
+
 /// Routes an authenticated secrets request.
 pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Result<Response, ApiError> {
     let (svc, vault) = (ctx.svc, &ctx.vault);
+    check_name(path)?;
     let m = method.clone();
     match (m, path) {
         (Method::GET, ["secrets"]) => {
@@ -57,7 +72,10 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Resu
             allow(ctx, P::Restore, None).await?;
             let req: ValueIn = ctx.json()?;
             let blob = b64u_decode(&req.value, "value")?;
-            Ok(ok(bundle(&ctx.origin, &svc.restore_secret(vault, &blob).await?)))
+            let restored = svc.restore_secret(vault, &blob).await?;
+            let mut resp = released(&ctx.origin, &restored)?;
+            resp.extensions_mut().insert(super::keys::AuditTarget(restored.name.clone()));
+            Ok(resp)
         }
         (Method::PUT, ["secrets", name]) => {
             allow(ctx, P::Set, Some(name)).await?;
@@ -71,7 +89,7 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Resu
                 exp: a.exp,
                 tags: req.tags,
             };
-            Ok(ok(bundle(&ctx.origin, &svc.set_secret(vault, name, set).await?)))
+            released(&ctx.origin, &svc.set_secret(vault, name, set).await?)
         }
         (Method::DELETE, ["secrets", name]) => {
             allow(ctx, P::Delete, Some(name)).await?;
@@ -111,9 +129,13 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Resu
         }
         (Method::POST, ["deletedsecrets", name, "recover"]) => {
             allow(ctx, P::Recover, Some(name)).await?;
-            Ok(ok(bundle(&ctx.origin, &svc.recover_deleted_secret(vault, name).await?)))
+            released(&ctx.origin, &svc.recover_deleted_secret(vault, name).await?)
         }
-        (m, p) => Err(unknown_route(&m, p)),
+        (m, p) => {
+            let mut e = unknown_route(&m, p);
+            e.code = "SecretNotFound".into();
+            Err(e)
+        }
     }
 }
 
@@ -127,7 +149,7 @@ fn skiptoken<'a>(ctx: &'a Ctx<'_>) -> Option<&'a str> {
 
 async fn get(ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> Result<Response, ApiError> {
     allow(ctx, P::Get, Some(name)).await?;
-    Ok(ok(bundle(&ctx.origin, &ctx.svc.get_secret(&ctx.vault, name, version).await?)))
+    released(&ctx.origin, &ctx.svc.get_secret(&ctx.vault, name, version).await?)
 }
 
 async fn update(ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> Result<Response, ApiError> {
@@ -136,7 +158,7 @@ async fn update(ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> Result<Resp
     let a = req.attributes.unwrap_or_default();
     let change =
         UpdateSecret { content_type: req.content_type, enabled: a.enabled, nbf: a.nbf, exp: a.exp, tags: req.tags };
-    Ok(ok(bundle(&ctx.origin, &ctx.svc.update_secret(&ctx.vault, name, version, change).await?)))
+    released(&ctx.origin, &ctx.svc.update_secret(&ctx.vault, name, version, change).await?)
 }
 
 /// `{origin}/secrets/{name}/{version}`.
@@ -158,13 +180,53 @@ fn common(id: String, b: &SecretBundle) -> Map<String, Value> {
     m
 }
 
-/// A SecretBundle (with `value` where the operation released it).
-fn bundle(origin: &str, b: &SecretBundle) -> Value {
-    let mut m = common(id(origin, b), b);
-    if let Some(v) = &b.value {
-        m.insert("value".into(), Value::String(v.expose().to_string()));
+/// A SecretBundle as a response (with `value` where the operation released it),
+/// serialized straight from the zeroizing value into a body buffer that is wiped when the
+/// response is done with it: no other copy of the value is made.
+fn released(origin: &str, b: &SecretBundle) -> Result<Response, ApiError> {
+    #[derive(serde::Serialize)]
+    struct Out<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<&'a str>,
+        id: String,
+        attributes: &'a atrest_vault::model::SecretAttributes,
+        #[serde(rename = "contentType", skip_serializing_if = "Option::is_none")]
+        content_type: Option<&'a str>,
+        #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        tags: &'a std::collections::BTreeMap<String, String>,
     }
-    Value::Object(m)
+    let out = Out {
+        value: b.value.as_ref().map(atrest_wire::akv::SecretText::expose),
+        id: id(origin, b),
+        attributes: &b.attributes,
+        content_type: b.content_type.as_deref(),
+        tags: &b.tags,
+    };
+    // Sized up front (JSON escapes at most 6 bytes per value byte), so it never reallocates.
+    let len = b.value.as_ref().map_or(0, |v| v.expose().len());
+    let mut buf = WipedOnDrop(Vec::with_capacity(len * 6 + 4096));
+    serde_json::to_writer(&mut buf.0, &out).map_err(|e| ApiError::bad(e.to_string()))?;
+    let mut resp = Response::new(axum::body::Body::from(axum::body::Bytes::from_owner(buf)));
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+/// A response body buffer zeroized when the last reference to it goes.
+struct WipedOnDrop(Vec<u8>);
+
+impl AsRef<[u8]> for WipedOnDrop {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for WipedOnDrop {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
 }
 
 /// A SecretItem with the given `id` (versionless in lists, versioned in version lists).

@@ -44,7 +44,6 @@ pub(crate) struct Grant {
     vault: VaultInfo,
     identity: Principal,
     before: Vec<Permission>,
-    secrets: Vec<atrest_vault::SecretPermission>,
     actor: String,
 }
 
@@ -157,7 +156,8 @@ impl StoreService {
         }
         let identity = self.vault.principal(&r.identity_id).await?;
         // Secret permissions (if any) are kept as they are.
-        let (before, secrets) = self.vault.policy(&v, &identity).await?;
+        // A resource identity holds no secret permission (the vault refuses to give it one).
+        let before = self.vault.permissions(&v, &identity).await?;
         let need = [Permission::Get, Permission::WrapKey, Permission::UnwrapKey];
         if need.iter().all(|p| before.contains(p)) {
             return Ok(None);
@@ -178,7 +178,7 @@ impl StoreService {
                 perms.push(p);
             }
         }
-        self.vault.set_policy_with(&v, &identity, &perms, &secrets).await?;
+        self.vault.set_policy(&v, &identity, &perms).await?;
         self.audit(
             r,
             &actor.name,
@@ -188,15 +188,15 @@ impl StoreService {
             serde_json::json!({"identity": identity.name, "vault": v.name, "permissions": Permission::names(&perms)}),
         )
         .await?;
-        Ok(Some(Grant { bucket: r.clone(), vault: v, identity, before, secrets, actor: actor.name.clone() }))
+        Ok(Some(Grant { bucket: r.clone(), vault: v, identity, before, actor: actor.name.clone() }))
     }
 
     /// Takes back a grant `grant_key_use` made (the key was then refused), audited.
     pub(crate) async fn take_back(&self, g: Grant) {
-        let out = if g.before.is_empty() && g.secrets.is_empty() {
+        let out = if g.before.is_empty() {
             self.vault.remove_policy(&g.vault, &g.identity).await
         } else {
-            self.vault.set_policy_with(&g.vault, &g.identity, &g.before, &g.secrets).await
+            self.vault.set_policy(&g.vault, &g.identity, &g.before).await
         };
         let outcome = if out.is_ok() { "ok" } else { "failed" };
         let detail = serde_json::json!({"identity": g.identity.name, "vault": g.vault.name});

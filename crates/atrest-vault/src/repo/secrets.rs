@@ -13,6 +13,9 @@ pub(crate) struct SecretRow {
     pub latest_version: String,
     pub deleted_at: Option<i64>,
     pub scheduled_purge: Option<i64>,
+    /// The MAC it was read with (empty for a row not yet stored): conditional writes
+    /// compare it.
+    pub stored_mac: Vec<u8>,
 }
 
 /// A `secret_versions` row.
@@ -32,6 +35,8 @@ pub(crate) struct SecretVersionRow {
     pub tags: String,
     pub wrapped_key: Vec<u8>,
     pub sealed: Vec<u8>,
+    /// The MAC it was read with (empty for a row not yet stored).
+    pub stored_mac: Vec<u8>,
 }
 
 /// A `secret_keks` row: the vault's secrets key as the key backend's handle.
@@ -46,6 +51,7 @@ const VERSION_COLS: &str = "vault_id, name_lc, version, seq, enabled, nbf, exp, 
                             wrapped_key, sealed, mac";
 
 fn secret_row(r: &AnyRow) -> Result<(SecretRow, Vec<u8>)> {
+    let mac: Vec<u8> = r.try_get("mac")?;
     Ok((
         SecretRow {
             vault_id: r.try_get("vault_id")?,
@@ -54,12 +60,14 @@ fn secret_row(r: &AnyRow) -> Result<(SecretRow, Vec<u8>)> {
             latest_version: r.try_get("latest_version")?,
             deleted_at: r.try_get("deleted_at")?,
             scheduled_purge: r.try_get("scheduled_purge")?,
+            stored_mac: mac.clone(),
         },
-        r.try_get("mac")?,
+        mac,
     ))
 }
 
 fn version_row(r: &AnyRow) -> Result<(SecretVersionRow, Vec<u8>)> {
+    let mac: Vec<u8> = r.try_get("mac")?;
     Ok((
         SecretVersionRow {
             vault_id: r.try_get("vault_id")?,
@@ -75,8 +83,9 @@ fn version_row(r: &AnyRow) -> Result<(SecretVersionRow, Vec<u8>)> {
             tags: r.try_get("tags")?,
             wrapped_key: r.try_get("wrapped_key")?,
             sealed: r.try_get("sealed")?,
+            stored_mac: mac.clone(),
         },
-        r.try_get("mac")?,
+        mac,
     ))
 }
 
@@ -156,11 +165,13 @@ pub(crate) async fn secrets_due(db: &Db, now: i64) -> Result<Vec<(SecretRow, Vec
     rows.iter().map(secret_row).collect()
 }
 
-/// Updates a secret row (delete, recover).
-pub(crate) async fn update_secret(db: &Db, s: &SecretRow, mac: &[u8]) -> Result<()> {
-    sqlx::query(
+/// Updates a secret row (delete, recover) if it is still as read (its MAC `was`): on
+/// PostgreSQL nothing serializes writers, so a change made meanwhile is never
+/// overwritten. `false`: it changed; read it again.
+pub(crate) async fn update_secret_if(db: &Db, s: &SecretRow, mac: &[u8], was: &[u8]) -> Result<bool> {
+    let done = sqlx::query(
         "UPDATE secrets SET name = $1, latest_version = $2, deleted_at = $3, scheduled_purge = $4, mac = $5 \
-         WHERE vault_id = $6 AND name_lc = $7",
+         WHERE vault_id = $6 AND name_lc = $7 AND mac = $8",
     )
     .bind(&s.name)
     .bind(&s.latest_version)
@@ -169,9 +180,10 @@ pub(crate) async fn update_secret(db: &Db, s: &SecretRow, mac: &[u8]) -> Result<
     .bind(mac)
     .bind(&s.vault_id)
     .bind(&s.name_lc)
+    .bind(was)
     .execute(db.pool())
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// A secret version row and its stored MAC.
@@ -222,11 +234,12 @@ pub(crate) async fn max_seq(db: &Db, vault_id: &str, name_lc: &str) -> Result<Op
         .await?)
 }
 
-/// Rewrites a version's attributes, content type and tags (never its value).
-pub(crate) async fn update_version(db: &Db, v: &SecretVersionRow, mac: &[u8]) -> Result<()> {
-    sqlx::query(
+/// Rewrites a version's attributes, content type and tags (never its value) if the row
+/// is still as read (its MAC `was`). `false`: it changed; read it again.
+pub(crate) async fn update_version_if(db: &Db, v: &SecretVersionRow, mac: &[u8], was: &[u8]) -> Result<bool> {
+    let done = sqlx::query(
         "UPDATE secret_versions SET enabled = $1, nbf = $2, exp = $3, updated = $4, content_type = $5, tags = $6, \
-         mac = $7 WHERE vault_id = $8 AND name_lc = $9 AND version = $10",
+         mac = $7 WHERE vault_id = $8 AND name_lc = $9 AND version = $10 AND mac = $11",
     )
     .bind(i64::from(v.enabled))
     .bind(v.nbf)
@@ -238,23 +251,27 @@ pub(crate) async fn update_version(db: &Db, v: &SecretVersionRow, mac: &[u8]) ->
     .bind(&v.vault_id)
     .bind(&v.name_lc)
     .bind(&v.version)
+    .bind(was)
     .execute(db.pool())
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
-/// Writes a new version and its secret's row in one transaction (a set, or a restore's
-/// versions and then the row that makes them visible).
+/// Writes new versions and the secret's row that makes them visible, in one transaction:
+/// the row is inserted (`was` = `None`: the name is new) or updated only if still as read
+/// (its MAC `was`). `false` (nothing written): another writer got there first — the name
+/// was made, changed, deleted or purged, or took the same version number — read again.
 pub(crate) async fn commit_versions(
     db: &Db,
     versions: &[(SecretVersionRow, Vec<u8>)],
     secret: &SecretRow,
     secret_mac: &[u8],
-    insert: bool,
-) -> Result<()> {
+    was: Option<&[u8]>,
+) -> Result<bool> {
+    let contended = |e: &sqlx::Error| matches!(e, sqlx::Error::Database(d) if d.is_unique_violation());
     let mut tx = db.pool().begin().await?;
     for (v, mac) in versions {
-        sqlx::query(&format!(
+        let inserted = sqlx::query(&format!(
             "INSERT INTO secret_versions ({VERSION_COLS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         ))
@@ -273,39 +290,65 @@ pub(crate) async fn commit_versions(
         .bind(&v.sealed)
         .bind(mac)
         .execute(&mut *tx)
-        .await?;
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if contended(&e) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
     }
-    let sql = if insert {
-        "INSERT INTO secrets (name, latest_version, deleted_at, scheduled_purge, mac, vault_id, name_lc) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)"
-    } else {
-        "UPDATE secrets SET name = $1, latest_version = $2, deleted_at = $3, scheduled_purge = $4, mac = $5 \
-         WHERE vault_id = $6 AND name_lc = $7"
+    let sql = match was {
+        None => {
+            "INSERT INTO secrets (name, latest_version, deleted_at, scheduled_purge, mac, vault_id, name_lc) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        }
+        Some(_) => {
+            "UPDATE secrets SET name = $1, latest_version = $2, deleted_at = $3, scheduled_purge = $4, mac = $5 \
+             WHERE vault_id = $6 AND name_lc = $7 AND mac = $8"
+        }
     };
-    sqlx::query(sql)
+    let mut q = sqlx::query(sql)
         .bind(&secret.name)
         .bind(&secret.latest_version)
         .bind(secret.deleted_at)
         .bind(secret.scheduled_purge)
         .bind(secret_mac)
         .bind(&secret.vault_id)
-        .bind(&secret.name_lc)
+        .bind(&secret.name_lc);
+    if let Some(w) = was {
+        q = q.bind(w);
+    }
+    let written = q.execute(&mut *tx).await;
+    match written {
+        Ok(r) if r.rows_affected() == 1 => {}
+        Ok(_) => return Ok(false),
+        Err(e) if contended(&e) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Erases a soft-deleted secret (its row, then its versions) in one transaction, if its
+/// row is still as read (its MAC `was`: still deleted, not recovered or set meanwhile).
+/// `false`: it changed, and nothing was erased.
+pub(crate) async fn erase_if(db: &Db, vault_id: &str, name_lc: &str, was: &[u8]) -> Result<bool> {
+    let mut tx = db.pool().begin().await?;
+    let gone =
+        sqlx::query("DELETE FROM secrets WHERE vault_id = $1 AND name_lc = $2 AND mac = $3 AND deleted_at IS NOT NULL")
+            .bind(vault_id)
+            .bind(name_lc)
+            .bind(was)
+            .execute(&mut *tx)
+            .await?;
+    if gone.rows_affected() != 1 {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM secret_versions WHERE vault_id = $1 AND name_lc = $2")
+        .bind(vault_id)
+        .bind(name_lc)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(())
-}
-
-/// Erases a secret: its versions and its row, in one transaction.
-pub(crate) async fn erase(db: &Db, vault_id: &str, name_lc: &str) -> Result<()> {
-    let mut tx = db.pool().begin().await?;
-    for table in ["secret_versions", "secrets"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE vault_id = $1 AND name_lc = $2"))
-            .bind(vault_id)
-            .bind(name_lc)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(())
+    Ok(true)
 }

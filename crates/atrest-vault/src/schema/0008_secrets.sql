@@ -42,6 +42,7 @@ CREATE TABLE secret_versions (
     PRIMARY KEY (vault_id, name_lc, version)
 );
 
-CREATE INDEX secret_versions_by_seq ON secret_versions (vault_id, name_lc, seq);
+-- Unique: two writers that picked the same version number cannot both commit.
+CREATE UNIQUE INDEX secret_versions_by_seq ON secret_versions (vault_id, name_lc, seq);
 
 CREATE INDEX secrets_by_purge ON secrets (scheduled_purge)
