@@ -188,3 +188,76 @@ async fn a_damaged_wal_is_never_served_silently() {
     assert!(refused >= 1, "the damaged first frame was not refused");
     server.stop();
 }
+
+/// A256GCM uses are counted against the 2^32 limit in blocks reserved durably before any
+/// encryption of the block is released: after SIGKILL mid-load, the stored count is at
+/// least the encryptions answered, and a restarted server counts on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gcm_usage_count_never_falls_behind_after_sigkill() {
+    let dir = Dir::new("crash-gcm");
+    let server = Server::start(&dir.0, &[]);
+    let (client, token) = server.http();
+    let base = server.url.clone();
+    let r = client
+        .post(format!("{base}/keys/gcm/create?api-version=7.5"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"kty": "oct"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let released = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let (client, token, base, released) = (client.clone(), token.clone(), base.clone(), released.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = serde_json::json!({"alg": "A256GCM", "value": "AAAAAAAAAAAAAAAAAAAAAA"});
+            loop {
+                let url = format!("{base}/keys/gcm//encrypt?api-version=7.5");
+                match client.post(url).bearer_auth(&token).json(&body).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        released.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Ok(r) => panic!("encrypt answered {}", r.status()),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    // Past the first block of uses (1024), so a reservation happens under load.
+    while released.load(std::sync::atomic::Ordering::SeqCst) < 1500 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let released = released.load(std::sync::atomic::Ordering::SeqCst);
+    let count = || async {
+        sqlx::any::install_default_drivers();
+        let url = format!("sqlite://{}?mode=ro", dir.0.join("atrest.db").display());
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT gcm_count FROM key_versions WHERE name_lc = 'gcm'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        n
+    };
+    let stored = count().await;
+    assert!(stored >= released, "stored count {stored} < {released} encryptions answered before SIGKILL");
+    // A restarted server reserves its next block above what is stored.
+    let server = Server::start(&dir.0, &[]);
+    let (client, token) = server.http();
+    let r = client
+        .post(format!("{}/keys/gcm//encrypt?api-version=7.5", server.url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"alg": "A256GCM", "value": "AAAAAAAAAAAAAAAAAAAAAA"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    server.stop();
+    assert_eq!(count().await, stored + 1024, "one more block, counted from the stored mark");
+}

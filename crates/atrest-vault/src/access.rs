@@ -139,6 +139,12 @@ pub fn is_resource_identity(p: &Principal) -> bool {
     p.kind == PrincipalKind::Service && p.name.starts_with(RESOURCE_IDENTITY_PREFIX)
 }
 
+/// Whether a principal may act through a token: enabled, and not a resource identity (a
+/// resource identity's token, issued before they were refused, never acts as it).
+pub(crate) fn acts(p: &Principal) -> bool {
+    !p.disabled && !is_resource_identity(p)
+}
+
 pub(crate) fn data_service_identity(p: &Principal) -> VaultError {
     VaultError::forbidden(
         Refusal::DataServiceIdentity,
@@ -261,6 +267,12 @@ impl VaultService {
         let row = repo::principal(&self.db, id)
             .await?
             .ok_or_else(|| VaultError::NotFound(format!("no principal with id {id}")))?;
+        self.verified_principal(row)
+    }
+
+    /// A principal row as a [`Principal`] (and its `created` time), its MAC checked.
+    pub(crate) fn verified_principal(&self, row: repo::PrincipalRow) -> Result<(Principal, i64)> {
+        let id = row.id.clone();
         let integrity = || VaultError::Integrity { what: format!("principal {id}") };
         let p = Principal {
             id: row.id,
@@ -355,6 +367,12 @@ impl VaultService {
         let Some(t) = repo::token(&self.db, id).await? else {
             return Ok(None);
         };
+        self.verify_token_row(&t)?;
+        Ok(Some(t))
+    }
+
+    /// Checks a token row's MAC.
+    pub(crate) fn verify_token_row(&self, t: &repo::TokenRow) -> Result<()> {
         self.mac.check(
             "tokens",
             &[
@@ -368,7 +386,14 @@ impl VaultService {
             &t.mac,
             || format!("token {}", t.id),
         )?;
-        Ok(Some(t))
+        Ok(())
+    }
+
+    /// Whether a (verified) token row admits `bearer`: its secret, not revoked, not expired.
+    pub(crate) fn token_admits(&self, row: &repo::TokenRow, bearer: &atrest_wire::token::Bearer<'_>) -> bool {
+        self.token_hash.verify(&[bearer.id.as_bytes(), &bearer.secret[..]], &row.hash).is_ok()
+            && !row.revoked
+            && row.expires.is_none_or(|e| self.now() < e)
     }
 
     /// Authenticates a bearer token. Every failure is the same `Unauthenticated` error,
@@ -380,15 +405,18 @@ impl VaultService {
         let denied = || {
             VaultError::Unauthenticated("the bearer token is missing, malformed, unknown, expired or revoked".into())
         };
-        let atrest_wire::token::Bearer { id, secret } = atrest_wire::token::parse(bearer).ok_or_else(denied)?;
-        let row = self.token_row(id).await?.ok_or_else(denied)?;
-        self.token_hash.verify(&[id.as_bytes(), &secret[..]], &row.hash).map_err(|_| denied())?;
-        if row.revoked || row.expires.is_some_and(|e| self.now() >= e) {
+        let b = atrest_wire::token::parse(bearer).ok_or_else(denied)?;
+        // The token and its principal in one statement.
+        let rows = crate::repo::snapshot::snapshot(&self.db, "", b.id, "", "").await?;
+        let row = rows.token.ok_or_else(denied)?;
+        self.verify_token_row(&row)?;
+        if !self.token_admits(&row, &b) {
             return Err(denied());
         }
-        let p = self.principal(&row.principal_id).await?;
-        // A resource identity's token (issued before they were refused) never acts as it.
-        if p.disabled || is_resource_identity(&p) {
+        let p =
+            rows.principal.ok_or_else(|| VaultError::NotFound(format!("no principal with id {}", row.principal_id)))?;
+        let (p, _) = self.verified_principal(p)?;
+        if !acts(&p) {
             return Err(denied());
         }
         Ok(p)
@@ -500,11 +528,20 @@ impl VaultService {
         vault: &VaultInfo,
         principal: &Principal,
     ) -> Result<(Vec<Permission>, Vec<SecretPermission>)> {
-        let Some(repo::PolicyRow { permissions: perms, updated, mac }) =
-            repo::policy(&self.db, &vault.id, &principal.id).await?
-        else {
-            return Ok((Vec::new(), Vec::new()));
-        };
+        match repo::policy(&self.db, &vault.id, &principal.id).await? {
+            Some(row) => self.verified_policy(vault, principal, row),
+            None => Ok((Vec::new(), Vec::new())),
+        }
+    }
+
+    /// A policy row's key and secret permissions, its MAC checked.
+    pub(crate) fn verified_policy(
+        &self,
+        vault: &VaultInfo,
+        principal: &Principal,
+        row: repo::PolicyRow,
+    ) -> Result<(Vec<Permission>, Vec<SecretPermission>)> {
+        let repo::PolicyRow { permissions: perms, updated, mac } = row;
         self.mac.check(
             "access_policies",
             &[Field::Text(&vault.id), Field::Text(&principal.id), Field::Text(&perms), Field::Int(updated)],
@@ -525,7 +562,20 @@ impl VaultService {
         permission: Permission,
         key: Option<&str>,
     ) -> Result<()> {
-        if principal.tenant_id == vault.tenant_id && self.permissions(vault, principal).await?.contains(&permission) {
+        let held =
+            if principal.tenant_id == vault.tenant_id { self.permissions(vault, principal).await? } else { vec![] };
+        Self::check_permission(vault, principal, &held, permission, key)
+    }
+
+    /// Whether `held` (a principal's key permissions on `vault`) includes `permission`.
+    pub(crate) fn check_permission(
+        vault: &VaultInfo,
+        principal: &Principal,
+        held: &[Permission],
+        permission: Permission,
+        key: Option<&str>,
+    ) -> Result<()> {
+        if principal.tenant_id == vault.tenant_id && held.contains(&permission) {
             return Ok(());
         }
         let on = key.map_or_else(String::new, |k| format!(" for key {k}"));
@@ -552,11 +602,24 @@ impl VaultService {
         permission: SecretPermission,
         secret: Option<&str>,
     ) -> Result<()> {
+        let held = if principal.tenant_id == vault.tenant_id {
+            self.secret_permissions(vault, principal).await?
+        } else {
+            vec![]
+        };
+        Self::check_secret_permission(vault, principal, &held, permission, secret)
+    }
+
+    /// Whether `held` (a principal's secret permissions on `vault`) includes `permission`.
+    pub(crate) fn check_secret_permission(
+        vault: &VaultInfo,
+        principal: &Principal,
+        held: &[SecretPermission],
+        permission: SecretPermission,
+        secret: Option<&str>,
+    ) -> Result<()> {
         // A resource identity reads no secret, whatever a policy written before this rule says.
-        if principal.tenant_id == vault.tenant_id
-            && !is_resource_identity(principal)
-            && self.secret_permissions(vault, principal).await?.contains(&permission)
-        {
+        if principal.tenant_id == vault.tenant_id && !is_resource_identity(principal) && held.contains(&permission) {
             return Ok(());
         }
         let on = secret.map_or_else(String::new, |s| format!(" for secret {s}"));

@@ -12,10 +12,11 @@
 //! signed **checkpoint** (chain, count, head, time; ES256 by the deployment's audit
 //! signing key, whose public key is published) taken earlier detects that.
 
+use crate::audit_commit::entry_hash;
 use crate::error::{Result, VaultError};
 use crate::model::b64u;
 use crate::repo::audit as repo;
-use crate::rowmac::{Field, RowMac};
+use crate::rowmac::Field;
 use crate::service::VaultService;
 use atrest_crypto::backend::{BackendKey, KeySpec, PublicKey, SignAlg};
 use atrest_crypto::ec::EcCurve;
@@ -92,23 +93,6 @@ pub struct AuditFilter {
     pub until: Option<i64>,
 }
 
-fn entry_hash(prev: &[u8], r: &AuditRecord) -> [u8; 32] {
-    let framed = RowMac::encode(
-        "audit",
-        &[
-            Field::Text(&r.chain),
-            Field::Int(r.seq),
-            Field::Int(r.time),
-            Field::Text(&r.principal),
-            Field::Text(&r.operation),
-            Field::Text(&r.target),
-            Field::Text(&r.result),
-            Field::Text(&r.detail),
-        ],
-    );
-    sha256(&[prev, &framed])
-}
-
 impl VaultService {
     /// Appends an entry; returns its sequence number. An operation whose entry cannot be
     /// written must fail (callers propagate the error).
@@ -138,32 +122,21 @@ impl VaultService {
         result: &str,
         detail: &serde_json::Value,
     ) -> Result<i64> {
-        let _g = self.write_guard().await;
-        // Concurrent appends on PostgreSQL collide on the (chain, seq) key: retry.
-        for _ in 0..20 {
-            let make = |seq: i64, prev: Vec<u8>| {
-                let mut rec = AuditRecord {
-                    chain: chain.to_string(),
-                    seq,
-                    time: self.now(),
-                    principal: principal.to_string(),
-                    operation: operation.to_string(),
-                    target: target.to_string(),
-                    result: result.to_string(),
-                    detail: detail.to_string(),
-                    prev_hash: hex::encode(&prev),
-                    hash: String::new(),
-                };
-                let hash = entry_hash(&prev, &rec);
-                rec.hash = hex::encode(hash);
-                let mac = self.mac.tag("audit_log", &[Field::Bytes(&hash)]);
-                repo::NewEntry { rec, prev, hash: hash.to_vec(), mac }
-            };
-            if let Some(seq) = repo::append(&self.db, chain, make).await? {
-                return Ok(seq);
-            }
-        }
-        Err(VaultError::Storage("audit append kept colliding with concurrent appends".into()))
+        let entry = crate::audit_commit::Entry {
+            chain: chain.to_string(),
+            principal: principal.to_string(),
+            operation: operation.to_string(),
+            target: target.to_string(),
+            result: result.to_string(),
+            detail: detail.to_string(),
+        };
+        self.audit_commit.append(entry).await
+    }
+
+    /// Audit batches written since start and the entries in them (group commit).
+    #[must_use]
+    pub fn audit_batch_counts(&self) -> (u64, u64) {
+        self.audit_commit.stats()
     }
 
     /// Every chain in the log.

@@ -100,7 +100,7 @@ impl KeyRow {
 }
 
 impl VersionRow {
-    fn fields(&self) -> [Field<'_>; 15] {
+    pub(crate) fn fields(&self) -> [Field<'_>; 15] {
         [
             Field::Text(&self.vault_id),
             Field::Text(&self.name_lc),
@@ -243,8 +243,20 @@ impl VaultService {
         let Some((k, mac)) = repo::key(&self.db, &vault.id, &name.to_ascii_lowercase()).await? else {
             return Ok(None);
         };
-        self.mac.check("keys", &k.fields(), &mac, || format!("key {} in vault {}", k.name, vault.name))?;
+        self.verify_key_row(vault, &k, &mac)?;
         Ok(Some(k))
+    }
+
+    pub(crate) fn verify_key_row(&self, vault: &VaultInfo, k: &KeyRow, mac: &[u8]) -> Result<()> {
+        self.mac.check("keys", &k.fields(), mac, || format!("key {} in vault {}", k.name, vault.name))?;
+        Ok(())
+    }
+
+    pub(crate) fn verify_version_row(&self, vault: &VaultInfo, v: &VersionRow, mac: &[u8]) -> Result<()> {
+        self.mac.check("key_versions", &v.fields(), mac, || {
+            format!("key version {}/{} in vault {}", v.name_lc, v.version, vault.name)
+        })?;
+        Ok(())
     }
 
     pub(crate) async fn version_row(
@@ -256,9 +268,7 @@ impl VaultService {
         let Some((v, mac)) = repo::version(&self.db, &vault.id, name_lc, version).await? else {
             return Ok(None);
         };
-        self.mac.check("key_versions", &v.fields(), &mac, || {
-            format!("key version {}/{} in vault {}", name_lc, version, vault.name)
-        })?;
+        self.verify_version_row(vault, &v, &mac)?;
         Ok(Some(v))
     }
 
@@ -306,9 +316,12 @@ impl VaultService {
         repo::insert_version(&self.db, v, &mac).await
     }
 
-    pub(crate) async fn rewrite_version(&self, v: &VersionRow) -> Result<()> {
+    /// Stores a version's raised usage count if the row is still as read (its MAC `was`):
+    /// only that column and the MAC change, so a concurrent attribute update on another
+    /// node is never overwritten. `false`: it changed; read it again.
+    pub(crate) async fn raise_gcm_count(&self, v: &VersionRow, was: &[u8]) -> Result<bool> {
         let mac = self.mac.tag("key_versions", &v.fields());
-        repo::update_version(&self.db, v, &mac).await
+        repo::set_gcm_count_if(&self.db, v, &mac, was).await
     }
 
     pub(crate) async fn insert_key_row(&self, k: &KeyRow) -> Result<()> {
@@ -573,40 +586,49 @@ impl VaultService {
         req: UpdateKey,
     ) -> Result<KeyBundle> {
         let _g = self.write_guard().await;
-        let (k, mut v) = self.live_version(vault, name, version).await?;
-        if let Some(ops) = req.key_ops {
-            let ops = check_ops(Kty::parse(&v.kty)?, Some(ops))?;
-            // An import key's RSA-OAEP-256 unwrap opens every secure-import blob made for
-            // it: it must never gain another operation, and a key that could unwrap must
-            // not become one (blobs sent to it would have been exposed).
-            let is_import = |o: &[String]| o.iter().any(|x| x == crate::model::IMPORT_OP);
-            if is_import(&v.ops()) != is_import(&ops) {
-                return Err(VaultError::bad(
-                    "the operations of an import key cannot change, and a key cannot become one: create a new import key",
-                ));
+        // Conditional on the row being as read: on PostgreSQL another node may change it
+        // (attributes, or its usage count) meanwhile; then read it again.
+        for _ in 0..20 {
+            let (k, mut v) = self.live_version(vault, name, version).await?;
+            let was = self.mac.tag("key_versions", &v.fields());
+            if let Some(ops) = &req.key_ops {
+                let ops = check_ops(Kty::parse(&v.kty)?, Some(ops.clone()))?;
+                // An import key's RSA-OAEP-256 unwrap opens every secure-import blob made for
+                // it: it must never gain another operation, and a key that could unwrap must
+                // not become one (blobs sent to it would have been exposed).
+                let is_import = |o: &[String]| o.iter().any(|x| x == crate::model::IMPORT_OP);
+                if is_import(&v.ops()) != is_import(&ops) {
+                    return Err(VaultError::bad(
+                        "the operations of an import key cannot change, and a key cannot become one: create a new \
+                         import key",
+                    ));
+                }
+                v.key_ops = serde_json::to_string(&ops).map_err(|e| VaultError::bad(e.to_string()))?;
             }
-            v.key_ops = serde_json::to_string(&ops).map_err(|e| VaultError::bad(e.to_string()))?;
+            if let Some(e) = req.enabled {
+                v.enabled = e;
+            }
+            if let Some(n) = req.nbf {
+                v.nbf = n;
+            }
+            if let Some(e) = req.exp {
+                v.exp = e;
+            }
+            // Only a change of the dates is checked: a version stored before the check (or
+            // imported so) can still be disabled or retagged.
+            if req.nbf.is_some() || req.exp.is_some() {
+                check_dates(v.nbf, v.exp)?;
+            }
+            if let Some(t) = &req.tags {
+                v.tags = serde_json::to_string(t).map_err(|e| VaultError::bad(e.to_string()))?;
+            }
+            v.updated = self.now();
+            let mac = self.mac.tag("key_versions", &v.fields());
+            if repo::update_version_if(&self.db, &v, &mac, &was).await? {
+                return self.bundle(vault, &k, &v);
+            }
         }
-        if let Some(e) = req.enabled {
-            v.enabled = e;
-        }
-        if let Some(n) = req.nbf {
-            v.nbf = n;
-        }
-        if let Some(e) = req.exp {
-            v.exp = e;
-        }
-        // Only a change of the dates is checked: a version stored before the check (or
-        // imported so) can still be disabled or retagged.
-        if req.nbf.is_some() || req.exp.is_some() {
-            check_dates(v.nbf, v.exp)?;
-        }
-        if let Some(t) = req.tags {
-            v.tags = serde_json::to_string(&t).map_err(|e| VaultError::bad(e.to_string()))?;
-        }
-        v.updated = self.now();
-        self.rewrite_version(&v).await?;
-        self.bundle(vault, &k, &v)
+        Err(VaultError::Storage(format!("key {name} kept changing under concurrent writes; retry the request")))
     }
 
     /// Lists keys (latest version of each live key), `max` ≤ 25 per page.

@@ -17,6 +17,7 @@
 mod access;
 mod admin;
 pub mod audit;
+mod audit_commit;
 mod backup;
 mod byok;
 mod error;
@@ -27,11 +28,13 @@ mod permission;
 pub mod platform;
 mod ports;
 mod repo;
+mod request;
 mod rotation;
 mod s3keys;
 pub mod schema;
 mod secrets;
 mod service;
+mod usage;
 
 pub use access::{
     IssuedToken, MAX_TOKEN_TTL, Principal, PrincipalKind, RESOURCE_IDENTITY_PREFIX, Role, Tenant, is_resource_identity,
@@ -45,6 +48,7 @@ pub use error::{Refusal, Result, VaultError};
 pub use keys::{CreateKey, NewKeyAttributes, UpdateKey};
 pub use ops::{GCM_LIMIT, KeyOp, OpInput, OpOutput};
 pub use permission::{Permission, SecretPermission};
+pub use request::RequestAuth;
 pub use rotation::{
     Action, LifetimeAction, PolicyAttributes, RotationAction, RotationOutcome, RotationPolicy, Trigger, parse_duration,
 };

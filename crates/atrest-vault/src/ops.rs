@@ -7,9 +7,10 @@
 //! Authorization of the caller happens before any of this, in the access layer.
 
 use crate::error::{Refusal, Result, VaultError};
-use crate::keys::VersionRow;
+use crate::keys::{KeyRow, VersionRow};
 use crate::model::{Kty, VaultInfo};
 use crate::service::VaultService;
+use crate::usage::GCM_BLOCK;
 use atrest_crypto::backend::{PublicKey, SignAlg, WrapAlg};
 use atrest_crypto::rsa::RsaSignature;
 use atrest_crypto::{CryptoError, SecretBytes};
@@ -150,7 +151,19 @@ impl VaultService {
         op: KeyOp,
         input: OpInput,
     ) -> Result<OpOutput> {
-        let (k, mut v) = self.live_version(vault, name, version).await?;
+        let (k, v) = self.live_version(vault, name, version).await?;
+        self.operate_rows(vault, k, v, op, input).await
+    }
+
+    /// [`Self::operate`] on a live key's rows already read (and verified).
+    pub(crate) async fn operate_rows(
+        &self,
+        vault: &VaultInfo,
+        k: KeyRow,
+        mut v: VersionRow,
+        op: KeyOp,
+        input: OpInput,
+    ) -> Result<OpOutput> {
         v.display_name = k.name;
         if !v.enabled {
             return Err(VaultError::forbidden(
@@ -258,21 +271,7 @@ impl VaultService {
     /// A256GCM encryption: counts the use against [`GCM_LIMIT`] (durably, before the
     /// encryption) and picks a random IV.
     async fn gcm_encrypt(&self, vault: &VaultInfo, v: &VersionRow, input: &OpInput) -> Result<OpOutput> {
-        {
-            let _g = self.write_guard().await;
-            let mut fresh = self
-                .version_row(vault, &v.name_lc, &v.version)
-                .await?
-                .ok_or_else(|| VaultError::key_not_found(&v.name_lc))?;
-            if fresh.gcm_count >= GCM_LIMIT {
-                return Err(VaultError::forbidden(
-                    Refusal::UsageLimitReached,
-                    "this key version has performed 2^32 A256GCM encryptions, the limit for random IVs; rotate the key",
-                ));
-            }
-            fresh.gcm_count += 1;
-            self.rewrite_version(&fresh).await?;
-        }
+        self.count_gcm_use(vault, v).await?;
         let iv: [u8; 12] = atrest_crypto::rand::bytes()?;
         let aad = input.aad.clone().unwrap_or_default();
         let key = v.backend_key()?;
@@ -285,6 +284,43 @@ impl VaultService {
             aad: input.aad.clone(),
             ..OpOutput::bytes(v, ct)
         })
+    }
+}
+
+impl VaultService {
+    /// Counts one A256GCM encryption against the version's limit before it happens: from
+    /// this node's reserved block, or by durably reserving the next block first. So the
+    /// stored count is never below the encryptions released, even after `kill -9`.
+    async fn count_gcm_use(&self, vault: &VaultInfo, v: &VersionRow) -> Result<()> {
+        let id = (v.vault_id.clone(), v.name_lc.clone(), v.version.clone());
+        let mut blocks = self.gcm_blocks.lock().await;
+        if let Some((next, end)) = blocks.0.get_mut(&id)
+            && *next < *end
+        {
+            *next += 1;
+            return Ok(());
+        }
+        let _g = self.write_guard().await;
+        for _ in 0..20 {
+            let mut fresh = self
+                .version_row(vault, &v.name_lc, &v.version)
+                .await?
+                .ok_or_else(|| VaultError::key_not_found(&v.name_lc))?;
+            let start = fresh.gcm_count;
+            if start >= GCM_LIMIT {
+                return Err(VaultError::forbidden(
+                    Refusal::UsageLimitReached,
+                    "this key version has performed 2^32 A256GCM encryptions, the limit for random IVs; rotate the key",
+                ));
+            }
+            let was = self.mac.tag("key_versions", &fresh.fields());
+            fresh.gcm_count = (start + GCM_BLOCK).min(GCM_LIMIT);
+            if self.raise_gcm_count(&fresh, &was).await? {
+                blocks.0.insert(id, (start + 1, fresh.gcm_count));
+                return Ok(());
+            }
+        }
+        Err(VaultError::Storage("the key version's usage count kept changing under concurrent writes; retry".into()))
     }
 }
 

@@ -30,7 +30,11 @@ pub struct VaultService {
     pub(crate) clock: Arc<dyn Clock>,
     /// SQLite allows one writer; serializing write transactions in-process avoids
     /// `SQLITE_BUSY` on lock upgrades. PostgreSQL relies on row locks instead.
-    write_lock: Mutex<()>,
+    write_lock: Arc<Mutex<()>>,
+    /// Group commit of audit entries.
+    pub(crate) audit_commit: Arc<crate::audit_commit::AuditCommit>,
+    /// A256GCM uses reserved by this node (`ops.rs`).
+    pub(crate) gcm_blocks: Mutex<crate::usage::GcmBlocks>,
     /// Audit appends that succeeded and failed (for metrics).
     pub(crate) audit_counts: [std::sync::atomic::AtomicU64; 2],
 }
@@ -49,6 +53,9 @@ impl VaultService {
         let backup_key = SecretKey::from_slice(&k[..])?;
         hkdf_sha256(root.expose_secret(), b"atrest/v1/root", &[b"s3-key-secret"], &mut k[..])?;
         let s3_secret_key = SecretKey::from_slice(&k[..])?;
+        let write_lock = Arc::new(Mutex::new(()));
+        let audit_commit =
+            crate::audit_commit::AuditCommit::new(db.clone(), RowMac::new(root)?, clock.clone(), write_lock.clone());
         Ok(Self {
             db,
             backend_blocks: backend.capabilities().blocking,
@@ -58,7 +65,9 @@ impl VaultService {
             backup_key,
             s3_secret_key,
             clock,
-            write_lock: Mutex::new(()),
+            write_lock,
+            audit_commit,
+            gcm_blocks: Mutex::default(),
             audit_counts: Default::default(),
         })
     }
@@ -162,9 +171,15 @@ impl VaultService {
 
     /// The vault and its `created` time (needed to re-MAC the row).
     async fn load_vault(&self, name: &str) -> Result<(VaultInfo, i64)> {
-        let repo::VaultRow { info: v, created, updated, mac } = repo::by_name(&self.db, &name.to_ascii_lowercase())
+        let row = repo::by_name(&self.db, &name.to_ascii_lowercase())
             .await?
             .ok_or_else(|| VaultError::NotFound(format!("no vault named {name}")))?;
+        self.verified_vault(row)
+    }
+
+    /// A vault row's settings (and its `created` time), its MAC checked.
+    pub(crate) fn verified_vault(&self, row: repo::VaultRow) -> Result<(VaultInfo, i64)> {
+        let repo::VaultRow { info: v, created, updated, mac } = row;
         self.mac.check("vaults", &Self::vault_fields(&v, created, updated), &mac, || format!("vault {}", v.name))?;
         Ok((v, created))
     }

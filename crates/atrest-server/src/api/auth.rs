@@ -18,6 +18,8 @@ pub(crate) struct AkvCaller {
     /// The vault this origin serves.
     pub vault: VaultInfo,
     pub principal: Principal,
+    /// What the request may do, read with the vault and the token in one statement.
+    pub auth: Arc<atrest_vault::RequestAuth>,
     /// `https://host[:port]` as the client addressed us (ids in answers use it).
     pub origin: String,
 }
@@ -92,7 +94,9 @@ pub(crate) async fn bearer(State(state): State<Arc<AppState>>, mut req: Request,
 /// and the tenant rule; the [`AkvCaller`] goes into the request's extensions.
 pub(crate) async fn akv(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let local_port = req.extensions().get::<crate::conn::LocalPort>().map(|p| p.0);
-    match akv_caller(&state, req.headers(), req.uri(), local_port).await {
+    let key = super::keys::key_asked(req.method(), req.uri().path());
+    let key = key.as_ref().map(|(n, v)| (n.as_str(), v.as_str()));
+    match akv_caller(&state, req.headers(), req.uri(), local_port, key).await {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
@@ -106,18 +110,23 @@ async fn akv_caller(
     headers: &HeaderMap,
     uri: &axum::http::Uri,
     local_port: Option<u16>,
+    key: Option<(&str, &str)>,
 ) -> Result<AkvCaller, ApiError> {
     let host = host_of(headers, uri).ok_or_else(|| ApiError::bad("the request has no Host"))?;
     let vault_name = super::vault_at(state, &host, local_port)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "VaultNotFound", format!("no vault answers at {host}")))?;
     let no_vault = || ApiError::new(StatusCode::NOT_FOUND, "VaultNotFound", format!("no vault named {vault_name}"));
-    let vault = match state.svc.vault(&vault_name).await {
+    // The vault, the token's principal and its policy (and the key a key operation
+    // names) in one read.
+    let bearer = bearer_token(headers).map(str::trim);
+    let auth = match state.svc.request_auth(&vault_name, bearer, key).await {
         // The platform namespace answers to no customer-facing request.
-        Ok(v) if atrest_vault::platform::is_platform(&v.name) => return Err(no_vault()),
-        Ok(v) => v,
+        Ok(a) if atrest_vault::platform::is_platform(&a.vault.name) => return Err(no_vault()),
+        Ok(a) => a,
         Err(VaultError::NotFound(_)) => return Err(no_vault()),
         Err(e) => return Err(e.into()),
     };
+    let vault = auth.vault.clone();
     // The SDK accepts the challenge only if the vault's host ends with "." + the
     // resource's host: for NAME.D that is D (with the port); a bare host or IP needs the
     // client's verify_challenge_resource=False.
@@ -125,7 +134,7 @@ async fn akv_caller(
         Some(d) if vault.name != state.default_vault => format!("{d}{}", split_host(&host).1),
         _ => host.clone(),
     };
-    let Some(principal) = authenticate(state, headers).await? else {
+    let Some(principal) = auth.principal.clone() else {
         // The SDK's first request carries no token by design: count only bad ones.
         if headers.contains_key(header::AUTHORIZATION) {
             state.metrics.auth_failure("invalid");
@@ -141,5 +150,5 @@ async fn akv_caller(
     if principal.tenant_id != vault.tenant_id && principal.role != atrest_vault::Role::DeploymentAdmin {
         return Err(no_vault());
     }
-    Ok(AkvCaller { vault, principal, origin: format!("https://{host}") })
+    Ok(AkvCaller { vault, principal, auth: Arc::new(auth), origin: format!("https://{host}") })
 }

@@ -48,8 +48,9 @@ async fn handle(
             API_VERSIONS.join(", ")
         )));
     }
-    let AkvCaller { vault, principal, origin } = caller;
-    let ctx = Ctx { svc: &state.svc, metrics: &state.metrics, vault, principal, origin, api_version, query, body };
+    let AkvCaller { vault, principal, auth, origin } = caller;
+    let ctx =
+        Ctx { svc: &state.svc, metrics: &state.metrics, vault, principal, auth, origin, api_version, query, body };
     let segments: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
     let answer = dispatch(&ctx, &method, &segments).await;
     // The body may hold a secret value or key material: wipe it (when nothing else holds it).
@@ -70,6 +71,8 @@ pub(crate) struct Ctx<'a> {
     pub metrics: &'a crate::metrics::Metrics,
     pub vault: VaultInfo,
     pub principal: Principal,
+    /// What the request may do, as read at its start (one statement).
+    pub auth: Arc<atrest_vault::RequestAuth>,
     /// `https://host[:port]` as the client addressed us.
     pub origin: String,
     pub api_version: String,
@@ -79,7 +82,7 @@ pub(crate) struct Ctx<'a> {
 
 impl Ctx<'_> {
     pub(crate) async fn allow(&self, permission: atrest_vault::Permission, key: Option<&str>) -> Result<(), ApiError> {
-        Ok(self.svc.authorize(&self.vault, &self.principal, permission, key).await?)
+        Ok(self.svc.authorize_in(&self.auth, permission, key)?)
     }
 
     pub(crate) fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
@@ -96,6 +99,18 @@ impl Ctx<'_> {
                 e.column()
             ))
         })
+    }
+}
+
+/// The key (name, version or `""`) a key operation's path names, for the request's
+/// one-statement authorization read.
+pub(super) fn key_asked(method: &Method, path: &str) -> Option<(String, String)> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::POST, ["keys", name, version, op]) if op_of(op).is_some() => {
+            Some(((*name).to_string(), (*version).to_string()))
+        }
+        _ => None,
     }
 }
 
@@ -427,7 +442,7 @@ async fn operate(ctx: &Ctx<'_>, name: &str, version: &str, op: KeyOp) -> Result<
             digest: None,
         }
     };
-    let out = ctx.svc.operate(&ctx.vault, name, version, op, input).await?;
+    let out = ctx.svc.operate_in(&ctx.auth, name, version, op, input).await?;
     if let Some(v) = out.verified {
         return Ok(ok(json!({"value": v})));
     }

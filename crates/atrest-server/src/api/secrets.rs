@@ -140,7 +140,7 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, path: &[&str]) -> Resu
 }
 
 async fn allow(ctx: &Ctx<'_>, permission: P, secret: Option<&str>) -> Result<(), ApiError> {
-    Ok(ctx.svc.authorize_secret(&ctx.vault, &ctx.principal, permission, secret).await?)
+    Ok(ctx.svc.authorize_secret_in(&ctx.auth, permission, secret)?)
 }
 
 fn skiptoken<'a>(ctx: &'a Ctx<'_>) -> Option<&'a str> {

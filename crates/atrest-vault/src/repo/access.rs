@@ -3,6 +3,7 @@
 use crate::db::Db;
 use crate::error::Result;
 use sqlx::Row as _;
+use sqlx::any::AnyRow;
 
 /// A tenant row as stored.
 pub(crate) struct TenantRow {
@@ -95,15 +96,22 @@ pub(crate) async fn principal(db: &Db, id: &str) -> Result<Option<PrincipalRow>>
     else {
         return Ok(None);
     };
+    principal_at(&r, "")
+}
+
+/// A `principals` row from columns named `{p}id`, … (`None` when `{p}id` is NULL).
+pub(crate) fn principal_at(r: &AnyRow, p: &str) -> Result<Option<PrincipalRow>> {
+    let c = |n: &str| format!("{p}{n}");
+    let Some(id) = r.try_get::<Option<String>, _>(c("id").as_str())? else { return Ok(None) };
     Ok(Some(PrincipalRow {
-        id: r.try_get("id")?,
-        tenant_id: r.try_get("tenant_id")?,
-        name: r.try_get("name")?,
-        kind: r.try_get("kind")?,
-        role: r.try_get("role")?,
-        disabled: r.try_get::<i64, _>("disabled")? != 0,
-        created: r.try_get("created")?,
-        mac: r.try_get("mac")?,
+        id,
+        tenant_id: r.try_get(c("tenant_id").as_str())?,
+        name: r.try_get(c("name").as_str())?,
+        kind: r.try_get(c("kind").as_str())?,
+        role: r.try_get(c("role").as_str())?,
+        disabled: r.try_get::<i64, _>(c("disabled").as_str())? != 0,
+        created: r.try_get(c("created").as_str())?,
+        mac: r.try_get(c("mac").as_str())?,
     }))
 }
 
@@ -166,14 +174,22 @@ pub(crate) async fn token(db: &Db, id: &str) -> Result<Option<TokenRow>> {
     else {
         return Ok(None);
     };
+    token_at(&r, "")
+}
+
+/// A `tokens` row from columns named `{p}id`, … (`None` when `{p}id` is NULL: a joined
+/// read found no token).
+pub(crate) fn token_at(r: &AnyRow, p: &str) -> Result<Option<TokenRow>> {
+    let c = |n: &str| format!("{p}{n}");
+    let Some(id) = r.try_get::<Option<String>, _>(c("id").as_str())? else { return Ok(None) };
     Ok(Some(TokenRow {
-        id: r.try_get("id")?,
-        principal_id: r.try_get("principal_id")?,
-        hash: r.try_get("hash")?,
-        created: r.try_get("created")?,
-        expires: r.try_get("expires")?,
-        revoked: r.try_get::<i64, _>("revoked")? != 0,
-        mac: r.try_get("mac")?,
+        id,
+        principal_id: r.try_get(c("principal_id").as_str())?,
+        hash: r.try_get(c("hash").as_str())?,
+        created: r.try_get(c("created").as_str())?,
+        expires: r.try_get(c("expires").as_str())?,
+        revoked: r.try_get::<i64, _>(c("revoked").as_str())? != 0,
+        mac: r.try_get(c("mac").as_str())?,
     }))
 }
 
@@ -249,11 +265,15 @@ pub(crate) async fn policy(db: &Db, vault_id: &str, principal_id: &str) -> Resul
     else {
         return Ok(None);
     };
-    Ok(Some(PolicyRow {
-        permissions: r.try_get("permissions")?,
-        updated: r.try_get("updated")?,
-        mac: r.try_get("mac")?,
-    }))
+    policy_at(&r, "")
+}
+
+/// An `access_policies` row from columns named `{p}permissions`, … (`None` when
+/// `{p}permissions` is NULL).
+pub(crate) fn policy_at(r: &AnyRow, p: &str) -> Result<Option<PolicyRow>> {
+    let c = |n: &str| format!("{p}{n}");
+    let Some(permissions) = r.try_get::<Option<String>, _>(c("permissions").as_str())? else { return Ok(None) };
+    Ok(Some(PolicyRow { permissions, updated: r.try_get(c("updated").as_str())?, mac: r.try_get(c("mac").as_str())? }))
 }
 
 /// The principals holding a policy on a vault.

@@ -5,6 +5,7 @@ use crate::error::Result;
 use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
+use std::collections::BTreeMap;
 
 /// One audit entry as stored and exported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,43 +62,60 @@ pub(crate) struct NewEntry {
     pub mac: Vec<u8>,
 }
 
-/// Appends the entry `make` builds for the chain's next position (given its sequence
-/// number and the previous entry's hash; zeros for the first), in one transaction.
-/// `Ok(None)` when a concurrent append took that position first: build it again.
-pub(crate) async fn append(db: &Db, chain: &str, make: impl FnOnce(i64, Vec<u8>) -> NewEntry) -> Result<Option<i64>> {
+/// Appends the entries `make` builds from the heads of `chains` (position and hash of
+/// each chain's last entry, read in this transaction; a chain without entries is absent),
+/// all in one transaction: one commit, one fsync. The positions written, in order;
+/// `Ok(None)` when a concurrent writer (another node) took a position first: nothing is
+/// written, build them again.
+pub(crate) async fn append_batch(
+    db: &Db,
+    chains: &[&str],
+    make: impl FnOnce(&BTreeMap<String, (i64, Vec<u8>)>) -> Vec<NewEntry>,
+) -> Result<Option<Vec<i64>>> {
     let mut tx = db.pool().begin().await?;
-    let last = sqlx::query("SELECT seq, hash FROM audit_log WHERE chain = $1 ORDER BY seq DESC LIMIT 1")
-        .bind(chain)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let (seq, prev) = match last {
-        Some(r) => (r.try_get::<i64, _>("seq")? + 1, r.try_get::<Vec<u8>, _>("hash")?),
-        None => (1, vec![0u8; 32]),
-    };
-    let e = make(seq, prev);
-    let inserted =
-        sqlx::query(&format!("INSERT INTO audit_log ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"))
-            .bind(&e.rec.chain)
-            .bind(e.rec.seq)
-            .bind(e.rec.time)
-            .bind(&e.rec.principal)
-            .bind(&e.rec.operation)
-            .bind(&e.rec.target)
-            .bind(&e.rec.result)
-            .bind(&e.rec.detail)
-            .bind(&e.prev)
-            .bind(&e.hash)
-            .bind(&e.mac)
-            .execute(&mut *tx)
-            .await;
-    match inserted {
-        Ok(_) => {
-            tx.commit().await?;
-            Ok(Some(seq))
-        }
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
-        Err(e) => Err(e.into()),
+    let list = (1..=chains.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+    let sql = format!(
+        "SELECT chain, seq, hash FROM audit_log a WHERE chain IN ({list}) \
+         AND seq = (SELECT MAX(seq) FROM audit_log b WHERE b.chain = a.chain)"
+    );
+    let mut q = sqlx::query(&sql);
+    for c in chains {
+        q = q.bind(*c);
     }
+    let mut heads = BTreeMap::new();
+    for r in q.fetch_all(&mut *tx).await? {
+        heads.insert(r.try_get::<String, _>("chain")?, (r.try_get::<i64, _>("seq")?, r.try_get::<Vec<u8>, _>("hash")?));
+    }
+    let entries = make(&heads);
+    for chunk in entries.chunks(64) {
+        let rows = (0..chunk.len())
+            .map(|r| format!("({})", (1..=11).map(|c| format!("${}", r * 11 + c)).collect::<Vec<_>>().join(", ")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("INSERT INTO audit_log ({COLS}) VALUES {rows}");
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q
+                .bind(&e.rec.chain)
+                .bind(e.rec.seq)
+                .bind(e.rec.time)
+                .bind(&e.rec.principal)
+                .bind(&e.rec.operation)
+                .bind(&e.rec.target)
+                .bind(&e.rec.result)
+                .bind(&e.rec.detail)
+                .bind(&e.prev)
+                .bind(&e.hash)
+                .bind(&e.mac);
+        }
+        match q.execute(&mut *tx).await {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tx.commit().await?;
+    Ok(Some(entries.iter().map(|e| e.rec.seq).collect()))
 }
 
 /// The head of a chain: (sequence number, hash) of its last entry.

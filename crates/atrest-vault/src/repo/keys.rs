@@ -6,6 +6,7 @@ use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
 /// A `keys` row.
+#[derive(Clone)]
 pub(crate) struct KeyRow {
     pub vault_id: String,
     pub name_lc: String,
@@ -16,6 +17,7 @@ pub(crate) struct KeyRow {
 }
 
 /// A `key_versions` row.
+#[derive(Clone)]
 pub(crate) struct VersionRow {
     pub vault_id: String,
     pub name_lc: String,
@@ -36,45 +38,57 @@ pub(crate) struct VersionRow {
     pub display_name: String,
 }
 
-const KEY_COLS: &str = "vault_id, name_lc, name, latest_version, deleted_at, scheduled_purge, mac";
-const VERSION_COLS: &str = "vault_id, name_lc, version, seq, kty, key_ops, enabled, nbf, exp, created, updated, tags, \
+pub(crate) const KEY_COLS: &str = "vault_id, name_lc, name, latest_version, deleted_at, scheduled_purge, mac";
+pub(crate) const VERSION_COLS: &str = "vault_id, name_lc, version, seq, kty, key_ops, enabled, nbf, exp, created, updated, tags, \
                             public_jwk, material, gcm_count, mac";
 
 fn key_row(r: &AnyRow) -> Result<(KeyRow, Vec<u8>)> {
+    key_row_at(r, "")
+}
+
+/// A `keys` row from columns named `{p}vault_id`, … (a joined read names them apart).
+pub(crate) fn key_row_at(r: &AnyRow, p: &str) -> Result<(KeyRow, Vec<u8>)> {
+    let c = |n: &str| format!("{p}{n}");
     Ok((
         KeyRow {
-            vault_id: r.try_get("vault_id")?,
-            name_lc: r.try_get("name_lc")?,
-            name: r.try_get("name")?,
-            latest_version: r.try_get("latest_version")?,
-            deleted_at: r.try_get("deleted_at")?,
-            scheduled_purge: r.try_get("scheduled_purge")?,
+            vault_id: r.try_get(c("vault_id").as_str())?,
+            name_lc: r.try_get(c("name_lc").as_str())?,
+            name: r.try_get(c("name").as_str())?,
+            latest_version: r.try_get(c("latest_version").as_str())?,
+            deleted_at: r.try_get(c("deleted_at").as_str())?,
+            scheduled_purge: r.try_get(c("scheduled_purge").as_str())?,
         },
-        r.try_get("mac")?,
+        r.try_get(c("mac").as_str())?,
     ))
 }
 
 fn version_row(r: &AnyRow) -> Result<(VersionRow, Vec<u8>)> {
+    version_row_at(r, "")
+}
+
+/// A `key_versions` row from columns named `{p}vault_id`, ….
+pub(crate) fn version_row_at(r: &AnyRow, p: &str) -> Result<(VersionRow, Vec<u8>)> {
+    let c = |n: &str| format!("{p}{n}");
     Ok((
         VersionRow {
-            vault_id: r.try_get("vault_id")?,
-            name_lc: r.try_get("name_lc")?,
-            version: r.try_get("version")?,
-            seq: r.try_get("seq")?,
-            kty: r.try_get("kty")?,
-            key_ops: r.try_get("key_ops")?,
-            enabled: r.try_get::<i64, _>("enabled")? != 0,
-            nbf: r.try_get("nbf")?,
-            exp: r.try_get("exp")?,
-            created: r.try_get("created")?,
-            updated: r.try_get("updated")?,
-            tags: r.try_get("tags")?,
-            public_jwk: r.try_get("public_jwk")?,
-            material: r.try_get("material")?,
-            gcm_count: r.try_get("gcm_count")?,
+            vault_id: r.try_get(c("vault_id").as_str())?,
+            name_lc: r.try_get(c("name_lc").as_str())?,
+            version: r.try_get(c("version").as_str())?,
+            seq: r.try_get(c("seq").as_str())?,
+            kty: r.try_get(c("kty").as_str())?,
+            key_ops: r.try_get(c("key_ops").as_str())?,
+            enabled: r.try_get::<i64, _>(c("enabled").as_str())? != 0,
+            nbf: r.try_get(c("nbf").as_str())?,
+            exp: r.try_get(c("exp").as_str())?,
+            created: r.try_get(c("created").as_str())?,
+            updated: r.try_get(c("updated").as_str())?,
+            tags: r.try_get(c("tags").as_str())?,
+            public_jwk: r.try_get(c("public_jwk").as_str())?,
+            material: r.try_get(c("material").as_str())?,
+            gcm_count: r.try_get(c("gcm_count").as_str())?,
             display_name: String::new(),
         },
-        r.try_get("mac")?,
+        r.try_get(c("mac").as_str())?,
     ))
 }
 
@@ -215,11 +229,12 @@ pub(crate) async fn insert_version(db: &Db, v: &VersionRow, mac: &[u8]) -> Resul
     Ok(())
 }
 
-/// Rewrites a version's mutable columns (attributes, tags, usage count).
-pub(crate) async fn update_version(db: &Db, v: &VersionRow, mac: &[u8]) -> Result<()> {
-    sqlx::query(
-        "UPDATE key_versions SET key_ops = $1, enabled = $2, nbf = $3, exp = $4, updated = $5, tags = $6, \
-         gcm_count = $7, mac = $8 WHERE vault_id = $9 AND name_lc = $10 AND version = $11",
+/// Rewrites a version's attributes and tags if the row is still as read (its MAC `was`);
+/// the usage count is not touched. `false`: it changed; read it again.
+pub(crate) async fn update_version_if(db: &Db, v: &VersionRow, mac: &[u8], was: &[u8]) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE key_versions SET key_ops = $1, enabled = $2, nbf = $3, exp = $4, updated = $5, tags = $6, mac = $7 \
+         WHERE vault_id = $8 AND name_lc = $9 AND version = $10 AND mac = $11",
     )
     .bind(&v.key_ops)
     .bind(i64::from(v.enabled))
@@ -227,14 +242,31 @@ pub(crate) async fn update_version(db: &Db, v: &VersionRow, mac: &[u8]) -> Resul
     .bind(v.exp)
     .bind(v.updated)
     .bind(&v.tags)
+    .bind(mac)
+    .bind(&v.vault_id)
+    .bind(&v.name_lc)
+    .bind(&v.version)
+    .bind(was)
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Sets a version's usage count if the row is still as read (its MAC `was`).
+pub(crate) async fn set_gcm_count_if(db: &Db, v: &VersionRow, mac: &[u8], was: &[u8]) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE key_versions SET gcm_count = $1, mac = $2 WHERE vault_id = $3 AND name_lc = $4 AND version = $5 \
+         AND mac = $6",
+    )
     .bind(v.gcm_count)
     .bind(mac)
     .bind(&v.vault_id)
     .bind(&v.name_lc)
     .bind(&v.version)
+    .bind(was)
     .execute(db.pool())
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// Deletes a key's versions (a restore that failed half-way cleans up with this).

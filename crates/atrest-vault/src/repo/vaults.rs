@@ -4,6 +4,7 @@ use crate::db::Db;
 use crate::error::Result;
 use crate::model::{VaultInfo, VaultSettings};
 use sqlx::Row as _;
+use sqlx::any::AnyRow;
 
 /// A vault row as stored (its MAC is checked by the caller).
 pub(crate) struct VaultRow {
@@ -47,20 +48,27 @@ pub(crate) async fn by_name(db: &Db, name: &str) -> Result<Option<VaultRow>> {
     else {
         return Ok(None);
     };
+    vault_at(&row, "")
+}
+
+/// A `vaults` row from columns named `{p}id`, … (`None` when `{p}id` is NULL).
+pub(crate) fn vault_at(row: &AnyRow, p: &str) -> Result<Option<VaultRow>> {
+    let c = |n: &str| format!("{p}{n}");
+    let Some(id) = row.try_get::<Option<String>, _>(c("id").as_str())? else { return Ok(None) };
     Ok(Some(VaultRow {
         info: VaultInfo {
-            id: row.try_get("id")?,
-            tenant_id: row.try_get("tenant_id")?,
-            name: row.try_get("name")?,
+            id,
+            tenant_id: row.try_get(c("tenant_id").as_str())?,
+            name: row.try_get(c("name").as_str())?,
             settings: VaultSettings {
-                retention_days: row.try_get("retention_days")?,
-                purge_protection: row.try_get::<i64, _>("purge_protection")? != 0,
-                allow_rsa1_5: row.try_get::<i64, _>("allow_rsa1_5")? != 0,
+                retention_days: row.try_get(c("retention_days").as_str())?,
+                purge_protection: row.try_get::<i64, _>(c("purge_protection").as_str())? != 0,
+                allow_rsa1_5: row.try_get::<i64, _>(c("allow_rsa1_5").as_str())? != 0,
             },
         },
-        created: row.try_get("created")?,
-        updated: row.try_get("updated")?,
-        mac: row.try_get("mac")?,
+        created: row.try_get(c("created").as_str())?,
+        updated: row.try_get(c("updated").as_str())?,
+        mac: row.try_get(c("mac").as_str())?,
     }))
 }
 
