@@ -22,6 +22,8 @@ pub enum Engine {
 pub struct Db {
     pool: AnyPool,
     engine: Engine,
+    /// Whether the commit sequence is installed (SQLite, with a rollback anchor).
+    commit_seq: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Db {
@@ -65,7 +67,7 @@ impl Db {
             pool = pool.acquire_timeout(std::time::Duration::from_secs(5)).test_before_acquire(true);
         }
         let pool = pool.connect_with(opts).await?;
-        Ok(Self { pool, engine })
+        Ok(Self { pool, engine, commit_seq: std::sync::Arc::default() })
     }
 
     /// The pool.
@@ -137,6 +139,7 @@ impl Db {
             }
         }
         tx.commit().await?;
+        self.commit_seq.store(true, std::sync::atomic::Ordering::Release);
         Ok(existed.is_none())
     }
 
@@ -149,6 +152,22 @@ impl Db {
             return Ok(0);
         }
         Ok(sqlx::query_scalar("SELECT seq FROM atrest_commit_seq WHERE id = 1").fetch_one(&self.pool).await?)
+    }
+
+    /// The commit sequence as `conn` (an open transaction) sees it — including that
+    /// transaction's own bumps — when this pool keeps one ([`Self::install_commit_seq`] ran:
+    /// a rollback anchor follows it); `None` otherwise.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn kept_commit_seq<'c, E>(&self, conn: E) -> Result<Option<i64>>
+    where
+        E: sqlx::Executor<'c, Database = sqlx::Any>,
+    {
+        if self.engine != Engine::Sqlite || !self.commit_seq.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(None);
+        }
+        Ok(Some(sqlx::query_scalar("SELECT seq FROM atrest_commit_seq WHERE id = 1").fetch_one(conn).await?))
     }
 
     /// Applies a component's pending migrations inside one transaction each, recorded in

@@ -254,12 +254,29 @@ impl Anchor {
         })
     }
 
-    /// Records the databases' current sequences, durably, unless already covered: call
-    /// after a request's writes commit and before its answer leaves.
+    /// Makes sure the anchor covers commit sequences `needed` (vault, data service) — what a
+    /// request is known to have committed — reading the databases only when it does not
+    /// yet: call after a request's writes commit and before its answer leaves.
     ///
     /// # Errors
     /// Database or file errors (the writes are committed; the answer must not say so);
     /// `Rollback` once a database went back under the server.
+    pub async fn sync_to(&self, needed: [i64; 2]) -> Result<(), ServerError> {
+        let Some(a) = &self.inner else { return Ok(()) };
+        if let Some(why) = a.rolled_back.get() {
+            return Err(ServerError::Rollback(why.clone()));
+        }
+        if (0..2).all(|i| needed[i] <= a.anchored[i].load(Ordering::Acquire)) {
+            return Ok(());
+        }
+        self.sync().await
+    }
+
+    /// Brings the anchor up to date with everything committed by now (read from both
+    /// databases): what a request committed, when it is not known from elsewhere.
+    ///
+    /// # Errors
+    /// `Rollback`; database and file errors.
     pub async fn sync(&self) -> Result<(), ServerError> {
         let Some(a) = &self.inner else { return Ok(()) };
         if let Some(why) = a.rolled_back.get() {

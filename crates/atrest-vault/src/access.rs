@@ -407,7 +407,7 @@ impl VaultService {
         };
         let b = atrest_wire::token::parse(bearer).ok_or_else(denied)?;
         // The token and its principal in one statement.
-        let rows = crate::repo::snapshot::snapshot(&self.db, "", b.id, "", "").await?;
+        let rows = crate::repo::snapshot::snapshot(&self.db, "", b.id, &Default::default()).await?;
         let row = rows.token.ok_or_else(denied)?;
         self.verify_token_row(&row)?;
         if !self.token_admits(&row, &b) {

@@ -130,7 +130,16 @@ impl VaultService {
             result: result.to_string(),
             detail: detail.to_string(),
         };
-        self.audit_commit.append(entry).await
+        match self.audit_commit.append(entry).await {
+            Ok((seq, commit_seq)) => {
+                crate::commit_mark::note(Some(commit_seq.unwrap_or(0)));
+                Ok(seq)
+            }
+            Err(e) => {
+                crate::commit_mark::note(None);
+                Err(e)
+            }
+        }
     }
 
     /// Audit batches written since start and the entries in them (group commit).

@@ -37,9 +37,13 @@ pub(crate) struct Entry {
     pub detail: String,
 }
 
+/// A durable append: the entry's position, and the database's commit sequence after its
+/// batch (`None` where none is kept).
+pub(crate) type Appended = (i64, Option<i64>);
+
 struct Pending {
     entry: Entry,
-    done: oneshot::Sender<Result<i64>>,
+    done: oneshot::Sender<Result<Appended>>,
 }
 
 #[derive(Default)]
@@ -65,8 +69,8 @@ impl AuditCommit {
         Arc::new(Self { db, mac, clock, write_lock, queue: std::sync::Mutex::default(), stats: Default::default() })
     }
 
-    /// Appends `entry` durably; returns its position in its chain.
-    pub(crate) async fn append(self: &Arc<Self>, entry: Entry) -> Result<i64> {
+    /// Appends `entry` durably; returns its position in its chain and the commit sequence.
+    pub(crate) async fn append(self: &Arc<Self>, entry: Entry) -> Result<Appended> {
         let (done, wait) = oneshot::channel();
         let start = {
             let mut q = self.queue.lock().map_err(|_| VaultError::Storage("the audit queue is poisoned".into()))?;
@@ -99,12 +103,12 @@ impl AuditCommit {
             };
             let entries: Vec<&Entry> = batch.iter().map(|p| &p.entry).collect();
             match self.write(&entries).await {
-                Ok(seqs) => {
+                Ok((seqs, commit_seq)) => {
                     use std::sync::atomic::Ordering::Relaxed;
                     self.stats[0].fetch_add(1, Relaxed);
                     self.stats[1].fetch_add(batch.len() as u64, Relaxed);
                     for (p, seq) in batch.into_iter().zip(seqs) {
-                        let _ = p.done.send(Ok(seq));
+                        let _ = p.done.send(Ok((seq, commit_seq)));
                     }
                 }
                 Err(e) => {
@@ -117,8 +121,9 @@ impl AuditCommit {
         }
     }
 
-    /// Writes one batch in one transaction; the positions it took, in order.
-    async fn write(&self, entries: &[&Entry]) -> Result<Vec<i64>> {
+    /// Writes one batch in one transaction; the positions it took, in order, and the
+    /// commit sequence.
+    async fn write(&self, entries: &[&Entry]) -> Result<(Vec<i64>, Option<i64>)> {
         let _g = match self.db.engine() {
             Engine::Sqlite => Some(self.write_lock.lock().await),
             Engine::Postgres => None,

@@ -20,6 +20,7 @@ pub mod audit;
 mod audit_commit;
 mod backup;
 mod byok;
+pub mod commit_mark;
 mod error;
 mod keys;
 pub mod model;

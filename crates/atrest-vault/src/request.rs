@@ -11,8 +11,10 @@ use crate::keys::{KeyRow, VersionRow};
 use crate::model::VaultInfo;
 use crate::ops::{KeyOp, OpInput, OpOutput};
 use crate::permission::{Permission, SecretPermission};
+use crate::repo::secrets::{SecretRow, SecretVersionRow};
 use crate::repo::snapshot as repo;
 use crate::service::VaultService;
+use atrest_crypto::backend::BackendKey;
 
 /// What a request may do, as read at its start.
 pub struct RequestAuth {
@@ -24,7 +26,13 @@ pub struct RequestAuth {
     secret_permissions: Vec<SecretPermission>,
     /// The key asked for and what was found.
     key: Option<KeyAsked>,
+    /// The secret asked for and what was found.
+    secret: Option<SecretAsked>,
 }
+
+/// A secret a request reads: (name lowercased, version or `""`), and the secret row, that
+/// version's row and the vault's secrets key, as found (each verified).
+type SecretAsked = (String, String, Option<SecretRow>, Option<SecretVersionRow>, Option<BackendKey>);
 
 /// A key a request named: (name lowercased, version or `""`), and the live or deleted key
 /// row with that version's row, when both exist.
@@ -43,12 +51,18 @@ impl VaultService {
         vault_name: &str,
         bearer: Option<&str>,
         key: Option<(&str, &str)>,
+        secret: Option<(&str, &str)>,
     ) -> Result<RequestAuth> {
         let bearer = bearer.and_then(atrest_wire::token::parse);
-        let (name_lc, version) = key.map(|(n, v)| (n.to_ascii_lowercase(), v.to_ascii_lowercase())).unwrap_or_default();
+        let lower = |x: Option<(&str, &str)>| {
+            x.map(|(n, v)| (n.to_ascii_lowercase(), v.to_ascii_lowercase())).unwrap_or_default()
+        };
+        let ((name_lc, version), (secret_lc, secret_version)) = (lower(key), lower(secret));
         let vault_lc = vault_name.to_ascii_lowercase();
         let token_id = bearer.as_ref().map_or("", |b| b.id);
-        let rows = repo::snapshot(&self.db, &vault_lc, token_id, &name_lc, &version).await?;
+        let asked =
+            repo::Asked { key: &name_lc, key_version: &version, secret: &secret_lc, secret_version: &secret_version };
+        let rows = repo::snapshot(&self.db, &vault_lc, token_id, &asked).await?;
         let row = rows.vault.ok_or_else(|| VaultError::NotFound(format!("no vault named {vault_name}")))?;
         let (vault, _) = self.verified_vault(row)?;
         let mut principal = None;
@@ -83,7 +97,17 @@ impl VaultService {
                 Some((name_lc, version, found))
             }
         };
-        Ok(RequestAuth { vault, principal, permissions, secret_permissions, key })
+        let secret = match secret {
+            None => None,
+            Some(_) => {
+                let s = rows.secret.map(|(s, mac)| self.verified_secret(&vault, s, &mac)).transpose()?;
+                let v =
+                    rows.secret_version.map(|(v, mac)| self.verified_secret_version(&vault, v, &mac)).transpose()?;
+                let kek = rows.secrets_key.map(|(k, mac)| self.verified_secrets_key(&vault, k, &mac)).transpose()?;
+                Some((secret_lc, secret_version, s, v, kek))
+            }
+        };
+        Ok(RequestAuth { vault, principal, permissions, secret_permissions, key, secret })
     }
 
     /// [`Self::authorize`] on what the request read at its start.
@@ -131,6 +155,35 @@ impl VaultService {
                 _ => Err(VaultError::key_not_found(name)),
             },
             _ => self.operate(&auth.vault, name, version, op, input).await,
+        }
+    }
+}
+
+impl VaultService {
+    /// [`Self::get_secret`] with the rows the request read at its start (when it asked
+    /// for this secret and version; otherwise they are read now).
+    ///
+    /// # Errors
+    /// As [`Self::get_secret`].
+    pub async fn get_secret_in(
+        &self,
+        auth: &RequestAuth,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<crate::model::SecretBundle> {
+        let asked = (name.to_ascii_lowercase(), version.unwrap_or_default().to_ascii_lowercase());
+        match &auth.secret {
+            Some((n, v, s, ver, kek)) if *n == asked.0 && *v == asked.1 => {
+                let s =
+                    s.as_ref().filter(|s| s.deleted_at.is_none()).ok_or_else(|| VaultError::secret_not_found(name))?;
+                let missing = || match version.filter(|v| !v.is_empty()) {
+                    Some(v) => VaultError::secret_not_found(&format!("{name}/{v}")),
+                    None => VaultError::Integrity { what: format!("latest version of secret {}", s.name) },
+                };
+                let ver = ver.as_ref().ok_or_else(missing)?;
+                self.released_secret(&auth.vault, s, ver, kek.as_ref())
+            }
+            _ => self.get_secret(&auth.vault, name, version).await,
         }
     }
 }

@@ -238,8 +238,27 @@ impl VaultService {
         let Some((s, mac)) = repo::secret(&self.db, &vault.id, &name.to_ascii_lowercase()).await? else {
             return Ok(None);
         };
-        self.mac.check("secrets", &s.fields(), &mac, || format!("secret {} in vault {}", s.name, vault.name))?;
-        Ok(Some(s))
+        Ok(Some(self.verified_secret(vault, s, &mac)?))
+    }
+
+    pub(crate) fn verified_secret(&self, vault: &VaultInfo, s: SecretRow, mac: &[u8]) -> Result<SecretRow> {
+        self.mac.check("secrets", &s.fields(), mac, || format!("secret {} in vault {}", s.name, vault.name))?;
+        Ok(s)
+    }
+
+    pub(crate) fn verified_secret_version(
+        &self,
+        vault: &VaultInfo,
+        v: SecretVersionRow,
+        mac: &[u8],
+    ) -> Result<SecretVersionRow> {
+        self.check_version(vault, &v, mac)?;
+        Ok(v)
+    }
+
+    pub(crate) fn verified_secrets_key(&self, vault: &VaultInfo, row: KekRow, mac: &[u8]) -> Result<BackendKey> {
+        self.mac.check("secret_keks", &row.fields(), mac, || format!("secrets key of vault {}", vault.name))?;
+        Ok(BackendKey { spec: KeySpec::Aes256, handle: row.material, public: None })
     }
 
     async fn secret_version_row(
@@ -411,6 +430,18 @@ impl VaultService {
     /// `SecretNotFound`; `Forbidden` (`SecretDisabled`).
     pub async fn get_secret(&self, vault: &VaultInfo, name: &str, version: Option<&str>) -> Result<SecretBundle> {
         let (s, v) = self.live_secret(vault, name, version).await?;
+        let kek = self.stored_secrets_key(vault).await?;
+        self.released_secret(vault, &s, &v, kek.as_ref())
+    }
+
+    /// A live secret's version with its value, unless the version is disabled.
+    pub(crate) fn released_secret(
+        &self,
+        vault: &VaultInfo,
+        s: &SecretRow,
+        v: &SecretVersionRow,
+        kek: Option<&BackendKey>,
+    ) -> Result<SecretBundle> {
         if !v.enabled {
             return Err(VaultError::forbidden(
                 Refusal::SecretDisabled,
@@ -420,12 +451,9 @@ impl VaultService {
                 ),
             ));
         }
-        let kek = self
-            .stored_secrets_key(vault)
-            .await?
-            .ok_or_else(|| VaultError::Integrity { what: format!("secrets key of vault {}", vault.name) })?;
-        let value = self.open_value(&kek, &v)?;
-        Self::secret_bundle(vault, &s, &v, Some(value))
+        let kek = kek.ok_or_else(|| VaultError::Integrity { what: format!("secrets key of vault {}", vault.name) })?;
+        let value = self.open_value(kek, v)?;
+        Self::secret_bundle(vault, s, v, Some(value))
     }
 
     /// Changes a version's attributes, content type or tags; never its value, and no

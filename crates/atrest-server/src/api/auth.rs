@@ -95,8 +95,11 @@ pub(crate) async fn bearer(State(state): State<Arc<AppState>>, mut req: Request,
 pub(crate) async fn akv(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let local_port = req.extensions().get::<crate::conn::LocalPort>().map(|p| p.0);
     let key = super::keys::key_asked(req.method(), req.uri().path());
-    let key = key.as_ref().map(|(n, v)| (n.as_str(), v.as_str()));
-    match akv_caller(&state, req.headers(), req.uri(), local_port, key).await {
+    let secret = super::secrets::secret_asked(req.method(), req.uri().path());
+    let asked = |x: &Option<(String, String)>| x.as_ref().map(|(n, v)| (n.clone(), v.clone()));
+    let (key, secret) = (asked(&key), asked(&secret));
+    let named = [key.as_ref(), secret.as_ref()].map(|x| x.map(|(n, v)| (n.as_str(), v.as_str())));
+    match akv_caller(&state, req.headers(), req.uri(), local_port, named).await {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
@@ -110,7 +113,7 @@ async fn akv_caller(
     headers: &HeaderMap,
     uri: &axum::http::Uri,
     local_port: Option<u16>,
-    key: Option<(&str, &str)>,
+    [key, secret]: [Option<(&str, &str)>; 2],
 ) -> Result<AkvCaller, ApiError> {
     let host = host_of(headers, uri).ok_or_else(|| ApiError::bad("the request has no Host"))?;
     let vault_name = super::vault_at(state, &host, local_port)
@@ -119,7 +122,7 @@ async fn akv_caller(
     // The vault, the token's principal and its policy (and the key a key operation
     // names) in one read.
     let bearer = bearer_token(headers).map(str::trim);
-    let auth = match state.svc.request_auth(&vault_name, bearer, key).await {
+    let auth = match state.svc.request_auth(&vault_name, bearer, key, secret).await {
         // The platform namespace answers to no customer-facing request.
         Ok(a) if atrest_vault::platform::is_platform(&a.vault.name) => return Err(no_vault()),
         Ok(a) => a,

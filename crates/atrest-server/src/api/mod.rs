@@ -15,6 +15,7 @@ mod probes;
 mod s3;
 mod secrets;
 
+use atrest_vault::commit_mark::Mark;
 use atrest_vault::{VaultError, VaultService};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -286,14 +287,26 @@ async fn answer(
     };
     let method_name = req.method().as_str().to_string();
     let probe = probes::PATHS.contains(&label.as_str());
+    // The Key Vault front end (the fallback router: not a probe, admin, data or S3): its
+    // last write is always the request's audit entry, whose batch tells what to cover.
+    let akv = !probe
+        && req.extensions().get::<S3Request>().is_none()
+        && !["/admin", "/data", "/audit/"].iter().any(|p| req.uri().path().starts_with(p));
     let rolled_back =
         || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", crate::anchor::PUBLIC_ROLLBACK);
-    let mut resp = if !probe && state.anchor.rolled_back().is_some() {
-        rolled_back().into_response()
+    let (mut resp, mark) = if !probe && state.anchor.rolled_back().is_some() {
+        (rolled_back().into_response(), Mark::Unknown)
+    } else if akv {
+        atrest_vault::commit_mark::scope(next.run(req)).await
     } else {
-        next.run(req).await
+        (next.run(req).await, Mark::Unknown)
     };
-    if !probe && let Err(e) = state.anchor.sync().await {
+    let synced = match mark {
+        _ if probe => Ok(()),
+        Mark::Seq(vault) => state.anchor.sync_to([vault, 0]).await,
+        Mark::Nothing | Mark::Unknown => state.anchor.sync().await,
+    };
+    if let Err(e) = synced {
         resp = match e {
             // The details (files, sequences) are in the log, not for any client.
             crate::ServerError::Rollback(_) => rolled_back().into_response(),

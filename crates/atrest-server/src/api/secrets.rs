@@ -12,6 +12,19 @@ use axum::http::Method;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
+/// The secret (name, version or `""`) a read of a value names, for the request's
+/// one-statement authorization read.
+pub(super) fn secret_asked(method: &Method, path: &str) -> Option<(String, String)> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["secrets", name] | ["secrets", name, ""]) => Some(((*name).to_string(), String::new())),
+        (&Method::GET, ["secrets", name, version]) if *version != "versions" => {
+            Some(((*name).to_string(), (*version).to_string()))
+        }
+        _ => None,
+    }
+}
+
 /// Whether a path belongs to the secrets API.
 pub(super) fn owns(path: &[&str]) -> bool {
     matches!(path.first(), Some(&("secrets" | "deletedsecrets")))
@@ -149,7 +162,7 @@ fn skiptoken<'a>(ctx: &'a Ctx<'_>) -> Option<&'a str> {
 
 async fn get(ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> Result<Response, ApiError> {
     allow(ctx, P::Get, Some(name)).await?;
-    released(&ctx.origin, &ctx.svc.get_secret(&ctx.vault, name, version).await?)
+    released(&ctx.origin, &ctx.svc.get_secret_in(&ctx.auth, name, version).await?)
 }
 
 async fn update(ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> Result<Response, ApiError> {

@@ -64,14 +64,15 @@ pub(crate) struct NewEntry {
 
 /// Appends the entries `make` builds from the heads of `chains` (position and hash of
 /// each chain's last entry, read in this transaction; a chain without entries is absent),
-/// all in one transaction: one commit, one fsync. The positions written, in order;
-/// `Ok(None)` when a concurrent writer (another node) took a position first: nothing is
-/// written, build them again.
+/// all in one transaction: one commit, one fsync. The positions written, in order, and
+/// the database's commit sequence with them (where one is kept); `Ok(None)` when a
+/// concurrent writer (another node) took a position first: nothing is written, build
+/// them again.
 pub(crate) async fn append_batch(
     db: &Db,
     chains: &[&str],
     make: impl FnOnce(&BTreeMap<String, (i64, Vec<u8>)>) -> Vec<NewEntry>,
-) -> Result<Option<Vec<i64>>> {
+) -> Result<Option<(Vec<i64>, Option<i64>)>> {
     let mut tx = db.pool().begin().await?;
     let list = (1..=chains.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
     let sql = format!(
@@ -114,8 +115,9 @@ pub(crate) async fn append_batch(
             Err(e) => return Err(e.into()),
         }
     }
+    let commit_seq = db.kept_commit_seq(&mut *tx).await?;
     tx.commit().await?;
-    Ok(Some(entries.iter().map(|e| e.rec.seq).collect()))
+    Ok(Some((entries.iter().map(|e| e.rec.seq).collect(), commit_seq)))
 }
 
 /// The head of a chain: (sequence number, hash) of its last entry.

@@ -46,20 +46,26 @@ pub(crate) struct KekRow {
     pub created: i64,
 }
 
-const SECRET_COLS: &str = "vault_id, name_lc, name, latest_version, deleted_at, scheduled_purge, mac";
-const VERSION_COLS: &str = "vault_id, name_lc, version, seq, enabled, nbf, exp, created, updated, content_type, tags, \
+pub(crate) const SECRET_COLS: &str = "vault_id, name_lc, name, latest_version, deleted_at, scheduled_purge, mac";
+pub(crate) const VERSION_COLS: &str = "vault_id, name_lc, version, seq, enabled, nbf, exp, created, updated, content_type, tags, \
                             wrapped_key, sealed, mac";
 
 fn secret_row(r: &AnyRow) -> Result<(SecretRow, Vec<u8>)> {
-    let mac: Vec<u8> = r.try_get("mac")?;
+    secret_row_at(r, "")
+}
+
+/// A `secrets` row from columns named `{p}vault_id`, … (a joined read names them apart).
+pub(crate) fn secret_row_at(r: &AnyRow, p: &str) -> Result<(SecretRow, Vec<u8>)> {
+    let c = |n: &str| format!("{p}{n}");
+    let mac: Vec<u8> = r.try_get(c("mac").as_str())?;
     Ok((
         SecretRow {
-            vault_id: r.try_get("vault_id")?,
-            name_lc: r.try_get("name_lc")?,
-            name: r.try_get("name")?,
-            latest_version: r.try_get("latest_version")?,
-            deleted_at: r.try_get("deleted_at")?,
-            scheduled_purge: r.try_get("scheduled_purge")?,
+            vault_id: r.try_get(c("vault_id").as_str())?,
+            name_lc: r.try_get(c("name_lc").as_str())?,
+            name: r.try_get(c("name").as_str())?,
+            latest_version: r.try_get(c("latest_version").as_str())?,
+            deleted_at: r.try_get(c("deleted_at").as_str())?,
+            scheduled_purge: r.try_get(c("scheduled_purge").as_str())?,
             stored_mac: mac.clone(),
         },
         mac,
@@ -67,26 +73,42 @@ fn secret_row(r: &AnyRow) -> Result<(SecretRow, Vec<u8>)> {
 }
 
 fn version_row(r: &AnyRow) -> Result<(SecretVersionRow, Vec<u8>)> {
-    let mac: Vec<u8> = r.try_get("mac")?;
+    version_row_at(r, "")
+}
+
+/// A `secret_versions` row from columns named `{p}vault_id`, ….
+pub(crate) fn version_row_at(r: &AnyRow, p: &str) -> Result<(SecretVersionRow, Vec<u8>)> {
+    let c = |n: &str| format!("{p}{n}");
+    let mac: Vec<u8> = r.try_get(c("mac").as_str())?;
     Ok((
         SecretVersionRow {
-            vault_id: r.try_get("vault_id")?,
-            name_lc: r.try_get("name_lc")?,
-            version: r.try_get("version")?,
-            seq: r.try_get("seq")?,
-            enabled: r.try_get::<i64, _>("enabled")? != 0,
-            nbf: r.try_get("nbf")?,
-            exp: r.try_get("exp")?,
-            created: r.try_get("created")?,
-            updated: r.try_get("updated")?,
-            content_type: r.try_get("content_type")?,
-            tags: r.try_get("tags")?,
-            wrapped_key: r.try_get("wrapped_key")?,
-            sealed: r.try_get("sealed")?,
+            vault_id: r.try_get(c("vault_id").as_str())?,
+            name_lc: r.try_get(c("name_lc").as_str())?,
+            version: r.try_get(c("version").as_str())?,
+            seq: r.try_get(c("seq").as_str())?,
+            enabled: r.try_get::<i64, _>(c("enabled").as_str())? != 0,
+            nbf: r.try_get(c("nbf").as_str())?,
+            exp: r.try_get(c("exp").as_str())?,
+            created: r.try_get(c("created").as_str())?,
+            updated: r.try_get(c("updated").as_str())?,
+            content_type: r.try_get(c("content_type").as_str())?,
+            tags: r.try_get(c("tags").as_str())?,
+            wrapped_key: r.try_get(c("wrapped_key").as_str())?,
+            sealed: r.try_get(c("sealed").as_str())?,
             stored_mac: mac.clone(),
         },
         mac,
     ))
+}
+
+/// A `secret_keks` row from columns named `{p}vault_id`, … (`None` when NULL).
+pub(crate) fn kek_at(r: &AnyRow, p: &str) -> Result<Option<(KekRow, Vec<u8>)>> {
+    let c = |n: &str| format!("{p}{n}");
+    let Some(vault_id) = r.try_get::<Option<String>, _>(c("vault_id").as_str())? else { return Ok(None) };
+    Ok(Some((
+        KekRow { vault_id, material: r.try_get(c("material").as_str())?, created: r.try_get(c("created").as_str())? },
+        r.try_get(c("mac").as_str())?,
+    )))
 }
 
 /// The vault's secrets key and its stored MAC.
@@ -95,17 +117,10 @@ pub(crate) async fn kek(db: &Db, vault_id: &str) -> Result<Option<(KekRow, Vec<u
         .bind(vault_id)
         .fetch_optional(db.pool())
         .await?;
-    row.map(|r| -> Result<_> {
-        Ok((
-            KekRow {
-                vault_id: r.try_get("vault_id")?,
-                material: r.try_get("material")?,
-                created: r.try_get("created")?,
-            },
-            r.try_get("mac")?,
-        ))
+    Ok(match row {
+        Some(r) => kek_at(&r, "")?,
+        None => None,
     })
-    .transpose()
 }
 
 /// Stores a vault's secrets key unless one is there already (two nodes may race to

@@ -1,11 +1,13 @@
 //! The authorization snapshot of a Key Vault request in one statement (one round trip,
 //! one hand-off to SQLite's worker): the vault the origin serves, the bearer token, its
 //! principal, the principal's policy on the vault and, for a request on a key, the key
-//! and the version asked for (the latest when none is named). Rows come back as stored;
+//! and the version asked for (the latest when none is named), and for a read of a secret
+//! the secret, its version and the vault's secrets key. Rows come back as stored;
 //! the caller verifies each MAC, as for single-row reads.
 
 use super::access::{PolicyRow, PrincipalRow, TokenRow, policy_at, principal_at, token_at};
 use super::keys::{KeyRow, VersionRow, key_row_at, version_row_at};
+use super::secrets::{KekRow, SecretRow, SecretVersionRow};
 use super::vaults::{VaultRow, vault_at};
 use crate::db::Db;
 use crate::error::Result;
@@ -20,6 +22,9 @@ pub(crate) struct SnapshotRows {
     pub policy: Option<PolicyRow>,
     pub key: Option<(KeyRow, Vec<u8>)>,
     pub version: Option<(VersionRow, Vec<u8>)>,
+    pub secret: Option<(SecretRow, Vec<u8>)>,
+    pub secret_version: Option<(SecretVersionRow, Vec<u8>)>,
+    pub secrets_key: Option<(KekRow, Vec<u8>)>,
 }
 
 fn select(alias: &str, cols: &str) -> String {
@@ -35,6 +40,9 @@ static SQL: LazyLock<String> = LazyLock::new(|| {
         select("ap", "permissions, updated, mac"),
         select("k", super::keys::KEY_COLS),
         select("kv", super::keys::VERSION_COLS),
+        select("s", super::secrets::SECRET_COLS),
+        select("sv", super::secrets::VERSION_COLS),
+        select("sk", "vault_id, material, created, mac"),
     ]
     .join(", ");
     // From a one-row base, so a missing vault, token or key leaves its columns NULL
@@ -47,21 +55,36 @@ static SQL: LazyLock<String> = LazyLock::new(|| {
          LEFT JOIN access_policies ap ON ap.vault_id = v.id AND ap.principal_id = t.principal_id \
          LEFT JOIN keys k ON k.vault_id = v.id AND k.name_lc = $3 \
          LEFT JOIN key_versions kv ON kv.vault_id = v.id AND kv.name_lc = $3 \
-              AND kv.version = (CASE WHEN $4 = '' THEN k.latest_version ELSE $4 END)"
+              AND kv.version = (CASE WHEN $4 = '' THEN k.latest_version ELSE $4 END) \
+         LEFT JOIN secrets s ON s.vault_id = v.id AND s.name_lc = $5 \
+         LEFT JOIN secret_versions sv ON sv.vault_id = v.id AND sv.name_lc = $5 \
+              AND sv.version = (CASE WHEN $6 = '' THEN s.latest_version ELSE $6 END) \
+         LEFT JOIN secret_keks sk ON sk.vault_id = v.id AND $5 <> ''"
     )
 });
 
-/// The snapshot for vault `vault_name`, token `token_id` (`""`: none) and key
-/// `key_name_lc` (`""`: none) at `version` (`""`: the latest).
-pub(crate) async fn snapshot(
-    db: &Db,
-    vault_name: &str,
-    token_id: &str,
-    key_name_lc: &str,
-    version: &str,
-) -> Result<SnapshotRows> {
-    let r =
-        sqlx::query(&SQL).bind(vault_name).bind(token_id).bind(key_name_lc).bind(version).fetch_one(db.pool()).await?;
+/// What a request names besides its vault and token (`""`: nothing; a version `""`:
+/// the latest).
+#[derive(Default)]
+pub(crate) struct Asked<'a> {
+    pub key: &'a str,
+    pub key_version: &'a str,
+    pub secret: &'a str,
+    pub secret_version: &'a str,
+}
+
+/// The snapshot for vault `vault_name`, token `token_id` (`""`: none) and what `asked`
+/// names (lowercased).
+pub(crate) async fn snapshot(db: &Db, vault_name: &str, token_id: &str, asked: &Asked<'_>) -> Result<SnapshotRows> {
+    let r = sqlx::query(&SQL)
+        .bind(vault_name)
+        .bind(token_id)
+        .bind(asked.key)
+        .bind(asked.key_version)
+        .bind(asked.secret)
+        .bind(asked.secret_version)
+        .fetch_one(db.pool())
+        .await?;
     let present = |col: &str| -> Result<bool> { Ok(r.try_get::<Option<String>, _>(col)?.is_some()) };
     Ok(SnapshotRows {
         vault: vault_at(&r, "v_")?,
@@ -70,5 +93,8 @@ pub(crate) async fn snapshot(
         policy: policy_at(&r, "ap_")?,
         key: if present("k_name_lc")? { Some(key_row_at(&r, "k_")?) } else { None },
         version: if present("kv_version")? { Some(version_row_at(&r, "kv_")?) } else { None },
+        secret: if present("s_name_lc")? { Some(super::secrets::secret_row_at(&r, "s_")?) } else { None },
+        secret_version: if present("sv_version")? { Some(super::secrets::version_row_at(&r, "sv_")?) } else { None },
+        secrets_key: super::secrets::kek_at(&r, "sk_")?,
     })
 }
