@@ -55,6 +55,9 @@ impl Db {
                     Ok(())
                 })
             });
+            // A local file does not go away between uses: testing a connection before each
+            // acquire would double every statement's trip to SQLite's worker thread.
+            pool = pool.test_before_acquire(false);
             if url.contains(":memory:") {
                 // Every connection to :memory: is a separate database: keep exactly one.
                 pool = pool.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
