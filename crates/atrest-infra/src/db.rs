@@ -24,6 +24,8 @@ pub struct Db {
     engine: Engine,
     /// Whether the commit sequence is installed (SQLite, with a rollback anchor).
     commit_seq: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// A SQLite file's reader threads (`reader.rs`), opened on first use.
+    reader: std::sync::Arc<(Option<std::path::PathBuf>, std::sync::OnceLock<Option<crate::reader::Reader>>)>,
 }
 
 impl Db {
@@ -70,7 +72,33 @@ impl Db {
             pool = pool.acquire_timeout(std::time::Duration::from_secs(5)).test_before_acquire(true);
         }
         let pool = pool.connect_with(opts).await?;
-        Ok(Self { pool, engine, commit_seq: std::sync::Arc::default() })
+        // A file (not :memory:, which exists only inside its one connection) gets readers.
+        let file = (engine == Engine::Sqlite && !url.contains(":memory:"))
+            .then(|| sqlx::sqlite::SqliteConnectOptions::from_str(url).ok().map(|o| o.get_filename().to_path_buf()))
+            .flatten();
+        Ok(Self {
+            pool,
+            engine,
+            commit_seq: std::sync::Arc::default(),
+            reader: std::sync::Arc::new((file, std::sync::OnceLock::new())),
+        })
+    }
+
+    /// The reader threads of a SQLite file database (`None` for PostgreSQL and
+    /// `:memory:`, or if they cannot be opened: then reads go through the pool).
+    #[must_use]
+    pub fn reader(&self) -> Option<&crate::reader::Reader> {
+        let (file, reader) = &*self.reader;
+        let file = file.as_ref()?;
+        reader
+            .get_or_init(|| match crate::reader::Reader::open(file, 1) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no SQLite reader thread; reads go through the pool");
+                    None
+                }
+            })
+            .as_ref()
     }
 
     /// The pool.

@@ -9,9 +9,11 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod columns;
 pub mod db;
 mod error;
 pub mod lease;
+pub mod reader;
 pub mod rowmac;
 
 pub use error::{ErrorKind, InfraError, Result, describe_db_error};

@@ -2,8 +2,8 @@
 
 use crate::db::Db;
 use crate::error::Result;
+use atrest_infra::columns::Columns;
 use sqlx::Row as _;
-use sqlx::any::AnyRow;
 
 /// A tenant row as stored.
 pub(crate) struct TenantRow {
@@ -100,18 +100,18 @@ pub(crate) async fn principal(db: &Db, id: &str) -> Result<Option<PrincipalRow>>
 }
 
 /// A `principals` row from columns named `{p}id`, … (`None` when `{p}id` is NULL).
-pub(crate) fn principal_at(r: &AnyRow, p: &str) -> Result<Option<PrincipalRow>> {
+pub(crate) fn principal_at(r: &impl Columns, p: &str) -> Result<Option<PrincipalRow>> {
     let c = |n: &str| format!("{p}{n}");
-    let Some(id) = r.try_get::<Option<String>, _>(c("id").as_str())? else { return Ok(None) };
+    let Some(id) = r.opt_text(&c("id"))? else { return Ok(None) };
     Ok(Some(PrincipalRow {
         id,
-        tenant_id: r.try_get(c("tenant_id").as_str())?,
-        name: r.try_get(c("name").as_str())?,
-        kind: r.try_get(c("kind").as_str())?,
-        role: r.try_get(c("role").as_str())?,
-        disabled: r.try_get::<i64, _>(c("disabled").as_str())? != 0,
-        created: r.try_get(c("created").as_str())?,
-        mac: r.try_get(c("mac").as_str())?,
+        tenant_id: r.text(&c("tenant_id"))?,
+        name: r.text(&c("name"))?,
+        kind: r.text(&c("kind"))?,
+        role: r.text(&c("role"))?,
+        disabled: r.int(&c("disabled"))? != 0,
+        created: r.int(&c("created"))?,
+        mac: r.bytes(&c("mac"))?,
     }))
 }
 
@@ -179,17 +179,17 @@ pub(crate) async fn token(db: &Db, id: &str) -> Result<Option<TokenRow>> {
 
 /// A `tokens` row from columns named `{p}id`, … (`None` when `{p}id` is NULL: a joined
 /// read found no token).
-pub(crate) fn token_at(r: &AnyRow, p: &str) -> Result<Option<TokenRow>> {
+pub(crate) fn token_at(r: &impl Columns, p: &str) -> Result<Option<TokenRow>> {
     let c = |n: &str| format!("{p}{n}");
-    let Some(id) = r.try_get::<Option<String>, _>(c("id").as_str())? else { return Ok(None) };
+    let Some(id) = r.opt_text(&c("id"))? else { return Ok(None) };
     Ok(Some(TokenRow {
         id,
-        principal_id: r.try_get(c("principal_id").as_str())?,
-        hash: r.try_get(c("hash").as_str())?,
-        created: r.try_get(c("created").as_str())?,
-        expires: r.try_get(c("expires").as_str())?,
-        revoked: r.try_get::<i64, _>(c("revoked").as_str())? != 0,
-        mac: r.try_get(c("mac").as_str())?,
+        principal_id: r.text(&c("principal_id"))?,
+        hash: r.bytes(&c("hash"))?,
+        created: r.int(&c("created"))?,
+        expires: r.opt_int(&c("expires"))?,
+        revoked: r.int(&c("revoked"))? != 0,
+        mac: r.bytes(&c("mac"))?,
     }))
 }
 
@@ -270,10 +270,10 @@ pub(crate) async fn policy(db: &Db, vault_id: &str, principal_id: &str) -> Resul
 
 /// An `access_policies` row from columns named `{p}permissions`, … (`None` when
 /// `{p}permissions` is NULL).
-pub(crate) fn policy_at(r: &AnyRow, p: &str) -> Result<Option<PolicyRow>> {
+pub(crate) fn policy_at(r: &impl Columns, p: &str) -> Result<Option<PolicyRow>> {
     let c = |n: &str| format!("{p}{n}");
-    let Some(permissions) = r.try_get::<Option<String>, _>(c("permissions").as_str())? else { return Ok(None) };
-    Ok(Some(PolicyRow { permissions, updated: r.try_get(c("updated").as_str())?, mac: r.try_get(c("mac").as_str())? }))
+    let Some(permissions) = r.opt_text(&c("permissions"))? else { return Ok(None) };
+    Ok(Some(PolicyRow { permissions, updated: r.int(&c("updated"))?, mac: r.bytes(&c("mac"))? }))
 }
 
 /// The principals holding a policy on a vault.

@@ -2,7 +2,7 @@
 
 use crate::db::Db;
 use crate::error::Result;
-use sqlx::Row as _;
+use atrest_infra::columns::Columns;
 use sqlx::any::AnyRow;
 
 /// A `keys` row.
@@ -47,18 +47,18 @@ fn key_row(r: &AnyRow) -> Result<(KeyRow, Vec<u8>)> {
 }
 
 /// A `keys` row from columns named `{p}vault_id`, … (a joined read names them apart).
-pub(crate) fn key_row_at(r: &AnyRow, p: &str) -> Result<(KeyRow, Vec<u8>)> {
+pub(crate) fn key_row_at(r: &impl Columns, p: &str) -> Result<(KeyRow, Vec<u8>)> {
     let c = |n: &str| format!("{p}{n}");
     Ok((
         KeyRow {
-            vault_id: r.try_get(c("vault_id").as_str())?,
-            name_lc: r.try_get(c("name_lc").as_str())?,
-            name: r.try_get(c("name").as_str())?,
-            latest_version: r.try_get(c("latest_version").as_str())?,
-            deleted_at: r.try_get(c("deleted_at").as_str())?,
-            scheduled_purge: r.try_get(c("scheduled_purge").as_str())?,
+            vault_id: r.text(&c("vault_id"))?,
+            name_lc: r.text(&c("name_lc"))?,
+            name: r.text(&c("name"))?,
+            latest_version: r.text(&c("latest_version"))?,
+            deleted_at: r.opt_int(&c("deleted_at"))?,
+            scheduled_purge: r.opt_int(&c("scheduled_purge"))?,
         },
-        r.try_get(c("mac").as_str())?,
+        r.bytes(&c("mac"))?,
     ))
 }
 
@@ -67,28 +67,28 @@ fn version_row(r: &AnyRow) -> Result<(VersionRow, Vec<u8>)> {
 }
 
 /// A `key_versions` row from columns named `{p}vault_id`, ….
-pub(crate) fn version_row_at(r: &AnyRow, p: &str) -> Result<(VersionRow, Vec<u8>)> {
+pub(crate) fn version_row_at(r: &impl Columns, p: &str) -> Result<(VersionRow, Vec<u8>)> {
     let c = |n: &str| format!("{p}{n}");
     Ok((
         VersionRow {
-            vault_id: r.try_get(c("vault_id").as_str())?,
-            name_lc: r.try_get(c("name_lc").as_str())?,
-            version: r.try_get(c("version").as_str())?,
-            seq: r.try_get(c("seq").as_str())?,
-            kty: r.try_get(c("kty").as_str())?,
-            key_ops: r.try_get(c("key_ops").as_str())?,
-            enabled: r.try_get::<i64, _>(c("enabled").as_str())? != 0,
-            nbf: r.try_get(c("nbf").as_str())?,
-            exp: r.try_get(c("exp").as_str())?,
-            created: r.try_get(c("created").as_str())?,
-            updated: r.try_get(c("updated").as_str())?,
-            tags: r.try_get(c("tags").as_str())?,
-            public_jwk: r.try_get(c("public_jwk").as_str())?,
-            material: r.try_get(c("material").as_str())?,
-            gcm_count: r.try_get(c("gcm_count").as_str())?,
+            vault_id: r.text(&c("vault_id"))?,
+            name_lc: r.text(&c("name_lc"))?,
+            version: r.text(&c("version"))?,
+            seq: r.int(&c("seq"))?,
+            kty: r.text(&c("kty"))?,
+            key_ops: r.text(&c("key_ops"))?,
+            enabled: r.int(&c("enabled"))? != 0,
+            nbf: r.opt_int(&c("nbf"))?,
+            exp: r.opt_int(&c("exp"))?,
+            created: r.int(&c("created"))?,
+            updated: r.int(&c("updated"))?,
+            tags: r.text(&c("tags"))?,
+            public_jwk: r.text(&c("public_jwk"))?,
+            material: r.bytes(&c("material"))?,
+            gcm_count: r.int(&c("gcm_count"))?,
             display_name: String::new(),
         },
-        r.try_get(c("mac").as_str())?,
+        r.bytes(&c("mac"))?,
     ))
 }
 

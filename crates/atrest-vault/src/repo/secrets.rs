@@ -2,7 +2,7 @@
 
 use crate::db::Db;
 use crate::error::Result;
-use sqlx::Row as _;
+use atrest_infra::columns::Columns;
 use sqlx::any::AnyRow;
 
 /// A `secrets` row.
@@ -55,17 +55,17 @@ fn secret_row(r: &AnyRow) -> Result<(SecretRow, Vec<u8>)> {
 }
 
 /// A `secrets` row from columns named `{p}vault_id`, … (a joined read names them apart).
-pub(crate) fn secret_row_at(r: &AnyRow, p: &str) -> Result<(SecretRow, Vec<u8>)> {
+pub(crate) fn secret_row_at(r: &impl Columns, p: &str) -> Result<(SecretRow, Vec<u8>)> {
     let c = |n: &str| format!("{p}{n}");
-    let mac: Vec<u8> = r.try_get(c("mac").as_str())?;
+    let mac = r.bytes(&c("mac"))?;
     Ok((
         SecretRow {
-            vault_id: r.try_get(c("vault_id").as_str())?,
-            name_lc: r.try_get(c("name_lc").as_str())?,
-            name: r.try_get(c("name").as_str())?,
-            latest_version: r.try_get(c("latest_version").as_str())?,
-            deleted_at: r.try_get(c("deleted_at").as_str())?,
-            scheduled_purge: r.try_get(c("scheduled_purge").as_str())?,
+            vault_id: r.text(&c("vault_id"))?,
+            name_lc: r.text(&c("name_lc"))?,
+            name: r.text(&c("name"))?,
+            latest_version: r.text(&c("latest_version"))?,
+            deleted_at: r.opt_int(&c("deleted_at"))?,
+            scheduled_purge: r.opt_int(&c("scheduled_purge"))?,
             stored_mac: mac.clone(),
         },
         mac,
@@ -77,24 +77,24 @@ fn version_row(r: &AnyRow) -> Result<(SecretVersionRow, Vec<u8>)> {
 }
 
 /// A `secret_versions` row from columns named `{p}vault_id`, ….
-pub(crate) fn version_row_at(r: &AnyRow, p: &str) -> Result<(SecretVersionRow, Vec<u8>)> {
+pub(crate) fn version_row_at(r: &impl Columns, p: &str) -> Result<(SecretVersionRow, Vec<u8>)> {
     let c = |n: &str| format!("{p}{n}");
-    let mac: Vec<u8> = r.try_get(c("mac").as_str())?;
+    let mac = r.bytes(&c("mac"))?;
     Ok((
         SecretVersionRow {
-            vault_id: r.try_get(c("vault_id").as_str())?,
-            name_lc: r.try_get(c("name_lc").as_str())?,
-            version: r.try_get(c("version").as_str())?,
-            seq: r.try_get(c("seq").as_str())?,
-            enabled: r.try_get::<i64, _>(c("enabled").as_str())? != 0,
-            nbf: r.try_get(c("nbf").as_str())?,
-            exp: r.try_get(c("exp").as_str())?,
-            created: r.try_get(c("created").as_str())?,
-            updated: r.try_get(c("updated").as_str())?,
-            content_type: r.try_get(c("content_type").as_str())?,
-            tags: r.try_get(c("tags").as_str())?,
-            wrapped_key: r.try_get(c("wrapped_key").as_str())?,
-            sealed: r.try_get(c("sealed").as_str())?,
+            vault_id: r.text(&c("vault_id"))?,
+            name_lc: r.text(&c("name_lc"))?,
+            version: r.text(&c("version"))?,
+            seq: r.int(&c("seq"))?,
+            enabled: r.int(&c("enabled"))? != 0,
+            nbf: r.opt_int(&c("nbf"))?,
+            exp: r.opt_int(&c("exp"))?,
+            created: r.int(&c("created"))?,
+            updated: r.int(&c("updated"))?,
+            content_type: r.text(&c("content_type"))?,
+            tags: r.text(&c("tags"))?,
+            wrapped_key: r.bytes(&c("wrapped_key"))?,
+            sealed: r.bytes(&c("sealed"))?,
             stored_mac: mac.clone(),
         },
         mac,
@@ -102,12 +102,12 @@ pub(crate) fn version_row_at(r: &AnyRow, p: &str) -> Result<(SecretVersionRow, V
 }
 
 /// A `secret_keks` row from columns named `{p}vault_id`, … (`None` when NULL).
-pub(crate) fn kek_at(r: &AnyRow, p: &str) -> Result<Option<(KekRow, Vec<u8>)>> {
+pub(crate) fn kek_at(r: &impl Columns, p: &str) -> Result<Option<(KekRow, Vec<u8>)>> {
     let c = |n: &str| format!("{p}{n}");
-    let Some(vault_id) = r.try_get::<Option<String>, _>(c("vault_id").as_str())? else { return Ok(None) };
+    let Some(vault_id) = r.opt_text(&c("vault_id"))? else { return Ok(None) };
     Ok(Some((
-        KekRow { vault_id, material: r.try_get(c("material").as_str())?, created: r.try_get(c("created").as_str())? },
-        r.try_get(c("mac").as_str())?,
+        KekRow { vault_id, material: r.bytes(&c("material"))?, created: r.int(&c("created"))? },
+        r.bytes(&c("mac"))?,
     )))
 }
 

@@ -11,7 +11,7 @@ use super::secrets::{KekRow, SecretRow, SecretVersionRow};
 use super::vaults::{VaultRow, vault_at};
 use crate::db::Db;
 use crate::error::Result;
-use sqlx::Row as _;
+use atrest_infra::columns::Columns;
 use std::sync::LazyLock;
 
 /// What one snapshot read found.
@@ -76,25 +76,46 @@ pub(crate) struct Asked<'a> {
 /// The snapshot for vault `vault_name`, token `token_id` (`""`: none) and what `asked`
 /// names (lowercased).
 pub(crate) async fn snapshot(db: &Db, vault_name: &str, token_id: &str, asked: &Asked<'_>) -> Result<SnapshotRows> {
-    let r = sqlx::query(&SQL)
-        .bind(vault_name)
-        .bind(token_id)
-        .bind(asked.key)
-        .bind(asked.key_version)
-        .bind(asked.secret)
-        .bind(asked.secret_version)
-        .fetch_one(db.pool())
-        .await?;
-    let present = |col: &str| -> Result<bool> { Ok(r.try_get::<Option<String>, _>(col)?.is_some()) };
+    let params =
+        [vault_name, token_id, asked.key, asked.key_version, asked.secret, asked.secret_version].map(str::to_string);
+    // A SQLite file: on its reader thread, one hand-off for the whole read.
+    if let Some(reader) = db.reader() {
+        return Ok(reader
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(&SQL).map_err(|e| atrest_infra::reader::storage(&e))?;
+                let index = atrest_infra::columns::column_index(&stmt);
+                let mut rows = stmt
+                    .query(rusqlite::params_from_iter(params.iter()))
+                    .map_err(|e| atrest_infra::reader::storage(&e))?;
+                let row = rows
+                    .next()
+                    .map_err(|e| atrest_infra::reader::storage(&e))?
+                    .ok_or_else(|| atrest_infra::InfraError::Storage("the snapshot read returned no row".into()))?;
+                parse(&atrest_infra::columns::SqliteRow::new(row, &index)).map_err(|e| match e {
+                    crate::VaultError::Storage(m) => atrest_infra::InfraError::Storage(m),
+                    other => atrest_infra::InfraError::Storage(other.to_string()),
+                })
+            })
+            .await?);
+    }
+    let mut q = sqlx::query(&SQL);
+    for p in &params {
+        q = q.bind(p.as_str());
+    }
+    parse(&q.fetch_one(db.pool()).await?)
+}
+
+fn parse(r: &impl Columns) -> Result<SnapshotRows> {
+    let present = |col: &str| -> Result<bool> { Ok(r.opt_text(col)?.is_some()) };
     Ok(SnapshotRows {
-        vault: vault_at(&r, "v_")?,
-        token: token_at(&r, "t_")?,
-        principal: principal_at(&r, "p_")?,
-        policy: policy_at(&r, "ap_")?,
-        key: if present("k_name_lc")? { Some(key_row_at(&r, "k_")?) } else { None },
-        version: if present("kv_version")? { Some(version_row_at(&r, "kv_")?) } else { None },
-        secret: if present("s_name_lc")? { Some(super::secrets::secret_row_at(&r, "s_")?) } else { None },
-        secret_version: if present("sv_version")? { Some(super::secrets::version_row_at(&r, "sv_")?) } else { None },
-        secrets_key: super::secrets::kek_at(&r, "sk_")?,
+        vault: vault_at(r, "v_")?,
+        token: token_at(r, "t_")?,
+        principal: principal_at(r, "p_")?,
+        policy: policy_at(r, "ap_")?,
+        key: if present("k_name_lc")? { Some(key_row_at(r, "k_")?) } else { None },
+        version: if present("kv_version")? { Some(version_row_at(r, "kv_")?) } else { None },
+        secret: if present("s_name_lc")? { Some(super::secrets::secret_row_at(r, "s_")?) } else { None },
+        secret_version: if present("sv_version")? { Some(super::secrets::version_row_at(r, "sv_")?) } else { None },
+        secrets_key: super::secrets::kek_at(r, "sk_")?,
     })
 }

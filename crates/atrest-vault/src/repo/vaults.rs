@@ -3,8 +3,8 @@
 use crate::db::Db;
 use crate::error::Result;
 use crate::model::{VaultInfo, VaultSettings};
+use atrest_infra::columns::Columns;
 use sqlx::Row as _;
-use sqlx::any::AnyRow;
 
 /// A vault row as stored (its MAC is checked by the caller).
 pub(crate) struct VaultRow {
@@ -52,23 +52,23 @@ pub(crate) async fn by_name(db: &Db, name: &str) -> Result<Option<VaultRow>> {
 }
 
 /// A `vaults` row from columns named `{p}id`, … (`None` when `{p}id` is NULL).
-pub(crate) fn vault_at(row: &AnyRow, p: &str) -> Result<Option<VaultRow>> {
+pub(crate) fn vault_at(row: &impl Columns, p: &str) -> Result<Option<VaultRow>> {
     let c = |n: &str| format!("{p}{n}");
-    let Some(id) = row.try_get::<Option<String>, _>(c("id").as_str())? else { return Ok(None) };
+    let Some(id) = row.opt_text(&c("id"))? else { return Ok(None) };
     Ok(Some(VaultRow {
         info: VaultInfo {
             id,
-            tenant_id: row.try_get(c("tenant_id").as_str())?,
-            name: row.try_get(c("name").as_str())?,
+            tenant_id: row.text(&c("tenant_id"))?,
+            name: row.text(&c("name"))?,
             settings: VaultSettings {
-                retention_days: row.try_get(c("retention_days").as_str())?,
-                purge_protection: row.try_get::<i64, _>(c("purge_protection").as_str())? != 0,
-                allow_rsa1_5: row.try_get::<i64, _>(c("allow_rsa1_5").as_str())? != 0,
+                retention_days: row.int(&c("retention_days"))?,
+                purge_protection: row.int(&c("purge_protection"))? != 0,
+                allow_rsa1_5: row.int(&c("allow_rsa1_5"))? != 0,
             },
         },
-        created: row.try_get(c("created").as_str())?,
-        updated: row.try_get(c("updated").as_str())?,
-        mac: row.try_get(c("mac").as_str())?,
+        created: row.int(&c("created"))?,
+        updated: row.int(&c("updated"))?,
+        mac: row.bytes(&c("mac"))?,
     }))
 }
 
