@@ -179,10 +179,20 @@ impl Db {
     /// # Errors
     /// Database errors.
     pub async fn commit_seq(&self) -> Result<i64> {
+        const SQL: &str = "SELECT seq FROM atrest_commit_seq WHERE id = 1";
         if self.engine != Engine::Sqlite {
             return Ok(0);
         }
-        Ok(sqlx::query_scalar("SELECT seq FROM atrest_commit_seq WHERE id = 1").fetch_one(&self.pool).await?)
+        // On the reader thread where there is one: the anchor asks after every batch.
+        if let Some(reader) = self.reader() {
+            return reader
+                .run(|conn| {
+                    let mut stmt = conn.prepare_cached(SQL).map_err(|e| crate::reader::storage(&e))?;
+                    stmt.query_row([], |r| r.get::<_, i64>(0)).map_err(|e| crate::reader::storage(&e))
+                })
+                .await;
+        }
+        Ok(sqlx::query_scalar(SQL).fetch_one(&self.pool).await?)
     }
 
     /// The commit sequence as `conn` (an open transaction) sees it — including that

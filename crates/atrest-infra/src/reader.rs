@@ -88,19 +88,20 @@ mod tests {
         let reader = db.reader().expect("a file database has a reader");
         let read = |id: &'static str| {
             reader.run(move |conn| {
-                let mut stmt = conn.prepare_cached("SELECT id, n, b FROM t WHERE id = $1").map_err(|e| super::storage(&e))?;
+                let mut stmt =
+                    conn.prepare_cached("SELECT id, n, b FROM t WHERE id = $1").map_err(|e| super::storage(&e))?;
                 let index = column_index(&stmt);
                 let mut rows = stmt.query([id]).map_err(|e| super::storage(&e))?;
                 let Some(row) = rows.next().map_err(|e| super::storage(&e))? else { return Ok(None) };
                 let r = SqliteRow::new(row, &index);
-                Ok(Some((r.text("id")?, r.opt_int("n")?, r.bytes("b")?)))
+                Ok(Some((r.text("", "id")?, r.opt_int("", "n")?, r.bytes("", "b")?)))
             })
         };
         assert_eq!(read("a").await.unwrap(), Some(("a".into(), None, vec![0, 1, 2])));
         sqlx::query("INSERT INTO t (id, n, b) VALUES ('b', 7, $1)").bind(vec![9u8]).execute(db.pool()).await.unwrap();
         assert_eq!(read("b").await.unwrap(), Some(("b".into(), Some(7), vec![9])));
         let pooled = sqlx::query("SELECT id, n, b FROM t WHERE id = 'b'").fetch_one(db.pool()).await.unwrap();
-        assert_eq!((pooled.text("id").unwrap(), pooled.opt_int("n").unwrap()), ("b".into(), Some(7)));
+        assert_eq!((pooled.text("", "id").unwrap(), pooled.opt_int("", "n").unwrap()), ("b".into(), Some(7)));
         db.close().await;
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -262,14 +262,7 @@ impl Anchor {
     /// Database or file errors (the writes are committed; the answer must not say so);
     /// `Rollback` once a database went back under the server.
     pub async fn sync_to(&self, needed: [i64; 2]) -> Result<(), ServerError> {
-        let Some(a) = &self.inner else { return Ok(()) };
-        if let Some(why) = a.rolled_back.get() {
-            return Err(ServerError::Rollback(why.clone()));
-        }
-        if (0..2).all(|i| needed[i] <= a.anchored[i].load(Ordering::Acquire)) {
-            return Ok(());
-        }
-        self.sync().await
+        self.sync_with(Some(needed)).await
     }
 
     /// Brings the anchor up to date with everything committed by now (read from both
@@ -278,12 +271,20 @@ impl Anchor {
     /// # Errors
     /// `Rollback`; database and file errors.
     pub async fn sync(&self) -> Result<(), ServerError> {
+        self.sync_with(None).await
+    }
+
+    /// Covers `needed` (or, if not known, what the databases say is committed now).
+    async fn sync_with(&self, needed: Option<[i64; 2]>) -> Result<(), ServerError> {
         let Some(a) = &self.inner else { return Ok(()) };
         if let Some(why) = a.rolled_back.get() {
             return Err(ServerError::Rollback(why.clone()));
         }
         let covered = |s: [i64; 2]| (0..2).all(|i| s[i] <= a.anchored[i].load(Ordering::Acquire));
-        let wanted = seqs(&a.dbs).await?;
+        let wanted = match needed {
+            Some(n) => n,
+            None => seqs(&a.dbs).await?,
+        };
         if covered(wanted) {
             return Ok(());
         }

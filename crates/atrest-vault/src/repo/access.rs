@@ -101,17 +101,16 @@ pub(crate) async fn principal(db: &Db, id: &str) -> Result<Option<PrincipalRow>>
 
 /// A `principals` row from columns named `{p}id`, … (`None` when `{p}id` is NULL).
 pub(crate) fn principal_at(r: &impl Columns, p: &str) -> Result<Option<PrincipalRow>> {
-    let c = |n: &str| format!("{p}{n}");
-    let Some(id) = r.opt_text(&c("id"))? else { return Ok(None) };
+    let Some(id) = r.opt_text(p, "id")? else { return Ok(None) };
     Ok(Some(PrincipalRow {
         id,
-        tenant_id: r.text(&c("tenant_id"))?,
-        name: r.text(&c("name"))?,
-        kind: r.text(&c("kind"))?,
-        role: r.text(&c("role"))?,
-        disabled: r.int(&c("disabled"))? != 0,
-        created: r.int(&c("created"))?,
-        mac: r.bytes(&c("mac"))?,
+        tenant_id: r.text(p, "tenant_id")?,
+        name: r.text(p, "name")?,
+        kind: r.text(p, "kind")?,
+        role: r.text(p, "role")?,
+        disabled: r.int(p, "disabled")? != 0,
+        created: r.int(p, "created")?,
+        mac: r.bytes(p, "mac")?,
     }))
 }
 
@@ -180,16 +179,15 @@ pub(crate) async fn token(db: &Db, id: &str) -> Result<Option<TokenRow>> {
 /// A `tokens` row from columns named `{p}id`, … (`None` when `{p}id` is NULL: a joined
 /// read found no token).
 pub(crate) fn token_at(r: &impl Columns, p: &str) -> Result<Option<TokenRow>> {
-    let c = |n: &str| format!("{p}{n}");
-    let Some(id) = r.opt_text(&c("id"))? else { return Ok(None) };
+    let Some(id) = r.opt_text(p, "id")? else { return Ok(None) };
     Ok(Some(TokenRow {
         id,
-        principal_id: r.text(&c("principal_id"))?,
-        hash: r.bytes(&c("hash"))?,
-        created: r.int(&c("created"))?,
-        expires: r.opt_int(&c("expires"))?,
-        revoked: r.int(&c("revoked"))? != 0,
-        mac: r.bytes(&c("mac"))?,
+        principal_id: r.text(p, "principal_id")?,
+        hash: r.bytes(p, "hash")?,
+        created: r.int(p, "created")?,
+        expires: r.opt_int(p, "expires")?,
+        revoked: r.int(p, "revoked")? != 0,
+        mac: r.bytes(p, "mac")?,
     }))
 }
 
@@ -271,9 +269,8 @@ pub(crate) async fn policy(db: &Db, vault_id: &str, principal_id: &str) -> Resul
 /// An `access_policies` row from columns named `{p}permissions`, … (`None` when
 /// `{p}permissions` is NULL).
 pub(crate) fn policy_at(r: &impl Columns, p: &str) -> Result<Option<PolicyRow>> {
-    let c = |n: &str| format!("{p}{n}");
-    let Some(permissions) = r.opt_text(&c("permissions"))? else { return Ok(None) };
-    Ok(Some(PolicyRow { permissions, updated: r.int(&c("updated"))?, mac: r.bytes(&c("mac"))? }))
+    let Some(permissions) = r.opt_text(p, "permissions")? else { return Ok(None) };
+    Ok(Some(PolicyRow { permissions, updated: r.int(p, "updated")?, mac: r.bytes(p, "mac")? }))
 }
 
 /// The principals holding a policy on a vault.

@@ -48,17 +48,16 @@ fn key_row(r: &AnyRow) -> Result<(KeyRow, Vec<u8>)> {
 
 /// A `keys` row from columns named `{p}vault_id`, … (a joined read names them apart).
 pub(crate) fn key_row_at(r: &impl Columns, p: &str) -> Result<(KeyRow, Vec<u8>)> {
-    let c = |n: &str| format!("{p}{n}");
     Ok((
         KeyRow {
-            vault_id: r.text(&c("vault_id"))?,
-            name_lc: r.text(&c("name_lc"))?,
-            name: r.text(&c("name"))?,
-            latest_version: r.text(&c("latest_version"))?,
-            deleted_at: r.opt_int(&c("deleted_at"))?,
-            scheduled_purge: r.opt_int(&c("scheduled_purge"))?,
+            vault_id: r.text(p, "vault_id")?,
+            name_lc: r.text(p, "name_lc")?,
+            name: r.text(p, "name")?,
+            latest_version: r.text(p, "latest_version")?,
+            deleted_at: r.opt_int(p, "deleted_at")?,
+            scheduled_purge: r.opt_int(p, "scheduled_purge")?,
         },
-        r.bytes(&c("mac"))?,
+        r.bytes(p, "mac")?,
     ))
 }
 
@@ -68,27 +67,26 @@ fn version_row(r: &AnyRow) -> Result<(VersionRow, Vec<u8>)> {
 
 /// A `key_versions` row from columns named `{p}vault_id`, ….
 pub(crate) fn version_row_at(r: &impl Columns, p: &str) -> Result<(VersionRow, Vec<u8>)> {
-    let c = |n: &str| format!("{p}{n}");
     Ok((
         VersionRow {
-            vault_id: r.text(&c("vault_id"))?,
-            name_lc: r.text(&c("name_lc"))?,
-            version: r.text(&c("version"))?,
-            seq: r.int(&c("seq"))?,
-            kty: r.text(&c("kty"))?,
-            key_ops: r.text(&c("key_ops"))?,
-            enabled: r.int(&c("enabled"))? != 0,
-            nbf: r.opt_int(&c("nbf"))?,
-            exp: r.opt_int(&c("exp"))?,
-            created: r.int(&c("created"))?,
-            updated: r.int(&c("updated"))?,
-            tags: r.text(&c("tags"))?,
-            public_jwk: r.text(&c("public_jwk"))?,
-            material: r.bytes(&c("material"))?,
-            gcm_count: r.int(&c("gcm_count"))?,
+            vault_id: r.text(p, "vault_id")?,
+            name_lc: r.text(p, "name_lc")?,
+            version: r.text(p, "version")?,
+            seq: r.int(p, "seq")?,
+            kty: r.text(p, "kty")?,
+            key_ops: r.text(p, "key_ops")?,
+            enabled: r.int(p, "enabled")? != 0,
+            nbf: r.opt_int(p, "nbf")?,
+            exp: r.opt_int(p, "exp")?,
+            created: r.int(p, "created")?,
+            updated: r.int(p, "updated")?,
+            tags: r.text(p, "tags")?,
+            public_jwk: r.text(p, "public_jwk")?,
+            material: r.bytes(p, "material")?,
+            gcm_count: r.int(p, "gcm_count")?,
             display_name: String::new(),
         },
-        r.bytes(&c("mac"))?,
+        r.bytes(p, "mac")?,
     ))
 }
 

@@ -56,16 +56,15 @@ fn secret_row(r: &AnyRow) -> Result<(SecretRow, Vec<u8>)> {
 
 /// A `secrets` row from columns named `{p}vault_id`, … (a joined read names them apart).
 pub(crate) fn secret_row_at(r: &impl Columns, p: &str) -> Result<(SecretRow, Vec<u8>)> {
-    let c = |n: &str| format!("{p}{n}");
-    let mac = r.bytes(&c("mac"))?;
+    let mac = r.bytes(p, "mac")?;
     Ok((
         SecretRow {
-            vault_id: r.text(&c("vault_id"))?,
-            name_lc: r.text(&c("name_lc"))?,
-            name: r.text(&c("name"))?,
-            latest_version: r.text(&c("latest_version"))?,
-            deleted_at: r.opt_int(&c("deleted_at"))?,
-            scheduled_purge: r.opt_int(&c("scheduled_purge"))?,
+            vault_id: r.text(p, "vault_id")?,
+            name_lc: r.text(p, "name_lc")?,
+            name: r.text(p, "name")?,
+            latest_version: r.text(p, "latest_version")?,
+            deleted_at: r.opt_int(p, "deleted_at")?,
+            scheduled_purge: r.opt_int(p, "scheduled_purge")?,
             stored_mac: mac.clone(),
         },
         mac,
@@ -78,23 +77,22 @@ fn version_row(r: &AnyRow) -> Result<(SecretVersionRow, Vec<u8>)> {
 
 /// A `secret_versions` row from columns named `{p}vault_id`, ….
 pub(crate) fn version_row_at(r: &impl Columns, p: &str) -> Result<(SecretVersionRow, Vec<u8>)> {
-    let c = |n: &str| format!("{p}{n}");
-    let mac = r.bytes(&c("mac"))?;
+    let mac = r.bytes(p, "mac")?;
     Ok((
         SecretVersionRow {
-            vault_id: r.text(&c("vault_id"))?,
-            name_lc: r.text(&c("name_lc"))?,
-            version: r.text(&c("version"))?,
-            seq: r.int(&c("seq"))?,
-            enabled: r.int(&c("enabled"))? != 0,
-            nbf: r.opt_int(&c("nbf"))?,
-            exp: r.opt_int(&c("exp"))?,
-            created: r.int(&c("created"))?,
-            updated: r.int(&c("updated"))?,
-            content_type: r.text(&c("content_type"))?,
-            tags: r.text(&c("tags"))?,
-            wrapped_key: r.bytes(&c("wrapped_key"))?,
-            sealed: r.bytes(&c("sealed"))?,
+            vault_id: r.text(p, "vault_id")?,
+            name_lc: r.text(p, "name_lc")?,
+            version: r.text(p, "version")?,
+            seq: r.int(p, "seq")?,
+            enabled: r.int(p, "enabled")? != 0,
+            nbf: r.opt_int(p, "nbf")?,
+            exp: r.opt_int(p, "exp")?,
+            created: r.int(p, "created")?,
+            updated: r.int(p, "updated")?,
+            content_type: r.text(p, "content_type")?,
+            tags: r.text(p, "tags")?,
+            wrapped_key: r.bytes(p, "wrapped_key")?,
+            sealed: r.bytes(p, "sealed")?,
             stored_mac: mac.clone(),
         },
         mac,
@@ -103,11 +101,10 @@ pub(crate) fn version_row_at(r: &impl Columns, p: &str) -> Result<(SecretVersion
 
 /// A `secret_keks` row from columns named `{p}vault_id`, … (`None` when NULL).
 pub(crate) fn kek_at(r: &impl Columns, p: &str) -> Result<Option<(KekRow, Vec<u8>)>> {
-    let c = |n: &str| format!("{p}{n}");
-    let Some(vault_id) = r.opt_text(&c("vault_id"))? else { return Ok(None) };
+    let Some(vault_id) = r.opt_text(p, "vault_id")? else { return Ok(None) };
     Ok(Some((
-        KekRow { vault_id, material: r.bytes(&c("material"))?, created: r.int(&c("created"))? },
-        r.bytes(&c("mac"))?,
+        KekRow { vault_id, material: r.bytes(p, "material")?, created: r.int(p, "created")? },
+        r.bytes(p, "mac")?,
     )))
 }
 

@@ -31,6 +31,9 @@ fn select(alias: &str, cols: &str) -> String {
     cols.split(',').map(str::trim).map(|c| format!("{alias}.{c} AS {alias}_{c}")).collect::<Vec<_>>().join(", ")
 }
 
+/// The snapshot statement's columns by name, on the reader thread.
+static INDEX: std::sync::OnceLock<std::collections::HashMap<String, usize>> = std::sync::OnceLock::new();
+
 /// Built once: the same text every time, so the driver's statement cache reuses it.
 static SQL: LazyLock<String> = LazyLock::new(|| {
     let cols = [
@@ -83,7 +86,8 @@ pub(crate) async fn snapshot(db: &Db, vault_name: &str, token_id: &str, asked: &
         return Ok(reader
             .run(move |conn| {
                 let mut stmt = conn.prepare_cached(&SQL).map_err(|e| atrest_infra::reader::storage(&e))?;
-                let index = atrest_infra::columns::column_index(&stmt);
+                // The statement's columns never change: index them once.
+                let index = INDEX.get_or_init(|| atrest_infra::columns::column_index(&stmt));
                 let mut rows = stmt
                     .query(rusqlite::params_from_iter(params.iter()))
                     .map_err(|e| atrest_infra::reader::storage(&e))?;
@@ -91,7 +95,7 @@ pub(crate) async fn snapshot(db: &Db, vault_name: &str, token_id: &str, asked: &
                     .next()
                     .map_err(|e| atrest_infra::reader::storage(&e))?
                     .ok_or_else(|| atrest_infra::InfraError::Storage("the snapshot read returned no row".into()))?;
-                parse(&atrest_infra::columns::SqliteRow::new(row, &index)).map_err(|e| match e {
+                parse(&atrest_infra::columns::SqliteRow::new(row, index)).map_err(|e| match e {
                     crate::VaultError::Storage(m) => atrest_infra::InfraError::Storage(m),
                     other => atrest_infra::InfraError::Storage(other.to_string()),
                 })
@@ -106,16 +110,16 @@ pub(crate) async fn snapshot(db: &Db, vault_name: &str, token_id: &str, asked: &
 }
 
 fn parse(r: &impl Columns) -> Result<SnapshotRows> {
-    let present = |col: &str| -> Result<bool> { Ok(r.opt_text(col)?.is_some()) };
+    let present = |p: &str, col: &str| -> Result<bool> { Ok(r.opt_text(p, col)?.is_some()) };
     Ok(SnapshotRows {
         vault: vault_at(r, "v_")?,
         token: token_at(r, "t_")?,
         principal: principal_at(r, "p_")?,
         policy: policy_at(r, "ap_")?,
-        key: if present("k_name_lc")? { Some(key_row_at(r, "k_")?) } else { None },
-        version: if present("kv_version")? { Some(version_row_at(r, "kv_")?) } else { None },
-        secret: if present("s_name_lc")? { Some(super::secrets::secret_row_at(r, "s_")?) } else { None },
-        secret_version: if present("sv_version")? { Some(super::secrets::version_row_at(r, "sv_")?) } else { None },
+        key: if present("k_", "name_lc")? { Some(key_row_at(r, "k_")?) } else { None },
+        version: if present("kv_", "version")? { Some(version_row_at(r, "kv_")?) } else { None },
+        secret: if present("s_", "name_lc")? { Some(super::secrets::secret_row_at(r, "s_")?) } else { None },
+        secret_version: if present("sv_", "version")? { Some(super::secrets::version_row_at(r, "sv_")?) } else { None },
         secrets_key: super::secrets::kek_at(r, "sk_")?,
     })
 }

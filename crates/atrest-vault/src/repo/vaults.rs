@@ -53,22 +53,21 @@ pub(crate) async fn by_name(db: &Db, name: &str) -> Result<Option<VaultRow>> {
 
 /// A `vaults` row from columns named `{p}id`, … (`None` when `{p}id` is NULL).
 pub(crate) fn vault_at(row: &impl Columns, p: &str) -> Result<Option<VaultRow>> {
-    let c = |n: &str| format!("{p}{n}");
-    let Some(id) = row.opt_text(&c("id"))? else { return Ok(None) };
+    let Some(id) = row.opt_text(p, "id")? else { return Ok(None) };
     Ok(Some(VaultRow {
         info: VaultInfo {
             id,
-            tenant_id: row.text(&c("tenant_id"))?,
-            name: row.text(&c("name"))?,
+            tenant_id: row.text(p, "tenant_id")?,
+            name: row.text(p, "name")?,
             settings: VaultSettings {
-                retention_days: row.int(&c("retention_days"))?,
-                purge_protection: row.int(&c("purge_protection"))? != 0,
-                allow_rsa1_5: row.int(&c("allow_rsa1_5"))? != 0,
+                retention_days: row.int(p, "retention_days")?,
+                purge_protection: row.int(p, "purge_protection")? != 0,
+                allow_rsa1_5: row.int(p, "allow_rsa1_5")? != 0,
             },
         },
-        created: row.int(&c("created"))?,
-        updated: row.int(&c("updated"))?,
-        mac: row.bytes(&c("mac"))?,
+        created: row.int(p, "created")?,
+        updated: row.int(p, "updated")?,
+        mac: row.bytes(p, "mac")?,
     }))
 }
 
