@@ -588,7 +588,10 @@ impl VaultService {
         let _g = self.write_guard().await;
         // Conditional on the row being as read: on PostgreSQL another node may change it
         // (attributes, or its usage count) meanwhile; then read it again.
-        for _ in 0..20 {
+        for attempt in 0..32 {
+            if attempt > 0 {
+                crate::secrets::back_off(attempt).await;
+            }
             let (k, mut v) = self.live_version(vault, name, version).await?;
             let was = self.mac.tag("key_versions", &v.fields());
             if let Some(ops) = &req.key_ops {

@@ -301,7 +301,10 @@ impl VaultService {
             return Ok(());
         }
         let _g = self.write_guard().await;
-        for _ in 0..20 {
+        for attempt in 0..32 {
+            if attempt > 0 {
+                crate::secrets::back_off(attempt).await;
+            }
             let mut fresh = self
                 .version_row(vault, &v.name_lc, &v.version)
                 .await?

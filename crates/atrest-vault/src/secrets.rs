@@ -41,7 +41,15 @@ const VALUE_CONTEXT: &[u8] = b"atrest/secret-value/v1";
 /// How often a write that lost a race reads again and retries. On PostgreSQL nothing
 /// serializes writers, so every write is conditional on the row being as read; on
 /// SQLite the write guard makes the first attempt win.
-const ATTEMPTS: usize = 8;
+const ATTEMPTS: usize = 32;
+
+/// Before another attempt of a write that lost a race: a short random pause, longer each
+/// time, so writers that keep colliding spread out instead of colliding again.
+pub(crate) async fn back_off(attempt: usize) {
+    let r = u64::from(u16::from_le_bytes(atrest_crypto::rand::bytes::<2>().unwrap_or_default()));
+    let most = 200 * (attempt as u64 + 1);
+    tokio::time::sleep(std::time::Duration::from_micros(r % most)).await;
+}
 
 fn contended(name: &str) -> VaultError {
     VaultError::Storage(format!("secret {name} kept changing under concurrent writes; retry the request"))
@@ -395,7 +403,10 @@ impl VaultService {
         };
         (v.wrapped_key, v.sealed) = self.seal_value(&kek, &v, req.value.expose().as_bytes())?;
         let _g = self.write_guard().await;
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
             let existing = self.secret_row(vault, name).await?;
             if existing.as_ref().is_some_and(|s| s.deleted_at.is_some()) {
                 return Err(VaultError::DeletedButRecoverable(format!(
@@ -473,7 +484,10 @@ impl VaultService {
         }
         let tags = req.tags.as_ref().map(|t| check_tags(t).and_then(|()| json_text(t))).transpose()?;
         let _g = self.write_guard().await;
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
             let (s, mut v) = self.live_secret(vault, name, version).await?;
             if let Some(c) = &req.content_type {
                 v.content_type.clone_from(c);
@@ -598,7 +612,10 @@ impl VaultService {
     /// `SecretNotFound`.
     pub async fn delete_secret(&self, vault: &VaultInfo, name: &str) -> Result<DeletedSecret> {
         let _g = self.write_guard().await;
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
             let (mut s, v) = self.secret_in(vault, name, false).await?;
             let now = self.now();
             s.deleted_at = Some(now);
@@ -625,7 +642,10 @@ impl VaultService {
     /// `SecretNotFound` if it is not in the deleted state.
     pub async fn recover_deleted_secret(&self, vault: &VaultInfo, name: &str) -> Result<SecretBundle> {
         let _g = self.write_guard().await;
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
             let (mut s, v) = self.secret_in(vault, name, true).await?;
             s.deleted_at = None;
             s.scheduled_purge = None;
@@ -643,7 +663,10 @@ impl VaultService {
     /// `SecretNotFound`, `Forbidden` (purge protection).
     pub async fn purge_deleted_secret(&self, vault: &VaultInfo, name: &str) -> Result<()> {
         let _g = self.write_guard().await;
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
             let (s, _) = self.secret_in(vault, name, true).await?;
             if vault.settings.purge_protection && s.scheduled_purge.is_some_and(|p| self.now() < p) {
                 return Err(VaultError::forbidden(
@@ -775,7 +798,10 @@ impl VaultService {
         };
         let secret_mac = self.mac.tag("secrets", &s.fields());
         let _g = self.write_guard().await;
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
             match self.secret_row(vault, &blob.name).await? {
                 Some(e) if e.deleted_at.is_some() => {
                     return Err(VaultError::DeletedButRecoverable(format!(
