@@ -1,6 +1,9 @@
-//! Software key custody: key material lives in memory only while an operation runs,
-//! and at rest only as a record sealed under a key derived from the root key, with
-//! the key's binding (vault, name, version) as context.
+//! Software key custody: key material lives at rest only as a record sealed under a key
+//! derived from the root key, with the key's binding (vault, name, version) as context.
+//! In memory, the keys of the last [`OPENED_KEYS`] handles used stay opened (parsing and
+//! checking an RSA private key costs more than the operation): in zeroizing types, found
+//! only by the SHA-256 of (binding, sealed handle) — so a handle moved to another key's
+//! row, or edited, never finds a cached key — and dropped, zeroized, when pushed out.
 
 use super::{BackendKey, Capabilities, ImportKey, KeyBackend, KeySpec, Protection, PublicKey, SignAlg, WrapAlg};
 use crate::aead::AeadKey;
@@ -18,9 +21,14 @@ const TAG_EC_P256: u8 = 2;
 const TAG_EC_P384: u8 = 3;
 const TAG_AES: u8 = 4;
 
+/// How many opened keys the backend keeps (see the module's documentation).
+pub const OPENED_KEYS: usize = 256;
+
 /// Keys sealed by a root key.
 pub struct SoftwareBackend {
     sealing_key: SecretKey,
+    /// Opened keys by SHA-256(binding, handle), oldest first out.
+    opened: std::sync::Mutex<std::collections::VecDeque<([u8; 32], std::sync::Arc<Material>)>>,
 }
 
 enum Material {
@@ -38,7 +46,7 @@ impl SoftwareBackend {
     pub fn new(root: &SecretKey) -> Result<Self> {
         let mut k = zeroize::Zeroizing::new([0u8; 32]);
         kdf::hkdf_sha256(root.expose_secret(), b"atrest/v1/root", &[b"software-backend/key-material"], &mut k[..])?;
-        Ok(Self { sealing_key: SecretKey::from_slice(&k[..])? })
+        Ok(Self { sealing_key: SecretKey::from_slice(&k[..])?, opened: std::sync::Mutex::default() })
     }
 
     fn seal(&self, m: &Material, binding: &[&[u8]]) -> Result<Vec<u8>> {
@@ -53,6 +61,31 @@ impl SoftwareBackend {
         plain.extend(&[tag]);
         plain.extend(body.expose_secret());
         record::seal(&self.sealing_key, binding, plain.expose_secret())
+    }
+
+    /// An opened key, from the cache or opened now (and cached).
+    fn opened(&self, handle: &[u8], binding: &[&[u8]]) -> Result<std::sync::Arc<Material>> {
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(binding.len() * 2 + 1);
+        let lens: Vec<[u8; 8]> = binding.iter().map(|b| (b.len() as u64).to_be_bytes()).collect();
+        for (b, l) in binding.iter().zip(&lens) {
+            parts.push(l);
+            parts.push(b);
+        }
+        parts.push(handle);
+        let id = crate::hash::sha256(&parts);
+        if let Ok(cache) = self.opened.lock()
+            && let Some((_, m)) = cache.iter().find(|(k, _)| crate::secret::constant_time_eq(k, &id))
+        {
+            return Ok(m.clone());
+        }
+        let m = std::sync::Arc::new(self.open(handle, binding)?);
+        if let Ok(mut cache) = self.opened.lock() {
+            if cache.len() >= OPENED_KEYS {
+                cache.pop_front();
+            }
+            cache.push_back((id, m.clone()));
+        }
+        Ok(m)
     }
 
     fn open(&self, handle: &[u8], binding: &[&[u8]]) -> Result<Material> {
@@ -138,21 +171,21 @@ impl KeyBackend for SoftwareBackend {
     }
 
     fn wrap_key(&self, key: &BackendKey, binding: &[&[u8]], alg: WrapAlg, plaintext: &[u8]) -> Result<Vec<u8>> {
-        match (self.open(&key.handle, binding)?, alg) {
+        match (&*self.opened(&key.handle, binding)?, alg) {
             (Material::Rsa(k), WrapAlg::RsaOaep) => k.public_key().encrypt_oaep(OaepHash::Sha1, plaintext, None),
             (Material::Rsa(k), WrapAlg::RsaOaep256) => k.public_key().encrypt_oaep(OaepHash::Sha256, plaintext, None),
-            (Material::Aes(k), WrapAlg::A256Kw) => keywrap::wrap_kw(&k, plaintext),
+            (Material::Aes(k), WrapAlg::A256Kw) => keywrap::wrap_kw(k, plaintext),
             (_, WrapAlg::Rsa1_5) => Err(CryptoError::Unsupported("RSA1_5 is accepted for unwrap only")),
             _ => Err(CryptoError::Unsupported("this key type cannot wrap with that algorithm")),
         }
     }
 
     fn unwrap_key(&self, key: &BackendKey, binding: &[&[u8]], alg: WrapAlg, wrapped: &[u8]) -> Result<SecretBytes> {
-        match (self.open(&key.handle, binding)?, alg) {
+        match (&*self.opened(&key.handle, binding)?, alg) {
             (Material::Rsa(k), WrapAlg::RsaOaep) => k.decrypt_oaep(OaepHash::Sha1, wrapped, None),
             (Material::Rsa(k), WrapAlg::RsaOaep256) => k.decrypt_oaep(OaepHash::Sha256, wrapped, None),
             (Material::Rsa(k), WrapAlg::Rsa1_5) => k.decrypt_pkcs1v15_implicit(wrapped, RSA1_5_KEY_LEN),
-            (Material::Aes(k), WrapAlg::A256Kw) => keywrap::unwrap_kw(&k, wrapped),
+            (Material::Aes(k), WrapAlg::A256Kw) => keywrap::unwrap_kw(k, wrapped),
             _ => Err(CryptoError::Unsupported("this key type cannot unwrap with that algorithm")),
         }
     }
@@ -165,11 +198,12 @@ impl KeyBackend for SoftwareBackend {
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<(Vec<u8>, [u8; 16])> {
-        let Material::Aes(k) = self.open(&key.handle, binding)? else {
+        let m = self.opened(&key.handle, binding)?;
+        let Material::Aes(k) = &*m else {
             return Err(CryptoError::Unsupported("A256GCM needs an AES key"));
         };
         let mut buf = plaintext.to_vec();
-        let tag = AeadKey::new(&k)?.seal_in_place(iv, aad, &mut buf)?;
+        let tag = AeadKey::new(k)?.seal_in_place(iv, aad, &mut buf)?;
         Ok((buf, tag))
     }
 
@@ -182,16 +216,17 @@ impl KeyBackend for SoftwareBackend {
         ciphertext: &[u8],
         tag: &[u8],
     ) -> Result<SecretBytes> {
-        let Material::Aes(k) = self.open(&key.handle, binding)? else {
+        let m = self.opened(&key.handle, binding)?;
+        let Material::Aes(k) = &*m else {
             return Err(CryptoError::Unsupported("A256GCM needs an AES key"));
         };
         let mut buf = SecretBytes::new(ciphertext.to_vec());
-        AeadKey::new(&k)?.open_in_place(iv, aad, buf.as_mut_slice(), tag).map_err(|_| CryptoError::Decrypt)?;
+        AeadKey::new(k)?.open_in_place(iv, aad, buf.as_mut_slice(), tag).map_err(|_| CryptoError::Decrypt)?;
         Ok(buf)
     }
 
     fn sign(&self, key: &BackendKey, binding: &[&[u8]], alg: SignAlg, digest: &[u8]) -> Result<Vec<u8>> {
-        match (self.open(&key.handle, binding)?, alg) {
+        match (&*self.opened(&key.handle, binding)?, alg) {
             (Material::Rsa(k), SignAlg::Rs256) => k.sign_digest(RsaSignature::Rs256, digest),
             (Material::Rsa(k), SignAlg::Ps256) => k.sign_digest(RsaSignature::Ps256, digest),
             (Material::Ec(k), SignAlg::Es256) if k.public_key().curve() == EcCurve::P256 => k.sign_digest(digest),
@@ -211,6 +246,28 @@ mod tests {
     }
 
     const BIND: &[&[u8]] = &[b"vault", b"key", b"v1"];
+
+    /// An opened key is reused only for the very handle and binding it was opened from: a
+    /// handle under another binding, or an edited handle, still fails to open.
+    #[test]
+    fn opened_keys_are_found_only_by_handle_and_binding() {
+        let be = backend();
+        let k = be.generate(KeySpec::Aes256, BIND).unwrap();
+        let a = be.opened(&k.handle, BIND).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&a, &be.opened(&k.handle, BIND).unwrap()), "the second use is cached");
+        assert!(matches!(be.opened(&k.handle, &[b"vault", b"key", b"v2"]), Err(CryptoError::StoredKeyIntegrity)));
+        let mut edited = k.handle.clone();
+        let last = edited.len() - 1;
+        edited[last] ^= 1;
+        assert!(matches!(be.opened(&edited, BIND), Err(CryptoError::StoredKeyIntegrity)));
+        for i in 0..OPENED_KEYS {
+            let b = i.to_be_bytes();
+            let other = be.generate(KeySpec::Aes256, &[&b]).unwrap();
+            be.opened(&other.handle, &[&b]).unwrap();
+        }
+        assert!(!std::sync::Arc::ptr_eq(&a, &be.opened(&k.handle, BIND).unwrap()), "pushed out, opened again");
+        assert!(be.opened.lock().unwrap().len() <= OPENED_KEYS);
+    }
 
     #[test]
     fn passes_the_backend_conformance_suite() {
