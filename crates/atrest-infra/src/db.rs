@@ -127,6 +127,9 @@ impl Db {
                 Err(e) => tracing::warn!(error = %e, "the WAL checkpoint at shutdown failed"),
             }
         }
+        if let Some(Some(reader)) = self.reader.1.get() {
+            reader.close();
+        }
         self.pool.close().await;
     }
 

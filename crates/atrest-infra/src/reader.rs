@@ -14,6 +14,26 @@ type Job = Box<dyn FnOnce(&rusqlite::Connection) + Send>;
 #[derive(Debug)]
 pub struct Reader {
     jobs: flume::Sender<Job>,
+    threads: usize,
+    closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The file a connection has open, as (device, inode): a file replaced under the server
+/// (a restore, or a copy put back) is a new inode, and the reader opens it again.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn connect(path: &Path) -> Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(path, flags)
+        .map_err(|e| InfraError::Storage(format!("cannot open {} for reading: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(|e| InfraError::Storage(format!("cannot set the busy timeout: {e}")))?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
 }
 
 impl Reader {
@@ -23,26 +43,43 @@ impl Reader {
     /// # Errors
     /// The file cannot be opened.
     pub fn open(path: &Path, threads: usize) -> Result<Self> {
-        use rusqlite::OpenFlags;
         let (jobs, queue) = flume::unbounded::<Job>();
-        for i in 0..threads.max(1) {
-            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-            let conn = rusqlite::Connection::open_with_flags(path, flags)
-                .map_err(|e| InfraError::Storage(format!("cannot open {} for reading: {e}", path.display())))?;
-            conn.busy_timeout(std::time::Duration::from_secs(10))
-                .map_err(|e| InfraError::Storage(format!("cannot set the busy timeout: {e}")))?;
-            conn.set_prepared_statement_cache_capacity(32);
-            let queue = queue.clone();
+        let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = threads.max(1);
+        for i in 0..threads {
+            let mut conn = connect(path)?;
+            let mut opened = identity(path);
+            let (queue, closed, path) = (queue.clone(), closed.clone(), path.to_path_buf());
             std::thread::Builder::new()
                 .name(format!("atrest-sqlite-reader-{i}"))
                 .spawn(move || {
                     while let Ok(job) = queue.recv() {
-                        job(&conn);
+                        if closed.load(std::sync::atomic::Ordering::Acquire) {
+                            break;
+                        }
+                        let now = identity(&path);
+                        if now != opened
+                            && let Ok(c) = connect(&path)
+                        {
+                            (conn, opened) = (c, now);
+                        }
+                        // A job that panics fails alone (its caller sees the reader gone);
+                        // the thread goes on.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&conn)));
                     }
                 })
                 .map_err(|e| InfraError::Storage(format!("cannot start a reader thread: {e}")))?;
         }
-        Ok(Self { jobs })
+        Ok(Self { jobs, threads, closed })
+    }
+
+    /// Stops the threads and closes their connections (a database closed at shutdown
+    /// leaves nothing open on its file); later reads fail.
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
+        for _ in 0..self.threads {
+            let _ = self.jobs.send(Box::new(|_| {}));
+        }
     }
 
     /// Runs `f` on a reader thread; its result comes back once it is done.
@@ -53,6 +90,9 @@ impl Reader {
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(InfraError::Storage("the database is closed".into()));
+        }
         let (done, result) = flume::bounded(1);
         let job: Job = Box::new(move |conn| {
             let _ = done.send(f(conn));

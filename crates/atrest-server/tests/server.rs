@@ -267,6 +267,45 @@ async fn secrets_api_shapes_challenge_and_audit_before_release() {
     e.server.shutdown().await;
 }
 
+/// Authorization is read when a request's headers arrive, and read again when its body
+/// took longer to arrive: a policy removed while the body trickles in refuses the request.
+#[tokio::test]
+async fn a_policy_removed_while_the_body_arrives_refuses_the_request() {
+    let e = start().await;
+    use reqwest::Method as M;
+    assert_eq!(e.call(M::POST, "/keys/k/create", Some(json!({"kty": "oct"}))).await.0, StatusCode::OK);
+    let (s, _) = e.call(M::POST, "/admin/tenants/default/principals", Some(json!({"name": "app"}))).await;
+    assert!(s.is_success());
+    let (_, t) = e.call(M::POST, "/admin/tenants/default/principals/app/tokens", Some(json!({}))).await;
+    let app = t["token"].as_str().unwrap().to_string();
+    let grant = json!({"permissions": ["get", "wrapKey"]});
+    assert!(e.call(M::PUT, "/admin/vaults/default/policies/app", Some(grant)).await.0.is_success());
+    let body = r#"{"alg":"A256KW","value":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#;
+    let wrap = |chunks: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>| {
+        e.client
+            .post(format!("{}/keys/k//wrapkey?api-version=7.5", e.base))
+            .bearer_auth(&app)
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+    };
+    use futures_util::StreamExt as _;
+    let whole = futures_util::stream::iter([Ok(bytes::Bytes::from_static(body.as_bytes()))]).boxed();
+    assert_eq!(wrap(whole).await.unwrap().status(), StatusCode::OK);
+    // The body's second half comes after the policy is gone.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(2);
+    let trickled = futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|c| (c, rx)) }).boxed();
+    let sent = tokio::spawn(wrap(trickled));
+    tx.send(Ok(bytes::Bytes::from_static(&body.as_bytes()[..20]))).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert_eq!(e.call(M::DELETE, "/admin/vaults/default/policies/app", None).await.0, StatusCode::NO_CONTENT);
+    tx.send(Ok(bytes::Bytes::from_static(&body.as_bytes()[20..]))).await.unwrap();
+    drop(tx);
+    let r = sent.await.unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "{}", r.text().await.unwrap());
+    e.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_second_start_reuses_everything() {
     let e = start().await;

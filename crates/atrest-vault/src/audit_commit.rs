@@ -73,7 +73,7 @@ impl AuditCommit {
     pub(crate) async fn append(self: &Arc<Self>, entry: Entry) -> Result<Appended> {
         let (done, wait) = oneshot::channel();
         let start = {
-            let mut q = self.queue.lock().map_err(|_| VaultError::Storage("the audit queue is poisoned".into()))?;
+            let mut q = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             q.pending.push(Pending { entry, done });
             !std::mem::replace(&mut q.writing, true)
         };
@@ -91,11 +91,29 @@ impl AuditCommit {
 
     /// Writes batches until the queue is empty.
     async fn write_all(self: Arc<Self>) {
+        // If this task ends any other way (a panic, the runtime going away), the queue is
+        // handed back: `writing` reset and every entry still queued failed, so no caller
+        // waits for ever and the next append starts a writer again.
+        struct Handback<'a>(&'a AuditCommit, bool);
+        impl Drop for Handback<'_> {
+            fn drop(&mut self) {
+                if !self.1 {
+                    return; // ended normally: the queue was handed back under its lock
+                }
+                let mut q = self.0.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                q.writing = false;
+                for p in q.pending.drain(..) {
+                    let _ = p.done.send(Err(VaultError::Storage("the audit writer stopped".into())));
+                }
+            }
+        }
+        let mut handback = Handback(&self, true);
         loop {
             let batch: Vec<Pending> = {
-                let Ok(mut q) = self.queue.lock() else { return };
+                let mut q = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if q.pending.is_empty() {
                     q.writing = false;
+                    handback.1 = false;
                     return;
                 }
                 let n = q.pending.len().min(MAX_BATCH);

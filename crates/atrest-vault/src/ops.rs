@@ -292,11 +292,19 @@ impl VaultService {
     /// this node's reserved block, or by durably reserving the next block first. So the
     /// stored count is never below the encryptions released, even after `kill -9`.
     async fn count_gcm_use(&self, vault: &VaultInfo, v: &VersionRow) -> Result<()> {
-        let id = (v.vault_id.clone(), v.name_lc.clone(), v.version.clone());
-        let mut blocks = self.gcm_blocks.lock().await;
-        if let Some((next, end)) = blocks.0.get_mut(&id)
-            && *next < *end
-        {
+        let id = atrest_crypto::hash::sha256(&[
+            v.vault_id.as_bytes(),
+            b"\0",
+            v.name_lc.as_bytes(),
+            b"\0",
+            v.version.as_bytes(),
+            b"\0",
+            &v.material,
+        ]);
+        let block = self.gcm_blocks.of(id);
+        let mut block = block.lock().await;
+        let (next, end) = &mut *block;
+        if *next < *end {
             *next += 1;
             return Ok(());
         }
@@ -319,7 +327,7 @@ impl VaultService {
             let was = self.mac.tag("key_versions", &fresh.fields());
             fresh.gcm_count = (start + GCM_BLOCK).min(GCM_LIMIT);
             if self.raise_gcm_count(&fresh, &was).await? {
-                blocks.0.insert(id, (start + 1, fresh.gcm_count));
+                *block = (start + 1, fresh.gcm_count);
                 return Ok(());
             }
         }

@@ -28,6 +28,17 @@ pub struct RequestAuth {
     key: Option<KeyAsked>,
     /// The secret asked for and what was found.
     secret: Option<SecretAsked>,
+    /// When it was read.
+    read_at: std::time::Instant,
+}
+
+impl RequestAuth {
+    /// How long ago it was read (a front end reads it again when a request's body took
+    /// long to arrive, so a change made meanwhile applies to that request too).
+    #[must_use]
+    pub fn age(&self) -> std::time::Duration {
+        self.read_at.elapsed()
+    }
 }
 
 /// A secret a request reads: (name lowercased, version or `""`), and the secret row, that
@@ -69,17 +80,20 @@ impl VaultService {
         if let (Some(b), Some(t)) = (&bearer, &rows.token) {
             self.verify_token_row(t)?;
             if self.token_admits(t, b) {
-                let p =
-                    rows.principal.ok_or_else(|| VaultError::NotFound(format!("no principal {}", t.principal_id)))?;
-                let (p, _) = self.verified_principal(p)?;
-                principal = acts(&p).then_some(p);
+                // A token whose principal is gone authenticates nobody.
+                if let Some(p) = rows.principal {
+                    let (p, _) = self.verified_principal(p)?;
+                    principal = acts(&p).then_some(p);
+                }
             }
         }
         let (permissions, secret_permissions) = match (&principal, rows.policy) {
             (Some(p), Some(row)) => self.verified_policy(&vault, p, row)?,
             _ => (Vec::new(), Vec::new()),
         };
-        let key = match key {
+        // The rows a request names are checked only for a caller: a request without a valid
+        // token gets the challenge, whatever the state of the rows it names.
+        let key = match key.filter(|_| principal.is_some()) {
             None => None,
             Some(_) => {
                 let found = match (rows.key, rows.version) {
@@ -97,7 +111,7 @@ impl VaultService {
                 Some((name_lc, version, found))
             }
         };
-        let secret = match secret {
+        let secret = match secret.filter(|_| principal.is_some()) {
             None => None,
             Some(_) => {
                 let s = rows.secret.map(|(s, mac)| self.verified_secret(&vault, s, &mac)).transpose()?;
@@ -107,7 +121,15 @@ impl VaultService {
                 Some((secret_lc, secret_version, s, v, kek))
             }
         };
-        Ok(RequestAuth { vault, principal, permissions, secret_permissions, key, secret })
+        Ok(RequestAuth {
+            vault,
+            principal,
+            permissions,
+            secret_permissions,
+            key,
+            secret,
+            read_at: std::time::Instant::now(),
+        })
     }
 
     /// [`Self::authorize`] on what the request read at its start.

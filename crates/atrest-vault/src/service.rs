@@ -34,7 +34,7 @@ pub struct VaultService {
     /// Group commit of audit entries.
     pub(crate) audit_commit: Arc<crate::audit_commit::AuditCommit>,
     /// A256GCM uses reserved by this node (`ops.rs`).
-    pub(crate) gcm_blocks: Mutex<crate::usage::GcmBlocks>,
+    pub(crate) gcm_blocks: crate::usage::GcmBlocks,
     /// Audit appends that succeeded and failed (for metrics).
     pub(crate) audit_counts: [std::sync::atomic::AtomicU64; 2],
 }
@@ -67,7 +67,7 @@ impl VaultService {
             clock,
             write_lock,
             audit_commit,
-            gcm_blocks: Mutex::default(),
+            gcm_blocks: crate::usage::GcmBlocks::default(),
             audit_counts: Default::default(),
         })
     }

@@ -1,9 +1,11 @@
 //! Software key custody: key material lives at rest only as a record sealed under a key
 //! derived from the root key, with the key's binding (vault, name, version) as context.
-//! In memory, the keys of the last [`OPENED_KEYS`] handles used stay opened (parsing and
-//! checking an RSA private key costs more than the operation): in zeroizing types, found
-//! only by the SHA-256 of (binding, sealed handle) — so a handle moved to another key's
-//! row, or edited, never finds a cached key — and dropped, zeroized, when pushed out.
+//! In memory, the keys of the last [`OPENED_KEYS`] handles used stay opened for at most
+//! [`OPENED_FOR`] (parsing and checking an RSA private key costs more than the
+//! operation): in zeroizing types, found only by the SHA-256 of (binding, sealed handle)
+//! — so a handle moved to another key's row, or edited, never finds a cached key — and
+//! dropped, zeroized, when pushed out or expired. A purged key's material is gone from
+//! memory within that time at the latest.
 
 use super::{BackendKey, Capabilities, ImportKey, KeyBackend, KeySpec, Protection, PublicKey, SignAlg, WrapAlg};
 use crate::aead::AeadKey;
@@ -24,11 +26,17 @@ const TAG_AES: u8 = 4;
 /// How many opened keys the backend keeps (see the module's documentation).
 pub const OPENED_KEYS: usize = 256;
 
+/// How long an opened key is kept after it was opened.
+pub const OPENED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Opened keys by SHA-256(binding, handle), oldest first, with when each was opened.
+type Opened = std::collections::VecDeque<([u8; 32], std::time::Instant, std::sync::Arc<Material>)>;
+
 /// Keys sealed by a root key.
 pub struct SoftwareBackend {
     sealing_key: SecretKey,
-    /// Opened keys by SHA-256(binding, handle), oldest first out.
-    opened: std::sync::Mutex<std::collections::VecDeque<([u8; 32], std::sync::Arc<Material>)>>,
+    /// Opened keys (see [`Opened`]).
+    opened: std::sync::Mutex<Opened>,
 }
 
 enum Material {
@@ -65,25 +73,31 @@ impl SoftwareBackend {
 
     /// An opened key, from the cache or opened now (and cached).
     fn opened(&self, handle: &[u8], binding: &[&[u8]]) -> Result<std::sync::Arc<Material>> {
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(binding.len() * 2 + 1);
-        let lens: Vec<[u8; 8]> = binding.iter().map(|b| (b.len() as u64).to_be_bytes()).collect();
-        for (b, l) in binding.iter().zip(&lens) {
+        // Every part length-prefixed, the number of parts first: no two (binding, handle)
+        // pairs frame alike.
+        let count = (binding.len() as u64).to_be_bytes();
+        let lens: Vec<[u8; 8]> =
+            binding.iter().chain(std::iter::once(&handle)).map(|b| (b.len() as u64).to_be_bytes()).collect();
+        let mut parts: Vec<&[u8]> = vec![&count];
+        for (b, l) in binding.iter().chain(std::iter::once(&handle)).zip(&lens) {
             parts.push(l);
             parts.push(b);
         }
-        parts.push(handle);
         let id = crate::hash::sha256(&parts);
-        if let Ok(cache) = self.opened.lock()
-            && let Some((_, m)) = cache.iter().find(|(k, _)| crate::secret::constant_time_eq(k, &id))
-        {
-            return Ok(m.clone());
+        if let Ok(mut cache) = self.opened.lock() {
+            while cache.front().is_some_and(|(_, at, _)| at.elapsed() > OPENED_FOR) {
+                cache.pop_front();
+            }
+            if let Some((_, _, m)) = cache.iter().find(|(k, _, _)| k == &id) {
+                return Ok(m.clone());
+            }
         }
         let m = std::sync::Arc::new(self.open(handle, binding)?);
         if let Ok(mut cache) = self.opened.lock() {
             if cache.len() >= OPENED_KEYS {
                 cache.pop_front();
             }
-            cache.push_back((id, m.clone()));
+            cache.push_back((id, std::time::Instant::now(), m.clone()));
         }
         Ok(m)
     }

@@ -108,6 +108,36 @@ pub(crate) async fn akv(State(state): State<Arc<AppState>>, mut req: Request, ne
     }
 }
 
+/// Reads a request's authorization again (its body took long to arrive): the same read as
+/// at its start, and the same refusals.
+pub(crate) async fn reauthorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+    caller: AkvCaller,
+) -> Result<AkvCaller, ApiError> {
+    let key = super::keys::key_asked(method, uri.path());
+    let secret = super::secrets::secret_asked(method, uri.path());
+    let named = [key.as_ref(), secret.as_ref()].map(|x| x.map(|(n, v)| (n.as_str(), v.as_str())));
+    let auth =
+        state.svc.request_auth(&caller.vault.name, bearer_token(headers).map(str::trim), named[0], named[1]).await?;
+    let Some(principal) = auth.principal.clone() else {
+        return Err(unauthorized(format!(
+            "Bearer authorization=\"https://login.atrest.invalid/{}\"",
+            auth.vault.tenant_id
+        )));
+    };
+    if principal.tenant_id != auth.vault.tenant_id && principal.role != atrest_vault::Role::DeploymentAdmin {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "VaultNotFound",
+            format!("no vault named {}", auth.vault.name),
+        ));
+    }
+    Ok(AkvCaller { vault: auth.vault.clone(), principal, auth: Arc::new(auth), origin: caller.origin })
+}
+
 async fn akv_caller(
     state: &AppState,
     headers: &HeaderMap,

@@ -17,6 +17,9 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// How old a request's authorization may be when its body has arrived.
+const AUTH_FRESH: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// `api-version` values the SDKs send (all treated alike).
 const API_VERSIONS: &[&str] =
     &["2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", "2025-07-01", "2026-04-01"];
@@ -33,9 +36,17 @@ async fn handle(
     Extension(caller): Extension<AkvCaller>,
     method: Method,
     uri: Uri,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = super::read_body(body, super::MAX_BODY, "").await?;
+    // Authorization was read when the headers arrived; a body that took longer than this
+    // has it read again, so a revocation made meanwhile applies to this request too.
+    let caller = if caller.auth.age() > AUTH_FRESH {
+        super::auth::reauthorize(&state, &headers, &method, &uri, caller).await?
+    } else {
+        caller
+    };
     let query: HashMap<String, String> =
         axum::extract::Query::<HashMap<String, String>>::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
     let api_version = query

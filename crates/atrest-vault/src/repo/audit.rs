@@ -111,13 +111,20 @@ pub(crate) async fn append_batch(
         }
         match q.execute(&mut *tx).await {
             Ok(_) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(None),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() || busy(e.code().as_deref()) => return Ok(None),
             Err(e) => return Err(e.into()),
         }
     }
     let commit_seq = db.kept_commit_seq(&mut *tx).await?;
     tx.commit().await?;
     Ok(Some((entries.iter().map(|e| e.rec.seq).collect(), commit_seq)))
+}
+
+/// SQLite's "busy" codes (`SQLITE_BUSY` and its extended forms, e.g. `BUSY_SNAPSHOT`
+/// when another connection committed between this transaction's read and its write):
+/// the batch is built again, not failed.
+fn busy(code: Option<&str>) -> bool {
+    code.and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == 5)
 }
 
 /// The head of a chain: (sequence number, hash) of its last entry.
