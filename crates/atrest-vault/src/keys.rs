@@ -3,7 +3,7 @@
 
 use crate::ImportJwk;
 use crate::error::{Refusal, Result, VaultError};
-use crate::model::{DeletedKey, KeyAttributes, KeyBundle, Kty, MAX_PAGE, Page, PublicJwk, VaultInfo, b64u};
+use crate::model::{DeletedKey, KeyAttributes, KeyBundle, Kty, Page, PublicJwk, VaultInfo, b64u};
 use crate::model::{check_name, new_id};
 use crate::repo::keys as repo;
 pub(crate) use crate::repo::keys::{KeyRow, VersionRow};
@@ -669,12 +669,8 @@ impl VaultService {
         token: Option<&str>,
         deleted: bool,
     ) -> Result<Page<DeletedKey>> {
-        let max = page_size(max)?;
-        let after = match token {
-            Some(t) => String::from_utf8(hex::decode(t).map_err(|_| VaultError::bad("invalid $skiptoken"))?)
-                .map_err(|_| VaultError::bad("invalid $skiptoken"))?,
-            None => String::new(),
-        };
+        let max = crate::model::page_size(max)?;
+        let after = crate::model::name_after(token)?;
         let rows = repo::keys_page(&self.db, &vault.id, deleted, &after, i64::try_from(max + 1).unwrap_or(26)).await?;
         let mut items = Vec::new();
         for (k, mac) in rows.iter().take(max) {
@@ -705,11 +701,8 @@ impl VaultService {
         max: Option<usize>,
         token: Option<&str>,
     ) -> Result<Page<KeyBundle>> {
-        let max = page_size(max)?;
-        let after: i64 = match token {
-            Some(t) => t.parse().map_err(|_| VaultError::bad("invalid $skiptoken"))?,
-            None => 0,
-        };
+        let max = crate::model::page_size(max)?;
+        let after = crate::model::seq_after(token)?;
         let k = self
             .key_row(vault, name)
             .await?
@@ -823,13 +816,5 @@ impl VaultService {
             }
         }
         Ok(n + self.purge_due_secrets().await?)
-    }
-}
-
-fn page_size(max: Option<usize>) -> Result<usize> {
-    match max {
-        None => Ok(MAX_PAGE),
-        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-        Some(_) => Err(VaultError::bad("maxresults must be between 1 and 25")),
     }
 }

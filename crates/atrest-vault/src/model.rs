@@ -261,3 +261,27 @@ pub struct DeletedSecret {
     /// When the purge sweeper erases it.
     pub scheduled_purge_date: i64,
 }
+
+/// A page size from `maxresults` (default and most: [`MAX_PAGE`]).
+pub(crate) fn page_size(max: Option<usize>) -> Result<usize, crate::VaultError> {
+    match max {
+        None => Ok(MAX_PAGE),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(_) => Err(crate::VaultError::bad("maxresults must be between 1 and 25")),
+    }
+}
+
+/// The lowercase name a listing of names resumes after: its `$skiptoken` is the name in
+/// hex (never `+`, which a client re-quoting the nextLink would turn into a space).
+pub(crate) fn name_after(token: Option<&str>) -> Result<String, crate::VaultError> {
+    let bad = || crate::VaultError::bad("invalid $skiptoken");
+    match token {
+        Some(t) => String::from_utf8(hex::decode(t).map_err(|_| bad())?).map_err(|_| bad()),
+        None => Ok(String::new()),
+    }
+}
+
+/// The version number a listing of versions resumes after (its `$skiptoken`).
+pub(crate) fn seq_after(token: Option<&str>) -> Result<i64, crate::VaultError> {
+    token.map_or(Ok(0), |t| t.parse().map_err(|_| crate::VaultError::bad("invalid $skiptoken")))
+}

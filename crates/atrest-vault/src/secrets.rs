@@ -10,7 +10,7 @@
 //! Rows are MACed like key rows and checked on every read.
 
 use crate::error::{Refusal, Result, VaultError};
-use crate::model::{DeletedSecret, MAX_PAGE, Page, SecretAttributes, SecretBundle, VaultInfo, check_name, new_id};
+use crate::model::{DeletedSecret, Page, SecretAttributes, SecretBundle, VaultInfo, check_name, new_id};
 use crate::model::{b64u, b64u_decode};
 use crate::repo::secrets as repo;
 use crate::repo::secrets::{KekRow, SecretRow, SecretVersionRow};
@@ -169,14 +169,6 @@ fn check_dates(nbf: Option<i64>, exp: Option<i64>) -> Result<()> {
 
 fn json_text<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| VaultError::bad(e.to_string()))
-}
-
-fn page_size(max: Option<usize>) -> Result<usize> {
-    match max {
-        None => Ok(MAX_PAGE),
-        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-        Some(_) => Err(VaultError::bad("maxresults must be between 1 and 25")),
-    }
 }
 
 /// The secrets key's binding in the key backend.
@@ -550,14 +542,8 @@ impl VaultService {
         token: Option<&str>,
         deleted: bool,
     ) -> Result<Page<DeletedSecret>> {
-        let max = page_size(max)?;
-        // Tokens are hex (never `+`, which a client re-quoting the nextLink would turn
-        // into a space).
-        let after = match token {
-            Some(t) => String::from_utf8(hex::decode(t).map_err(|_| VaultError::bad("invalid $skiptoken"))?)
-                .map_err(|_| VaultError::bad("invalid $skiptoken"))?,
-            None => String::new(),
-        };
+        let max = crate::model::page_size(max)?;
+        let after = crate::model::name_after(token)?;
         let limit = i64::try_from(max + 1).unwrap_or(26);
         let rows = repo::secrets_page(&self.db, &vault.id, deleted, &after, limit).await?;
         let mut items = Vec::new();
@@ -584,11 +570,8 @@ impl VaultService {
         max: Option<usize>,
         token: Option<&str>,
     ) -> Result<Page<SecretBundle>> {
-        let max = page_size(max)?;
-        let after: i64 = match token {
-            Some(t) => t.parse().map_err(|_| VaultError::bad("invalid $skiptoken"))?,
-            None => 0,
-        };
+        let max = crate::model::page_size(max)?;
+        let after = crate::model::seq_after(token)?;
         let s = self
             .secret_row(vault, name)
             .await?
